@@ -1,0 +1,43 @@
+# kfc-lite: two commands, `make lab` and `make test`, both from nothing but Python 3.10+ and make.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.kfc-lite-installed
+# Set TORCH_LOCAL= to skip the local-wheel probe and let pip pick torch from the project's range.
+TORCH_LOCAL ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: lab test install student clean-venv help
+
+help:
+	@echo "make lab      set up .venv and start JupyterLab on notebooks/"
+	@echo "make test     set up .venv and run the whole test suite, notebooks included (quick mode)"
+	@echo "make student  write the student edition of every notebook to build/student/"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# A torch wheel already on local disk (find-links) is taken first and without the index: on CI and the
+	@# course's machines that is a CPU build, so no multi-GB CUDA download. Elsewhere the probe fails quietly
+	@# and pip chooses torch from the project's range, so GPU users get their CUDA build.
+	@if [ -n "$(TORCH_LOCAL)" ] && ! $(BIN)/python -c "import torch" 2>/dev/null; then \
+	  $(BIN)/python -m pip install --quiet --no-index --no-deps "$(TORCH_LOCAL)" 2>/dev/null \
+	    && echo "took $(TORCH_LOCAL) from local disk" \
+	    || echo "no local $(TORCH_LOCAL) wheel: pip chooses torch from the project's range"; \
+	fi
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+test: $(STAMP)
+	@# pytest exits 5 when it collects no test: make treats that, like any failure, as an error.
+	KFC_QUICK=1 MPLBACKEND=Agg $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+student: $(STAMP)
+	$(BIN)/python -m kfc_lite.student notebooks build/student
+
+clean-venv:
+	rm -rf $(VENV)
