@@ -1,0 +1,33 @@
+"""Koopman tools: toy systems, DMD/EDMD and observables (NumPy), and the Koopman forward model with control (PyTorch).
+
+Names are imported lazily, so the NumPy-only part (notebook 01) does not pay for importing torch.
+"""
+import importlib
+
+#: public name -> submodule of kfc_lite.koopman that defines it
+_EXPORTS = {
+    # toy systems with a known answer (systems.py)
+    "LinearSystem": "systems", "SlowManifold": "systems", "Pendulum": "systems", "Duffing": "systems",
+    "VanDerPol": "systems",
+    # DMD / EDMD (edmd.py) and dictionaries (observables.py)
+    "DMD": "edmd", "EDMD": "edmd",
+    "Identity": "observables", "Polynomial": "observables", "RadialBasis": "observables",
+    # controlled systems, transitions from gymnasium, EDMD with control (control.py)
+    "LinearControlSystem": "control", "ForcedPendulum": "control", "gym_transitions": "control", "EDMDc": "control",
+    # the neural Koopman forward model (model.py) and its trainer (fit.py)
+    "KoopmanForwardModel": "model", "save_koopman": "model", "load_koopman": "model",
+    "KoopmanTrainConfig": "fit", "fit_koopman": "fit", "multistep_error": "fit",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

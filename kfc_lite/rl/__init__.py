@@ -1,0 +1,29 @@
+"""Offline RL: networks, SAC+CQL, augmenters (none, S4RL noise, KFC, KFC++), policies.
+
+Names are imported lazily from their submodules.
+"""
+import importlib
+
+_EXPORTS = {
+    # augment.py
+    "Augmenter": "augment", "NoAugmentation": "augment", "GaussianNoise": "augment", "KoopmanAugmenter": "augment",
+    "make_augmenter": "augment",
+    # networks.py
+    "MLP": "networks", "CriticEnsemble": "networks", "TanhGaussianActor": "networks",
+    # sac.py (SAC + CQL) and policy files (policy.py)
+    "SACConfig": "sac", "SACCQL": "sac", "PRESETS": "sac",
+    "save_policy": "policy", "load_policy": "policy",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

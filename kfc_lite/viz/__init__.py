@@ -1,0 +1,6 @@
+"""Matplotlib figures and ipywidgets explorers the notebooks show.
+
+Each explorer is a plain ``update(...)`` function that draws a figure (tests call it directly) plus a
+thin ipywidgets layer, so CI needs no browser front end. One module per topic:
+``toy`` (notebook 01), ``koopman_control`` (02), ``symmetry`` (03), ``rl`` (04, 05).
+"""
