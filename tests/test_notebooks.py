@@ -1,14 +1,17 @@
-"""Every notebook runs top to bottom in quick mode, and follows DESIGN.md's conventions."""
+"""Every notebook runs top to bottom in quick mode and follows DESIGN.md's conventions; its exercise checks pass
+with the solutions in, and its student edition (solutions removed) runs too, with every check saying "not done yet"."""
 import os
+import re
 
 import nbformat
 import pytest
 
-from kfc_lite.notebooks import convention_problems, notebook_paths
+from kfc_lite.notebooks import convention_problems, notebook_paths, student_edition
 
 from conftest import ROOT
 
 NOTEBOOKS = notebook_paths(ROOT / "notebooks")
+CHECK_LINE = re.compile(r"Exercise (\d\d)\.(\S+): (passed|failed|not done yet)")
 
 
 def test_the_course_has_notebooks():
@@ -27,17 +30,39 @@ def test_conventions(path):
 def execute(nb, cwd, timeout=900):
     from nbclient import NotebookClient
 
-    env_quick = os.environ.get("KFC_QUICK")
+    previous = os.environ.get("KFC_QUICK")
     os.environ["KFC_QUICK"] = "1"
     try:
         NotebookClient(nb, timeout=timeout, kernel_name="python3",
                        resources={"metadata": {"path": str(cwd)}}).execute()
     finally:
-        if env_quick is None:
+        if previous is None:
             os.environ.pop("KFC_QUICK", None)
         else:
-            os.environ["KFC_QUICK"] = env_quick
+            os.environ["KFC_QUICK"] = previous
     return nb
+
+
+def text_of(cell) -> str:
+    parts = []
+    for out in cell.get("outputs", []):
+        if "text" in out:
+            parts.append(out["text"])
+        for key in ("text/plain", "text/markdown"):
+            if key in out.get("data", {}):
+                parts.append(out["data"][key])
+    return "\n".join(parts)
+
+
+def check_statuses(nb) -> list[tuple[str, str]]:
+    return [(m.group(2), m.group(3)) for cell in nb.cells for m in CHECK_LINE.finditer(text_of(cell))]
+
+
+def assert_no_errors(nb, name):
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            assert out.get("output_type") != "error", (
+                f"cell {i} of {name} raised {out.get('ename')}: {out.get('evalue')}")
 
 
 @pytest.mark.notebook
@@ -45,6 +70,23 @@ def execute(nb, cwd, timeout=900):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_in_quick_mode(path):
     nb = execute(nbformat.read(path, as_version=4), path.parent)
-    for i, cell in enumerate(nb.cells):
-        for out in cell.get("outputs", []):
-            assert out.get("output_type") != "error", f"cell {i} of {path.name} raised {out.get('ename')}"
+    assert_no_errors(nb, path.name)
+    statuses = check_statuses(nb)
+    n_solutions = sum("solution" in c.get("metadata", {}).get("tags", []) for c in nb.cells)
+    assert len([s for s in statuses]) >= n_solutions, f"{path.name}: some exercise checks printed no feedback"
+    bad = [(name, status) for name, status in statuses if status != "passed"]
+    assert not bad, f"{path.name}: with the solutions in, these checks do not pass: {bad}"
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_student_edition_runs(path, tmp_path):
+    nb = nbformat.read(path, as_version=4)
+    if not any("solution" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
+        pytest.skip(f"{path.name} has no exercises")
+    student = execute(student_edition(nb), path.parent)
+    assert_no_errors(student, f"student edition of {path.name}")
+    statuses = check_statuses(student)
+    assert statuses, "the student edition printed no exercise feedback"
+    assert all(status == "not done yet" for _, status in statuses), statuses
