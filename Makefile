@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.kfc-lite-installed
 TORCH_LOCAL ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: lab test install student clean-venv help
+.PHONY: lab test install student clean-venv help ci-browser
 
 help:
 	@echo "make lab      set up .venv and start JupyterLab on notebooks/"
@@ -30,11 +30,18 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-test: $(STAMP)
+# On CI (CI=true) the browser tests' Chromium comes from Debian's packages; elsewhere those tests say why they skip.
+test: $(STAMP) $(if $(filter true,$(CI)),ci-browser)
 	@# pytest exits 5 when it collects no test: make treats that, like any failure, as an error.
 	KFC_QUICK=1 MPLBACKEND=Agg $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+ci-browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is not installed and cannot be installed here: the browser tests will be skipped"; fi; }
 
 student: $(STAMP)
 	$(BIN)/python -m kfc_lite.student notebooks build/student
