@@ -1,0 +1,185 @@
+"""Symmetries of a Koopman operator: KFC++ and KFC generators commute with K, are real and non-trivial,
+and the guard rejects what cannot be trusted."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from kfc_lite.symmetry import (commutation_error, default_cond_threshold, eigen_directions, eigendecompose,
+                               kfc_generator, kfc_symmetry, kfcpp_symmetry)
+
+# relative commutator tolerated in each precision (the task's bar: 1e-10 in float64, 1e-4 in float32)
+TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
+
+
+def random_K(batch, n, dtype, seed=0):
+    """Random real operators near the unit circle (Gaussian / sqrt(n)): almost surely complex pairs."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, n, n, generator=g, dtype=torch.float64) / math.sqrt(n)).to(dtype)
+
+
+def rotation(theta):
+    c, s = math.cos(theta), math.sin(theta)
+    return torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("n", [6, 32])
+def test_kfcpp_symmetries_are_real_nontrivial_and_commute(dtype, n):
+    K = random_K(16, n, dtype)
+    values = torch.linalg.eigvals(K.double())
+    assert (values.imag.abs() > 1e-3).any(dim=-1).all(), "the test needs complex eigenvalues in every K"
+    eps = torch.randn(16, n, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(dtype)
+    sigma, valid = kfcpp_symmetry(K, eps)
+    assert valid.all()
+    assert sigma.dtype == dtype and not sigma.is_complex() and sigma.shape == (16, n, n)
+    assert torch.isfinite(sigma).all()
+    err = commutation_error(sigma.double(), K.double())
+    assert err.max() < TOL[dtype], f"max relative commutator {err.max():.2e}"
+    # non-trivial: far from any multiple of the identity
+    eye = torch.eye(n, dtype=torch.float64)
+    s64 = sigma.double()
+    multiple = torch.diagonal(s64, dim1=-2, dim2=-1).mean(-1)[:, None, None] * eye
+    distance = torch.linalg.matrix_norm(s64 - multiple) / torch.linalg.matrix_norm(s64)
+    assert distance.min() > 0.1
+
+
+def test_kfcpp_is_the_conjugate_pair_average():
+    """Re(U diag(eps) U^-1) equals U diag(pair-averaged eps) U^-1, computed independently with NumPy."""
+    K = random_K(1, 8, torch.float64, seed=3)[0]
+    eps = torch.randn(8, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    sigma, valid = kfcpp_symmetry(K, eps)
+    lam, U = np.linalg.eig(K.numpy())
+    e = eps.numpy().astype(complex)
+    avg = e.copy()
+    for i in range(8):
+        if abs(lam[i].imag) > 1e-9:
+            j = int(np.argmin(np.abs(lam - lam[i].conj())))
+            avg[i] = (e[i] + e[j]) / 2
+    expected = U @ np.diag(avg) @ np.linalg.inv(U)
+    assert np.abs(expected.imag).max() < 1e-12
+    np.testing.assert_allclose(sigma.numpy(), expected.real, atol=1e-12)
+
+
+def test_rotation_symmetry_from_real_eps_is_a_scaling():
+    """For a 2x2 rotation the real part keeps only the average of the pair: (eps1+eps2)/2 * I."""
+    K = rotation(0.3)
+    sigma, valid = kfcpp_symmetry(K, torch.tensor([0.2, -0.06], dtype=torch.float64))
+    torch.testing.assert_close(sigma, 0.07 * torch.eye(2, dtype=torch.float64), atol=1e-14, rtol=0)
+
+
+def test_one_K_broadcasts_against_many_eps():
+    K = random_K(1, 5, torch.float64)[0]
+    eps = torch.randn(7, 5, dtype=torch.float64)
+    sigma, valid = kfcpp_symmetry(K, eps)
+    assert sigma.shape == (7, 5, 5) and valid.shape == (7,)
+    single, _ = kfcpp_symmetry(K, eps[3])
+    torch.testing.assert_close(sigma[3], single)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_kfc_generator_commutes_has_documented_scale_and_is_deterministic(dtype):
+    n = 12
+    K = random_K(8, n, dtype, seed=5)
+    G, valid = kfc_generator(K, scale=3e-3, seed=0)
+    assert valid.all() and G.dtype == dtype and not G.is_complex()
+    assert commutation_error(G.double(), K.double()).max() < TOL[dtype]
+    rms_gain = torch.linalg.matrix_norm(G.double()) / math.sqrt(n)
+    torch.testing.assert_close(rms_gain, torch.full_like(rms_gain, 3e-3), rtol=1e-5, atol=0)
+    G2, _ = kfc_generator(K, scale=3e-3, seed=0)
+    torch.testing.assert_close(G, G2, rtol=0, atol=0)  # no global RNG, same answer every call
+    G3, _ = kfc_generator(K, scale=3e-3, seed=1)
+    assert (G3 - G).abs().max() > 1e-4  # another reference matrix gives another generator
+    # the generator is not a multiple of the identity: it uses the commutant, not only trivial scalings
+    multiple = torch.diagonal(G.double(), dim1=-2, dim2=-1).mean(-1)[:, None, None] * torch.eye(n, dtype=torch.float64)
+    assert (torch.linalg.matrix_norm(G.double() - multiple) / torch.linalg.matrix_norm(G.double())).min() > 0.1
+
+
+def test_kfc_is_one_direction_kfcpp_spans_real_eigen_groups():
+    """KFC samples span one direction per K; KFC++ spans one per real eigenvalue or conjugate pair."""
+    n = 6
+    K = random_K(1, n, torch.float64, seed=7)[0]
+    n_groups = len(eigen_directions(torch.linalg.eigvals(K)))
+    eps = torch.randn(40, n, dtype=torch.float64)
+    pp, _ = kfcpp_symmetry(K, eps)
+    kfc, _ = kfc_symmetry(K, torch.randn(40, dtype=torch.float64))
+    assert torch.linalg.matrix_rank(pp.reshape(40, -1)) == n_groups
+    assert torch.linalg.matrix_rank(kfc.reshape(40, -1)) == 1
+    assert n_groups < n  # this K has complex pairs, so real eps reach fewer than n directions
+
+
+def test_rotation_generator_of_kfc_includes_the_rotation():
+    """The real commutant of a rotation is {aI + bJ}; KFC's projected generator has a b-part, KFC++ none."""
+    K = rotation(0.4)
+    G, valid = kfc_generator(K, scale=1.0, seed=0)
+    a, b = G[0, 0], G[1, 0]
+    torch.testing.assert_close(G, torch.stack([torch.stack([a, -b]), torch.stack([b, a])]), atol=1e-12, rtol=0)
+    assert abs(float(b)) > 1e-3
+
+
+def test_jordan_block_is_marked_invalid_in_both_precisions():
+    J = torch.tensor([[0.9, 1.0], [0.0, 0.9]], dtype=torch.float64)
+    K = torch.stack([J, rotation(0.2)])
+    for dtype in (torch.float64, torch.float32):
+        sigma, valid = kfcpp_symmetry(K.to(dtype), torch.ones(2, 2, dtype=dtype))
+        assert valid.tolist() == [False, True]
+        assert (sigma[0] == 0).all()  # never a silent non-commuting fallback
+        G, gvalid = kfc_generator(K.to(dtype))
+        assert gvalid.tolist() == [False, True]
+
+
+def test_nonfinite_K_is_invalid_and_does_not_spoil_the_batch():
+    K = random_K(3, 4, torch.float64)
+    K[1, 2, 2] = float("nan")
+    sigma, valid = kfcpp_symmetry(K, torch.ones(3, 4, dtype=torch.float64))
+    assert valid.tolist() == [True, False, True]
+    assert torch.isfinite(sigma).all()
+
+
+def test_cond_threshold_is_a_parameter():
+    K = random_K(4, 8, torch.float64)
+    eig = eigendecompose(K)
+    assert eig.valid.all() and (eig.cond >= 1).all()
+    strict = eigendecompose(K, cond_threshold=float(eig.cond.min()) * 0.999)
+    assert not strict.valid.any()
+    assert default_cond_threshold(torch.float32) == pytest.approx(1e-3 / torch.finfo(torch.float32).eps)
+    with pytest.raises(ValueError, match="cond_threshold"):
+        eigendecompose(K, cond_threshold=0.5)
+
+
+def test_commutation_error_values():
+    K = torch.diag(torch.tensor([1.0, 2.0], dtype=torch.float64))
+    assert float(commutation_error(torch.diag(torch.tensor([3.0, -1.0], dtype=torch.float64)), K)) == 0.0
+    N = torch.tensor([[0.0, 1.0], [0.0, 0.0]], dtype=torch.float64)
+    # [N, K] = N K - K N = [[0, 2], [0, 0]] - [[0, 1], [0, 0]]: norm 1; ||N|| = 1, ||K|| = sqrt(5)
+    assert float(commutation_error(N, K)) == pytest.approx(1 / math.sqrt(5))
+    assert float(commutation_error(10 * N, K)) == pytest.approx(1 / math.sqrt(5))  # scale-free
+    assert float(commutation_error(torch.zeros(2, 2, dtype=torch.float64), K)) == 0.0
+
+
+def test_bad_input_errors_name_the_problem():
+    with pytest.raises(ValueError, match=r"\(\.\.\., n, n\)"):
+        kfcpp_symmetry(torch.zeros(3, 4), torch.zeros(4))
+    with pytest.raises(ValueError, match="one parameter per latent"):
+        kfcpp_symmetry(torch.eye(3), torch.zeros(4))
+    with pytest.raises(TypeError, match="real floating-point"):
+        kfcpp_symmetry(torch.eye(3, dtype=torch.complex64), torch.zeros(3))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        kfcpp_symmetry(np.eye(3), torch.zeros(3))
+
+
+def test_eigen_directions_groups_pairs_leading_first():
+    values = torch.tensor([0.5 + 0j, 0.9 + 0.1j, 0.2 + 0j, 0.9 - 0.1j], dtype=torch.complex128)
+    assert eigen_directions(values) == [[1, 3], [0], [2]]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_symmetries_on_the_gpu_match_the_cpu():
+    K = random_K(64, 32, torch.float32)
+    eps = torch.randn(64, 32) * 3e-3
+    sigma_cpu, valid_cpu = kfcpp_symmetry(K, eps)
+    sigma_gpu, valid_gpu = kfcpp_symmetry(K.cuda(), eps.cuda())
+    assert sigma_gpu.device.type == "cuda" and (valid_gpu.cpu() == valid_cpu).all()
+    assert commutation_error(sigma_gpu.double(), K.cuda().double()).max() < 1e-4
+    torch.testing.assert_close(sigma_gpu.cpu(), sigma_cpu, rtol=1e-3, atol=1e-6)
