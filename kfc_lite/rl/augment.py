@@ -1,0 +1,345 @@
+"""State augmenters for offline RL: none (CQL), S4RL Gaussian noise, and the Koopman symmetries (KFC, KFC++).
+
+One interface: ``augmenter(batch) -> batch`` on a dict of torch tensors with ``observations``, ``actions``,
+``rewards``, ``next_observations``, ``terminals`` (and anything else, passed through). Only
+``observations`` and ``next_observations`` change; actions, rewards and done flags stay as logged (paper
+section 2 and open question 4; keeping the reward is the small-shift approximation of section 3 (d)).
+Where the augmented states go (the critic's TD term and the data term of the CQL penalty, not the actor)
+is the training loop's business.
+
+Randomness comes only from torch's global RNG on the batch's device, and every call draws the same
+tensors in the same order whatever branch it takes, so a training loop that checkpoints the RNG states
+resumes exactly.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from kfc_lite.symmetry import (DEFAULT_KFC_SCALE, commutation_error, eigendecompose, kfc_symmetry,
+                               kfcpp_symmetry)
+
+__all__ = ["Augmenter", "NoAugmentation", "GaussianNoise", "KoopmanAugmenter", "make_augmenter", "METHODS",
+           "S4RL_SIGMA", "KFCPP_EPS_UNIT"]
+
+#: S4RL's Gaussian noise scale in raw state units (the authors' ``noise_sigma``, "paper S4RL").
+S4RL_SIGMA = 3e-3
+#: KFC++'s per-dimension ``eps`` standard deviation at ``shift_sigma = 1`` (the authors' code).
+KFCPP_EPS_UNIT = 3e-3
+
+STATE_KEYS = ("observations", "next_observations")
+
+
+def _check_batch(batch) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(batch, dict):
+        raise TypeError(f"a batch is a dict of torch tensors, got {type(batch).__name__}")
+    missing = [k for k in STATE_KEYS if k not in batch]
+    if missing:
+        raise KeyError(f"the batch has no {missing}: an augmenter needs 'observations' and 'next_observations' "
+                       f"(keys present: {sorted(batch)})")
+    s, s_next = batch["observations"], batch["next_observations"]
+    for name, x in zip(STATE_KEYS, (s, s_next)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"batch['{name}'] must be a torch tensor, got {type(x).__name__}; "
+                            "convert with torch.as_tensor(x, device=...)")
+        if x.ndim != 2 or not x.is_floating_point():
+            raise ValueError(f"batch['{name}'] must be a floating-point tensor of shape (batch, state_dim), got "
+                             f"{tuple(x.shape)} {x.dtype}")
+    if s.shape != s_next.shape:
+        raise ValueError(f"observations {tuple(s.shape)} and next_observations {tuple(s_next.shape)} differ in shape")
+    if s.device != s_next.device:
+        raise ValueError(f"observations are on {s.device} but next_observations on {s_next.device}")
+    return s, s_next
+
+
+class _RunningMean:
+    def __init__(self):
+        self.total, self.count = 0.0, 0
+
+    def add(self, values: torch.Tensor) -> None:
+        if values.numel():
+            self.total += float(values.double().sum())
+            self.count += int(values.numel())
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else float("nan")
+
+
+class Augmenter:
+    """Base class: ``augment(batch) -> batch`` (also ``augmenter(batch)``), running ``stats``, ``reset_stats()``.
+
+    ``stats`` (running since the last reset): ``batches``, ``samples``, ``state_shift`` (mean Euclidean
+    norm of ``s~ - s`` over all samples), ``next_state_shift`` (same for ``s'``), ``koopman_fraction``
+    (share of samples moved by a symmetry), ``fallback_rate`` (share of the samples that drew the Koopman
+    branch but fell back to noise because their eigen-decomposition failed the guard) and
+    ``commutation_error`` (mean relative commutator of the symmetries used).
+    """
+
+    name = "base"
+
+    def __init__(self):
+        self.reset_stats()
+
+    def reset_stats(self) -> None:
+        self._batches = 0
+        self._samples = 0
+        self._koopman_drawn = 0
+        self._koopman_used = 0
+        self._fallbacks = 0
+        self._shift = _RunningMean()
+        self._next_shift = _RunningMean()
+        self._commutation = _RunningMean()
+
+    @property
+    def stats(self) -> dict:
+        drawn = self._koopman_drawn
+        return {
+            "batches": self._batches,
+            "samples": self._samples,
+            "state_shift": self._shift.mean,
+            "next_state_shift": self._next_shift.mean,
+            "koopman_fraction": self._koopman_used / self._samples if self._samples else float("nan"),
+            "fallback_rate": self._fallbacks / drawn if drawn else 0.0,
+            "fallbacks": self._fallbacks,
+            "commutation_error": self._commutation.mean,
+        }
+
+    def _record(self, s, s_new, s_next, s_next_new) -> None:
+        self._batches += 1
+        self._samples += s.shape[0]
+        self._shift.add(torch.linalg.vector_norm((s_new - s).detach(), dim=-1))
+        self._next_shift.add(torch.linalg.vector_norm((s_next_new - s_next).detach(), dim=-1))
+
+    def _transform(self, s: torch.Tensor, s_next: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def augment(self, batch: dict) -> dict:
+        """A new dict: ``batch`` with ``observations`` and ``next_observations`` replaced, all else as is."""
+        s, s_next = _check_batch(batch)
+        with torch.no_grad():
+            s_new, s_next_new = self._transform(s, s_next, batch)
+        self._record(s, s_new, s_next, s_next_new)
+        out = dict(batch)
+        out["observations"], out["next_observations"] = s_new, s_next_new
+        return out
+
+    __call__ = augment
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class NoAugmentation(Augmenter):
+    """Plain CQL: the batch unchanged (a new dict holding the same tensors)."""
+
+    name = "none"
+
+    def _transform(self, s, s_next, batch):
+        return s, s_next
+
+
+def gaussian_noise(s: torch.Tensor, s_next: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """S4RL noise: ``s + N(0, sigma^2)`` and ``s' + N(0, sigma^2)`` with *independent* draws (as the authors'
+    CQL-Noise baseline does; it is not a transition of the system, only a neighbourhood of the data)."""
+    return s + sigma * torch.randn_like(s), s_next + sigma * torch.randn_like(s_next)
+
+
+class GaussianNoise(Augmenter):
+    """S4RL-N: independent zero-mean Gaussian noise on ``s`` and ``s'`` (``sigma`` in raw state units)."""
+
+    name = "s4rl"
+
+    def __init__(self, sigma: float = S4RL_SIGMA):
+        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma >= 0):
+            raise ValueError(f"sigma must be a finite non-negative number (raw state units), got {sigma!r}")
+        self.sigma = float(sigma)
+        super().__init__()
+
+    def _transform(self, s, s_next, batch):
+        return gaussian_noise(s, s_next, self.sigma)
+
+    def __repr__(self) -> str:
+        return f"GaussianNoise(sigma={self.sigma:g})"
+
+
+def _model_device_dtype(model):
+    try:
+        p = next(iter(model.parameters()))
+    except (AttributeError, StopIteration):
+        return None, None
+    return p.device, p.dtype
+
+
+class KoopmanAugmenter(Augmenter):
+    """KFC / KFC++: move ``(s, s')`` along a symmetry of the frozen Koopman model, S4RL noise otherwise.
+
+    For a sample taking the Koopman branch, with ``z = E(s)``, ``z' = E(s')`` and ``K = K(a)`` from the
+    model (anything with ``encode``, ``decode`` and ``operator``)::
+
+        sigma = Re(U diag(eps) U^-1),  eps_i ~ N(0, (3e-3 * shift_sigma)^2)   (variant "kfc++")
+        sigma = eps * G(K),            eps   ~ N(0, shift_sigma^2)            (variant "kfc", G of RMS gain kfc_scale)
+        s~  = D((I + sigma) z),   s~' = D((I + sigma) z')                     (the SAME sigma for both)
+
+    and with ``gauged=True`` the residual form ``s~ = s + D((I + sigma) z) - D(z)`` (same for ``s'``), which
+    keeps the autoencoder's reconstruction error out of the shift (paper open question 8; the authors'
+    default is the plain decoded state).
+
+    Parameters
+    ----------
+    variant : "kfc++" (n directions per action) or "kfc" (one).
+    shift_sigma : the authors' ``shift_sigma`` (units: 3e-3 for KFC++, the generator's scale for KFC).
+    p_koopman : probability of the Koopman branch; the rest get S4RL noise of ``noise_sigma``.
+    per : "batch" draws ``u ~ U(0,1)`` once per batch and augments the whole batch by symmetry when
+        ``u <= p_koopman`` (the authors' code); "sample" draws ``u`` per sample.
+    cond_threshold : limit on ``cond(U)`` (default :func:`kfc_lite.symmetry.default_cond_threshold` of the
+        eigen dtype); samples above it, or whose ``eig`` fails, fall back to S4RL noise and are counted in
+        ``stats['fallback_rate']`` (the authors' code silently used ``U = I`` there, which does not commute).
+    eig_dtype : dtype for the eigen-decomposition (default: the model's); float64 buys accuracy.
+    kfc_scale, kfc_seed : the KFC generator's RMS gain and the seed of its fixed reference matrix.
+
+    The model is frozen: it is put in eval mode here, and all its calls run under ``torch.no_grad()``.
+    Symmetries are computed per batch on the batch's device (``torch.linalg.eig`` of the batch of
+    ``K(a)``), never precomputed per transition: the model is frozen, so this gives the same generators
+    without the authors' ~49 KB per transition of stored eigenvectors.
+    """
+
+    VARIANTS = ("kfc++", "kfc")
+    PER = ("batch", "sample")
+
+    def __init__(self, model, variant: str = "kfc++", shift_sigma: float = 1.0, p_koopman: float = 0.8,
+                 per: str = "batch", gauged: bool = False, cond_threshold: float | None = None,
+                 noise_sigma: float = S4RL_SIGMA, eig_dtype: torch.dtype | None = None,
+                 kfc_scale: float = DEFAULT_KFC_SCALE, kfc_seed: int = 0):
+        for attr in ("encode", "decode", "operator"):
+            if not callable(getattr(model, attr, None)):
+                raise TypeError(f"the Koopman model must have encode(s), decode(z) and operator(a); "
+                                f"{type(model).__name__} has no callable {attr!r}")
+        variant = str(variant).lower()
+        if variant not in self.VARIANTS:
+            raise ValueError(f"variant must be one of {self.VARIANTS}, got {variant!r}")
+        if per not in self.PER:
+            raise ValueError(f"per must be 'batch' (one draw per batch, as the authors' code) or 'sample', got {per!r}")
+        if not (isinstance(p_koopman, (int, float)) and 0.0 <= p_koopman <= 1.0):
+            raise ValueError(f"p_koopman is a probability in [0, 1], got {p_koopman!r}")
+        for name, value in (("shift_sigma", shift_sigma), ("noise_sigma", noise_sigma)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
+        if cond_threshold is not None and not cond_threshold > 1:
+            raise ValueError(f"cond_threshold must be > 1 (a condition number is at least 1), got {cond_threshold}")
+        self.model = model
+        if hasattr(model, "eval"):
+            model.eval()
+        self.variant, self.shift_sigma, self.p_koopman, self.per = variant, float(shift_sigma), float(p_koopman), per
+        self.gauged, self.cond_threshold, self.noise_sigma = bool(gauged), cond_threshold, float(noise_sigma)
+        self.eig_dtype, self.kfc_scale, self.kfc_seed = eig_dtype, float(kfc_scale), int(kfc_seed)
+        self.name = variant
+        super().__init__()
+
+    def __repr__(self) -> str:
+        return (f"KoopmanAugmenter(variant={self.variant!r}, shift_sigma={self.shift_sigma:g}, "
+                f"p_koopman={self.p_koopman:g}, per={self.per!r}, gauged={self.gauged})")
+
+    # -- the pieces, each usable on its own (the notebook and the explorer call them) -----------------
+    def draw_eps(self, batch_size: int, latent_dim: int, device, dtype) -> torch.Tensor:
+        """The symmetry parameters: (B, n) for KFC++, (B,) for KFC, from the global RNG."""
+        if self.variant == "kfc++":
+            return torch.randn(batch_size, latent_dim, device=device, dtype=dtype) * (KFCPP_EPS_UNIT * self.shift_sigma)
+        return torch.randn(batch_size, device=device, dtype=dtype) * self.shift_sigma
+
+    def symmetries(self, K: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sigma, valid)`` for a batch of operators ``K`` (B, n, n) and parameters ``eps``."""
+        eig_dtype = self.eig_dtype or K.dtype
+        K_eig = K.to(eig_dtype)
+        eig = eigendecompose(K_eig, self.cond_threshold)
+        if self.variant == "kfc++":
+            sigma, valid = kfcpp_symmetry(K_eig, eps.to(eig_dtype), eig=eig)
+        else:
+            sigma, valid = kfc_symmetry(K_eig, eps.to(eig_dtype), scale=self.kfc_scale, seed=self.kfc_seed, eig=eig)
+        return sigma.to(K.dtype), valid
+
+    def shift_states(self, s: torch.Tensor, s_next: torch.Tensor, sigma: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``D((I + sigma) E(x))`` for ``x`` in ``(s, s')`` with the same ``sigma`` (residual form if gauged)."""
+        B = s.shape[0]
+        z = self.model.encode(torch.cat([s, s_next], dim=0))
+        sig = torch.cat([sigma, sigma], dim=0).to(z.dtype)
+        z_new = z + (sig @ z.unsqueeze(-1)).squeeze(-1)
+        x_new = self.model.decode(z_new)
+        if self.gauged:
+            x_new = torch.cat([s, s_next], dim=0) + x_new - self.model.decode(z)
+        return x_new[:B], x_new[B:]
+
+    def _check_model_matches(self, s: torch.Tensor) -> None:
+        device, _ = _model_device_dtype(self.model)
+        if device is not None and device != s.device:
+            raise ValueError(f"the Koopman model is on {device} but the batch on {s.device}: move the model with "
+                             f"model.to({str(s.device)!r}) (the augmenter never copies data between devices)")
+        state_dim = getattr(self.model, "state_dim", None)
+        if state_dim is not None and s.shape[-1] != state_dim:
+            raise ValueError(f"the batch has states of dimension {s.shape[-1]} but the Koopman model was built for "
+                             f"{state_dim}: was it trained on another dataset?")
+
+    def _transform(self, s, s_next, batch):
+        if "actions" not in batch:
+            raise KeyError("the Koopman augmenter needs batch['actions'] to build K(a)")
+        a = batch["actions"]
+        if not isinstance(a, torch.Tensor) or a.shape[0] != s.shape[0]:
+            raise ValueError(f"batch['actions'] must be a tensor with {s.shape[0]} rows, got "
+                             f"{getattr(a, 'shape', type(a).__name__)}")
+        self._check_model_matches(s)
+        B, device = s.shape[0], s.device
+        if self.model.training:  # frozen: someone may have called .train() on it since
+            self.model.eval()
+        # Fixed draw order and sizes whatever the branch (resumable RNG streams): u, eps, noise.
+        u = torch.rand(() if self.per == "batch" else (B,), device=device)
+        _, model_dtype = _model_device_dtype(self.model)
+        latent_dim = getattr(self.model, "latent_dim", None)
+        if latent_dim is None:
+            latent_dim = self.model.encode(s[:1].to(model_dtype or s.dtype)).shape[-1]
+        eps = self.draw_eps(B, latent_dim, device, model_dtype or s.dtype)
+        s_out, s_next_out = gaussian_noise(s, s_next, self.noise_sigma)
+
+        use = (u <= self.p_koopman).expand(B) if self.per == "batch" else (u <= self.p_koopman)
+        idx = torch.nonzero(use).squeeze(-1)
+        n_drawn = int(idx.numel())
+        n_used = 0
+        if n_drawn:
+            cast = (lambda x: x.to(model_dtype)) if model_dtype is not None else (lambda x: x)
+            K = self.model.operator(cast(a[idx]))
+            sigma, valid = self.symmetries(K, eps[idx])
+            self._commutation.add(commutation_error(sigma[valid].double(), K[valid].double()))
+            s_k, s_next_k = self.shift_states(cast(s[idx]), cast(s_next[idx]), sigma)
+            keep = valid[:, None]
+            s_out[idx] = torch.where(keep, s_k.to(s.dtype), s_out[idx])
+            s_next_out[idx] = torch.where(keep, s_next_k.to(s.dtype), s_next_out[idx])
+            n_used = int(valid.sum())
+        self._koopman_drawn += n_drawn
+        self._koopman_used += n_used
+        self._fallbacks += n_drawn - n_used
+        return s_out, s_next_out
+
+
+METHODS = ("cql", "s4rl", "kfc", "kfc++")
+
+
+def make_augmenter(method: str, model=None, **kwargs) -> Augmenter:
+    """The augmenter of a method: "cql" (none), "s4rl" (Gaussian noise), "kfc" or "kfc++" (needs ``model``).
+
+    ``kwargs`` go to the augmenter's constructor (``sigma`` for S4RL; ``shift_sigma``, ``p_koopman``, ``per``,
+    ``gauged``, ... for KFC and KFC++).
+    """
+    key = str(method).strip().lower()
+    if key not in METHODS:
+        raise ValueError(f"unknown augmentation method {method!r}: choose one of {METHODS}")
+    if key == "cql":
+        if kwargs:
+            raise TypeError(f"method 'cql' uses no augmentation and takes no options, got {sorted(kwargs)}")
+        return NoAugmentation()
+    if key == "s4rl":
+        return GaussianNoise(**kwargs)
+    if model is None:
+        raise ValueError(f"method {key!r} moves states along symmetries of a Koopman model: pass model=... "
+                         "(train one with kfc_lite.koopman.fit_koopman, or load one with load_koopman)")
+    return KoopmanAugmenter(model, variant=key, **kwargs)
