@@ -234,17 +234,22 @@ def commutation_error(sigma: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     return torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), torch.zeros_like(num))
 
 
-def eigen_directions(values: torch.Tensor) -> list[list[int]]:
+def eigen_directions(values: torch.Tensor, weights: torch.Tensor | None = None) -> list[list[int]]:
     """Group the eigenvalues of one real ``K`` (shape (n,)) into real directions, leading first.
 
-    Each group is one real eigenvalue ``[i]`` or a conjugate pair ``[i, j]``; groups are sorted by
-    decreasing ``|lambda|`` (the slowest-decaying modes first). Setting the same ``eps`` on both members of
+    Each group is one real eigenvalue ``[i]`` or a conjugate pair ``[i, j]``. Without ``weights`` groups are
+    sorted by decreasing ``|lambda|`` (the slowest-decaying modes first); with ``weights`` (n,) by decreasing
+    summed weight, e.g. the amplitude ``|c_i| ||u_i||`` of a latent state ``z = sum_i c_i u_i`` in each
+    eigen-direction, which is how far ``eps_i = 1`` moves that state (a direction the state has no
+    component in moves nothing, however large its eigenvalue). Setting the same ``eps`` on both members of
     a pair is what the real part of KFC++ does anyway (it averages them).
     """
     if values.ndim != 1:
         raise ValueError(f"values must be the (n,) eigenvalues of one K, got shape {tuple(values.shape)}")
     vals = values.detach().cpu().to(torch.complex128)
     n = vals.shape[0]
+    if weights is not None and tuple(weights.shape) != (n,):
+        raise ValueError(f"weights must have shape ({n},), got {tuple(weights.shape)}")
     scale = max(float(vals.abs().max()), 1.0)
     tol = 1e-6 * scale
     used, groups = set(), []
@@ -263,4 +268,7 @@ def eigen_directions(values: torch.Tensor) -> list[list[int]]:
             groups.append([i, partner])
         else:
             groups.append([i])
+    if weights is not None:
+        w = weights.detach().cpu().double()
+        groups.sort(key=lambda g: -float(w[g].sum()))
     return groups

@@ -183,3 +183,157 @@ def test_symmetries_on_the_gpu_match_the_cpu():
     assert sigma_gpu.device.type == "cuda" and (valid_gpu.cpu() == valid_cpu).all()
     assert commutation_error(sigma_gpu.double(), K.cuda().double()).max() < 1e-4
     torch.testing.assert_close(sigma_gpu.cpu(), sigma_cpu, rtol=1e-3, atol=1e-6)
+
+
+# -- the exercise checks of notebook 03 ---------------------------------------------------------------------
+def test_exercise_commuting_symmetry_passes_and_fails():
+    from kfc_lite.exercises import nb03
+
+    def right(K, eps):
+        lam, U = np.linalg.eig(K)
+        return (U @ np.diag(eps) @ np.linalg.inv(U)).real
+
+    def complex_kept(K, eps):
+        lam, U = np.linalg.eig(K)
+        return U @ np.diag(eps) @ np.linalg.inv(U)
+
+    def transpose_not_inverse(K, eps):
+        lam, U = np.linalg.eig(K)
+        return (U @ np.diag(eps) @ U.T).real
+
+    def stub(K, eps):
+        raise NotImplementedError
+
+    assert nb03.check_commuting_symmetry(right).passed
+    fb = nb03.check_commuting_symmetry(complex_kept)
+    assert not fb.passed and "real part" in str(fb)
+    fb = nb03.check_commuting_symmetry(transpose_not_inverse)
+    assert not fb.passed and "np.linalg.inv" in str(fb)
+    assert nb03.check_commuting_symmetry(stub).status == "not done yet"
+    assert not nb03.check_commuting_symmetry(lambda K, eps: np.eye(len(eps)) * 2).passed
+
+
+def test_exercise_rotation_symmetry_passes_and_fails():
+    from kfc_lite.exercises import nb03
+
+    J = np.array([[0.0, -1.0], [1.0, 0.0]])
+    assert nb03.check_rotation_symmetry(lambda a, b: a * np.eye(2) + b * J).passed
+    fb = nb03.check_rotation_symmetry(lambda a, b: a * np.eye(2) - b * J)
+    assert not fb.passed and "sign of b" in str(fb)
+    fb = nb03.check_rotation_symmetry(lambda a, b: np.array([[a, b], [b, a]]))
+    assert not fb.passed and "does not commute" in str(fb)
+
+
+def test_exercise_shift_transition_passes_and_fails():
+    from kfc_lite.exercises import nb03
+
+    def right(encode, decode, sigma, s, s_next):
+        M = np.eye(len(sigma)) + sigma
+        return decode(encode(s) @ M.T), decode(encode(s_next) @ M.T)
+
+    def in_state_space(encode, decode, sigma, s, s_next):
+        return s + s @ sigma.T, s_next + s_next @ sigma.T
+
+    def forgot_identity(encode, decode, sigma, s, s_next):
+        return decode(encode(s) @ sigma.T), decode(encode(s_next) @ sigma.T)
+
+    def other_sigma_for_next(encode, decode, sigma, s, s_next):
+        M = np.eye(len(sigma)) + sigma
+        return decode(encode(s) @ M.T), decode(encode(s_next) @ (M + 0.1 * sigma).T)
+
+    assert nb03.check_shift_transition(right).passed
+    assert "latent" in str(nb03.check_shift_transition(in_state_space))
+    assert "I + sigma" in str(nb03.check_shift_transition(forgot_identity))
+    fb = nb03.check_shift_transition(other_sigma_for_next)
+    assert not fb.passed and "same sigma" in str(fb)
+
+
+def test_exercise_multiple_choice():
+    from kfc_lite.exercises import nb03
+
+    assert nb03.check_commutation_scaling("c").passed and not nb03.check_commutation_scaling("a").passed
+    assert nb03.check_model_error_scaling("b").passed and not nb03.check_model_error_scaling("a").passed
+
+
+# -- the explorer ------------------------------------------------------------------------------------------
+class _RotatingSystem(torch.nn.Module):
+    """Identity encoder/decoder, K(a) = (0.97 + 0.02 a) R(0.3): a damped oscillator with a torque-like knob."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("R", rotation(0.3).float())
+        self.state_dim, self.latent_dim = 2, 2
+
+    def encode(self, s):
+        return s
+
+    def decode(self, z):
+        return z
+
+    def operator(self, a):
+        return (0.97 + 0.02 * a[..., :1, None]) * self.R
+
+
+def _oscillator_data(system, n_steps=40):
+    s = torch.zeros(n_steps + 1, 2)
+    s[0] = torch.tensor([1.0, 0.0])
+    a = torch.linspace(-1, 1, n_steps)[:, None]
+    for t in range(n_steps):
+        s[t + 1] = system.operator(a[t]) @ s[t]
+    return {"observations": s[:-1].numpy(), "actions": a.numpy(), "next_observations": s[1:].numpy(),
+            "terminals": np.zeros(n_steps, dtype=bool)}
+
+
+def test_explorer_update_on_an_exact_linear_model():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kfc_lite.viz.symmetry import episode_indices, symmetry_explorer_update
+
+    system = _RotatingSystem()
+    data = _oscillator_data(system)
+    true_step = lambda s, a: np.einsum("brc,bc->br", system.operator(torch.as_tensor(a, dtype=torch.float32))
+                                       .double().numpy(), s)
+    fig = symmetry_explorer_update(system, data, 5, [0.2], kfc_eps=0.1, true_step=true_step,
+                                   state_labels=("x (m)", "v (m/s)"))
+    st = fig.explorer_state
+    assert st["valid"] and st["commutation_error"] < 1e-5
+    assert np.linalg.norm(st["s_tilde"] - st["s"]) > 0.05  # the sliders move the state
+    assert st["true_error"] < 1e-5 and st["model_error"] < 1e-5  # an exact model: the moved pair is exact
+    # the one pair direction scales by 0.2, KFC's unit generator adds a rotation-and-scaling part
+    assert fig.axes[0].get_title().startswith("transition 5")
+    plt.close(fig)
+    fig = symmetry_explorer_update(system, data, 10, [0.1], trajectory=True)
+    assert len(fig.explorer_state["indices"]) == 40 and list(episode_indices(data, 10)) == list(range(40))
+    plt.close(fig)
+
+
+def test_explorer_update_bars_for_larger_states_and_widget_builds():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kfc_lite.viz.symmetry import plot_augmented_batch, symmetry_explorer, symmetry_explorer_update
+
+    torch.manual_seed(0)
+    model = pytest.importorskip("kfc_lite.koopman.model").KoopmanForwardModel(5, 2, latent_dim=6, hidden_dim=16)
+    g = np.random.default_rng(0)
+    data = {"observations": g.standard_normal((30, 5)), "actions": g.uniform(-1, 1, (30, 2)),
+            "next_observations": g.standard_normal((30, 5)), "terminals": np.zeros(30, dtype=bool)}
+    fig = symmetry_explorer_update(model, data, 3, [0.1, -0.1, 0.05], 0.02)
+    assert len(fig.axes) == 3 and "commutation error" in fig._suptitle.get_text()
+    plt.close(fig)
+    with pytest.raises(IndexError, match="outside"):
+        symmetry_explorer_update(model, data, 30, [0.1])
+    widget = symmetry_explorer(model, data, n_sliders=2)
+    assert widget.children
+    plt.close("all")
+    batch = {k: torch.as_tensor(v) for k, v in data.items()}
+    from kfc_lite.rl.augment import make_augmenter
+    fig = plot_augmented_batch(batch, {"S4RL": make_augmenter("s4rl")(batch),
+                                       "KFC++": make_augmenter("kfc++", model=model.double(), p_koopman=1.0)(batch)})
+    assert fig.axes[0].get_xlabel().startswith("state shift")
+    plt.close(fig)
