@@ -1,0 +1,489 @@
+"""SAC + CQL(H), with the state augmentation of S4RL, KFC and KFC++ routed as in the authors' code.
+
+Read top to bottom: the configuration and its presets, the losses as small functions, then the agent whose
+``update(batch)`` is one gradient step. References: kfc-paper.md section 4 (the authors' ``KFC_prime.py``)
+and section 2, "Where the augmented states go".
+
+One update, in the authors' order:
+
+1. augment the batch: ``s~, s~'`` (only the critic's TD term and the CQL data term see them);
+2. critic: TD regression of ``Q_j(s~, a)`` onto ``r + gamma (1 - d) [min_j Qbar_j(s~', a') - alpha log pi(a'|s')]``
+   with ``a' ~ pi(.|s')`` at the *clean* ``s'``; plus the CQL penalty, a log-sum-exp over random, current-policy
+   and next-policy actions at the *clean* ``s`` minus ``Q(s~, a)``, weighted by a Lagrange multiplier;
+3. the Lagrange multiplier ``alpha'`` (its loss drives the penalty's gap towards the threshold);
+4. the temperature ``alpha`` (when auto-tuned), then the actor (``alpha log pi - min_j Q``, or behaviour
+   cloning during the warm-up), both on *clean* states, the actor against the just-updated critic;
+5. Polyak update of the target critics.
+
+Speed: the actor's distribution at ``s`` is computed once and serves the penalty's samples (detached) and the
+actor's loss (reparameterised); the actor at ``s'`` runs without a graph; the 30 sampled actions go through
+the critic ensemble in one call; the critic's weights are frozen while the actor's loss is differentiated, so
+no gradient is computed to be thrown away. ``precision="bf16"`` runs forward passes under ``torch.autocast``
+(bf16 compute, fp32 weights, Adam states and losses); ``compile=True`` wraps the networks in ``torch.compile``.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from kfc_lite.rl.networks import CriticEnsemble, TanhGaussianActor
+
+__all__ = ["SACConfig", "PRESETS", "SACCQL", "td_target", "td_loss", "cql_penalty", "lagrange_loss", "actor_loss",
+           "bc_actor_loss", "alpha_loss", "polyak_update"]
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class SACConfig:
+    """Every hyperparameter of SAC+CQL. The defaults are the authors' KFC code (kfc-paper.md, section 4).
+
+    Entropy: ``alpha`` is the temperature, fixed unless ``auto_alpha`` (then it is the initial value, tuned
+    towards ``target_entropy``, default ``-action_dim``). ``backup_entropy`` keeps ``-alpha log pi(a'|s')``
+    in the TD target (the KFC code does; official CQL and CORL do not). Open question 11.
+
+    CQL: the penalty per critic is ``cql_weight * (T logsumexp(Q_ood / T) - Q_data)`` (importance-sampled,
+    ``T = cql_temperature``, ``cql_n_actions`` actions from each of: uniform, pi(.|s), pi(.|s')). With
+    ``lagrange=True`` it is multiplied by ``alpha' = exp(log alpha')``, learned so that the gap approaches
+    ``lagrange_threshold`` (the KFC code: threshold 10, initial alpha' 1, so an initial weight of 10);
+    with ``lagrange=False`` the weight stays ``cql_weight``. ``cql_weight=0`` or ``online=True`` turns the
+    penalty off (plain SAC); ``online=True`` also skips the behaviour-cloning warm-up. Open question 12.
+
+    ``bc_steps``: for the first updates the actor minimises ``alpha log pi - log pi(a_data|s)``.
+    """
+
+    hidden: tuple = (256, 256)
+    n_critics: int = 2
+    policy_lr: float = 1e-4
+    q_lr: float = 3e-4
+    gamma: float = 0.99
+    tau: float = 5e-3
+    batch_size: int = 256
+    # entropy
+    alpha: float = 0.2
+    auto_alpha: bool = False
+    alpha_lr: float = 1e-4  # the KFC code tunes alpha with the policy's lr
+    target_entropy: float | None = None
+    backup_entropy: bool = True
+    # CQL
+    cql_weight: float = 10.0
+    cql_n_actions: int = 10
+    cql_temperature: float = 1.0
+    lagrange: bool = True
+    lagrange_threshold: float = 10.0
+    alpha_prime_lr: float = 3e-4
+    alpha_prime_max: float = 1e6
+    bc_steps: int = 40_000
+    online: bool = False
+    # speed
+    precision: str = "fp32"
+    compile: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.hidden, list):
+            self.hidden = tuple(self.hidden)
+        if (not isinstance(self.hidden, tuple) or not self.hidden
+                or any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in self.hidden)):
+            raise ValueError(f"SACConfig.hidden must be a tuple of positive layer widths such as (256, 256), got {self.hidden!r}")
+        self.hidden = tuple(int(h) for h in self.hidden)
+        for name in ("n_critics", "batch_size", "cql_n_actions"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"SACConfig.{name} must be a positive integer, got {v!r}")
+        if isinstance(self.bc_steps, bool) or not isinstance(self.bc_steps, (int, np.integer)) or self.bc_steps < 0:
+            raise ValueError(f"SACConfig.bc_steps must be a non-negative integer (0 turns the warm-up off), got {self.bc_steps!r}")
+        for name in ("policy_lr", "q_lr", "alpha_lr", "alpha_prime_lr", "cql_temperature", "alpha_prime_max"):
+            v = getattr(self, name)
+            if not _is_number(v) or not v > 0:
+                raise ValueError(f"SACConfig.{name} must be a positive number, got {v!r}")
+        if not _is_number(self.gamma) or not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"SACConfig.gamma is a discount in [0, 1], got {self.gamma!r}")
+        if not _is_number(self.tau) or not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"SACConfig.tau is the Polyak rate in (0, 1] (1 copies the critic), got {self.tau!r}")
+        if not _is_number(self.alpha) or self.alpha < 0 or (self.auto_alpha and self.alpha == 0):
+            raise ValueError(f"SACConfig.alpha must be >= 0 (and > 0 with auto_alpha, it is tuned in log space), got {self.alpha!r}")
+        if not _is_number(self.cql_weight) or self.cql_weight < 0:
+            raise ValueError(f"SACConfig.cql_weight must be >= 0 (0 turns CQL off), got {self.cql_weight!r}")
+        if not _is_number(self.lagrange_threshold):
+            raise ValueError(f"SACConfig.lagrange_threshold must be a number, got {self.lagrange_threshold!r}")
+        if self.target_entropy is not None and not _is_number(self.target_entropy):
+            raise ValueError(f"SACConfig.target_entropy must be a number or None (-action_dim), got {self.target_entropy!r}")
+        for name in ("auto_alpha", "backup_entropy", "lagrange", "online", "compile"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"SACConfig.{name} must be True or False, got {getattr(self, name)!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"SACConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+    @property
+    def use_cql(self) -> bool:
+        return not self.online and self.cql_weight > 0
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SACConfig":
+        return cls(**_checked_fields(cls, d, "SACConfig"))
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "SACConfig":
+        """A preset of :data:`PRESETS` with some fields changed: ``SACConfig.preset("corl", bc_steps=1000)``."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown SAC preset {name!r}: choose one of {sorted(PRESETS)}")
+        values = dict(PRESETS[name])
+        values.update(_checked_fields(cls, overrides, "SACConfig"))
+        return cls(**values)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _checked_fields(cls, d: dict, what: str) -> dict:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = [k for k in d if k not in names]
+    if unknown:
+        hints = [f"{k!r} (did you mean {difflib.get_close_matches(k, names, n=1)[0]!r}?)"
+                 if difflib.get_close_matches(k, names, n=1) else repr(k) for k in unknown]
+        raise ValueError(f"{what} has no field {', '.join(hints)}; its fields are {sorted(names)}")
+    return dict(d)
+
+
+#: Named settings (kfc-paper.md section 4): the authors' KFC code, the official CQL script, CORL's CQL,
+#: and plain online SAC (for behaviour policies). CORL's orthogonal init and state normalisation are not
+#: reproduced (our networks keep Xavier init; no normalisation, as in the KFC code).
+PRESETS: dict[str, dict] = {
+    "kfc-code": {},
+    "cql-paper": dict(hidden=(256, 256, 256), policy_lr=1e-4, q_lr=3e-4, alpha=1.0, auto_alpha=True, alpha_lr=1e-4,
+                      backup_entropy=False, cql_weight=1.0, lagrange=True, lagrange_threshold=5.0, bc_steps=40_000),
+    "corl": dict(hidden=(256, 256, 256), policy_lr=3e-5, q_lr=3e-4, alpha=1.0, auto_alpha=True, alpha_lr=3e-5,
+                 backup_entropy=False, cql_weight=10.0, lagrange=False, bc_steps=0),
+    "online-sac": dict(policy_lr=3e-4, q_lr=3e-4, alpha=1.0, auto_alpha=True, alpha_lr=3e-4, backup_entropy=True,
+                       cql_weight=0.0, lagrange=False, bc_steps=0, online=True),
+}
+
+
+# -- the losses ---------------------------------------------------------------------------------------------
+def td_target(rewards: torch.Tensor, terminals: torch.Tensor, next_q: torch.Tensor, next_log_prob: torch.Tensor,
+              gamma: float, alpha: float | torch.Tensor) -> torch.Tensor:
+    """``y = r + gamma (1 - d) (min_j Qbar_j(s', a') - alpha log pi(a'|s'))`` for ``next_q`` of shape (E, B).
+
+    Pass ``alpha=0`` for a backup without entropy. No gradient flows through the target.
+    """
+    soft_value = next_q.min(dim=0).values - alpha * next_log_prob
+    return (rewards + gamma * (1.0 - terminals.to(rewards.dtype)) * soft_value).detach()
+
+
+def td_loss(q_data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per critic mean squared TD error, summed over critics (each critic has its own loss; one optimiser)."""
+    return (q_data - target.unsqueeze(0)).pow(2).mean(dim=1).sum()
+
+
+def cql_penalty(q_data: torch.Tensor, q_ood: torch.Tensor, log_density: torch.Tensor, temperature: float = 1.0
+                ) -> torch.Tensor:
+    """The CQL(H) gap per critic, shape (E,): ``T * mean_s logsumexp_k((Q(s, a_k) - log mu(a_k|s)) / T) - mean Q_data``.
+
+    ``q_ood`` (E, B, K) are the critics at K sampled actions per state, ``log_density`` (B, K) the log-density
+    each action was drawn from (``log 0.5^da`` for uniform actions on [-1, 1]^da, ``log pi`` for the policy's):
+    dividing by it makes the log-sum-exp an importance-sampled estimate of ``log integral exp Q(s, a) da``.
+    ``q_data`` (E, B) is the critic at the dataset's actions (at the augmented states, in KFC).
+    """
+    lse = torch.logsumexp((q_ood - log_density.unsqueeze(0)) / temperature, dim=-1) * temperature
+    return lse.mean(dim=1) - q_data.mean(dim=1)
+
+
+def lagrange_loss(log_alpha_prime: torch.Tensor, gap: torch.Tensor, cql_weight: float, threshold: float,
+                  max_value: float = 1e6) -> torch.Tensor:
+    """``-alpha' (cql_weight * gap - threshold)``, averaged over critics; ``gap`` (E,) is detached.
+
+    Minimising it raises alpha' while the weighted gap exceeds the threshold and lowers it otherwise, so the
+    penalty tightens until the data's Q-values stand about ``threshold / cql_weight`` above the log-sum-exp.
+    """
+    alpha_prime = log_alpha_prime.exp().clamp(0.0, max_value)
+    return -(alpha_prime * (cql_weight * gap.detach() - threshold)).mean()
+
+
+def actor_loss(log_prob: torch.Tensor, q_pi: torch.Tensor, alpha: float | torch.Tensor) -> torch.Tensor:
+    """SAC's policy loss ``mean(alpha log pi(a|s) - min_j Q_j(s, a))``, ``a ~ pi(.|s)`` reparameterised; ``q_pi`` (E, B)."""
+    return (alpha * log_prob - q_pi.min(dim=0).values).mean()
+
+
+def bc_actor_loss(log_prob: torch.Tensor, data_log_prob: torch.Tensor, alpha: float | torch.Tensor) -> torch.Tensor:
+    """The warm-up's behaviour cloning: ``mean(alpha log pi(a~|s) - log pi(a_data|s))``."""
+    return (alpha * log_prob - data_log_prob).mean()
+
+
+def alpha_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """``-mean(log alpha * (log pi + target_entropy))``: raises alpha while the entropy is below its target."""
+    return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
+
+
+@torch.no_grad()
+def polyak_update(target: torch.nn.Module, source: torch.nn.Module, tau: float) -> None:
+    """``target <- (1 - tau) target + tau source``, all tensors in one fused call."""
+    t = list(target.parameters())
+    torch._foreach_lerp_(t, list(source.parameters()), tau)
+
+
+# -- the agent ----------------------------------------------------------------------------------------------
+BATCH_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals")
+
+
+class SACCQL:
+    """SAC + CQL with optional state augmentation: ``update(batch) -> dict``, ``act(obs)``, ``state_dict()``.
+
+    Parameters
+    ----------
+    state_dim, action_dim : dimensions of the task (actions in [-1, 1]).
+    config : :class:`SACConfig` (the KFC code's settings when None).
+    device : ``"cpu"``, ``"cuda"``, ``"auto"``... (``kfc_lite.settings.resolve_device``).
+    augmenter : anything with ``augment(batch) -> batch`` (``kfc_lite.rl.augment``), or None (plain CQL).
+
+    A batch is a dict of tensors on ``device``: ``observations`` (B, ds), ``actions`` (B, da), ``rewards`` (B,),
+    ``next_observations`` (B, ds), ``terminals`` (B,) bool or float (true terminations only).
+    """
+
+    def __init__(self, state_dim: int, action_dim: int, config: SACConfig | None = None, device="cpu",
+                 augmenter=None):
+        from kfc_lite.settings import resolve_device
+
+        self.config = config = SACConfig() if config is None else config
+        if not isinstance(config, SACConfig):
+            raise TypeError(f"config must be a SACConfig, got {type(config).__name__}")
+        if augmenter is not None and not callable(getattr(augmenter, "augment", None)):
+            raise TypeError(f"an augmenter needs an augment(batch) method, {type(augmenter).__name__} has none")
+        self.device = resolve_device(device)
+        self.state_dim, self.action_dim = state_dim, action_dim
+        self.augmenter = augmenter
+        self.actor = TanhGaussianActor(state_dim, action_dim, config.hidden).to(self.device)
+        self.critic = CriticEnsemble(state_dim, action_dim, config.hidden, config.n_critics).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.policy_lr)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.q_lr)
+        self.log_alpha = torch.tensor(math.log(config.alpha) if config.alpha > 0 else -math.inf, device=self.device,
+                                      requires_grad=config.auto_alpha)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr) if config.auto_alpha else None
+        self.target_entropy = float(-action_dim if config.target_entropy is None else config.target_entropy)
+        self.log_alpha_prime = torch.zeros((), device=self.device, requires_grad=config.lagrange and config.use_cql)
+        self.alpha_prime_optimizer = (torch.optim.Adam([self.log_alpha_prime], lr=config.alpha_prime_lr)
+                                      if config.lagrange and config.use_cql else None)
+        self.step = 0  # gradient updates done
+        self._actor_fn, self._critic_fn, self._target_fn = self.actor, self.critic, self.critic_target
+        if config.compile:
+            self._actor_fn = torch.compile(self.actor)
+            self._critic_fn = torch.compile(self.critic)
+            self._target_fn = torch.compile(self.critic_target)
+
+    def __repr__(self) -> str:
+        return (f"SACCQL(state_dim={self.state_dim}, action_dim={self.action_dim}, device={self.device}, "
+                f"augmenter={self.augmenter!r}, step={self.step})")
+
+    # -- helpers -----------------------------------------------------------------------------------------
+    def _autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
+                              enabled=self.config.precision == "bf16")
+
+    @property
+    def alpha(self) -> float:
+        return float(self.log_alpha.detach().exp())
+
+    def cql_weight(self) -> float:
+        """The penalty's current weight: ``alpha' * cql_weight`` (Lagrangian) or ``cql_weight``; 0 without CQL."""
+        if not self.config.use_cql:
+            return 0.0
+        if self.config.lagrange:
+            return float(self.log_alpha_prime.detach().exp().clamp(0.0, self.config.alpha_prime_max)) * self.config.cql_weight
+        return float(self.config.cql_weight)
+
+    def _check_batch(self, batch: dict) -> None:
+        missing = [k for k in BATCH_KEYS if k not in batch]
+        if missing:
+            raise KeyError(f"the batch has no {missing}; a batch holds {list(BATCH_KEYS)}")
+        s, a = batch["observations"], batch["actions"]
+        if s.ndim != 2 or s.shape[1] != self.state_dim or a.ndim != 2 or a.shape[1] != self.action_dim:
+            raise ValueError(f"this agent takes observations (B, {self.state_dim}) and actions (B, {self.action_dim}), "
+                             f"got {tuple(s.shape)} and {tuple(a.shape)}")
+        if batch["rewards"].shape != (s.shape[0],) or batch["terminals"].shape != (s.shape[0],):
+            raise ValueError(f"rewards and terminals must have shape ({s.shape[0]},), got "
+                             f"{tuple(batch['rewards'].shape)} and {tuple(batch['terminals'].shape)}")
+        if s.device != self.device:
+            raise ValueError(f"the batch is on {s.device} but the agent on {self.device}: sample batches on the agent's device")
+
+    # -- one gradient step -------------------------------------------------------------------------------
+    def update(self, batch: dict, metrics: bool = True) -> dict:
+        """One gradient step on ``batch``; returns the step's losses and diagnostics as floats.
+
+        ``metrics=False`` skips building the dict (and the device synchronisation it needs) and returns {}.
+        """
+        cfg = self.config
+        self._check_batch(batch)
+        s, a, r = batch["observations"], batch["actions"], batch["rewards"].float()
+        s_next, done = batch["next_observations"], batch["terminals"].float()
+        if self.augmenter is not None:
+            aug = self.augmenter.augment(batch)
+            s_aug, s_next_aug = aug["observations"], aug["next_observations"]
+        else:
+            s_aug, s_next_aug = s, s_next
+        alpha = self.log_alpha.detach().exp()
+        B, da, M = s.shape[0], self.action_dim, cfg.cql_n_actions
+        use_cql, bc_phase = cfg.use_cql, (not cfg.online and self.step < cfg.bc_steps)
+
+        with self._autocast():
+            # the actor's distribution at the clean s (with a graph, for the actor's loss) and at the clean s'
+            mean, log_std = self._actor_fn(s)
+            n_s = 1 + (M if use_cql else 0)
+            pi_s, logp_s = TanhGaussianActor.sample_from(mean.float(), log_std.float(), n=n_s)  # (B, n_s, da)
+            with torch.no_grad():
+                mean_n, log_std_n = self._actor_fn(s_next)
+                pi_n, logp_n = TanhGaussianActor.sample_from(mean_n.float(), log_std_n.float(),
+                                                             n=1 + (M if use_cql else 0))
+
+                # TD target: next action from the clean s', target critic at the augmented s~'
+                next_q = self._target_fn(s_next_aug, pi_n[:, 0]).float()
+                target = td_target(r, done, next_q, logp_n[:, 0], cfg.gamma,
+                                   alpha if cfg.backup_entropy else 0.0)
+
+            # critic: TD term at the augmented s~; CQL's sampled actions at the clean s, all 3M in one call
+            q_data = self._critic_fn(s_aug, a).float()  # (E, B)
+            loss_td = td_loss(q_data, target)
+            if use_cql:
+                random_a = torch.rand(B, M, da, device=s.device) * 2.0 - 1.0
+                ood_a = torch.cat([random_a, pi_s[:, 1:].detach(), pi_n[:, 1:]], dim=1)  # (B, 3M, da)
+                log_density = torch.cat([torch.full((B, M), da * math.log(0.5), device=s.device),
+                                         logp_s[:, 1:].detach(), logp_n[:, 1:]], dim=1)
+                q_ood = self._critic_fn(s, ood_a).float()  # (E, B, 3M)
+                gap = cql_penalty(q_data, q_ood, log_density, cfg.cql_temperature)  # (E,)
+                if cfg.lagrange:
+                    alpha_prime = self.log_alpha_prime.detach().exp().clamp(0.0, cfg.alpha_prime_max)
+                else:
+                    alpha_prime = torch.ones((), device=s.device)
+                loss_cql = (alpha_prime * cfg.cql_weight * gap).sum()
+            else:
+                loss_cql = torch.zeros((), device=s.device)
+            loss_critic = loss_td + loss_cql
+
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        loss_critic.backward()
+        self.critic_optimizer.step()
+
+        if use_cql and cfg.lagrange:
+            loss_lagrange = lagrange_loss(self.log_alpha_prime, gap, cfg.cql_weight, cfg.lagrange_threshold,
+                                          cfg.alpha_prime_max)
+            self.alpha_prime_optimizer.zero_grad(set_to_none=True)
+            loss_lagrange.backward()
+            self.alpha_prime_optimizer.step()
+        else:
+            loss_lagrange = torch.zeros((), device=s.device)
+
+        # temperature, then actor, on clean states (the authors' order: alpha is updated before the actor's loss)
+        a_pi, logp_pi = pi_s[:, 0], logp_s[:, 0]
+        if cfg.auto_alpha:
+            loss_alpha = alpha_loss(self.log_alpha, logp_pi, self.target_entropy)
+            self.alpha_optimizer.zero_grad(set_to_none=True)
+            loss_alpha.backward()
+            self.alpha_optimizer.step()
+            alpha = self.log_alpha.detach().exp()
+        else:
+            loss_alpha = torch.zeros((), device=s.device)
+        with self._autocast():
+            if bc_phase:
+                data_logp = TanhGaussianActor.log_prob_from(mean.float(), log_std.float(), a)
+                loss_actor = bc_actor_loss(logp_pi, data_logp, alpha)
+                q_pi = None
+            else:
+                self.critic.requires_grad_(False)  # gradients reach the actions, not the critic's weights
+                try:
+                    q_pi = self._critic_fn(s, a_pi).float()
+                finally:
+                    self.critic.requires_grad_(True)
+                loss_actor = actor_loss(logp_pi, q_pi, alpha)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        loss_actor.backward()
+        self.actor_optimizer.step()
+
+        polyak_update(self.critic_target, self.critic, cfg.tau)
+        self.step += 1
+        if not metrics:
+            return {}
+
+        names = ["critic_loss", "td_loss", "cql_penalty", "actor_loss", "alpha_loss", "lagrange_loss", "q_data",
+                 "target", "log_prob"]
+        values = [loss_critic, loss_td, loss_cql, loss_actor, loss_alpha, loss_lagrange, q_data.mean(),
+                  target.mean(), logp_pi.mean()]
+        if use_cql:
+            q_ood = q_ood.detach()
+            names += ["cql_gap", "q_random", "q_policy", "q_next_policy"]
+            values += [gap.mean(), q_ood[..., :M].mean(), q_ood[..., M:2 * M].mean(), q_ood[..., 2 * M:].mean()]
+        if q_pi is not None:
+            names.append("q_pi")
+            values.append(q_pi.mean())
+        floats = torch.stack([v.detach().float() for v in values]).tolist()  # one device synchronisation
+        out = dict(zip(names, floats))
+        out.update(step=self.step, alpha=float(alpha), cql_weight=self.cql_weight(), bc_phase=float(bc_phase))
+        if self.augmenter is not None and isinstance(getattr(self.augmenter, "stats", None), dict):
+            for k, v in self.augmenter.stats.items():
+                if isinstance(v, (int, float)):
+                    out[f"aug_{k}"] = float(v)
+        return out
+
+    # -- acting ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def act(self, obs, deterministic: bool = True) -> np.ndarray:
+        """Action(s) for one observation (ds,) or a batch (N, ds), as a NumPy array of the same rank."""
+        x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
+        single = x.ndim == 1
+        if single:
+            x = x.unsqueeze(0)
+        if x.ndim != 2 or x.shape[1] != self.state_dim:
+            raise ValueError(f"act takes an observation of shape ({self.state_dim},) or (N, {self.state_dim}), "
+                             f"got {tuple(np.shape(obs))}")
+        a = self.actor.deterministic(x) if deterministic else self.actor.sample(x)[0]
+        a = a.cpu().numpy()
+        return a[0] if single else a
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything an exact resume needs: networks, targets, optimisers, temperature, Lagrange multiplier, step."""
+        return {
+            "config": self.config.to_dict(),
+            "dims": (self.state_dim, self.action_dim),
+            "step": self.step,
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "log_alpha": self.log_alpha.detach().clone(),
+            "alpha_optimizer": self.alpha_optimizer.state_dict() if self.alpha_optimizer else None,
+            "log_alpha_prime": self.log_alpha_prime.detach().clone(),
+            "alpha_prime_optimizer": self.alpha_prime_optimizer.state_dict() if self.alpha_prime_optimizer else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        dims = tuple(state.get("dims", ()))
+        if dims != (self.state_dim, self.action_dim):
+            raise ValueError(f"this state is for state_dim, action_dim = {dims}, the agent has "
+                             f"{(self.state_dim, self.action_dim)}")
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+            self.log_alpha_prime.copy_(state["log_alpha_prime"])
+        for name in ("alpha_optimizer", "alpha_prime_optimizer"):
+            opt = getattr(self, name)
+            if (opt is None) != (state.get(name) is None):
+                raise ValueError(f"the state's {name} does not fit this agent's config (auto_alpha / lagrange differ)")
+            if opt is not None:
+                opt.load_state_dict(state[name])
+        self.step = int(state["step"])
