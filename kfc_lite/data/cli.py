@@ -1,0 +1,168 @@
+"""``kfc-lite data``: list, download, inspect and generate D4RL-format datasets.
+
+* ``kfc-lite data list [--env hopper] [--version v2]``
+* ``kfc-lite data download NAME [--dest DIR] [--url URL]``
+* ``kfc-lite data info NAME_OR_PATH``          size, episodes, returns, normalized score of the data's episodes
+* ``kfc-lite data make RECIPE --size N --seed S [--out PATH] [--policy FILE]``
+  recipes: ``<env>-random`` (D4RL's uniform random policy) and ``<env>-<kind>-replica`` with ``--policy`` (a file
+  from ``kfc_lite.rl.save_policy``); without ``--out`` the file goes to the cache under the replica's name, where
+  ``kfc_lite.data.load('<env>-<kind>-replica')`` finds it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+
+import numpy as np
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("data", help="list, download, inspect and generate D4RL datasets")
+    sub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+    q = sub.add_parser("list", help="the D4RL MuJoCo datasets we know, with reference scores and cache state")
+    q.add_argument("--env", choices=["halfcheetah", "hopper", "walker2d"], help="only this environment")
+    q.add_argument("--version", choices=["v0", "v2", "replica"], help="only this version")
+    q.set_defaults(func=_list)
+
+    q = sub.add_parser("download", help="download a dataset into the cache (resumes an interrupted download)")
+    q.add_argument("name", help="e.g. hopper-medium-v2")
+    q.add_argument("--dest", help="folder to download into (default: $D4RL_DATASET_DIR or ~/.d4rl/datasets)")
+    q.add_argument("--url", help="download from this address instead (a mirror)")
+    q.add_argument("--checksum", help="expected 'sha256:<hex>' or 'md5:<hex>' of the file")
+    q.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the server (default 60)")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.set_defaults(func=_download)
+
+    q = sub.add_parser("info", help="size, episodes, returns and normalized score of a dataset")
+    q.add_argument("name", help="a dataset name (from the cache) or an HDF5 path")
+    q.add_argument("--download", action="store_true", help="download a dataset that is not in the cache")
+    q.set_defaults(func=_info)
+
+    q = sub.add_parser("make", help="generate a D4RL-format dataset with gymnasium MuJoCo")
+    q.add_argument("recipe", help="<env>-random, or <env>-<kind>-replica with --policy (env: halfcheetah, hopper, "
+                                  "walker2d)")
+    q.add_argument("--size", type=int, required=True, help="number of transitions (D4RL's are 1000000)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the environment and the random policy (default 0)")
+    q.add_argument("--out", help="HDF5 file to write (default: the cache, under the replica's name)")
+    q.add_argument("--policy", help="behaviour policy file for kfc_lite.rl.load_policy (replica recipes)")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.set_defaults(func=_make)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from kfc_lite.data import registry
+    from kfc_lite.data.download import cache_path
+
+    names = registry.names(env=args.env, version=args.version)
+    print(f"{'name':<32} {'gymnasium':<15} {'ref min':>12} {'ref max':>10}  cached")
+    for name in names:
+        info = registry.get(name)
+        cached = "yes" if os.path.exists(cache_path(name)) else ""
+        print(f"{name:<32} {info.gym_id:<15} {info.ref_min_score:>12.6g} {info.ref_max_score:>10.6g}  {cached}")
+    print(f"{len(names)} datasets; scores are normalized as 100 * (R - ref min) / (ref max - ref min). "
+          "Replicas are generated locally (kfc-lite data make).")
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from kfc_lite.data.download import download
+
+    path = download(args.name, dest=args.dest, url=args.url, checksum=args.checksum, timeout=args.timeout,
+                    progress=not args.no_progress)
+    print(path)
+    return 0
+
+
+def describe(data: dict, source: str) -> str:
+    """A short report of a loaded dataset: size, episodes, returns and normalized score."""
+    from kfc_lite.data.hdf5 import episode_returns, split_episodes
+    from kfc_lite.envs import env_family
+    from kfc_lite.data.registry import normalized_score
+
+    n = len(data["observations"])
+    starts, ends, complete = split_episodes(data)
+    returns, lengths = episode_returns(data)
+    lines = [f"{source}",
+             f"  transitions: {n}  (observations {data['observations'].shape[1]}-D, "
+             f"actions {data['actions'].shape[1]}-D)",
+             f"  episodes: {len(starts)} ({int(complete.sum())} complete"
+             + ("" if complete.all() else ", the last one cut by the end of the file") + ")",
+             f"  terminals: {int(np.sum(data['terminals']))}, timeouts: "
+             + (str(int(np.sum(data['timeouts']))) if "timeouts" in data else "no 'timeouts' key (1000-step rule)"),
+             f"  episode length: mean {lengths.mean():.1f}, min {lengths.min()}, max {lengths.max()}"]
+    full = returns[complete] if complete.any() else returns
+    lines.append(f"  return of {'complete ' if complete.any() else ''}episodes: mean {full.mean():.2f}, "
+                 f"min {full.min():.2f}, max {full.max():.2f}")
+    try:
+        family = env_family(data)
+    except (ValueError, KeyError):
+        family = None
+    if family:
+        lines.append(f"  normalized score ({family}): mean {normalized_score(family, full).mean():.1f}")
+    meta = {k[len('metadata/'):]: v for k, v in data.items() if k.startswith("metadata/") and not hasattr(v, "shape")}
+    if meta:
+        lines.append("  metadata: " + ", ".join(f"{k}={v}" for k, v in sorted(meta.items())))
+    extra = sorted(k for k in data if not k.startswith("metadata/"))
+    lines.append("  keys: " + ", ".join(extra))
+    return "\n".join(lines)
+
+
+def _info(args: argparse.Namespace) -> int:
+    from kfc_lite.data.sources import load
+
+    data = load(args.name, download=args.download)
+    source = args.name
+    if os.path.exists(args.name):
+        source += f" ({os.path.getsize(args.name) / 2**20:.1f} MiB)"
+    print(describe(data, source))
+    return 0
+
+
+def _make(args: argparse.Namespace) -> int:
+    from kfc_lite.data.collect import RandomPolicy, collect
+    from kfc_lite.envs import make_env
+
+    recipe = args.recipe.strip().lower()
+    m = re.fullmatch(r"(halfcheetah|hopper|walker2d)-(random|medium|medium-replay|medium-expert|expert)(-replica)?",
+                     recipe)
+    if not m or (m.group(2) != "random" and not m.group(3)):
+        raise ValueError(f"unknown recipe {args.recipe!r}: use <env>-random (e.g. hopper-random) or "
+                         "<env>-<kind>-replica --policy FILE (e.g. hopper-medium-replica), env one of halfcheetah, "
+                         "hopper, walker2d")
+    env, kind = m.group(1), m.group(2)
+    if args.size < 1:
+        raise ValueError(f"--size must be a positive number of transitions, got {args.size}")
+    if kind in ("medium-replay", "medium-expert"):
+        raise ValueError(f"{kind} is not one policy's data (D4RL made it from a replay buffer / a mixture); make "
+                         "the parts with single-policy recipes instead")
+    if kind == "random":
+        if args.policy:
+            raise ValueError("the random recipe uses D4RL's uniform random policy: drop --policy, or use a "
+                             "<env>-<kind>-replica recipe for your policy")
+        policy = RandomPolicy(make_env(env).action_space, seed=args.seed)
+        policy_name = repr(policy)
+    else:
+        if not args.policy:
+            raise ValueError(f"{recipe} needs a behaviour policy: add --policy FILE (saved by kfc_lite.rl.save_policy)")
+        if not os.path.exists(args.policy):
+            raise FileNotFoundError(f"--policy {args.policy}: no such file")
+        try:
+            from kfc_lite.rl import load_policy
+        except (ImportError, AttributeError) as exc:
+            raise RuntimeError(f"cannot load policies in this checkout (kfc_lite.rl.load_policy: {exc})") from exc
+        policy = load_policy(args.policy)
+        policy_name = os.path.abspath(args.policy)
+    name = f"{env}-{kind}-replica"
+    out = args.out or _cache_file(name)
+    collect(name, policy, args.size, seed=args.seed, path=out, progress=not args.no_progress, policy_name=policy_name)
+    print(out)
+    return 0
+
+
+def _cache_file(name: str) -> str:
+    from kfc_lite.data.download import cache_path
+
+    return cache_path(name)
