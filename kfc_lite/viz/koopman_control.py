@@ -18,7 +18,7 @@ def plot_loss_curves(history: dict, title: str = "Koopman model training"):
     ax.semilogy(ep, history["val_forward"], "--", label="validation: prediction", color="C0")
     ax.semilogy(ep, history["train_recon"], label="train: reconstruction", color="C1")
     ax.semilogy(ep, history["val_recon"], "--", label="validation: reconstruction", color="C1")
-    ax.set(xlabel="epoch", ylabel="Huber loss (state units²)", title=f"{title}: losses")
+    ax.set(xlabel="epoch", ylabel="Huber loss (mean over coordinates)", title=f"{title}: losses")
     ax.legend(fontsize=8)
     ax = axes[1]
     k = history.get("config", {}).get("multistep_k", "k")
