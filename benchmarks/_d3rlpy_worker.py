@@ -1,0 +1,62 @@
+"""Time d3rlpy's CQL on synthetic D4RL-shaped data; run by throughput.py in d3rlpy's own environment.
+
+Prints one JSON record. Not imported by kfc_lite: d3rlpy pins gymnasium==1.0.0, so it lives in a
+virtual environment of its own (see throughput.py).
+"""
+import argparse
+import json
+import resource
+import statistics
+import time
+
+import numpy as np
+import torch
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--n", type=int, default=100_000)
+    p.add_argument("--state-dim", type=int, default=17)
+    p.add_argument("--action-dim", type=int, default=6)
+    p.add_argument("--hidden", type=int, nargs="+", default=[256, 256, 256])
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    import d3rlpy
+    from d3rlpy.models.encoders import VectorEncoderFactory
+
+    rng = np.random.default_rng(a.seed)
+    obs = rng.standard_normal((a.n, a.state_dim)).astype(np.float32)
+    act = rng.uniform(-1, 1, (a.n, a.action_dim)).astype(np.float32)
+    rew = rng.standard_normal(a.n).astype(np.float32)
+    term = np.zeros(a.n, dtype=np.float32)
+    timeouts = np.zeros(a.n, dtype=np.float32)
+    timeouts[999::1000] = 1.0
+    dataset = d3rlpy.dataset.MDPDataset(obs, act, rew, term, timeouts=timeouts)
+    enc = VectorEncoderFactory(a.hidden)
+    # The KFC code's CQL: policy lr 1e-4, Q lr 3e-4, 10 sampled actions, Lagrangian threshold 10, weight 10.
+    cql = d3rlpy.algos.CQLConfig(actor_learning_rate=1e-4, critic_learning_rate=3e-4, batch_size=256,
+                                 n_action_samples=10, alpha_threshold=10.0, conservative_weight=10.0,
+                                 actor_encoder_factory=enc, critic_encoder_factory=enc).create(device="cpu:0")
+    cql.build_with_dataset(dataset)
+    batches = [dataset.sample_transition_batch(256) for _ in range(a.warmup + a.steps)]
+    for b in batches[: a.warmup]:
+        cql.update(b)
+    rates = []
+    for _ in range(a.repeats):
+        t0 = time.perf_counter()
+        for b in batches[a.warmup:]:
+            cql.update(b)
+        rates.append(a.steps / (time.perf_counter() - t0))
+    print(json.dumps({"implementation": f"d3rlpy {d3rlpy.__version__}", "method": "cql", "precision": "fp32",
+                      "device": "cpu", "threads": a.threads, "steps_per_second": statistics.median(rates),
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "torch": torch.__version__}))
+
+
+if __name__ == "__main__":
+    main()

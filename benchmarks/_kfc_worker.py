@@ -1,0 +1,73 @@
+"""Time one kfc_lite method (cql, s4rl, kfc, kfc++) on synthetic D4RL-shaped data; run by throughput.py.
+
+Prints one JSON record. The Koopman model for kfc/kfc++ has the paper's size (latent 32, hidden 512) and
+random weights: its cost, not its quality, is what is timed here.
+"""
+import argparse
+import json
+import resource
+import statistics
+import time
+
+import torch
+
+from kfc_lite.koopman import KoopmanForwardModel
+from kfc_lite.rl.augment import make_augmenter
+from kfc_lite.rl.sac import SACCQL, SACConfig
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--method", default="cql")
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--n", type=int, default=100_000)
+    p.add_argument("--state-dim", type=int, default=17)
+    p.add_argument("--action-dim", type=int, default=6)
+    p.add_argument("--hidden", type=int, nargs="+", default=[256, 256, 256])
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    dev = torch.device(a.device)
+    n, ds, da = a.n, a.state_dim, a.action_dim
+    data = {"observations": torch.randn(n, ds, device=dev), "actions": torch.rand(n, da, device=dev) * 2 - 1,
+            "rewards": torch.randn(n, device=dev), "next_observations": torch.randn(n, ds, device=dev),
+            "terminals": torch.zeros(n, dtype=torch.bool, device=dev)}
+    model = None
+    if a.method in ("kfc", "kfc++"):
+        model = KoopmanForwardModel(ds, da).to(dev).eval().requires_grad_(False)
+    augmenter = make_augmenter(a.method, model=model)
+    # bc_steps=0: time the regular (post-warm-up) step, which is what almost all of a run does.
+    cfg = SACConfig.preset("kfc-code", hidden=tuple(a.hidden), precision=a.precision, compile=a.compile, bc_steps=0)
+    agent = SACCQL(ds, da, cfg, device=dev, augmenter=augmenter)
+    idx = torch.randint(0, n, (a.warmup + a.steps, 256), device=dev)
+    batches = [{k: v[i] for k, v in data.items()} for i in idx]
+    for b in batches[: a.warmup]:
+        agent.update(b, metrics=False)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    rates = []
+    for _ in range(a.repeats):
+        sync()
+        t0 = time.perf_counter()
+        for b in batches[a.warmup:]:
+            agent.update(b, metrics=False)
+        sync()
+        rates.append(a.steps / (time.perf_counter() - t0))
+    rec = {"implementation": "kfc_lite", "method": a.method, "precision": a.precision, "device": str(dev),
+           "threads": a.threads, "steps_per_second": statistics.median(rates),
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "torch": torch.__version__}
+    if dev.type == "cuda":
+        rec["peak_device_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+    print(json.dumps(rec))
+
+
+if __name__ == "__main__":
+    main()
