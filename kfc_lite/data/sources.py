@@ -26,10 +26,6 @@ def _importable(module: str) -> bool:
         return False
 
 
-def _looks_like_path(name: str) -> bool:
-    return os.sep in name or name.endswith((".hdf5", ".h5")) or os.path.exists(name)
-
-
 def load(name_or_path: str | os.PathLike, *, download: bool = False, progress: bool = True) -> dict:
     """Load a dataset as a dict of NumPy arrays keyed like D4RL's HDF5 files, checked by :func:`validate`.
 
@@ -50,13 +46,14 @@ def load(name_or_path: str | os.PathLike, *, download: bool = False, progress: b
         raise TypeError(f"expected a dataset name or a path, got {name_or_path!r}")
     if registry.is_known(key) and not os.path.exists(key):
         return _load_registered(key, download=download, progress=progress)
-    if _looks_like_path(key):
-        data = load_hdf5(key)
-        return validate(data, key)
+    if os.path.exists(key) or key.endswith((".hdf5", ".h5")):
+        return validate(load_hdf5(key), key)
     if _importable("d4rl") and "/" not in key:
         return validate(from_d4rl(key), f"d4rl dataset {key}")
-    if _importable("minari"):
+    if _importable("minari"):  # Minari ids contain slashes too (mujoco/hopper/medium-v0): try them before paths
         return validate(from_minari(key, download=download), f"minari dataset {key}")
+    if os.sep in key:
+        load_hdf5(key)  # raises FileNotFoundError naming the path
     try:
         registry.get(key)
     except UnknownDatasetError as exc:
