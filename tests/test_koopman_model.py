@@ -191,8 +191,9 @@ def test_training_reaches_small_one_step_error_and_the_true_eigenvalues(trained_
     for u in (-1.0, 0.0, 1.0):
         got = np.sort_complex(np.linalg.eigvals(model.operator(torch.tensor([u])).detach().double().numpy()))
         true = np.sort_complex(np.linalg.eigvals(system.matrix([u])))
-        # 0.01 in the complex plane: about 1 % of |λ|; the one-step error above bounds how well K can be fitted
-        np.testing.assert_allclose(got, true, atol=1e-2)
+        # 5e-3 in the complex plane (about 0.5 % of |λ| = 0.95; measured about 1.5e-3): the eigenvalues are fitted
+        # only as well as the one-step map (relative error just under 1e-2), so a tighter bound would test the seed
+        np.testing.assert_allclose(got, true, atol=5e-3)
 
 
 def test_loss_goes_down_and_history_is_complete(trained_bilinear):
@@ -362,3 +363,24 @@ def test_eigenvalue_figure_and_widget():
     states = np.concatenate([tr["observations"], tr["next_observations"][-1:]])
     fig = plot_predictions(est, states, tr["actions"], horizons=(1, 5), dt=0.1)
     assert len(fig.axes) == 2
+
+
+def test_gym_transitions_on_a_mujoco_task_keep_true_terminals(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MuJoCo would write MUJOCO_LOG.TXT here if it were not silenced
+    tr = gym_transitions("Hopper-v5", 300, seed=0)  # a random Hopper falls within a few dozen steps
+    assert tr["observations"].shape == (300, 11) and tr["actions"].shape == (300, 3)
+    ends = np.flatnonzero(tr["terminals"])
+    assert len(ends) >= 2 and all(tr["episode_starts"][i + 1] for i in ends if i + 1 < 300)
+    # the row after a terminal starts a new episode, so its observation is not the terminal row's successor
+    assert not np.allclose(tr["next_observations"][ends[0]], tr["observations"][ends[0] + 1])
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+    data = validate_transitions(tr)
+    train, val, _ = split_indices(data, KoopmanTrainConfig(multistep_k=5))
+    assert not set(ends) & (set(train) | set(val))
+
+
+def test_training_runs_in_float64():
+    tr = linear_transitions(5, 20)
+    model = KoopmanForwardModel(2, 1, latent_dim=3, hidden_dim=8).double()
+    model, hist = fit_koopman(tr, KoopmanTrainConfig(max_steps=3), device="cpu", progress=False, model=model)
+    assert next(model.parameters()).dtype == torch.float64 and np.isfinite(hist["val_forward"]).all()

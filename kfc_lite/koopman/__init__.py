@@ -13,7 +13,7 @@ _EXPORTS = {
     "DMD": "edmd", "EDMD": "edmd",
     "Identity": "observables", "Polynomial": "observables", "RadialBasis": "observables",
     # controlled systems, transitions from gymnasium, EDMD with control (control.py)
-    "LinearControlSystem": "control", "ForcedPendulum": "control", "gym_transitions": "control", "EDMDc": "control",
+    "LinearControlSystem": "control", "BilinearControlSystem": "control", "ForcedPendulum": "control", "gym_transitions": "control", "EDMDc": "control",
     # the neural Koopman forward model (model.py) and its trainer (fit.py)
     "KoopmanForwardModel": "model", "save_koopman": "model", "load_koopman": "model",
     "KoopmanTrainConfig": "fit", "fit_koopman": "fit", "multistep_error": "fit",
