@@ -294,6 +294,29 @@ def test_generated_file_round_trips_through_load(cheetah):
     assert np.all(normalized_score("halfcheetah", returns) < 5)  # random data scores near 0, by definition
 
 
+def test_generated_file_reads_like_d4rl_get_dataset(cheetah):
+    """D4RL's OfflineEnv.get_dataset, transcribed: every key read with [:] (scalars with [()]), then its checks."""
+    import h5py
+
+    path, _ = cheetah
+    found = {}
+    with h5py.File(path, "r") as f:
+        keys = []
+        f.visititems(lambda name, item: keys.append(name) if isinstance(item, h5py.Dataset) else None)
+        for k in keys:
+            try:
+                found[k] = f[k][:]
+            except ValueError:
+                found[k] = f[k][()]
+    env = make_env("halfcheetah-random-v2")
+    n = found["observations"].shape[0]
+    assert found["observations"].shape[1:] == env.observation_space.shape
+    assert found["actions"].shape[1:] == env.action_space.shape
+    assert found["rewards"].shape == (n,) and found["terminals"].shape == (n,) and found["timeouts"].shape == (n,)
+    assert found["observations"].dtype == np.float32 and found["terminals"].dtype == bool
+    assert found["metadata/env_id"] == b"HalfCheetah-v4"  # D4RL gets bytes; load_hdf5 decodes them
+
+
 def test_generated_returns_match_a_replay_of_the_seed(cheetah):
     _, data = cheetah
     env = make_env("halfcheetah")

@@ -5,6 +5,7 @@ download is exercised without the network.
 """
 import http.server
 import os
+import pathlib
 import threading
 
 import numpy as np
@@ -89,7 +90,7 @@ def test_full_download_then_cache_hit(server, dataset_bytes, tmp_path):
     handler.files["/d.hdf5"] = dataset_bytes
     path = download(NAME, dest=tmp_path, url=base + "/d.hdf5", progress=False)
     assert path == str(tmp_path / FILE)
-    assert open(path, "rb").read() == dataset_bytes
+    assert pathlib.Path(path).read_bytes() == dataset_bytes
     assert not os.path.exists(path + ".part")
     assert len(handler.requests) == 1 and handler.requests[0][1] is None
     # a valid cached file is not fetched again
@@ -114,7 +115,7 @@ def test_resume_sends_range_and_appends(server, dataset_bytes, tmp_path):
     (tmp_path / (FILE + ".part")).write_bytes(dataset_bytes[:k])
     path = download(NAME, dest=tmp_path, url=base + "/d.hdf5", progress=False)
     assert handler.requests == [("/d.hdf5", f"bytes={k}-")]
-    assert open(path, "rb").read() == dataset_bytes
+    assert pathlib.Path(path).read_bytes() == dataset_bytes
 
 
 def test_server_that_ignores_range_restarts_from_zero(server, dataset_bytes, tmp_path):
@@ -124,7 +125,7 @@ def test_server_that_ignores_range_restarts_from_zero(server, dataset_bytes, tmp
     (tmp_path / (FILE + ".part")).write_bytes(b"x" * 1000)  # would corrupt the file if appended to
     path = download(NAME, dest=tmp_path, url=base + "/d.hdf5", progress=False)
     assert handler.requests[0][1] == "bytes=1000-"
-    assert open(path, "rb").read() == dataset_bytes
+    assert pathlib.Path(path).read_bytes() == dataset_bytes
 
 
 def test_complete_part_file_is_accepted_on_416(server, dataset_bytes, tmp_path):
@@ -132,7 +133,7 @@ def test_complete_part_file_is_accepted_on_416(server, dataset_bytes, tmp_path):
     handler.files["/d.hdf5"] = dataset_bytes
     (tmp_path / (FILE + ".part")).write_bytes(dataset_bytes)
     path = download(NAME, dest=tmp_path, url=base + "/d.hdf5", progress=False)
-    assert open(path, "rb").read() == dataset_bytes
+    assert pathlib.Path(path).read_bytes() == dataset_bytes
 
 
 def test_cut_connection_keeps_part_and_rerun_resumes(server, dataset_bytes, tmp_path):
@@ -148,7 +149,7 @@ def test_cut_connection_keeps_part_and_rerun_resumes(server, dataset_bytes, tmp_
     handler.mode = "range"
     path = download(NAME, dest=tmp_path, url=base + "/d.hdf5", progress=False)
     assert handler.requests[-1][1] == f"bytes={len(dataset_bytes) // 2}-"
-    assert open(path, "rb").read() == dataset_bytes and not part.exists()
+    assert pathlib.Path(path).read_bytes() == dataset_bytes and not part.exists()
 
 
 def test_corrupt_file_is_rejected_and_not_cached(server, tmp_path):
@@ -190,7 +191,7 @@ def test_damaged_cache_file_is_downloaded_again(server, dataset_bytes, tmp_path)
     (tmp_path / FILE).write_bytes(dataset_bytes[:500])  # truncated file under the final name
     with pytest.warns(RuntimeWarning, match="downloading it again"):
         path = download(NAME, dest=tmp_path, url=base + "/d.hdf5", progress=False)
-    assert open(path, "rb").read() == dataset_bytes
+    assert pathlib.Path(path).read_bytes() == dataset_bytes
 
 
 def test_http_errors_and_bad_names(server, tmp_path):

@@ -11,9 +11,9 @@ On a true-terminal row s' is therefore the next episode's first state. TD learni
 it does no harm, but a dynamics model must not learn from it: pass ``use_next_observations=True`` to take s' from
 the stored ``next_observations`` instead (same rows, only s' changes; see open question 10 in the paper notes).
 
-D4RL's step counter, in files without ``timeouts``, has a quirk we reproduce exactly: after a kept terminal (or,
-with ``terminate_on_end``, after any episode end) it restarts at 1, not 0, so the next episode's "final" row comes
-one step early; after a dropped time-out row it restarts at 0.
+D4RL's step counter, in files without ``timeouts``, has a quirk we reproduce exactly: after a terminal row it
+restarts at 1, not 0, so the next episode's "final" row (dropped) comes one step early; after a dropped time-out
+row it restarts at 0. With ``terminate_on_end`` every row but the last is kept, so the counter does not matter.
 """
 from __future__ import annotations
 
@@ -22,38 +22,27 @@ import numpy as np
 from kfc_lite.data.errors import DatasetError
 
 
-def _counter(k, v, period: int, terminate_on_end: bool):
-    """D4RL's ``episode_step`` at offset ``k`` into a stretch whose counter starts at ``v`` (0 or 1).
+def _final_steps_without_timeouts(terminals: np.ndarray, max_episode_steps: int) -> np.ndarray:
+    """For rows 0 .. N-2, whether D4RL's step counter calls the row an episode's final (time-limit) step.
 
-    Without ``terminate_on_end`` a dropped final row resets the counter to 0, so it simply runs modulo the
-    episode length. With it, a final row is kept and resets the counter to 0 *before* its ``+= 1``, so after the
-    first final the counter cycles through 1 .. period-1.
-    """
-    k = np.asarray(k)
-    v = np.asarray(v)
-    if not terminate_on_end:
-        return (k + v) % period
-    return np.where((k == 0) & (v == 0), 0, 1 + (k + v - 1) % (period - 1))
-
-
-def _final_steps_without_timeouts(terminals: np.ndarray, max_episode_steps: int, terminate_on_end: bool):
-    """For rows 0 .. N-2, whether D4RL's counter calls the row an episode's final time step.
-
-    The counter restarts after every terminal row; we find those stretches with one Python step per *terminal*
-    (scalar arithmetic, a few thousand per million rows), then evaluate the counter for all rows at once.
+    Between terminals the counter runs modulo the episode length (a dropped final row resets it to 0). A terminal
+    row resets it to 1, unless that row is itself a final one (then it is dropped and the counter goes to 0, which
+    the modulo already does). We walk the terminals, one scalar step each (a few thousand per million rows), to
+    find where each stretch starts and its first counter value, then evaluate the counter for all rows at once.
     """
     m = len(terminals) - 1  # rows D4RL visits
+    period = max_episode_steps
     starts, values = [0], [0]
     for j in np.flatnonzero(terminals[:m]):
-        c_j = int(_counter(j - starts[-1], values[-1], max_episode_steps, terminate_on_end))
-        if not terminate_on_end and c_j == max_episode_steps - 1:
-            continue  # the row is a dropped time-out: the counter goes to 0, which the modulo already does
+        if (j - starts[-1] + values[-1]) % period == period - 1:
+            continue  # a terminal on a final row: dropped as a time-out, the counter restarts at 0
         starts.append(int(j) + 1)
         values.append(1)
     rows = np.arange(m)
-    seg = np.searchsorted(np.asarray(starts), rows, side="right") - 1
-    c = _counter(rows - np.asarray(starts)[seg], np.asarray(values)[seg], max_episode_steps, terminate_on_end)
-    return c == max_episode_steps - 1
+    starts_arr, values_arr = np.asarray(starts), np.asarray(values)
+    seg = np.searchsorted(starts_arr, rows, side="right") - 1
+    counter = (rows - starts_arr[seg] + values_arr[seg]) % period
+    return counter == period - 1
 
 
 def qlearning_dataset(data: dict, terminate_on_end: bool = False, use_next_observations: bool = False,
@@ -75,11 +64,12 @@ def qlearning_dataset(data: dict, terminate_on_end: bool = False, use_next_obser
     obs = data["observations"]
     n = len(obs)
     terminals = np.asarray(data["terminals"]).reshape(n).astype(bool)
-    if "timeouts" in data:
-        final = np.asarray(data["timeouts"]).reshape(n).astype(bool)[: max(n - 1, 0)]
+    if terminate_on_end:  # final rows are kept too: every row but the last
+        keep = np.ones(max(n - 1, 0), dtype=bool)
+    elif "timeouts" in data:
+        keep = ~np.asarray(data["timeouts"]).reshape(n).astype(bool)[: max(n - 1, 0)]
     else:
-        final = _final_steps_without_timeouts(terminals, max_episode_steps, terminate_on_end)
-    keep = np.ones(max(n - 1, 0), dtype=bool) if terminate_on_end else ~final
+        keep = ~_final_steps_without_timeouts(terminals, max_episode_steps)
     rows = np.flatnonzero(keep)
 
     def take(arr, idx):
