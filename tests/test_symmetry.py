@@ -253,6 +253,12 @@ def test_exercise_multiple_choice():
 
     assert nb03.check_commutation_scaling("c").passed and not nb03.check_commutation_scaling("a").passed
     assert nb03.check_model_error_scaling("b").passed and not nb03.check_model_error_scaling("a").passed
+    assert nb03.check_model_error_scaling(lambda: "b").passed
+
+    def stub():
+        raise NotImplementedError
+
+    assert nb03.check_commutation_scaling(stub).status == "not done yet"
 
 
 # -- the explorer ------------------------------------------------------------------------------------------
