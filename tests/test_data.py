@@ -420,6 +420,24 @@ def test_minari_adapter_converts_episodes(monkeypatch):
     np.testing.assert_array_equal(episode_returns(d)[0], [3.0, 8.0])
 
 
+def test_d4rl_package_adapter_for_names_outside_the_registry(monkeypatch):
+    made = []
+
+    class FakeOfflineEnv:
+        def get_dataset(self):
+            d = crafted(10)
+            d["rewards"] = d["rewards"][:, None]  # D4RL squeezes (N, 1); so must we
+            return d
+
+    gym = types.ModuleType("gym")
+    gym.make = lambda name: made.append(name) or FakeOfflineEnv()
+    monkeypatch.setitem(sys.modules, "gym", gym)
+    monkeypatch.setitem(sys.modules, "d4rl", types.ModuleType("d4rl"))
+    d = load("antmaze-umaze-v0")
+    assert made == ["antmaze-umaze-v0"] and d["rewards"].shape == (10,)
+    assert d["metadata/d4rl_env"] == "antmaze-umaze-v0"
+
+
 def test_unknown_name_without_optional_packages(monkeypatch):
     monkeypatch.setitem(sys.modules, "minari", None)
     monkeypatch.setitem(sys.modules, "d4rl", None)

@@ -107,12 +107,9 @@ def from_minari(dataset_id: str, *, download: bool = False) -> dict:
     import minari
 
     dataset = minari.load_dataset(dataset_id, download=download)
-    episodes = list(dataset.iterate_episodes())
-    if not episodes:
-        raise DatasetError(f"minari dataset {dataset_id}: it has no episodes")
     parts: dict[str, list] = {k: [] for k in ("observations", "next_observations", "actions", "rewards",
                                              "terminals", "timeouts")}
-    for ep in episodes:
+    for ep in dataset.iterate_episodes():  # one episode at a time: the episodes are never all held twice
         obs = ep.observations
         if isinstance(obs, dict):
             raise DatasetError(f"minari dataset {dataset_id}: observations are a dict ({', '.join(obs)}); only flat "
@@ -128,6 +125,8 @@ def from_minari(dataset_id: str, *, download: bool = False) -> dict:
         parts["rewards"].append(np.asarray(ep.rewards).reshape(t))
         parts["terminals"].append(np.asarray(ep.terminations).reshape(t).astype(bool))
         parts["timeouts"].append(np.asarray(ep.truncations).reshape(t).astype(bool))
+    if not parts["rewards"]:
+        raise DatasetError(f"minari dataset {dataset_id}: it has no episodes")
     data = {k: np.concatenate(v) for k, v in parts.items()}
     for k in ("observations", "next_observations", "actions", "rewards"):
         data[k] = data[k].astype(np.float32, copy=False)
