@@ -374,6 +374,30 @@ def test_collect_accepts_policy_objects_and_rejects_bad_input():
         collect("hopper", object(), 5, progress=False)
 
 
+def test_make_replica_with_a_saved_policy(tmp_path, capsys):
+    """The RL module's policy files plug into collect: log-probs recorded, same seed -> same file."""
+    torch = pytest.importorskip("torch")
+    from kfc_lite.cli import main
+    from kfc_lite.rl.networks import TanhGaussianActor
+    from kfc_lite.rl.policy import save_policy
+
+    torch.manual_seed(0)
+    save_policy(TanhGaussianActor(11, 3, hidden=(16, 16)), tmp_path / "pi.pt", meta={"dataset": "hopper-medium-v2"})
+    files = []
+    for i in range(2):
+        out = tmp_path / f"rep{i}.hdf5"
+        assert main(["data", "make", "hopper-medium-replica", "--size", "120", "--seed", "4", "--out", str(out),
+                     "--policy", str(tmp_path / "pi.pt"), "--no-progress"]) == 0
+        files.append(load(str(out)))
+    a, b = files
+    assert a["metadata/d4rl_env"] == "hopper-medium-replica" and a["metadata/policy"].endswith("pi.pt")
+    assert np.all(np.abs(a["actions"]) <= 1) and np.all(np.isfinite(a["infos/action_log_probs"]))
+    np.testing.assert_array_equal(a["actions"], b["actions"])
+    np.testing.assert_array_equal(a["infos/action_log_probs"], b["infos/action_log_probs"])
+    assert main(["data", "make", "hopper-random", "--size", "5", "--policy", str(tmp_path / "pi.pt")]) == 1
+    assert "drop --policy" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------------------- load by name, adapters
 def test_load_by_name_from_cache(cheetah, tmp_path, monkeypatch):
     path, _ = cheetah

@@ -16,6 +16,7 @@ and a deterministic-for-its-seed policy give the same file every time.
 from __future__ import annotations
 
 import re
+import sys
 
 import numpy as np
 
@@ -112,6 +113,8 @@ def collect(env_name: str, policy, n_steps: int, seed: int = 0, path=None, progr
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     n_steps, seed = int(n_steps), int(seed)
+    if "torch" in sys.modules:  # a torch policy samples with torch's generator: seed it too (no import otherwise)
+        sys.modules["torch"].manual_seed(seed)
     env = make_env(env_name, max_episode_steps=max_episode_steps)
     step_policy, has_log_prob = _behaviour(policy)
     sim = env.unwrapped.data
