@@ -260,3 +260,27 @@ def test_make_augmenter_and_errors():
         GaussianNoise()({"observations": torch.zeros(2, 3), "next_observations": torch.zeros(2, 4)})
     with pytest.raises(ValueError, match="state_dim|dimension"):
         KoopmanAugmenter(system)(make_batch(make_system(n=5)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_koopman_augmenter_runs_on_the_gpu_and_stays_there():
+    system = make_system(dtype=torch.float32).cuda()
+    batch = {k: v.cuda() for k, v in make_batch(system, B=256).items()}
+    torch.manual_seed(0)
+    aug = KoopmanAugmenter(system, p_koopman=1.0, shift_sigma=30.0)
+    out = aug(batch)
+    assert out["observations"].device.type == "cuda"
+    residual = system.true_step(out["observations"], batch["actions"]) - out["next_observations"]
+    assert residual.abs().max() < 1e-4 * out["next_observations"].abs().max()
+    assert aug.stats["fallback_rate"] == 0.0
+
+
+def test_model_on_another_device_is_a_clear_error():
+    class WithParameter(LinearKoopman):
+        pass
+
+    system = make_system()
+    model = WithParameter(system.A0, system.A_actions)
+    model.weight = torch.nn.Parameter(torch.zeros(1, device="meta"))  # the model "lives" elsewhere
+    with pytest.raises(ValueError, match=r"model.to\('cpu'\)"):
+        KoopmanAugmenter(model)(make_batch(system))
