@@ -12,7 +12,9 @@ _EXPORTS = {
     "MLP": "networks", "CriticEnsemble": "networks", "TanhGaussianActor": "networks",
     # sac.py (SAC + CQL) and policy files (policy.py)
     "SACConfig": "sac", "SACCQL": "sac", "PRESETS": "sac",
-    "save_policy": "policy", "load_policy": "policy",
+    "save_policy": "policy", "load_policy": "policy", "Policy": "policy",
+    # replay.py: batches from device-resident transitions (offline) and a ring buffer (online)
+    "TransitionSampler": "replay", "ReplayBuffer": "replay",
 }
 
 __all__ = sorted(_EXPORTS)
