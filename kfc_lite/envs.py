@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 
 from kfc_lite.data import registry
+from kfc_lite.data.errors import UnknownDatasetError
 from kfc_lite.data.registry import normalized_score  # re-exported: envs is where evaluation lives
 
 __all__ = ["env_family", "gym_id", "make_env", "evaluate", "normalized_score", "policy_fn"]
@@ -103,6 +104,8 @@ def evaluate(policy, env_name: str, episodes: int = 10, seed: int = 0, *, max_ep
     Episode ``i`` starts from ``reset(seed=seed + i)``, so two policies evaluated with one seed face the same
     start states. Actions are deterministic (``act(obs, deterministic=True)``). Returns ``returns``,
     ``lengths`` and ``normalized`` (arrays, one entry per episode) and ``mean_return``, ``mean_normalized``.
+    On an environment without D4RL reference returns (any gymnasium id outside halfcheetah, hopper, walker2d)
+    the normalized scores are NaN.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
@@ -125,6 +128,9 @@ def evaluate(policy, env_name: str, episodes: int = 10, seed: int = 0, *, max_ep
             returns[i], lengths[i] = total, steps
     finally:
         env.close()
-    normalized = normalized_score(env_name, returns)
+    try:
+        normalized = normalized_score(env_name, returns)
+    except UnknownDatasetError:  # not a D4RL task (e.g. Pendulum-v1): there are no reference returns to scale by
+        normalized = np.full(episodes, np.nan)
     return {"returns": returns, "lengths": lengths, "normalized": normalized,
             "mean_return": float(returns.mean()), "mean_normalized": float(normalized.mean())}

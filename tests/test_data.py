@@ -494,6 +494,8 @@ def test_evaluate_scores_episodes():
     np.testing.assert_allclose(again["returns"], out["returns"])  # same seed, same start states
     with pytest.raises(ValueError, match="shape"):
         evaluate(lambda obs: np.zeros(2), "halfcheetah", episodes=1, max_episode_steps=5)
+    other = evaluate(lambda obs: np.zeros(1), "Pendulum-v1", episodes=1, max_episode_steps=10)
+    assert other["lengths"][0] == 10 and np.isnan(other["mean_normalized"])  # no D4RL reference returns
 
 
 # -------------------------------------------------------------------------------------------------------- CLI
