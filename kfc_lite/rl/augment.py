@@ -54,17 +54,20 @@ def _check_batch(batch) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class _RunningMean:
+    """A running mean whose sums stay on the tensors' device: adding never waits for the GPU; reading does."""
+
     def __init__(self):
         self.total, self.count = 0.0, 0
 
-    def add(self, values: torch.Tensor) -> None:
-        if values.numel():
-            self.total += float(values.double().sum())
-            self.count += int(values.numel())
+    def add(self, values: torch.Tensor, count=None) -> None:
+        """Add ``values.sum()``; ``count`` (an int or a device tensor) defaults to ``values.numel()``."""
+        self.total = self.total + values.detach().double().sum()
+        self.count = self.count + (values.numel() if count is None else count)
 
     @property
     def mean(self) -> float:
-        return self.total / self.count if self.count else float("nan")
+        count = float(self.count)
+        return float(self.total) / count if count else float("nan")
 
 
 class Augmenter:
@@ -87,7 +90,6 @@ class Augmenter:
         self._samples = 0
         self._koopman_drawn = 0
         self._koopman_used = 0
-        self._fallbacks = 0
         self._shift = _RunningMean()
         self._next_shift = _RunningMean()
         self._commutation = _RunningMean()
@@ -95,14 +97,15 @@ class Augmenter:
     @property
     def stats(self) -> dict:
         drawn = self._koopman_drawn
+        used = int(self._koopman_used)
         return {
             "batches": self._batches,
             "samples": self._samples,
             "state_shift": self._shift.mean,
             "next_state_shift": self._next_shift.mean,
-            "koopman_fraction": self._koopman_used / self._samples if self._samples else float("nan"),
-            "fallback_rate": self._fallbacks / drawn if drawn else 0.0,
-            "fallbacks": self._fallbacks,
+            "koopman_fraction": used / self._samples if self._samples else float("nan"),
+            "fallback_rate": (drawn - used) / drawn if drawn else 0.0,
+            "fallbacks": drawn - used,
             "commutation_error": self._commutation.mean,
         }
 
@@ -304,20 +307,18 @@ class KoopmanAugmenter(Augmenter):
         use = (u <= self.p_koopman).expand(B) if self.per == "batch" else (u <= self.p_koopman)
         idx = torch.nonzero(use).squeeze(-1)
         n_drawn = int(idx.numel())
-        n_used = 0
         if n_drawn:
             cast = (lambda x: x.to(model_dtype)) if model_dtype is not None else (lambda x: x)
             K = self.model.operator(cast(a[idx]))
             sigma, valid = self.symmetries(K, eps[idx])
-            self._commutation.add(commutation_error(sigma[valid].double(), K[valid].double()))
+            n_valid = valid.sum()  # stays on the device: no synchronisation per batch
+            self._commutation.add(torch.where(valid, commutation_error(sigma.double(), K.double()), 0.0), n_valid)
             s_k, s_next_k = self.shift_states(cast(s[idx]), cast(s_next[idx]), sigma)
             keep = valid[:, None]
             s_out[idx] = torch.where(keep, s_k.to(s.dtype), s_out[idx])
             s_next_out[idx] = torch.where(keep, s_next_k.to(s.dtype), s_next_out[idx])
-            n_used = int(valid.sum())
+            self._koopman_used = self._koopman_used + n_valid
         self._koopman_drawn += n_drawn
-        self._koopman_used += n_used
-        self._fallbacks += n_drawn - n_used
         return s_out, s_next_out
 
 
