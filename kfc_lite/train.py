@@ -683,18 +683,17 @@ def _parse_sets(items) -> dict:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     run_dir = pathlib.Path(args.out)
+    given = {k: getattr(args, k) for k in ("dataset", "method", "env", "seed", "steps", "device")
+             if getattr(args, k) is not None}
+    sets = _parse_sets(args.set)
     if args.resume and (run_dir / "config.json").is_file():
+        # the saved config, with whatever was given again; train() refuses changes other than steps, device, ...
         saved = json.loads((run_dir / "config.json").read_text())["train"]
-        config = TrainConfig.from_dict(saved)
-        given = {k: v for k, v in (("steps", args.steps), ("device", args.device)) if v is not None}
-        given["out"] = str(run_dir)
-        config = config.with_overrides(**given, **_parse_sets(args.set))
+        config = TrainConfig.from_dict(saved).with_overrides(**given, out=str(run_dir), **sets)
     else:
-        if not args.dataset:
+        if "dataset" not in given:
             raise ValueError("--dataset is required (a name such as hopper-medium-v2, or an HDF5 path)")
-        base = TrainConfig(dataset=args.dataset, method=args.method, out=str(run_dir), seed=args.seed,
-                           env=args.env, steps=args.steps or TrainConfig.steps, device=args.device or "auto")
-        config = base.with_overrides(**_parse_sets(args.set))
+        config = TrainConfig(dataset=given.pop("dataset"), out=str(run_dir)).with_overrides(**given, **sets)
     result = train(config, resume=args.resume, progress=not args.no_progress)
     summary = {"run": str(result.run_dir), "steps": result.agent.step, "final_return": result.final_return,
                "final_normalized": result.final_normalized, "steps_per_second": result.steps_per_second}
@@ -727,12 +726,12 @@ def register(subparsers) -> None:
                               description="Train an offline RL agent; writes config.json, metrics.jsonl, checkpoint.pt, "
                                           "policy.pt (and koopman.pt) under --out.")
     p.add_argument("--dataset", help="dataset name (hopper-medium-v2, hopper-medium-replica) or HDF5 path")
-    p.add_argument("--method", default="kfc++", choices=METHODS)
+    p.add_argument("--method", default=None, choices=METHODS, help="default kfc++")
     p.add_argument("--steps", type=int, default=None, help="total gradient steps (default 1,000,000; on --resume the new total)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--env", default=None, help="D4RL family or gymnasium id, when the dataset does not say")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="default 0")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any TrainConfig or SACConfig field, or koopman.<field>: --set q_lr=1e-4 --set eval_every=10000")

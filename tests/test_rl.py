@@ -87,7 +87,7 @@ def test_actor_log_std_clamped_and_boundary_actions_finite():
     with torch.no_grad():
         actor.log_std_head.bias.fill_(50.0)
     _, log_std = actor(torch.randn(4, DS))
-    assert float(log_std.max()) == networks.LOG_STD_MAX
+    assert float(log_std.detach().max()) == networks.LOG_STD_MAX
     lp = actor.log_prob(torch.randn(4, DS), torch.tensor([[1.0, -1.0]] * 4))
     assert torch.isfinite(lp).all()
 

@@ -252,3 +252,12 @@ def test_learning_curve_figures(dataset, tmp_path):
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def test_cli_reports_bad_input_in_words(dataset, tmp_path, capsys):
+    code = cli_main(["train", "--dataset", dataset, "--out", str(tmp_path / "r"), "--set", "learning_rate=1e-3"])
+    assert code == 1 and "unknown setting 'learning_rate'" in capsys.readouterr().err
+    code = cli_main(["train", "--out", str(tmp_path / "r2"), "--method", "cql"])
+    assert code == 1 and "--dataset is required" in capsys.readouterr().err
+    code = cli_main(["eval", str(tmp_path / "nothing")])
+    assert code == 1 and "config.json" in capsys.readouterr().err

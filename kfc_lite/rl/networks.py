@@ -123,12 +123,12 @@ class CriticEnsemble(nn.Module):
             h = (hs.unsqueeze(2) + ha.view(E, B, M, -1)).view(E, B * M, -1)
         else:
             h = hs + ha
-        h = F.relu(h + self.b_in)
+        h = F.relu_(h + self.b_in)  # in place: ReLU's backward needs only its output
         n = len(self.weights)
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             h = torch.baddbmm(b, h, w)
             if i < n - 1:
-                h = F.relu(h)
+                h = F.relu_(h)
         return h.view(out_shape)
 
 
