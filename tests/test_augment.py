@@ -284,3 +284,14 @@ def test_model_on_another_device_is_a_clear_error():
     model.weight = torch.nn.Parameter(torch.zeros(1, device="meta"))  # the model "lives" elsewhere
     with pytest.raises(ValueError, match=r"model.to\('cpu'\)"):
         KoopmanAugmenter(model)(make_batch(system))
+
+
+def test_bounds_clamp_both_branches():
+    system = make_system()
+    batch = make_batch(system)
+    for p in (0.0, 1.0):
+        out = KoopmanAugmenter(system, p_koopman=p, shift_sigma=100.0, bounds=(-0.5, 0.5))(batch)
+        for key in ("observations", "next_observations"):
+            assert out[key].min() >= -0.5 and out[key].max() <= 0.5
+    with pytest.raises(ValueError, match="low must not exceed high"):
+        KoopmanAugmenter(system, bounds=(1.0, -1.0))

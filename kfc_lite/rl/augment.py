@@ -199,8 +199,13 @@ class KoopmanAugmenter(Augmenter):
     cond_threshold : limit on ``cond(U)`` (default :func:`kfc_lite.symmetry.default_cond_threshold` of the
         eigen dtype); samples above it, or whose ``eig`` fails, fall back to S4RL noise and are counted in
         ``stats['fallback_rate']`` (the authors' code silently used ``U = I`` there, which does not commute).
-    eig_dtype : dtype for the eigen-decomposition (default: the model's); float64 buys accuracy.
+    eig_dtype : dtype for the eigen-decomposition (default: the model's). In float32 the default condition
+        limit is about 8.4e3; if ``stats['fallback_rate']`` is high, ``eig_dtype=torch.float64`` (limit 4.5e12)
+        keeps more samples at a higher cost per batch.
     kfc_scale, kfc_seed : the KFC generator's RMS gain and the seed of its fixed reference matrix.
+    bounds : optional ``(low, high)`` observation bounds (tensors or numbers broadcasting with a state);
+        augmented states of both branches are clamped to them, as the authors' code clamps to the observation
+        space. ``None`` (default) is the MuJoCo case, whose bounds are infinite.
 
     The model is frozen: it is put in eval mode here, and all its calls run under ``torch.no_grad()``.
     Symmetries are computed per batch on the batch's device (``torch.linalg.eig`` of the batch of
@@ -214,7 +219,7 @@ class KoopmanAugmenter(Augmenter):
     def __init__(self, model, variant: str = "kfc++", shift_sigma: float = 1.0, p_koopman: float = 0.8,
                  per: str = "batch", gauged: bool = False, cond_threshold: float | None = None,
                  noise_sigma: float = S4RL_SIGMA, eig_dtype: torch.dtype | None = None,
-                 kfc_scale: float = DEFAULT_KFC_SCALE, kfc_seed: int = 0):
+                 kfc_scale: float = DEFAULT_KFC_SCALE, kfc_seed: int = 0, bounds=None):
         for attr in ("encode", "decode", "operator"):
             if not callable(getattr(model, attr, None)):
                 raise TypeError(f"the Koopman model must have encode(s), decode(z) and operator(a); "
@@ -237,6 +242,14 @@ class KoopmanAugmenter(Augmenter):
         self.variant, self.shift_sigma, self.p_koopman, self.per = variant, float(shift_sigma), float(p_koopman), per
         self.gauged, self.cond_threshold, self.noise_sigma = bool(gauged), cond_threshold, float(noise_sigma)
         self.eig_dtype, self.kfc_scale, self.kfc_seed = eig_dtype, float(kfc_scale), int(kfc_seed)
+        if bounds is not None:
+            if not (isinstance(bounds, (tuple, list)) and len(bounds) == 2):
+                raise ValueError("bounds must be a pair (low, high) of numbers or tensors, or None")
+            low, high = (torch.as_tensor(b, dtype=torch.float64) for b in bounds)
+            if (low > high).any():
+                raise ValueError("bounds: low must not exceed high in any dimension")
+            bounds = (low, high)
+        self.bounds = bounds
         self.name = variant
         super().__init__()
 
@@ -319,6 +332,10 @@ class KoopmanAugmenter(Augmenter):
             s_next_out[idx] = torch.where(keep, s_next_k.to(s.dtype), s_next_out[idx])
             self._koopman_used = self._koopman_used + n_valid
         self._koopman_drawn += n_drawn
+        if self.bounds is not None:
+            low, high = (b.to(device=device, dtype=s.dtype) for b in self.bounds)
+            s_out = torch.maximum(torch.minimum(s_out, high), low)
+            s_next_out = torch.maximum(torch.minimum(s_next_out, high), low)
         return s_out, s_next_out
 
 
