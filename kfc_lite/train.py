@@ -259,7 +259,8 @@ class RunResult:
 
     def __repr__(self) -> str:
         score = f", final normalized score {self.final_normalized:.1f}" if self.evals else ""
-        return f"RunResult({str(self.run_dir)!r}, {self.config.method}, {len(self.metrics)} metric rows{score})"
+        method = self.config.method if self.config is not None else "online-sac"
+        return f"RunResult({str(self.run_dir)!r}, {method}, {len(self.metrics)} metric rows{score})"
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------

@@ -210,7 +210,7 @@ def test_online_sac_trains_and_resumes(tmp_path):
     cfg = SACConfig.preset("online-sac", hidden=(16, 16), batch_size=16)
     r = train_online_sac("hopper", 40, seed=0, out=tmp_path / "sac", config=cfg, start_steps=20, eval_every=20,
                          eval_episodes=1, checkpoint_every=20, max_episode_steps=15, device="cpu", progress=False)
-    assert r.agent.step == 20 and [e["step"] for e in r.evals] == [20, 40]
+    assert r.agent.step == 20 and [e["step"] for e in r.evals] == [20, 40] and "online-sac" in repr(r)
     assert (tmp_path / "sac" / "policies" / "step_20.pt").exists() and (tmp_path / "sac" / "policy.pt").exists()
     r2 = train_online_sac("hopper", 60, seed=0, out=tmp_path / "sac", config=cfg, start_steps=20, eval_every=20,
                           eval_episodes=1, checkpoint_every=20, max_episode_steps=15, device="cpu", progress=False,

@@ -82,8 +82,10 @@ def learning_curves(run_dirs, metric: str = "normalized", smooth: int = 1, ax=No
         fig, ax = plt.subplots(figsize=(6.5, 4))
     fig = ax.figure
     by_method: dict[str, list] = {}
-    for run in runs:
-        by_method.setdefault(run["method"], []).append(run)
+    several = len({str(r["dataset"]) for r in runs}) > 1
+    for run in runs:  # one line per method (per method and dataset when the runs cover several datasets)
+        label = f"{run['method']} · {pathlib.Path(str(run['dataset'])).name}" if several else run["method"]
+        by_method.setdefault(label, []).append(run)
     for i, (method, group) in enumerate(sorted(by_method.items())):
         curves = [_series(r["eval"], metric) for r in group]
         curves = [(s, _smooth(v, smooth)) for s, v in curves if len(s)]
