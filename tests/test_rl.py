@@ -346,3 +346,22 @@ def test_policy_round_trip(tmp_path):
         pol.act(np.zeros(3))
     with pytest.raises(FileNotFoundError, match="kfc-lite train"):
         load_policy(tmp_path / "nothing.pt")
+
+
+def test_transition_sampler_draws_from_its_own_stream():
+    from kfc_lite.rl.replay import TransitionSampler
+
+    data = {k: v.numpy() for k, v in make_batch(B=50).items()}
+    s1 = TransitionSampler(data, 8, "cpu", seed=3)
+    state = s1.state_dict()
+    torch.manual_seed(0)
+    b1 = s1.sample()
+    s2 = TransitionSampler(data, 8, "cpu", seed=99)
+    s2.load_state_dict(state)
+    torch.manual_seed(1)  # the global RNG does not matter
+    b2 = s2.sample()
+    for k in b1:
+        assert torch.equal(b1[k], b2[k])
+    assert b1["terminals"].dtype == torch.bool and b1["observations"].dtype == torch.float32
+    with pytest.raises(KeyError, match="rewards"):
+        TransitionSampler({k: v for k, v in data.items() if k != "rewards"}, 8)

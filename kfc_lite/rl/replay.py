@@ -35,8 +35,8 @@ class TransitionSampler:
                 raise ValueError(f"transitions['{k}'] has {self.data[k].shape[0]} rows, observations have {n}")
         if n == 0:
             raise ValueError("no transitions to sample from")
-        self.size, self.batch_size = n, int(batch_size)
-        self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        self.size, self.batch_size, self.seed = n, int(batch_size), int(seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
 
     def __len__(self) -> int:
         return self.size
@@ -46,9 +46,18 @@ class TransitionSampler:
         return {k: v[idx] for k, v in self.data.items()}
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
+        return {"generator": self.generator.get_state(), "device_type": self.device.type}
 
     def load_state_dict(self, state: dict) -> None:
+        saved = state.get("device_type", self.device.type)
+        if saved != self.device.type:
+            # CPU and CUDA generators have different states (and streams): continue with a fresh, seeded stream
+            import warnings
+
+            warnings.warn(f"the batch sampler was saved on {saved} and resumes on {self.device.type}: its random stream "
+                          "restarts, so this run will not match an uninterrupted one exactly", RuntimeWarning, stacklevel=2)
+            self.generator.manual_seed(self.seed + 1)
+            return
         self.generator.set_state(state["generator"])
 
 
