@@ -58,6 +58,17 @@ def test_trajectories_and_snapshots_are_seeded_and_consistent():
     assert not np.array_equal(X1, s.snapshots(50, seed=5)[0])
 
 
+def test_trajectory_snapshots_are_consecutive_states():
+    s = SlowManifold(0.9, 0.5, 1.0)
+    X, Y = s.trajectory_snapshots(4, 5, seed=2)
+    assert X.shape == Y.shape == (20, 2)
+    np.testing.assert_array_equal(Y, s.step(X))
+    np.testing.assert_array_equal(X[1:5], Y[0:4])  # within a trajectory, each successor is the next state
+    # along trajectories x2 approaches b x1^2, so DMD blends lambda = 0.5 with mu^2 = 0.81
+    slow = DMD().fit(*s.trajectory_snapshots(30, 30, seed=0)).eigenvalues.real.min()
+    assert 0.6 < slow < 0.9
+
+
 def test_slow_manifold_eigenfunctions_are_exact():
     s = SlowManifold(0.8, 0.3, 2.0)
     X, Y = s.snapshots(30, seed=1)

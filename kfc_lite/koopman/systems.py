@@ -71,6 +71,20 @@ class DiscreteSystem:
         X = self.sample_states(n, seed, box)
         return X, self.step(X)
 
+    def trajectory_snapshots(self, n_trajectories: int, n_steps: int, seed: int = 0, box=None):
+        """Snapshot pairs cut from ``n_trajectories`` trajectories of ``n_steps`` steps each (seeded starts in ``box``).
+
+        This is how data arrive from experiments and simulators: consecutive states. Unlike pairs drawn
+        uniformly from a box, they concentrate where the dynamics go (here: near attractors and slow
+        manifolds), which changes what a least-squares fit sees. Returns (X, Y), each of shape
+        (n_trajectories * n_steps, d), with Y[i] = step(X[i]).
+        """
+        if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
+            raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
+        starts = self.sample_states(n_trajectories, seed, box)
+        trajs = [self.trajectory(x0, n_steps) for x0 in starts]
+        return np.vstack([t[:-1] for t in trajs]), np.vstack([t[1:] for t in trajs])
+
 
 class LinearSystem(DiscreteSystem):
     """x_{k+1} = A x_k. Its Koopman eigenvalues on linear observables are the eigenvalues of A."""

@@ -120,8 +120,12 @@ def plot_eigenfunctions(model, box, n_grid: int = 80, which=None, state_names=("
 
 
 def toy_explorer_update(mu: float = 0.9, lam: float = 0.5, dictionary: str = "exact (x1, x2, x1²)", c: float = 1.0,
-                        n_samples: int = 200, n_steps: int = 30, x0=(1.0, -0.5), seed: int = 0, fig=None):
+                        n_trajectories: int = 10, data_steps: int = 20, n_steps: int = 30, x0=(1.0, -0.5),
+                        seed: int = 0, fig=None):
     """Fit the chosen dictionary to the slow-manifold map (μ, λ, c) and draw what it gets right and wrong.
+
+    The data are ``n_trajectories`` seeded trajectories of ``data_steps`` steps from starts in [-1, 1]²,
+    cut into snapshot pairs, as a time series would give them.
 
     Left: the fitted eigenvalues against the truth μ, λ, μ². Right: a trajectory from ``x0`` predicted
     by the linear Koopman model against the true one. Returns the figure; its title reports the
@@ -130,7 +134,7 @@ def toy_explorer_update(mu: float = 0.9, lam: float = 0.5, dictionary: str = "ex
     from kfc_lite.koopman.systems import SlowManifold
 
     system = SlowManifold(mu, lam, c)
-    X, Y = system.snapshots(n_samples, seed)
+    X, Y = system.trajectory_snapshots(n_trajectories, data_steps, seed)
     model = _make_model(dictionary).fit(X, Y)
     truth = system.eigenvalues
     est = model.eigenvalues
