@@ -365,3 +365,15 @@ def test_transition_sampler_draws_from_its_own_stream():
     assert b1["terminals"].dtype == torch.bool and b1["observations"].dtype == torch.float32
     with pytest.raises(KeyError, match="rewards"):
         TransitionSampler({k: v for k, v in data.items() if k != "rewards"}, 8)
+
+
+@pytest.mark.parametrize("threshold, direction", [(-100.0, 1), (1e4, -1)])
+def test_lagrange_multiplier_moves_towards_the_threshold(threshold, direction):
+    """alpha' grows while the weighted gap exceeds the threshold, and shrinks below it."""
+    torch.manual_seed(0)
+    agent = SACCQL(DS, DA, SACConfig(**TINY, bc_steps=0, lagrange_threshold=threshold), "cpu")
+    b = make_batch()
+    weights = [agent.update(b)["cql_weight"] for _ in range(5)]
+    assert all(direction * (w2 - w1) > 0 for w1, w2 in zip(weights, weights[1:])), weights
+    fixed = SACCQL(DS, DA, SACConfig(**TINY, bc_steps=0, lagrange=False, cql_weight=3.0), "cpu")
+    assert {fixed.update(b)["cql_weight"] for _ in range(3)} == {3.0}
