@@ -329,3 +329,18 @@ def test_check_frequency():
     assert signed.status == "failed" and "sign" in str(signed)
     modulus = nb01.check_frequency(lambda lam, dt: abs(np.log(lam)) / dt)
     assert modulus.status == "failed" and "decay" in str(modulus)
+
+
+def test_check_slow_eigenfunction():
+    assert nb01.check_slow_eigenfunction(_stub).status == "not done yet"
+    right = lambda X, mu, lam, c: X[:, 1] - c / (mu ** 2 - lam) * X[:, 0] ** 2  # noqa: E731
+    assert nb01.check_slow_eigenfunction(right).passed
+    assert nb01.check_slow_eigenfunction(lambda X, mu, lam, c: -3 * right(X, mu, lam, c)).passed  # any scale
+    sign = nb01.check_slow_eigenfunction(lambda X, mu, lam, c: X[:, 1] + c / (mu ** 2 - lam) * X[:, 0] ** 2)
+    assert sign.status == "failed" and "wrong sign" in str(sign)
+    plain = nb01.check_slow_eigenfunction(lambda X, mu, lam, c: X[:, 1])
+    assert plain.status == "failed" and "x2 alone" in str(plain)
+    other = nb01.check_slow_eigenfunction(lambda X, mu, lam, c: X[:, 0] ** 2)
+    assert other.status == "failed" and "not λ" in str(other)
+    zero = nb01.check_slow_eigenfunction(lambda X, mu, lam, c: 0 * X[:, 0])
+    assert zero.status == "failed" and "zero everywhere" in str(zero)

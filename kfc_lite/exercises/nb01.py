@@ -118,3 +118,45 @@ def check_frequency(fn):
         expect_close(f"ω for λ = {lam:.4f} (dt = {dt} s)", got, expected, rtol=1e-6, atol=1e-9,
                      hint="λ = exp(s dt) with s = σ + iω, so ω = |angle(λ)| / dt")
     return "ω = |angle(λ)| / dt: right for growing, decaying and non-oscillating eigenvalues."
+
+
+@exercise("01", "slow_eigenfunction",
+          hint_on_error="slow_eigenfunction(X, mu, lam, c) gets states of shape (n, 2) and three numbers; return shape (n,)")
+def check_slow_eigenfunction(fn):
+    """``fn(X, mu, lam, c) -> φ`` (n,): the eigenfunction of the slow-manifold map with eigenvalue λ."""
+    from kfc_lite.koopman.systems import SlowManifold
+
+    for mu, lam, c in [(0.9, 0.5, 1.0), (0.7, -0.3, 2.0)]:
+        system = SlowManifold(mu, lam, c)
+        X, Y = system.snapshots(50, seed=5)
+        g, gF = fn(X.copy(), mu, lam, c), fn(Y.copy(), mu, lam, c)
+        if g is None or gF is None:
+            raise Wrong("your function returned None", hint="did you forget `return`?")
+        g, gF = np.asarray(g, dtype=float).reshape(-1), np.asarray(gF, dtype=float).reshape(-1)
+        if g.shape != (len(X),):
+            raise Wrong(f"for {len(X)} states you returned {g.size} values", expected=f"shape ({len(X)},)",
+                        hint="return one value per row of X")
+        if not np.all(np.isfinite(g)):
+            raise Wrong("your eigenfunction contains NaN or inf")
+        if np.linalg.norm(g) < 1e-9:
+            raise Wrong("your function is zero everywhere: that satisfies φ(F(x)) = λ φ(x) trivially, but it is not an "
+                        "eigenfunction", hint="look for φ = x2 + b x1² and solve for b")
+        ratio = float(g @ gF / (g @ g))
+        off = float(np.linalg.norm(gF - ratio * g) / np.linalg.norm(gF)) if np.linalg.norm(gF) > 0 else 0.0
+        where = f"with μ={mu}, λ={lam}, c={c}"
+        if off > 1e-8:
+            b = c / (mu ** 2 - lam)
+            wrong_sign = X[:, 1] + b * X[:, 0] ** 2
+            if abs(np.corrcoef(g, wrong_sign)[0, 1]) > 1 - 1e-10:
+                raise Wrong(f"{where}: φ(F(x)) is not a multiple of φ(x); your b has the wrong sign",
+                            hint="expand φ(F(x)) = λ x2 + c x1² + b μ² x1² and match it with λ (x2 + b x1²): "
+                                 "c + b μ² = λ b")
+            if abs(np.corrcoef(g, X[:, 1])[0, 1]) > 1 - 1e-10:
+                raise Wrong(f"{where}: x2 alone is not an eigenfunction, since x2' = λ x2 + c x1² has the extra x1² term",
+                            hint="add a multiple of x1² that absorbs it: φ = x2 + b x1²")
+            raise Wrong(f"{where}: φ(F(x)) is not a multiple of φ(x) (relative mismatch {off:.2g})",
+                        hint="try φ = x2 + b x1², write out φ(F(x)) and choose b so that it equals λ φ(x)")
+        if not np.isclose(ratio, lam, atol=1e-8):
+            raise Wrong(f"{where}: your function is an eigenfunction, but of the eigenvalue {ratio:.4g}, not λ = {lam}",
+                        hint="x1 and x1² are eigenfunctions too (eigenvalues μ and μ²); the one for λ involves x2")
+    return "φ_λ = x2 − c/(μ² − λ) x1²: the dynamics multiply it by λ, and its zero set is the slow manifold."
