@@ -68,7 +68,7 @@ def plot_trajectories(true, predicted, dt: float | None = None, state_names=None
     if true.shape != predicted.shape:
         raise ValueError(f"true has shape {true.shape} and predicted {predicted.shape}: they must match")
     d = true.shape[1]
-    names = list(state_names) if state_names is not None else [f"x{i + 1}" for i in range(d)]
+    names = list(state_names) if state_names is not None else [f"x{i + 1} (state units)" for i in range(d)]
     if fig is None:
         fig = plt.figure(figsize=(4.5 * d, 3.2))
     axes = fig.subplots(1, d, squeeze=False)[0]
@@ -78,7 +78,7 @@ def plot_trajectories(true, predicted, dt: float | None = None, state_names=None
         ax.plot(t, predicted[:, i], "--", color="C1", lw=2, label="Koopman model")
         ax.set_xlabel("time [s]" if dt else "step k")
         ax.set_ylabel(names[i])
-        ax.set_title(f"{names[i]} over time")
+        ax.set_title(f"{names[i].split(' ')[0]} over time")
         ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
