@@ -1,0 +1,87 @@
+"""Checks for notebook 05 (KFC on D4RL)."""
+import numpy as np
+
+from kfc_lite.exercises import Wrong, exercise, multiple_choice
+
+
+def _eval_rows():
+    """Evaluation rows as ``metrics.jsonl`` holds them (``kind``, ``step``, ``return``, ``normalized``)."""
+    from kfc_lite.data import normalized_score
+
+    returns = [210.0, 480.0, 905.5, 1210.0, 1105.0, 1330.25]
+    return [{"kind": "eval", "step": 5000 * (i + 1), "return": r, "normalized": normalized_score("hopper", r)}
+            for i, r in enumerate(returns)]
+
+
+def _reference_final(rows, k):
+    return float(np.mean([r["normalized"] for r in sorted(rows, key=lambda r: r["step"])[-k:]]))
+
+
+@exercise("05", "final_score")
+def check_final_score(fn):
+    """``fn(eval_rows, k)`` -> the mean normalized score of the last ``k`` evaluations (by step)."""
+    rows = _eval_rows()
+    for k in (1, 3, 6):
+        shuffled = [dict(r) for r in (rows[3:] + rows[:3])]  # the rows of several files may come in any order
+        got = fn(shuffled, k)
+        if got is None:
+            raise Wrong("your function returned None", hint="did you forget `return`?")
+        arr = np.asarray(got, dtype=np.float64)
+        if arr.size != 1:
+            raise Wrong(f"the final score is one number; you returned shape {arr.shape}")
+        value = float(arr.reshape(-1)[0])
+        expected = _reference_final(rows, k)
+        if np.isclose(value, expected):
+            continue
+        returns_mean = float(np.mean([r["return"] for r in sorted(rows, key=lambda r: r["step"])[-k:]]))
+        unsorted = float(np.mean([r["normalized"] for r in shuffled[-k:]]))
+        hint = "sort the rows by 'step', take the last k, and average their 'normalized' values"
+        if np.isclose(value, returns_mean):
+            hint = "you averaged raw returns; the comparison with the paper needs the 'normalized' scores"
+        elif np.isclose(value, unsorted):
+            hint = "the rows are not in step order here: sort them by 'step' before taking the last k"
+        elif np.isclose(value, float(np.max([r["normalized"] for r in rows]))):
+            hint = "the best evaluation over training is an optimistic pick (it selects on the test episodes); average the last k"
+        raise Wrong(f"for k = {k} the final score differs", expected=expected, got=value, hint=hint)
+    return ("right: the mean of the last k evaluations is less noisy than the last one alone and, unlike the best "
+            "one, does not pick on the test episodes.")
+
+
+check_what_quick_says = multiple_choice(
+    "05", "what_quick_says",
+    "A quick-mode run (a few thousand locally generated hopper transitions, a few hundred gradient steps, one seed) "
+    "ends with KFC++ a few points above CQL. What does it tell you about the paper's claim that KFC++ beats CQL "
+    "on hopper-medium?",
+    {
+        "a": "it confirms the claim on a smaller scale",
+        "b": "it refutes the claim if the gap is smaller than the paper's 36 points",
+        "c": "nothing: the data are a small local replica (not hopper-medium-v0), the budget is a tiny fraction of "
+             "1M steps, and one seed cannot separate methods whose scores vary by more than that between seeds",
+        "d": "it says that the Koopman model is accurate",
+    },
+    "c",
+    {
+        "a": "a few hundred steps on a tiny replica is a smoke test of the pipeline, not a measurement of the method.",
+        "b": "neither direction: a different dataset, a different budget and a single seed make the numbers incomparable.",
+        "c": "a comparison needs the same dataset version (v0), the paper's budget, and several seeds; quick mode only "
+             "shows that every step of the pipeline runs.",
+        "d": "the RL score says little about the model; its validation loss and multi-step error do (notebook 02).",
+    },
+)
+
+check_next_action_state = multiple_choice(
+    "05", "next_action_state",
+    "In the TD target r + γ (1 − d) [min_j Q̄_j(s~', a') − α log π(a'|s')], at which state is the next action a' sampled "
+    "in the authors' KFC code?",
+    {
+        "a": "at the augmented next state s~'",
+        "b": "at the clean next state s' from the dataset",
+        "c": "a' is the dataset's next action, a_{t+1}",
+    },
+    "b",
+    {
+        "a": "the target critic is evaluated at s~', but the policy is queried at the clean s' (KFC_prime.py).",
+        "b": "the policy never sees augmented states; only the critics do (kfc-paper.md, open question 4).",
+        "c": "that would be SARSA-style evaluation of the behaviour policy; SAC samples a' from the current policy.",
+    },
+)
