@@ -72,7 +72,12 @@ def least_squares_operator(PsiX: np.ndarray, PsiY: np.ndarray, rank: int | None 
 
 
 class _KoopmanEstimator:
-    """What DMD and EDMD share: the fit on lifted data, the eigen-decomposition and prediction."""
+    """What DMD and EDMD share: the fit on lifted data, the eigen-decomposition and prediction.
+
+    After ``fit``: ``rank_`` (singular directions kept), ``residual_`` (relative one-step residual
+    ||Ψ_Y − Ψ_X Kᵀ|| / ||Ψ_Y|| in the lifted space: zero exactly when the dictionary closes on the data),
+    ``n_dims_`` and ``n_observables_``.
+    """
 
     def __init__(self, observables=None, rank: int | None = None):
         self.dictionary = as_dictionary(observables)
