@@ -88,7 +88,8 @@ class TrainConfig:
     Loop: ``steps`` (total gradient steps), ``seed``, ``device``, ``log_every``, ``eval_every`` (0: only at
     the end), ``eval_episodes`` (0: never), ``eval_max_steps`` (cut evaluation episodes; None: the env's
     1000), ``checkpoint_every`` (0: only at the end), ``out`` (the run folder; default
-    ``runs/<dataset>-<method>-seed<seed>``).
+    ``runs/<dataset>-<method>-seed<seed>``), ``sampling`` ("epoch": shuffled passes over the data as the authors'
+    loader; "uniform": with replacement, as rlkit's CQL and d3rlpy).
     """
 
     dataset: str
@@ -105,6 +106,7 @@ class TrainConfig:
     eval_max_steps: int | None = None
     log_every: int = 1000
     checkpoint_every: int = 10_000
+    sampling: str = "epoch"
     # agent
     preset: str = "kfc-code"
     sac: dict = field(default_factory=dict)
@@ -136,6 +138,9 @@ class TrainConfig:
             _int(name, getattr(self, name), 0)
         _int("log_every", self.log_every, 1)
         _int("eval_max_steps", self.eval_max_steps, 1, allow_none=True)
+        if self.sampling not in ("epoch", "uniform"):
+            raise ValueError(f"TrainConfig.sampling must be 'epoch' (shuffled passes, the authors' loader) or 'uniform' "
+                             f"(with replacement), got {self.sampling!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"TrainConfig.precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
         if self.compile not in ("auto", True, False):
@@ -455,7 +460,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     seed_everything(config.seed)  # the agent starts the same whether the Koopman model was trained or loaded
     augmenter = make_augmenter(config.method, model, **config.augmenter_kwargs())
     agent = SACCQL(ds, da, sac_config, device, augmenter=augmenter)
-    sampler = TransitionSampler(q, sac_config.batch_size, device, seed=config.seed)
+    sampler = TransitionSampler(q, sac_config.batch_size, device, seed=config.seed, mode=config.sampling)
 
     start = 0
     if resume and ckpt_path.is_file():

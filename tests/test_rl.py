@@ -348,23 +348,38 @@ def test_policy_round_trip(tmp_path):
         load_policy(tmp_path / "nothing.pt")
 
 
-def test_transition_sampler_draws_from_its_own_stream():
+@pytest.mark.parametrize("mode", ["epoch", "uniform"])
+def test_transition_sampler_state_round_trip(mode):
     from kfc_lite.rl.replay import TransitionSampler
 
     data = {k: v.numpy() for k, v in make_batch(B=50).items()}
-    s1 = TransitionSampler(data, 8, "cpu", seed=3)
-    state = s1.state_dict()
+    s1 = TransitionSampler(data, 8, "cpu", seed=3, mode=mode)
+    s1.sample()
+    state = copy.deepcopy(s1.state_dict())
     torch.manual_seed(0)
-    b1 = s1.sample()
-    s2 = TransitionSampler(data, 8, "cpu", seed=99)
+    b1 = [s1.sample() for _ in range(8)]  # crosses the end of a pass in epoch mode
+    s2 = TransitionSampler(data, 8, "cpu", seed=99, mode=mode)
     s2.load_state_dict(state)
     torch.manual_seed(1)  # the global RNG does not matter
-    b2 = s2.sample()
-    for k in b1:
-        assert torch.equal(b1[k], b2[k])
-    assert b1["terminals"].dtype == torch.bool and b1["observations"].dtype == torch.float32
+    b2 = [s2.sample() for _ in range(8)]
+    for x, y in zip(b1, b2):
+        for k in x:
+            assert torch.equal(x[k], y[k])
+    assert b1[0]["terminals"].dtype == torch.bool and b1[0]["observations"].dtype == torch.float32
+
+
+def test_epoch_sampling_visits_every_row_once_per_pass():
+    from kfc_lite.rl.replay import TransitionSampler
+
+    data = {k: v.numpy() for k, v in make_batch(B=48).items()}
+    data["rewards"] = np.arange(48, dtype=np.float32)
+    s = TransitionSampler(data, 8, "cpu", seed=0)
+    seen = torch.cat([s.sample()["rewards"] for _ in range(6)])
+    assert sorted(seen.tolist()) == list(range(48))
     with pytest.raises(KeyError, match="rewards"):
         TransitionSampler({k: v for k, v in data.items() if k != "rewards"}, 8)
+    with pytest.raises(ValueError, match="mode='uniform'"):
+        TransitionSampler(data, 64, "cpu")
 
 
 @pytest.mark.parametrize("threshold, direction", [(-100.0, 1), (1e4, -1)])

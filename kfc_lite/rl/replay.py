@@ -14,16 +14,24 @@ KEYS = ("observations", "actions", "rewards", "next_observations", "terminals")
 
 
 class TransitionSampler:
-    """Uniform minibatches (with replacement, as the authors' loader) from a fixed set of transitions.
+    """Minibatches from a fixed set of transitions, kept on ``device`` (float32; terminals bool).
 
-    The arrays are copied to ``device`` once (float32; terminals bool); ``sample()`` indexes them there, so no
-    batch crosses the PCIe bus during training.
+    ``mode="epoch"`` (default) walks through shuffled passes over the data, as the authors' ``DataLoader`` with
+    ``shuffle=True`` does; a pass ends when fewer than ``batch_size`` rows are left (those few wait for the next
+    shuffle; the DataLoader would have served them as one short batch). ``mode="uniform"`` draws every batch
+    with replacement, as rlkit's CQL and d3rlpy do. Indexing happens on the device, so no batch crosses the
+    PCIe bus during training, and the state to checkpoint is the generator, the permutation and the cursor.
     """
 
-    def __init__(self, transitions: dict, batch_size: int, device="cpu", seed: int = 0):
+    MODES = ("epoch", "uniform")
+
+    def __init__(self, transitions: dict, batch_size: int, device="cpu", seed: int = 0, mode: str = "epoch"):
         missing = [k for k in KEYS if k not in transitions]
         if missing:
             raise KeyError(f"transitions need {list(KEYS)}; missing {missing} (use kfc_lite.data.qlearning_dataset)")
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be 'epoch' (shuffled passes, the authors' loader) or 'uniform' (with "
+                             f"replacement), got {mode!r}")
         self.device = torch.device(device)
         self.data = {}
         for k in KEYS:
@@ -35,20 +43,37 @@ class TransitionSampler:
                 raise ValueError(f"transitions['{k}'] has {self.data[k].shape[0]} rows, observations have {n}")
         if n == 0:
             raise ValueError("no transitions to sample from")
-        self.size, self.batch_size, self.seed = n, int(batch_size), int(seed)
+        if batch_size < 1 or (mode == "epoch" and batch_size > n):
+            raise ValueError(f"batch_size must be between 1 and the number of transitions ({n}) for mode='epoch', "
+                             f"got {batch_size}; use a smaller batch or mode='uniform'")
+        self.size, self.batch_size, self.seed, self.mode = n, int(batch_size), int(seed), mode
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
+        self._perm, self._cursor = None, 0
 
     def __len__(self) -> int:
         return self.size
 
+    def _next_indices(self) -> torch.Tensor:
+        if self.mode == "uniform":
+            return torch.randint(0, self.size, (self.batch_size,), generator=self.generator, device=self.device)
+        if self._perm is None or self._cursor + self.batch_size > self.size:
+            self._perm = torch.randperm(self.size, generator=self.generator, device=self.device)
+            self._cursor = 0
+        idx = self._perm[self._cursor:self._cursor + self.batch_size]
+        self._cursor += self.batch_size
+        return idx
+
     def sample(self) -> dict:
-        idx = torch.randint(0, self.size, (self.batch_size,), generator=self.generator, device=self.device)
+        idx = self._next_indices()
         return {k: v[idx] for k, v in self.data.items()}
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "device_type": self.device.type}
+        return {"generator": self.generator.get_state(), "device_type": self.device.type, "mode": self.mode,
+                "perm": None if self._perm is None else self._perm.cpu(), "cursor": self._cursor}
 
     def load_state_dict(self, state: dict) -> None:
+        if state.get("mode", self.mode) != self.mode:
+            raise ValueError(f"the sampler state is for mode={state['mode']!r}, this sampler uses {self.mode!r}")
         saved = state.get("device_type", self.device.type)
         if saved != self.device.type:
             # CPU and CUDA generators have different states (and streams): continue with a fresh, seeded stream
@@ -57,8 +82,12 @@ class TransitionSampler:
             warnings.warn(f"the batch sampler was saved on {saved} and resumes on {self.device.type}: its random stream "
                           "restarts, so this run will not match an uninterrupted one exactly", RuntimeWarning, stacklevel=2)
             self.generator.manual_seed(self.seed + 1)
+            self._perm, self._cursor = None, 0
             return
         self.generator.set_state(state["generator"])
+        perm = state.get("perm")
+        self._perm = None if perm is None else perm.to(self.device)
+        self._cursor = int(state.get("cursor", 0))
 
 
 class ReplayBuffer:
