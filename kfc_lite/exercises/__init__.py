@@ -12,6 +12,7 @@ and any other exception from the learner's code as a bug to report in words.
 from __future__ import annotations
 
 import functools
+import sys
 import traceback
 from dataclasses import dataclass, field
 
@@ -57,13 +58,9 @@ def _short(value, limit: int = 300) -> str:
         with np.printoptions(precision=4, suppress=True, threshold=12, edgeitems=3):
             text = f"array of shape {value.shape}: {value}"
     else:
-        try:
-            import torch
-
-            if isinstance(value, torch.Tensor):
-                return _short(value.detach().cpu().numpy(), limit)
-        except ImportError:  # pragma: no cover
-            pass
+        torch = sys.modules.get("torch")  # a tensor can only come from an imported torch: never import it here
+        if torch is not None and isinstance(value, torch.Tensor):
+            return _short(value.detach().cpu().numpy(), limit)
         text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -112,15 +109,12 @@ def exercise(notebook: str, name: str, *, hint_on_error: str | None = None):
 
 def expect_close(what: str, got, expected, *, rtol: float = 1e-6, atol: float = 1e-8, hint: str | None = None) -> None:
     """Raise :class:`Wrong` unless ``got`` has ``expected``'s shape and values (to tolerance)."""
-    try:
-        import torch
-
+    torch = sys.modules.get("torch")
+    if torch is not None:
         if isinstance(got, torch.Tensor):
             got = got.detach().cpu().numpy()
         if isinstance(expected, torch.Tensor):
             expected = expected.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover
-        pass
     if got is None:
         raise Wrong(f"{what}: your function returned None", expected=expected, hint=hint or "did you forget `return`?")
     got_arr, exp_arr = np.asarray(got), np.asarray(expected)
