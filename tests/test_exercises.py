@@ -77,10 +77,11 @@ def test_conventions_catch_a_broken_notebook():
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
     assert convention_problems(nb) == ["the first cell must be a markdown cell with the title and how to run the notebook"]
     nb = nbformat.read(ROOT / "notebooks" / "00_start_here.ipynb", as_version=4)
-    nb.cells[2].outputs = [nbformat.v4.new_output("stream", text="hi")]
+    first_code = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+    nb.cells[first_code].outputs = [nbformat.v4.new_output("stream", text="hi")]
     sol = [i for i, c in enumerate(nb.cells) if "solution" in c.metadata.get("tags", [])][0]
     nb.cells[sol - 1].source = "pass"
     problems = convention_problems(nb)
     assert any("carries outputs" in p for p in problems)
     assert any("not preceded by a learner stub" in p for p in problems)
-    assert student_edition(nb).cells[2].outputs == []
+    assert student_edition(nb).cells[first_code].outputs == []
