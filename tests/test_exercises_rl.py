@@ -115,6 +115,8 @@ def test_augmented_terms():
     failed_with(nb04.check_augmented_terms("z"), "not one of")
     assert nb04.check_augmented_terms(None).status == NOT_DONE
     assert nb04.check_augmented_terms(NotImplemented).status == NOT_DONE
+    assert nb04.check_augmented_terms(stub).status == NOT_DONE
+    assert nb04.check_augmented_terms(lambda: "b").status == PASSED
 
 
 # -- nb05 ---------------------------------------------------------------------------------------------------
@@ -140,6 +142,8 @@ def test_nb05_multiple_choice():
     assert nb05.check_next_action_state("b").status == PASSED
     failed_with(nb05.check_next_action_state("a"), "clean")
     assert nb05.check_next_action_state(NotImplemented).status == NOT_DONE
+    assert nb05.check_next_action_state(stub).status == NOT_DONE
+    assert nb05.check_what_quick_says(lambda: "c").status == PASSED
 
 
 def test_checks_never_raise_on_a_crashing_answer():

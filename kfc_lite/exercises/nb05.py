@@ -2,6 +2,7 @@
 import numpy as np
 
 from kfc_lite.exercises import Wrong, exercise, multiple_choice
+from kfc_lite.exercises.nb04 import letter_or_function
 
 
 def _eval_rows():
@@ -47,7 +48,7 @@ def check_final_score(fn):
             "one, does not pick on the test episodes.")
 
 
-check_what_quick_says = multiple_choice(
+_what_quick_says = multiple_choice(
     "05", "what_quick_says",
     "A quick-mode run (a few thousand locally generated hopper transitions, a few hundred gradient steps, one seed) "
     "ends with KFC++ a few points above CQL. What does it tell you about the paper's claim that KFC++ beats CQL "
@@ -69,7 +70,7 @@ check_what_quick_says = multiple_choice(
     },
 )
 
-check_next_action_state = multiple_choice(
+_next_action_state = multiple_choice(
     "05", "next_action_state",
     "In the TD target r + γ (1 − d) [min_j Q̄_j(s~', a') − α log π(a'|s')], at which state is the next action a' sampled "
     "in the authors' KFC code?",
@@ -85,3 +86,6 @@ check_next_action_state = multiple_choice(
         "c": "that would be SARSA-style evaluation of the behaviour policy; SAC samples a' from the current policy.",
     },
 )
+
+check_what_quick_says = letter_or_function(_what_quick_says)
+check_next_action_state = letter_or_function(_next_action_state)
