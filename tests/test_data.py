@@ -503,6 +503,7 @@ def test_cli_commands(tmp_path, capsys, monkeypatch):
     from kfc_lite.cli import main
 
     monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("KFC_POLICIES_DIR", str(tmp_path / "no-policies"))  # as if no behaviour policy were committed
     assert main(["data", "list", "--env", "hopper", "--version", "v2"]) == 0
     out = capsys.readouterr().out
     assert "hopper-medium-replay-v2" in out and "Hopper-v4" in out and "halfcheetah" not in out.split("\n", 1)[1]

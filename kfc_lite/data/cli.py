@@ -3,16 +3,17 @@
 * ``kfc-lite data list [--env hopper] [--version v2]``
 * ``kfc-lite data download NAME [--dest DIR] [--url URL]``
 * ``kfc-lite data info NAME_OR_PATH``          size, episodes, returns, normalized score of the data's episodes
-* ``kfc-lite data make RECIPE --size N --seed S [--out PATH] [--policy FILE]``
-  recipes: ``<env>-random`` (D4RL's uniform random policy) and ``<env>-<kind>-replica`` with ``--policy`` (a file
-  from ``kfc_lite.rl.save_policy``); without ``--out`` the file goes to the cache under the replica's name, where
+* ``kfc-lite data make RECIPE [--size N] [--seed S] [--out PATH] [--policy FILE]``
+  recipes ``<env>-<kind>-replica`` for the five D4RL kinds (``kfc_lite.data.replicas``): random (D4RL's uniform
+  random policy), medium and expert (rollouts of the committed behaviour policies in ``policies/``, or
+  ``--policy FILE``), medium-replay (the online run's replay buffer up to the medium policy) and medium-expert
+  (medium then expert data); without ``--out`` the file goes to the cache under the replica's name, where
   ``kfc_lite.data.load('<env>-<kind>-replica')`` finds it.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import re
 
 import numpy as np
 
@@ -41,13 +42,19 @@ def register(subparsers) -> None:
     q.add_argument("--download", action="store_true", help="download a dataset that is not in the cache")
     q.set_defaults(func=_info)
 
-    q = sub.add_parser("make", help="generate a D4RL-format dataset with gymnasium MuJoCo")
-    q.add_argument("recipe", help="<env>-random, or <env>-<kind>-replica with --policy (env: halfcheetah, hopper, "
-                                  "walker2d)")
-    q.add_argument("--size", type=int, required=True, help="number of transitions (D4RL's are 1000000)")
+    q = sub.add_parser("make", help="generate a D4RL-format replica dataset with gymnasium MuJoCo")
+    q.add_argument("recipe", help="<env>-<kind>-replica: env in halfcheetah, hopper, walker2d; kind in random, medium, "
+                                  "medium-replay, medium-expert, expert (<env>-random also works)")
+    q.add_argument("--size", type=int, default=None,
+                   help="number of transitions (default: D4RL's, 1000000, 2000000 for medium-expert, the whole "
+                        "recorded buffer for medium-replay)")
     q.add_argument("--seed", type=int, default=0, help="seed of the environment and the random policy (default 0)")
     q.add_argument("--out", help="HDF5 file to write (default: the cache, under the replica's name)")
-    q.add_argument("--policy", help="behaviour policy file for kfc_lite.rl.load_policy (replica recipes)")
+    q.add_argument("--policy", help="behaviour policy file (kfc_lite.rl.save_policy); default: the committed card's, "
+                                    "policies/<env>-<level>.pt (medium for medium-expert)")
+    q.add_argument("--expert-policy", help="medium-expert: the expert policy file (default: policies/<env>-expert.pt)")
+    q.add_argument("--buffer", help="medium-replay: the online run's checkpoint.pt (default: the medium card's)")
+    q.add_argument("--up-to-step", type=int, help="medium-replay: the last recorded step (default: the medium card's)")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=_make)
 
@@ -122,42 +129,17 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _make(args: argparse.Namespace) -> int:
-    from kfc_lite.data.collect import RandomPolicy, collect
-    from kfc_lite.envs import make_env
+    from kfc_lite.data.replicas import make_replica, parse_recipe
 
-    recipe = args.recipe.strip().lower()
-    m = re.fullmatch(r"(halfcheetah|hopper|walker2d)-(random|medium|medium-replay|medium-expert|expert)(-replica)?",
-                     recipe)
-    if not m or (m.group(2) != "random" and not m.group(3)):
-        raise ValueError(f"unknown recipe {args.recipe!r}: use <env>-random (e.g. hopper-random) or "
-                         "<env>-<kind>-replica --policy FILE (e.g. hopper-medium-replica), env one of halfcheetah, "
-                         "hopper, walker2d")
-    env, kind = m.group(1), m.group(2)
-    if args.size < 1:
+    env, kind = parse_recipe(args.recipe)
+    if args.size is not None and args.size < 1:
         raise ValueError(f"--size must be a positive number of transitions, got {args.size}")
-    if kind in ("medium-replay", "medium-expert"):
-        raise ValueError(f"{kind} is not one policy's data (D4RL made it from a replay buffer / a mixture); make "
-                         "the parts with single-policy recipes instead")
-    if kind == "random":
-        if args.policy:
-            raise ValueError("the random recipe uses D4RL's uniform random policy: drop --policy, or use a "
-                             "<env>-<kind>-replica recipe for your policy")
-        policy = RandomPolicy(make_env(env).action_space, seed=args.seed)
-        policy_name = repr(policy)
-    else:
-        if not args.policy:
-            raise ValueError(f"{recipe} needs a behaviour policy: add --policy FILE (saved by kfc_lite.rl.save_policy)")
-        if not os.path.exists(args.policy):
-            raise FileNotFoundError(f"--policy {args.policy}: no such file")
-        try:
-            from kfc_lite.rl import load_policy
-        except (ImportError, AttributeError) as exc:
-            raise RuntimeError(f"cannot load policies in this checkout (kfc_lite.rl.load_policy: {exc})") from exc
-        policy = load_policy(args.policy)
-        policy_name = os.path.abspath(args.policy)
+    if args.policy is not None and not os.path.exists(args.policy):
+        raise FileNotFoundError(f"--policy {args.policy}: no such file")
     name = f"{env}-{kind}-replica"
     out = args.out or _cache_file(name)
-    collect(name, policy, args.size, seed=args.seed, path=out, progress=not args.no_progress, policy_name=policy_name)
+    make_replica(name, size=args.size, seed=args.seed, out=out, policy=args.policy, expert_policy=args.expert_policy,
+                 buffer=args.buffer, up_to_step=args.up_to_step, progress=not args.no_progress)
     print(out)
     return 0
 

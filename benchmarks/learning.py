@@ -1,0 +1,378 @@
+"""The learning benchmark: CQL, S4RL, KFC and KFC++ on the same replica datasets, seeds and gradient-step budget.
+
+    # the committed CPU-budget results (resumable: rerun the same command after an interruption)
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/learning.py --budget cpu
+    # the paper's budget, for a GPU (1M gradient steps, full-size replicas, 5 seeds)
+    .venv/bin/python benchmarks/learning.py --budget full --device cuda
+    # only write the table and the plot from the runs there are
+    .venv/bin/python benchmarks/learning.py --budget cpu --report-only
+
+Every dataset is a replica (``kfc_lite.data.replicas``; ``name`` or ``name:size``), built once into
+``runs/learning/data/`` when missing. The Koopman model is pre-trained once per dataset (seed 0) and the same file
+is given to every KFC and KFC++ run (``TrainConfig.koopman_path``), so the two differ only in how they sample
+symmetries. Every run lives in ``runs/learning/<budget>/<dataset>/<method>-seed<seed>/`` (``kfc_lite.train``
+run folders): a finished run is skipped, an interrupted one resumes from its checkpoint.
+
+Scores are D4RL normalized scores of the deterministic policy; a run's score is the mean of its last ``last_k``
+evaluations, and the table gives the mean and the standard deviation of that over seeds. Results go to
+``benchmarks/results/`` (``--results``): ``learning.json`` (a list of records, one per evaluation: dataset, method,
+seed, steps, normalized_score, return, budget), ``learning.md`` (the table, with the command, the budget, the
+machine and the wall time, and diagnostics: the Koopman model's one-step error on the data and the KFC
+augmenters' symmetry shift and fall-back rate) and ``learning.png`` (learning curves).
+
+Why the CPU budget scales the warm-up: the KFC code clones the behaviour policy for the first 40,000 of its 1M
+steps (4%). With a few thousand steps that warm-up would be the whole run, and every method would be the same
+behaviour cloning, so the budget keeps the 4% share (``bc_steps = 0.04 * steps``) instead of the 40,000.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import platform
+import sys
+import time
+
+import numpy as np
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
+METHODS = ("cql", "s4rl", "kfc", "kfc++")
+
+#: Paper, Table 1 (D4RL v0 data, kfc-paper.md section 5): for orientation only, never comparable to a replica.
+PAPER_V0 = {"halfcheetah-medium": {"cql": 44.4, "s4rl": 48.8, "kfc": 55.9, "kfc++": 59.1},
+            "hopper-medium": {"cql": 58.0, "s4rl": 78.9, "kfc": 90.6, "kfc++": 94.2},
+            "walker2d-medium": {"cql": 79.2, "s4rl": 93.6, "kfc": 102.1, "kfc++": 108.0}}
+
+
+@dataclasses.dataclass
+class Budget:
+    """What one benchmark spends: data, seeds, steps, evaluation, Koopman pre-training."""
+
+    name: str
+    datasets: tuple
+    seeds: tuple
+    steps: int
+    eval_every: int
+    eval_episodes: int
+    last_k: int
+    eval_max_steps: int | None = None
+    bc_fraction: float | None = 0.04  #: None: the preset's own bc_steps (40,000)
+    koopman: dict = dataclasses.field(default_factory=dict)
+    log_every: int = 250
+
+
+BUDGETS = {
+    # the test suite's: seconds, end to end, on any data (a random replica needs no behaviour policy)
+    "tiny": Budget("tiny", ("hopper-random-replica:2000",), (0,), steps=12, eval_every=6, eval_episodes=1,
+                   last_k=2, eval_max_steps=20, koopman=dict(max_steps=10, hidden_dim=32, early_stopping=False),
+                   log_every=6),
+    # what fits a shared 2-core machine in well under an hour per dataset: a CPU-budget result, not a reproduction
+    "cpu": Budget("cpu", ("hopper-medium-replay-replica", "halfcheetah-medium-replica:100000"), (0, 1, 2),
+                  steps=2000, eval_every=500, eval_episodes=5, last_k=2,
+                  koopman=dict(max_steps=1500, early_stopping=False)),
+    # the paper's: 1M gradient steps, full-size replicas, evaluation every 5k steps (kfc-paper.md section 4)
+    "full": Budget("full", ("hopper-medium-replica", "halfcheetah-medium-replica", "walker2d-medium-replica",
+                            "hopper-medium-replay-replica", "halfcheetah-medium-replay-replica",
+                            "walker2d-medium-replay-replica"), (0, 1, 2, 3, 4),
+                   steps=1_000_000, eval_every=5000, eval_episodes=10, last_k=10, bc_fraction=None, log_every=1000),
+}
+
+
+# -- data and the shared Koopman model ----------------------------------------------------------------------
+def parse_dataset(spec: str) -> tuple[str, int | None]:
+    name, _, size = spec.partition(":")
+    from kfc_lite.data.replicas import parse_recipe
+
+    env, kind = parse_recipe(name)
+    return f"{env}-{kind}-replica", (int(size) if size else None)
+
+
+def dataset_file(runs: pathlib.Path, spec: str, progress: bool) -> pathlib.Path:
+    """The replica's HDF5 file under ``runs/data``, built (seed 0) the first time."""
+    from kfc_lite.data.replicas import make_replica
+
+    name, size = parse_dataset(spec)
+    path = runs / "data" / f"{name}-{size or 'full'}.hdf5"
+    if not path.is_file():
+        print(f"building {name} ({size or 'D4RL size'} transitions) -> {path}", flush=True)
+        make_replica(name, size=size, seed=0, out=path, progress=progress)
+    return path
+
+
+def koopman_file(run_root: pathlib.Path, data_path: pathlib.Path, budget: Budget, device: str,
+                 progress: bool) -> tuple[pathlib.Path, dict]:
+    """Pre-train the dataset's Koopman model once (seed 0) and keep its diagnostics beside it."""
+    import torch
+
+    from kfc_lite import data as kdata
+    from kfc_lite.koopman import fit_koopman, load_koopman, save_koopman
+    from kfc_lite.koopman.fit import KoopmanTrainConfig
+
+    path, info_path = run_root / "koopman.pt", run_root / "koopman.json"
+    if path.is_file() and info_path.is_file():
+        return path, json.loads(info_path.read_text())
+    # the same transitions kfc_lite.train pre-trains on (fit_koopman leaves terminal rows out)
+    q = kdata.qlearning_dataset(kdata.load(str(data_path), progress=False))
+    t0 = time.perf_counter()
+    model, history = fit_koopman(q, KoopmanTrainConfig(seed=0, **budget.koopman), device=device, progress=progress)
+    wall = time.perf_counter() - t0
+    save_koopman(model, path, history=history, dataset=str(data_path))
+    model = load_koopman(path, map_location="cpu")
+    # one-step error relative to "nothing moves": < 1 means the model predicts better than s' = s
+    rng = np.random.default_rng(0)
+    nonterm = np.flatnonzero(~q["terminals"])
+    idx = rng.choice(nonterm, size=min(5000, len(nonterm)), replace=False)
+    s, a, s2 = (torch.as_tensor(q[k][idx]) for k in ("observations", "actions", "next_observations"))
+    with torch.no_grad():
+        pred = model(s, a)
+    rel = float((pred - s2).norm(dim=1).mean() / (s2 - s).norm(dim=1).mean())
+    info = {"relative_one_step_error": rel, "val_forward": float(history["val_forward"][-1]),
+            "val_recon": float(history["val_recon"][-1]), "val_multistep": float(history["val_multistep"][-1]),
+            "epochs": len(history["epoch"]), "steps": int(history["steps"][-1]), "stopped": history.get("stopped"),
+            "wall_s": wall, "config": dict(budget.koopman)}
+    info_path.write_text(json.dumps(info, indent=1))
+    return path, info
+
+
+# -- runs -------------------------------------------------------------------------------------------------
+def run_one(run_root: pathlib.Path, data_path: pathlib.Path, method: str, seed: int, budget: Budget, device: str,
+            koopman_path, progress: bool) -> pathlib.Path:
+    from kfc_lite.train import TrainConfig, train
+
+    out = run_root / f"{method.replace('+', 'p')}-seed{seed}"
+    done = out / "result.json"
+    if done.is_file() and json.loads(done.read_text())["step"] >= budget.steps:
+        return out
+    sac = {} if budget.bc_fraction is None else {"bc_steps": int(round(budget.bc_fraction * budget.steps))}
+    cfg = TrainConfig(dataset=str(data_path), method=method, steps=budget.steps, seed=seed, device=device, out=str(out),
+                      eval_every=budget.eval_every, eval_episodes=budget.eval_episodes,
+                      eval_max_steps=budget.eval_max_steps, checkpoint_every=budget.eval_every,
+                      log_every=budget.log_every, sac=sac,
+                      koopman_path=str(koopman_path) if method in ("kfc", "kfc++") else None)
+    resume = (out / "config.json").is_file()
+    t0 = time.perf_counter()
+    res = train(cfg, resume=resume, progress=progress)
+    wall_file = out / "wall.json"
+    spent = json.loads(wall_file.read_text())["wall_s"] if wall_file.is_file() and resume else 0.0
+    wall_file.write_text(json.dumps({"wall_s": spent + time.perf_counter() - t0}))
+    print(f"  {method:6s} seed {seed}: final normalized score {res.final_normalized:.1f} "
+          f"({res.steps_per_second:.1f} steps/s)", flush=True)
+    return out
+
+
+# -- results ------------------------------------------------------------------------------------------------
+def collect_records(runs: pathlib.Path, budget: Budget) -> tuple[list[dict], dict]:
+    """One record per evaluation of every run folder that exists, and per-run diagnostics."""
+    from kfc_lite.train import read_metrics
+
+    records, diag = [], {}
+    for spec in budget.datasets:
+        name, size = parse_dataset(spec)
+        root = runs / budget.name / f"{name}-{size or 'full'}"
+        for method in METHODS:
+            for seed in budget.seeds:
+                out = root / f"{method.replace('+', 'p')}-seed{seed}"
+                if not (out / "metrics.jsonl").is_file():
+                    continue
+                rows = read_metrics(out)
+                for r in rows:
+                    if r["kind"] == "eval":
+                        records.append({"dataset": name, "dataset_size": size, "method": method, "seed": seed,
+                                        "steps": r["step"], "normalized_score": r["normalized"], "return": r["return"],
+                                        "budget": budget.name})
+                train_rows = [r for r in rows if r["kind"] == "train"]
+                d = {}
+                for key in ("aug_fallback_rate", "aug_state_shift", "aug_koopman_fraction", "aug_commutation_error",
+                            "cql_weight", "q_data"):
+                    vals = [r[key] for r in train_rows if r.get(key) is not None]
+                    if vals:
+                        d[key] = float(np.mean(vals))
+                wall = out / "wall.json"
+                d["wall_s"] = json.loads(wall.read_text())["wall_s"] if wall.is_file() else None
+                diag[(name, method, seed)] = d
+    return records, diag
+
+
+def summarize(records: list[dict], budget: Budget) -> dict:
+    """(dataset, method) -> mean and std over seeds of each run's last-k evaluation mean, and the seeds counted."""
+    out = {}
+    keys = sorted({(r["dataset"], r["method"]) for r in records}, key=lambda k: (k[0], METHODS.index(k[1])))
+    for ds, m in keys:
+        per_seed = []
+        for seed in budget.seeds:
+            ev = sorted((r for r in records if r["dataset"] == ds and r["method"] == m and r["seed"] == seed),
+                        key=lambda r: r["steps"])
+            if ev and ev[-1]["steps"] >= budget.steps:  # only finished runs count
+                per_seed.append(float(np.mean([r["normalized_score"] for r in ev[-budget.last_k:]])))
+        if per_seed:
+            out[(ds, m)] = {"mean": float(np.mean(per_seed)), "std": float(np.std(per_seed)), "n": len(per_seed),
+                            "per_seed": per_seed}
+    return out
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return (f"{cpu}, {os.cpu_count()} logical CPUs{gpu}; torch {torch.__version__} with "
+            f"{torch.get_num_threads()} thread(s); python {platform.python_version()}")
+
+
+def write_report(results: pathlib.Path, budget: Budget, records: list[dict], diag: dict, koopman: dict,
+                 meta: dict) -> pathlib.Path:
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "learning.json").write_text(json.dumps(records, indent=1) + "\n")
+    summary = summarize(records, budget)
+    label = ("**CPU-budget result, not a reproduction**: " if budget.name != "full" else "") + \
+        f"budget `{budget.name}`: {budget.steps} gradient steps per run"
+    lines = ["# Learning benchmark: CQL, S4RL, KFC, KFC++ on D4RL replicas", "",
+             f"{label}, seeds {list(budget.seeds)}, evaluation every {budget.eval_every} steps with "
+             f"{budget.eval_episodes} episodes" + (f" cut at {budget.eval_max_steps} steps" if budget.eval_max_steps else "")
+             + f", score = mean of the last {budget.last_k} evaluations of a run (D4RL normalized score, deterministic "
+               "policy); table: mean +- std over seeds. Behaviour-cloning warm-up: "
+             + (f"{budget.bc_fraction:.0%} of the steps" if budget.bc_fraction is not None else "40,000 steps (the KFC code)")
+             + f". Koopman model pre-trained once per dataset and shared by KFC and KFC++ ({budget.koopman or 'paper defaults'}).",
+             "", f"* command: `{meta['command']}`", f"* machine: {meta['machine']}",
+             f"* wall time: {meta['wall_s'] / 60:.1f} min this call; {meta['run_wall_s'] / 60:.1f} min in the runs' "
+             "training loops over all calls", f"* written: {meta['written']}", "",
+             "Datasets are **replicas** built with our own behaviour policies (`kfc_lite.data.replicas`, policies/): a "
+             "score on them is not a score on D4RL, and the paper's v0 numbers are shown for orientation only.", ""]
+    methods = [m for m in METHODS if any(k[1] == m for k in summary)]
+    lines.append("| dataset | " + " | ".join(methods) + " | paper v0 (CQL / S4RL / KFC / KFC++) |")
+    lines.append("|---|" + "---|" * len(methods) + "---|")
+    for ds in sorted({k[0] for k in summary}):
+        cells = []
+        for m in methods:
+            s = summary.get((ds, m))
+            cells.append(f"{s['mean']:.1f} +- {s['std']:.1f} (n={s['n']})" if s else "-")
+        paper = PAPER_V0.get(ds.replace("-replica", ""))
+        ref = " / ".join(f"{paper[m]}" for m in METHODS) if paper else "-"
+        lines.append(f"| {ds} | " + " | ".join(cells) + f" | {ref} |")
+    lines += ["", "## Diagnostics", "",
+              "Koopman model per dataset: one-step error relative to predicting no change (||f(s,a) - s'|| / ||s' - s||, "
+              "5000 transitions of the data; < 1 is better than a constant state), validation losses, training length.", "",
+              "| dataset | relative one-step error | val forward MSE | val recon MSE | val 10-step RMS | epochs (steps) | wall s |",
+              "|---|---|---|---|---|---|---|"]
+    for ds, k in sorted(koopman.items()):
+        lines.append(f"| {ds} | {k['relative_one_step_error']:.3f} | {k['val_forward']:.4g} | {k['val_recon']:.4g} | "
+                     f"{k['val_multistep']:.4g} | {k['epochs']} ({k['steps']}) | {k['wall_s']:.0f} |")
+    lines += ["", "Augmentation per method (means over the logged steps and seeds): mean ||s~ - s||, share of samples "
+              "moved by a symmetry, fall-back rate (the Koopman branch was drawn but the eigen-decomposition failed "
+              "the guard, so noise was used), commutation error; CQL's Lagrange weight and Q on data.", "",
+              "| dataset | method | state shift | Koopman fraction | fall-back rate | commutation error | CQL weight | Q(data) | wall s per run |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for ds in sorted({k[0] for k in diag}):
+        for m in METHODS:
+            ds_rows = [v for (d, mm, _), v in diag.items() if d == ds and mm == m]
+            if not ds_rows:
+                continue
+
+            def avg(key, fmt="{:.3g}"):
+                vals = [r[key] for r in ds_rows if r.get(key) is not None and math.isfinite(r[key])]
+                return fmt.format(float(np.mean(vals))) if vals else "-"
+            lines.append(f"| {ds} | {m} | {avg('aug_state_shift')} | {avg('aug_koopman_fraction', '{:.2f}')} | "
+                         f"{avg('aug_fallback_rate', '{:.3f}')} | {avg('aug_commutation_error')} | {avg('cql_weight')} | "
+                         f"{avg('q_data', '{:.1f}')} | {avg('wall_s', '{:.0f}')} |")
+    lines.append("")
+    md = results / "learning.md"
+    md.write_text("\n".join(lines) + "\n")
+    plot(results / "learning.png", records, budget)
+    return md
+
+
+def plot(path: pathlib.Path, records: list[dict], budget: Budget) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = sorted({r["dataset"] for r in records})
+    if not datasets:
+        return
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        for m in METHODS:
+            rows = [r for r in records if r["dataset"] == ds and r["method"] == m]
+            if not rows:
+                continue
+            steps = sorted({r["steps"] for r in rows})
+            curves = [[r["normalized_score"] for r in rows if r["steps"] == s] for s in steps]
+            mean = np.array([np.mean(c) for c in curves])
+            std = np.array([np.std(c) for c in curves])
+            ax.plot(steps, mean, marker="o", label=m)
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+        ax.set_title(f"{ds} ({budget.name} budget)")
+        ax.set_xlabel("gradient steps")
+        ax.set_ylabel("D4RL normalized score (mean +- std over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- main ------------------------------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
+    p.add_argument("--full", action="store_true", help="the same as --budget full (the paper's budget, for a GPU)")
+    p.add_argument("--datasets", nargs="+", help="replica names, optionally name:size (default: the budget's)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--seeds", nargs="+", type=int, help="default: the budget's")
+    p.add_argument("--steps", type=int, help="gradient steps per run (default: the budget's)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--runs", default=str(ROOT / "runs" / "learning"), help="run folders and built datasets")
+    p.add_argument("--results", default=str(HERE / "results"), help="where learning.json/.md/.png go")
+    p.add_argument("--report-only", action="store_true", help="write the results from the runs there are; train nothing")
+    p.add_argument("--progress", action="store_true", help="progress bars")
+    args = p.parse_args(argv)
+
+    budget = BUDGETS["full" if args.full else args.budget]
+    over = {k: v for k, v in (("datasets", tuple(args.datasets) if args.datasets else None),
+                              ("seeds", tuple(args.seeds) if args.seeds else None), ("steps", args.steps)) if v}
+    budget = dataclasses.replace(budget, **over)
+    runs, results = pathlib.Path(args.runs), pathlib.Path(args.results)
+    t0 = time.perf_counter()
+    koopman = {}
+    for spec in budget.datasets:
+        name, size = parse_dataset(spec)
+        run_root = runs / budget.name / f"{name}-{size or 'full'}"
+        if args.report_only:
+            info = run_root / "koopman.json"
+            if info.is_file():
+                koopman[name] = json.loads(info.read_text())
+            continue
+        data_path = dataset_file(runs, spec, args.progress)
+        kpath = None
+        if any(m in ("kfc", "kfc++") for m in args.methods):
+            kpath, koopman[name] = koopman_file(run_root, data_path, budget, args.device, args.progress)
+            print(f"{name}: Koopman model relative one-step error {koopman[name]['relative_one_step_error']:.3f}",
+                  flush=True)
+        for seed in budget.seeds:  # seeds outermost: every method gets its seed-0 result before any seed 1
+            for method in args.methods:
+                run_one(run_root, data_path, method, seed, budget, args.device, kpath, args.progress)
+    records, diag = collect_records(runs, budget)
+    meta = {"command": " ".join([os.path.relpath(sys.argv[0], ROOT) if argv is None else "benchmarks/learning.py"]
+                                + (sys.argv[1:] if argv is None else list(argv))),
+            "machine": machine(), "wall_s": time.perf_counter() - t0,
+            "run_wall_s": sum(d["wall_s"] or 0.0 for d in diag.values()),
+            "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    md = write_report(results, budget, records, diag, koopman, meta)
+    print(md.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

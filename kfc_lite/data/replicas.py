@@ -1,0 +1,316 @@
+"""Replica recipes: D4RL's five MuJoCo dataset kinds rebuilt from our own behaviour policies.
+
+D4RL (Fu et al., 2020) built its MuJoCo datasets from online SAC runs. We follow the same recipes, in gymnasium's
+``-v4`` environments, with behaviour policies trained by :func:`kfc_lite.train.train_online_sac` and committed
+under ``policies/`` with a card each (``policies/<env>-<level>.pt`` and ``.json``; see ``policies/README.md``):
+
+=================  ==========================================================  =====================
+recipe             data                                                        D4RL's size
+=================  ==========================================================  =====================
+``random``         uniform random actions (:class:`~kfc_lite.data.collect.RandomPolicy`)   1,000,000
+``medium``         rollouts of the medium policy (about a third of expert)      1,000,000
+``expert``         rollouts of the expert policy (a fully trained SAC)          1,000,000
+``medium-replay``  the online run's replay buffer, in the order recorded, up    as recorded (every
+                   to the step at which the medium policy was saved             transition until then)
+``medium-expert``  the medium dataset followed by the expert dataset            2,000,000
+=================  ==========================================================  =====================
+
+Every file says it is a replica (``metadata/replica``), which recipe made it (``metadata/recipe``), the card of
+each behaviour policy (``metadata/policy_card``, JSON) and the package versions (``metadata/versions/*``). A score
+on a replica is not a score on D4RL: the policies, the simulator bindings and the environment version differ.
+
+Two choices differ from D4RL, on purpose:
+
+* ``medium-expert``: D4RL concatenated the two files as they were, so the last (cut) row of the medium part is
+  followed by the first row of the expert part and ``qlearning_dataset`` makes one transition that jumps between
+  them. We flag that row as a time-out, which drops exactly that transition.
+* ``medium-replay`` with ``size``: D4RL's file is the whole buffer. A smaller version keeps whole episodes spread
+  evenly over the run (every k-th episode), so it has the same mix of early and late behaviour; a plain prefix
+  would hold only the random warm-up.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+
+import numpy as np
+
+from kfc_lite.data import registry
+
+__all__ = ["D4RL_SIZES", "D4RL_PUBLISHED", "POLICY_LEVELS", "policies_dir", "card_path", "load_card", "file_sha256", "replay_dataset",
+           "concatenate", "make_replica", "parse_recipe"]
+
+#: Transitions in D4RL's files of each kind (``None``: as many as the replay buffer recorded).
+D4RL_SIZES = {"random": 1_000_000, "medium": 1_000_000, "expert": 1_000_000, "medium-expert": 2_000_000,
+              "medium-replay": None}
+#: Statistics of the real D4RL -v2 files that later papers and dataset cards quote (transitions, mean episode
+#: return, its normalized score). We could not download the files to check them: treat them as approximate.
+_QUOTED = "quoted from the D4RL v2 dataset statistics, not re-measured here"
+D4RL_PUBLISHED = {
+    "hopper-medium-v2": dict(dataset="hopper-medium-v2", transitions=1_000_000, mean_return=1422.1, normalized=44.3),
+    "hopper-medium-replay-v2": dict(dataset="hopper-medium-replay-v2", transitions=402_000, mean_return=467.3,
+                                    normalized=15.0),
+    "hopper-expert-v2": dict(dataset="hopper-expert-v2", transitions=1_000_000, mean_return=3511.4, normalized=108.5),
+    "halfcheetah-medium-v2": dict(dataset="halfcheetah-medium-v2", transitions=1_000_000, mean_return=4770.3,
+                                  normalized=40.7),
+    "halfcheetah-medium-replay-v2": dict(dataset="halfcheetah-medium-replay-v2", transitions=202_000,
+                                         mean_return=3093.3, normalized=27.2),
+    "halfcheetah-expert-v2": dict(dataset="halfcheetah-expert-v2", transitions=1_000_000, mean_return=10656.4,
+                                  normalized=88.1),
+    "walker2d-medium-v2": dict(dataset="walker2d-medium-v2", transitions=1_000_000, mean_return=2852.1, normalized=62.1),
+    "walker2d-medium-replay-v2": dict(dataset="walker2d-medium-replay-v2", transitions=302_000, mean_return=682.7,
+                                      normalized=14.8),
+    "walker2d-expert-v2": dict(dataset="walker2d-expert-v2", transitions=1_000_000, mean_return=4920.5,
+                               normalized=107.1),
+}
+for _v in D4RL_PUBLISHED.values():
+    _v["source"] = _QUOTED
+
+#: Behaviour-policy levels that have cards.
+POLICY_LEVELS = ("medium", "expert")
+
+
+# -- behaviour-policy cards ------------------------------------------------------------------------------------
+def policies_dir() -> pathlib.Path:
+    """Where the committed behaviour policies live: ``$KFC_POLICIES_DIR``, else ``policies/`` of this checkout."""
+    env = os.environ.get("KFC_POLICIES_DIR")
+    if env:
+        return pathlib.Path(env).expanduser()
+    return pathlib.Path(__file__).resolve().parents[2] / "policies"
+
+
+def card_path(env: str, level: str) -> pathlib.Path:
+    return policies_dir() / f"{env}-{level}.json"
+
+
+def load_card(env: str, level: str) -> dict:
+    """The card of the committed ``<env>-<level>`` behaviour policy; a clear error when there is none yet."""
+    if level not in POLICY_LEVELS:
+        raise ValueError(f"behaviour policies come in levels {POLICY_LEVELS}, not {level!r}")
+    path = card_path(env, level)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{env}-{level} needs a behaviour policy, and none is committed yet ({path} is missing): train one with "
+            f"`python policies/behaviour.py train {env} --steps N` and pick it with `python policies/behaviour.py "
+            f"select {env} {level} --step N` (policies/README.md), or pass a policy file explicitly")
+    card = json.loads(path.read_text())
+    card["card_file"] = str(path)
+    return card
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def _policy_and_card(env: str, level: str, policy_file):
+    """A loaded behaviour policy and what we record about it: the committed card, or the file and its hash."""
+    from kfc_lite.rl import load_policy
+
+    if policy_file is None:
+        card = load_card(env, level)
+        policy_file = pathlib.Path(card["card_file"]).with_name(card["policy_file"])
+        if file_sha256(policy_file) != card["sha256"]:
+            raise ValueError(f"{policy_file} does not match its card {card['card_file']} (sha256 differs): the file "
+                             "was replaced without a new card; rerun `policies/behaviour.py select`")
+    else:
+        if not os.path.exists(policy_file):
+            raise FileNotFoundError(f"policy file {policy_file}: no such file")
+        card = {"policy_file": os.path.abspath(policy_file), "sha256": file_sha256(policy_file), "level": level,
+                "env": env, "card": "none (a policy file passed by hand)"}
+    return load_policy(policy_file), card
+
+
+# -- the recipes that are not one policy's rollouts ------------------------------------------------------------
+def _episode_bounds(obs, next_obs, terminals, max_episode_steps: int):
+    """Split rows recorded in order into episodes: ``(starts, ends)`` (ends exclusive) and the flags to store.
+
+    A row ends its episode when it is a true terminal or when the next row does not continue it
+    (``next_observations[i] != observations[i + 1]``: a reset after a time-out, or after a resumed run started a
+    fresh episode). Flags follow D4RL: ``timeouts`` on a row that ends an episode without a terminal, and on the
+    1000th step even if the robot also fell there (the time-out wins); the very last row is left unflagged when
+    the buffer cuts its episode.
+    """
+    n = len(obs)
+    cont = np.all(next_obs[:-1] == obs[1:], axis=1)  # row i is followed by row i+1 of the same episode
+    end = np.zeros(n, dtype=bool)
+    end[:-1] = terminals[:-1] | ~cont
+    end[-1] = bool(terminals[-1])
+    ends = np.flatnonzero(end) + 1
+    starts = np.concatenate([[0], ends])
+    if len(ends) == 0 or ends[-1] != n:
+        ends = np.append(ends, n)
+    else:
+        starts = starts[:-1]
+    lengths = ends - starts
+    term = np.zeros(n, dtype=bool)
+    tout = np.zeros(n, dtype=bool)
+    for s, e, length in zip(starts, ends, lengths):
+        last = e - 1
+        if last == n - 1 and not terminals[last]:
+            continue  # cut by the end of the buffer: neither flag, as D4RL's files end
+        if length >= max_episode_steps or not terminals[last]:
+            tout[last] = True
+        else:
+            term[last] = True
+    return starts, ends, term, tout
+
+
+def replay_dataset(checkpoint, up_to_step: int, env_name: str, *, size: int | None = None,
+                   max_episode_steps: int = registry.MAX_EPISODE_STEPS) -> dict:
+    """D4RL's medium-replay recipe: the transitions of an online SAC run's replay buffer up to ``up_to_step``.
+
+    ``checkpoint`` is the run's ``checkpoint.pt`` (:func:`kfc_lite.train.train_online_sac`); its buffer must
+    still hold step 1 (the run has not wrapped its ring buffer). Rows stay in the order recorded; episode ends
+    are recovered as :func:`_episode_bounds` describes. ``size`` keeps every k-th whole episode (see the module
+    docstring) and cuts at exactly ``size`` rows. The buffer holds no simulator states or log-probabilities, so
+    the file has no ``infos/*`` (D4RL's v0 replay files had none either).
+    """
+    import torch
+
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "kfc-lite-online-checkpoint":
+        raise ValueError(f"{checkpoint} is not an online SAC checkpoint (kfc_lite.train.train_online_sac)")
+    buf, step = ckpt["buffer"], int(ckpt["step"])
+    if not isinstance(up_to_step, (int, np.integer)) or not 1 <= up_to_step <= step:
+        raise ValueError(f"up_to_step must be between 1 and the checkpoint's step {step}, got {up_to_step!r}: the "
+                         "buffer holds only the steps the run has taken")
+    if int(buf["size"]) < step:
+        raise ValueError(f"{checkpoint}: the replay buffer holds {buf['size']} of the run's {step} steps (the ring "
+                         "buffer wrapped), so the first transitions are gone; train with a buffer at least as large "
+                         "as the step count")
+    data = {k: v[:up_to_step].numpy() for k, v in buf["data"].items()}
+    obs, next_obs = data["observations"], data["next_observations"]
+    starts, ends, term, tout = _episode_bounds(obs, next_obs, data["terminals"].astype(bool), max_episode_steps)
+    out = {"observations": obs, "actions": data["actions"], "next_observations": next_obs,
+           "rewards": data["rewards"], "terminals": term, "timeouts": tout}
+    if size is not None and size < up_to_step:
+        if size < 1:
+            raise ValueError(f"size must be a positive number of transitions, got {size}")
+        k = int(np.ceil(up_to_step / size))
+        rows = np.concatenate([np.arange(s, e) for s, e in zip(starts[::k], ends[::k])])
+        if len(rows) < size:  # every k-th episode fell short (unequal lengths): fill with the others, in order
+            rest = np.setdiff1d(np.arange(up_to_step), rows)
+            rows = np.sort(np.concatenate([rows, rest[: size - len(rows)]]))
+        rows = rows[:size]
+        out = {key: v[rows] for key, v in out.items()}
+        # a kept episode followed by one that is not its own continuation must end with a flag
+        _, _, term2, tout2 = _episode_bounds(out["observations"], out["next_observations"], out["terminals"],
+                                             max_episode_steps)
+        out["terminals"], out["timeouts"] = out["terminals"] | term2, (out["timeouts"] | tout2) & ~out["terminals"]
+    out["metadata/replay_checkpoint_step"] = step
+    out["metadata/replay_up_to_step"] = int(up_to_step)
+    return out
+
+
+def concatenate(parts: list[dict]) -> dict:
+    """D4RL's medium-expert recipe: the datasets one after another; a cut last row of a part becomes a time-out."""
+    keys = [k for k in parts[0] if not k.startswith("metadata/")]
+    for p in parts[1:]:
+        keys = [k for k in keys if k in p]
+    out = {}
+    for k in keys:
+        arrays = []
+        for i, p in enumerate(parts):
+            a = np.array(p[k], copy=True)
+            if k == "timeouts" and i < len(parts) - 1 and not (p["terminals"][-1] or a[-1]):
+                a[-1] = True  # see the module docstring: drop the transition that would jump between parts
+            arrays.append(a)
+        out[k] = np.concatenate(arrays)
+    return out
+
+
+# -- the entry point -------------------------------------------------------------------------------------------
+def parse_recipe(recipe: str) -> tuple[str, str]:
+    """``'hopper-medium-replica'`` -> ``('hopper', 'medium')``; ``<env>-random`` without the suffix is allowed."""
+    import re
+
+    key = str(recipe).strip().lower()
+    m = re.fullmatch(r"(halfcheetah|hopper|walker2d)-(random|medium|medium-replay|medium-expert|expert)(-replica)?", key)
+    if not m or (m.group(2) != "random" and not m.group(3)):
+        raise ValueError(f"unknown recipe {recipe!r}: use <env>-<kind>-replica (e.g. hopper-medium-replica, "
+                         "hopper-random-replica) with env one of halfcheetah, hopper, walker2d and kind one of "
+                         f"{', '.join(registry.KINDS)}")
+    return m.group(1), m.group(2)
+
+
+def make_replica(recipe: str, size: int | None = None, seed: int = 0, out=None, *, policy=None, expert_policy=None,
+                 buffer=None, up_to_step: int | None = None, progress: bool = True) -> dict:
+    """Build one replica dataset; write it to ``out`` (a path) when given, and return it.
+
+    ``size`` defaults to D4RL's (:data:`D4RL_SIZES`). ``policy`` (and ``expert_policy`` for medium-expert) are
+    policy files; without them the committed cards (``policies/<env>-<level>.json``) are used. ``buffer`` and
+    ``up_to_step`` (medium-replay) default to the run folder and the step on the medium card.
+    """
+    from kfc_lite.data.collect import RandomPolicy, _versions, collect
+    from kfc_lite.data.hdf5 import write_hdf5
+    from kfc_lite.envs import make_env
+
+    env, kind = parse_recipe(recipe)
+    name = f"{env}-{kind}-replica"
+    if size is None:
+        size = D4RL_SIZES[kind]
+    elif isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"size must be a positive number of transitions, got {size!r}")
+    if policy is not None and kind in ("random", "medium-replay"):
+        raise ValueError(f"the {kind} recipe takes no behaviour policy file, drop --policy: "
+                         + ("it draws uniform random actions (D4RL's random policy)" if kind == "random" else
+                            "it reads the online run's replay buffer (--buffer, --up-to-step)"))
+    if expert_policy is not None and kind != "medium-expert":
+        raise ValueError("an expert policy file is only used by the medium-expert recipe")
+    cards: list[dict] = []
+    if kind == "random":
+        box = make_env(env)
+        pol = RandomPolicy(box.action_space, seed=seed)
+        box.close()
+        data = collect(name, pol, size, seed=seed, progress=progress, policy_name=repr(pol))
+        cards.append({"policy": repr(pol)})
+    elif kind in ("medium", "expert"):
+        pol, card = _policy_and_card(env, kind, policy)
+        data = collect(name, pol, size, seed=seed, progress=progress, policy_name=card["policy_file"])
+        cards.append(card)
+    elif kind == "medium-expert":
+        med, med_card = _policy_and_card(env, "medium", policy)
+        exp, exp_card = _policy_and_card(env, "expert", expert_policy)
+        half = size // 2
+        parts = [collect(name, med, half, seed=seed, progress=progress, policy_name=med_card["policy_file"]),
+                 collect(name, exp, size - half, seed=seed + 1, progress=progress, policy_name=exp_card["policy_file"])]
+        data = concatenate(parts)
+        data.update({k: v for k, v in parts[0].items() if k.startswith("metadata/")})
+        data["metadata/policy"] = f"{med_card['policy_file']} (rows 0-{half - 1}) + {exp_card['policy_file']}"
+        cards += [med_card, exp_card]
+    else:  # medium-replay
+        card = None
+        if buffer is None or up_to_step is None:
+            card = load_card(env, "medium")
+            if buffer is None and card.get("replay_buffer"):  # stored relative to the repository root
+                buffer = str(pathlib.Path(card["card_file"]).resolve().parents[1] / card["replay_buffer"])
+            up_to_step = up_to_step if up_to_step is not None else card.get("replay_up_to_step")
+        if buffer is None or not os.path.exists(buffer):
+            raise FileNotFoundError(
+                f"the medium-replay recipe reads the online run's replay buffer, and {buffer} is missing: it lives in "
+                "the (git-ignored) run folder of the medium policy; rerun its training command from the card, or "
+                "pass --buffer CHECKPOINT --up-to-step N")
+        data = replay_dataset(buffer, int(up_to_step), env, size=size)
+        data["metadata/env_id"] = registry.GYM_IDS[env]
+        data["metadata/d4rl_env"] = name
+        data["metadata/policy"] = f"replay buffer of {os.path.abspath(buffer)} up to step {up_to_step}"
+        data["metadata/algorithm"] = "online SAC (kfc_lite.train.train_online_sac), its replay buffer"
+        data["metadata/seed"] = int(card["seed"]) if card else -1
+        data["metadata/replica"] = True
+        data["metadata/max_episode_steps"] = registry.MAX_EPISODE_STEPS
+        for key, version in _versions().items():
+            data[f"metadata/versions/{key}"] = str(version)
+        cards.append(card or {"replay_buffer": os.path.abspath(buffer), "step": int(up_to_step),
+                              "card": "none (a buffer passed by hand)"})
+    data["metadata/recipe"] = name
+    data["metadata/d4rl_size"] = -1 if D4RL_SIZES[kind] is None else D4RL_SIZES[kind]
+    data["metadata/policy_card"] = json.dumps(cards, sort_keys=True)
+    if out is not None:
+        write_hdf5(data, out)
+    return data
