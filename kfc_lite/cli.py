@@ -5,7 +5,7 @@ function, so the command line stays next to the code it drives:
 
 * ``kfc-lite info``                       versions, device, dataset cache (here)
 * ``kfc-lite data list|download|info|make`` (``kfc_lite.data.cli``)
-* ``kfc-lite train`` and ``kfc-lite eval`` (``kfc_lite.train``)
+* ``kfc-lite train``, ``kfc-lite eval`` and ``kfc-lite train-online`` (``kfc_lite.train``)
 """
 from __future__ import annotations
 
