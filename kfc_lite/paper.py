@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 
 __all__ = ["Table1Row", "TABLE1", "METHODS", "CQL_PAPER_UNVERIFIED", "table1_row", "task_of", "version_of",
-           "compare", "format_comparison"]
+           "compare", "format_comparison", "final_score"]
 
 #: The columns of Table 1, in the paper's order (S4RL-(N) is Gaussian noise, S4RL-(Adv) adversarial noise).
 METHODS = ("cql", "s4rl", "s4rl-adv", "kfc", "kfc++")
@@ -94,17 +94,23 @@ def table1_row(dataset: str) -> Table1Row | None:
     return None
 
 
-def compare(dataset: str, ours: dict) -> list[dict]:
+def compare(dataset: str, ours: dict, against: str | None = None) -> list[dict]:
     """Our scores next to the paper's, one dict per method, with both dataset versions and whether they match.
 
     ``ours`` maps a method (``cql``, ``s4rl``, ``kfc``, ``kfc++``) to our D4RL normalized score (%) on ``dataset``.
+    ``against`` names the Table 1 row to put beside them (default: the row of ``dataset``'s own task), e.g.
+    ``"hopper-medium-v0"`` when a quick run on another dataset stands in for it.
     Each entry: ``method``, ``ours``, ``ours_dataset``, ``paper`` (None when the row or column was not recovered),
     ``paper_dataset``, ``comparable`` (same task and same version; a replica or a v2 dataset is never comparable
     with the paper's v0 numbers), and ``note``.
     """
     if not isinstance(ours, dict):
         raise TypeError(f"ours must map a method name to a normalized score, got {type(ours).__name__}")
-    row = table1_row(dataset)
+    row = table1_row(dataset if against is None else against)
+    if against is not None and row is None:
+        raise ValueError(f"Table 1 has no recovered row for {against!r}; the recovered rows are "
+                         f"{', '.join(r.dataset for r in TABLE1)}")
+    same_task = row is not None and task_of(dataset) == row.task
     version = version_of(dataset)
     out = []
     for method, score in ours.items():
@@ -112,12 +118,14 @@ def compare(dataset: str, ours: dict) -> list[dict]:
         if key == "s4rl-n":
             key = "s4rl"
         paper = row.scores.get(key) if row is not None else None
-        comparable = row is not None and paper is not None and version == row.version
+        comparable = same_task and paper is not None and version == row.version
         if row is None:
             note = f"the paper's row for {task_of(dataset)} was not recovered"
             cql = CQL_PAPER_UNVERIFIED.get(task_of(dataset))
             if key == "cql" and cql is not None:
                 note += f" (CQL paper, v0, unverified recollection: {cql})"
+        elif not same_task:
+            note = f"a different task ({task_of(dataset)} vs the paper's {row.task}): not comparable"
         elif paper is None:
             note = f"Table 1 has no column {method!r}; its columns are {', '.join(METHODS)}"
         elif version == "replica":
@@ -141,3 +149,21 @@ def format_comparison(rows: list[dict]) -> str:
         on = re.split(r"[\\/]", str(r["ours_dataset"]))[-1]
         lines.append(f"{r['method']:<8} {ours:>8}  {on:<28} {paper:>7}  {r['paper_dataset'] or '—':<22} {r['note']}")
     return "\n".join(lines)
+
+
+def final_score(eval_rows, last: int = 1) -> float:
+    """The score to put next to the paper's: the mean ``normalized`` of the last ``last`` evaluations (by step).
+
+    ``eval_rows`` are the ``{"kind": "eval", "step", "normalized", ...}`` rows of a run's ``metrics.jsonl``
+    (:func:`kfc_lite.train.read_metrics`, or ``RunResult.evals``), in any order. Averaging a few final
+    evaluations is less noisy than the last one alone and, unlike the best one over training, does not select
+    on the test episodes (kfc-paper.md, open question 15).
+    """
+    rows = [r for r in eval_rows if r.get("kind", "eval") == "eval"]
+    if not rows:
+        raise ValueError("no evaluation rows: did the run evaluate (eval_episodes > 0)?")
+    if isinstance(last, bool) or not isinstance(last, int) or last < 1:
+        raise ValueError(f"last must be a positive number of evaluations, got {last!r}")
+    rows = sorted(rows, key=lambda r: r["step"])[-last:]
+    values = [float("nan") if r.get("normalized") is None else float(r["normalized"]) for r in rows]
+    return float(sum(values) / len(values))

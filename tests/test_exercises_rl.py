@@ -135,6 +135,16 @@ def test_final_score():
     failed_with(nb05.check_final_score(lambda rows, k: [1.0, 2.0]), "one number")
 
 
+def test_final_score_reference():
+    rows = nb05._eval_rows()
+    assert paper.final_score(rows[::-1], last=3) == pytest.approx(final_score(rows, 3))
+    assert nb05.check_final_score(lambda r, k: paper.final_score(r, last=k)).status == PASSED
+    with pytest.raises(ValueError, match="no evaluation rows"):
+        paper.final_score([])
+    with pytest.raises(ValueError, match="positive"):
+        paper.final_score(rows, last=0)
+
+
 def test_nb05_multiple_choice():
     assert nb05.check_what_quick_says("c").status == PASSED
     failed_with(nb05.check_what_quick_says("a"), "smoke test")
@@ -185,6 +195,11 @@ def test_versions_and_comparability():
     assert missing["paper"] is None and "10.8" in missing["note"] and "unverified" in missing["note"]
     text = paper.format_comparison(paper.compare("walker2d-medium-replica", {"cql": 1.0, "kfc": float("nan")}))
     assert "walker2d-medium-v0" in text and "walker2d-medium-replica" in text and "79.2" in text
+    other = paper.compare("hopper-random-replica", {"kfc++": 2.0}, against="hopper-medium-v0")[0]
+    assert other["paper"] == 94.2 and not other["comparable"] and "different task" in other["note"]
+    assert paper.compare("hopper-medium-v0", {"kfc": 80.0}, against="hopper-medium-v0")[0]["comparable"]
+    with pytest.raises(ValueError, match="no recovered row"):
+        paper.compare("hopper-random-v0", {"cql": 1.0}, against="hopper-random-v0")
     with pytest.raises(ValueError, match="dataset name"):
         paper.task_of("")
     with pytest.raises(TypeError, match="method name"):
