@@ -87,14 +87,18 @@ def browser():
         b.close()
 
 
+#: the notebook on show (Lumino hides the other tabs with lm-mod-hidden)
+ACTIVE = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+
+
 def widget_images(page) -> list[str]:
-    return page.eval_on_selector_all(".jp-OutputArea-output img", "els => els.map(e => e.src)")
+    return page.eval_on_selector_all(f"{ACTIVE} .jp-OutputArea-output img", "els => els.map(e => e.src)")
 
 
 def run_notebook_and_move_slider(lab, browser, name: str, shots: pathlib.Path, slider_index: int = 0):
     url, folder = lab
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(f"{url}/lab/tree/{name}?token={TOKEN}")
+    page.goto(f"{url}/lab/tree/{name}?reset&token={TOKEN}")  # reset: no tabs restored from an earlier test
     page.wait_for_function("() => window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell')", timeout=60_000)
     time.sleep(3)  # the kernel starts
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
@@ -103,7 +107,7 @@ def run_notebook_and_move_slider(lab, browser, name: str, shots: pathlib.Path, s
         """() => { const p = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim());
                    return p.length > 0 && p.every(t => /\\[\\d+\\]/.test(t)); }""", timeout=600_000, polling=1000)
     page.screenshot(path=str(shots / f"{name}-ran.png"))
-    handles = page.locator(".widget-slider .noUi-handle, .jupyter-widgets .noUi-handle")
+    handles = page.locator(f"{ACTIVE} .widget-slider .noUi-handle")
     assert handles.count() > slider_index, f"{name}: no slider widget on the page"
     handle = handles.nth(slider_index)
     handle.scroll_into_view_if_needed()
@@ -111,9 +115,9 @@ def run_notebook_and_move_slider(lab, browser, name: str, shots: pathlib.Path, s
     handle.focus()
     for _ in range(8):
         page.keyboard.press("ArrowRight")
-    page.wait_for_function("(b) => { const now = [...document.querySelectorAll('.jp-OutputArea-output img')]"
+    page.wait_for_function("([sel, b]) => { const now = [...document.querySelectorAll(sel)]"
                            ".map(e => e.src); return JSON.stringify(now) !== JSON.stringify(b); }",
-                           arg=before, timeout=60_000)
+                           arg=[f"{ACTIVE} .jp-OutputArea-output img", before], timeout=60_000)
     page.screenshot(path=str(shots / f"{name}-slider-moved.png"))
     page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
     time.sleep(2)
