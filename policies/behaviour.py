@@ -159,6 +159,7 @@ def cmd_select(args) -> int:
         "evaluation": ev,
         "selection": "the step whose 20-episode mean return with sampled actions (the data's behaviour) is nearest "
                      "the D4RL dataset of this level" if args.level == "medium" else "best evaluated step",
+        "selection_note": args.note or "",
         "d4rl_reference": D4RL_PUBLISHED.get(f"{args.env}-{args.level}-v2"),
         "run_dir": str(rel_run),
         "command": (f"OMP_NUM_THREADS=1 python policies/behaviour.py train {args.env} --steps {cfg['steps']} "
@@ -203,9 +204,31 @@ def card_markdown(card: dict) -> str:
     if card.get("replay_buffer"):
         lines.append(f"* replay buffer (medium-replay recipe): `{card['replay_buffer']}` rows 1..{card['replay_up_to_step']}"
                      " (git-ignored; rerun the command to rebuild it)")
-    lines += [f"* selection: {card['selection']}", f"* reproduce: `{card['command']}`", f"* note: {card['note']}",
+    lines += [f"* selection: {card['selection']}" + (f". {card['selection_note']}" if card.get("selection_note") else ""), f"* reproduce: `{card['command']}`", f"* note: {card['note']}",
               f"* versions: {card['versions']}, torch {card['torch']}; machine {card['machine']}; {card['created']}", ""]
     return "\n".join(lines)
+
+
+def cmd_table(args) -> int:
+    """Markdown rows for the README: each replica file beside the real D4RL dataset's published statistics."""
+    from kfc_lite.data import episode_returns, load
+    from kfc_lite.data.registry import normalized_score
+    from kfc_lite.data.replicas import D4RL_PUBLISHED
+
+    print("| replica | transitions | episodes | mean return | normalized | D4RL v2 dataset | transitions | "
+          "mean return | normalized |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for path in args.files:
+        d = load(path, progress=False)
+        name = d["metadata/recipe"] if "metadata/recipe" in d else d["metadata/d4rl_env"]
+        returns, _ = episode_returns(d, complete_only=True)
+        ref = D4RL_PUBLISHED.get(name.replace("-replica", "-v2"), {})
+        env = name.split("-")[0]
+        print(f"| {name} | {len(d['observations']):,} | {len(returns)} | {returns.mean():.1f} | "
+              f"{normalized_score(env, returns).mean():.1f} | {ref.get('dataset', '-')} | "
+              f"{format(ref['transitions'], ',') if ref else '-'} | {ref.get('mean_return', '-')} | "
+              f"{ref.get('normalized', '-')} |")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -227,7 +250,11 @@ def main(argv=None) -> int:
     c.add_argument("level", choices=["medium", "expert"])
     c.add_argument("--step", type=int, required=True)
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--note", help="why this step (recorded on the card), e.g. how it compares with D4RL's level")
     c.set_defaults(func=cmd_select)
+    b = sub.add_parser("table", help="markdown rows: replica files beside D4RL's published statistics")
+    b.add_argument("files", nargs="+", help="replica HDF5 files or names in the cache")
+    b.set_defaults(func=cmd_table)
     a = p.parse_args(argv)
     return a.func(a)
 

@@ -185,6 +185,10 @@ def test_recipe_errors(tmp_path, monkeypatch, capsys):
 CARDS = sorted(POLICIES.glob("*.json"))
 
 
+def test_policy_cards_exist_for_hopper_medium():
+    assert (POLICIES / "hopper-medium.json").is_file() and (POLICIES / "hopper-medium.pt").is_file()
+
+
 @pytest.mark.parametrize("card_file", CARDS, ids=[c.stem for c in CARDS])
 def test_committed_policy_cards_match_their_files(card_file):
     from kfc_lite.data.registry import GYM_IDS, normalized_score
