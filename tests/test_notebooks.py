@@ -27,20 +27,31 @@ def test_conventions(path):
     assert convention_problems(nb) == []
 
 
-def execute(nb, cwd, timeout=900):
+def execute(nb, cwd, timeout=240, attempts=2):
+    """Run ``nb`` in quick mode. A cell that runs past ``timeout`` seconds (quick-mode cells take seconds) is
+    taken for a stuck kernel and the whole notebook is run once more on a fresh kernel; an error is never retried."""
+    import copy
+
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     previous = os.environ.get("KFC_QUICK")
     os.environ["KFC_QUICK"] = "1"
     try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(cwd)}}).execute()
+        for attempt in range(attempts):
+            run = copy.deepcopy(nb)
+            try:
+                NotebookClient(run, timeout=timeout, kernel_name="python3",
+                               resources={"metadata": {"path": str(cwd)}}).execute()
+                return run
+            except (CellTimeoutError, DeadKernelError):
+                if attempt == attempts - 1:
+                    raise
     finally:
         if previous is None:
             os.environ.pop("KFC_QUICK", None)
         else:
             os.environ["KFC_QUICK"] = previous
-    return nb
 
 
 def text_of(cell) -> str:
