@@ -71,10 +71,10 @@ BUDGETS = {
     "tiny": Budget("tiny", ("hopper-random-replica:2000",), (0,), steps=12, eval_every=6, eval_episodes=1,
                    last_k=2, eval_max_steps=20, koopman=dict(max_steps=10, hidden_dim=32, early_stopping=False),
                    log_every=6),
-    # what fits a shared 2-core machine (about 3 CQL steps/s there in bf16, 2 in fp32) in about an hour per dataset:
-    # a CPU-budget result, not a reproduction
+    # what fits a shared 2-core machine in about an hour per dataset (bf16 autocast ran CQL steps about 1.8x faster
+    # than fp32 there: 3-12 steps/s depending on the load): a CPU-budget result, not a reproduction
     "cpu": Budget("cpu", ("hopper-medium-replay-replica", "halfcheetah-medium-replica:100000"), (0, 1, 2),
-                  steps=1000, eval_every=250, eval_episodes=5, last_k=2, precision="bf16",
+                  steps=2000, eval_every=250, eval_episodes=5, last_k=2, precision="bf16",
                   koopman=dict(max_steps=1000, early_stopping=False)),
     # the paper's: 1M gradient steps, full-size replicas, evaluation every 5k steps (kfc-paper.md section 4)
     "full": Budget("full", ("hopper-medium-replica", "halfcheetah-medium-replica", "walker2d-medium-replica",
