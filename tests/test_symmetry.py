@@ -343,3 +343,26 @@ def test_explorer_update_bars_for_larger_states_and_widget_builds():
                                        "KFC++": make_augmenter("kfc++", model=model.double(), p_koopman=1.0)(batch)})
     assert fig.axes[0].get_xlabel().startswith("state shift")
     plt.close(fig)
+
+
+def test_explorer_draws_mujoco_pictures_of_a_state_and_its_twin():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kfc_lite.viz import render
+    from kfc_lite.viz.symmetry import symmetry_explorer_update
+
+    if not render.renderer_available():
+        pytest.skip("no offscreen MuJoCo renderer (libegl1/libosmesa6) here")
+    torch.manual_seed(0)
+    model = pytest.importorskip("kfc_lite.koopman.model").KoopmanForwardModel(11, 3, latent_dim=8, hidden_dim=16)
+    g = np.random.default_rng(0)
+    data = {"observations": 0.1 * g.standard_normal((20, 11)), "actions": g.uniform(-1, 1, (20, 3)),
+            "next_observations": 0.1 * g.standard_normal((20, 11)), "terminals": np.zeros(20, dtype=bool)}
+    fig = symmetry_explorer_update(model, data, 2, [0.3, -0.3], 0.0, render_env="hopper")
+    images = [ax for ax in fig.axes if ax.get_images()]
+    assert len(fig.axes) == 5 and len(images) == 2
+    assert images[1].get_title().endswith("s~ (moved)")
+    plt.close(fig)

@@ -142,15 +142,17 @@ def _eigen_panel(ax, values, directions, n_highlight):
 
 def symmetry_explorer_update(model, data, index=0, eps_values=(), kfc_eps: float = 0.0, *, trajectory: bool = False,
                              gauged: bool = False, true_step=None, state_labels=None, kfc_scale=EXPLORER_KFC_SCALE,
-                             max_background: int = 2000, fig=None):
+                             max_background: int = 2000, render_env: str | None = None, fig=None):
     """Draw transition ``index`` of ``data`` and its image under the symmetry set by the sliders.
 
     ``eps_values``: KFC++ parameters of the leading eigen-directions; ``kfc_eps``: KFC's scalar;
     ``trajectory=True`` moves every transition of the stretch around ``index``, each with its own
     ``sigma_{a_t}`` (2-D states only). 2-D states are drawn as a phase portrait with the eigenvalues of
     ``K(a)``; larger states as per-dimension bars of ``s, s~`` and ``s', s~'``. ``true_step(s, a) -> s'``
-    (NumPy) adds where the real system goes from ``s~``. Returns the figure; ``fig.explorer_state`` holds
-    the numbers (commutation error, model errors, states).
+    (NumPy) adds where the real system goes from ``s~``. ``render_env`` ('hopper', 'halfcheetah',
+    'walker2d') adds MuJoCo pictures of ``s`` and ``s~`` under the bars (``kfc_lite.viz.render``; without an
+    offscreen renderer the bars stay alone). Returns the figure; ``fig.explorer_state`` holds the numbers
+    (commutation error, model errors, states).
     """
     obs = _to_numpy(data["observations"])
     N, d = obs.shape
@@ -164,8 +166,13 @@ def symmetry_explorer_update(model, data, index=0, eps_values=(), kfc_eps: float
     k = int(np.where(idx == index)[0][0])
     labels = list(state_labels) if state_labels is not None else [f"state {i}" for i in range(d)]
     n_sliders = len(list(eps_values))
+    frames = None
+    if render_env is not None and d > 2:
+        from kfc_lite.viz.render import render_observations
+
+        frames = render_observations(render_env, np.stack([res["s"][k], res["s_tilde"][k]]), width=320, height=240)
     if fig is None:
-        fig = plt.figure(figsize=(12, 4.6) if d == 2 else (13, 4.6))
+        fig = plt.figure(figsize=(12, 4.6) if d == 2 else (13, 4.6 if frames is None else 8.6))
     fig.clf()
     if d == 2:
         ax, ax_eig = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
@@ -195,7 +202,14 @@ def symmetry_explorer_update(model, data, index=0, eps_values=(), kfc_eps: float
         ax.legend(loc="best", fontsize=7)
         _eigen_panel(ax_eig, res["eigenvalues"][k], res["directions"][k], n_sliders)
     else:
-        ax_s, ax_n, ax_eig = (fig.add_subplot(1, 3, i) for i in (1, 2, 3))
+        rows = 1 if frames is None else 2
+        ax_s, ax_n, ax_eig = (fig.add_subplot(rows, 3, i) for i in (1, 2, 3))
+        if frames is not None:
+            for j, (frame, name) in enumerate(zip(frames, ("s (logged)", "s~ (moved)"))):
+                ax_img = fig.add_subplot(rows, 3, 4 + j)
+                ax_img.imshow(frame)
+                ax_img.set_axis_off()
+                ax_img.set_title(f"{render_env}: {name}")
         x = np.arange(d)
         for ax, a, b, name in ((ax_s, res["s"][k], res["s_tilde"][k], "s"),
                                (ax_n, res["s_next"][k], res["s_next_tilde"][k], "s'")):
@@ -224,7 +238,7 @@ def symmetry_explorer_update(model, data, index=0, eps_values=(), kfc_eps: float
 
 
 def symmetry_explorer(model, data, n_sliders: int = 4, eps_max: float = 0.5, true_step=None, state_labels=None,
-                      index: int = 0):
+                      index: int = 0, render_env: str | None = None):
     """Sliders (transition index, ``n_sliders`` KFC++ directions, KFC scalar, whole-stretch switch) around
     :func:`symmetry_explorer_update`; returns the widget."""
     import ipywidgets as widgets
@@ -244,7 +258,7 @@ def symmetry_explorer(model, data, n_sliders: int = 4, eps_max: float = 0.5, tru
             out.clear_output(wait=True)
             fig = symmetry_explorer_update(model, data, kw["index"], [kw[f"e{j}"] for j in range(n_sliders)],
                                            kw["kfc"], trajectory=kw["traj"], true_step=true_step,
-                                           state_labels=state_labels)
+                                           state_labels=state_labels, render_env=render_env)
             display(fig)
             plt.close(fig)
 
