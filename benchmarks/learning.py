@@ -10,7 +10,7 @@
 Every dataset is a replica (``kfc_lite.data.replicas``; ``name`` or ``name:size``), built once into
 ``runs/learning/data/`` when missing. The Koopman model is pre-trained once per dataset (seed 0) and the same file
 is given to every KFC and KFC++ run (``TrainConfig.koopman_path``), so the two differ only in how they sample
-symmetries. Every run lives in ``runs/learning/<budget>/<dataset>/<method>-seed<seed>/`` (``kfc_lite.train``
+symmetries. Every run lives in ``runs/learning/<budget>-<steps>steps/<dataset>/<method>-seed<seed>/`` (``kfc_lite.train``
 run folders): a finished run is skipped, an interrupted one resumes from its checkpoint.
 
 Scores are D4RL normalized scores of the deterministic policy; a run's score is the mean of its last ``last_k``
@@ -74,7 +74,7 @@ BUDGETS = {
     # what fits a shared 2-core machine in about an hour per dataset (bf16 autocast ran CQL steps about 1.8x faster
     # than fp32 there: 3-12 steps/s depending on the load): a CPU-budget result, not a reproduction
     "cpu": Budget("cpu", ("hopper-medium-replay-replica", "halfcheetah-medium-replica:100000"), (0, 1, 2),
-                  steps=2000, eval_every=250, eval_episodes=5, last_k=2, precision="bf16",
+                  steps=1000, eval_every=250, eval_episodes=5, last_k=2, precision="bf16",
                   koopman=dict(max_steps=1000, early_stopping=False)),
     # the paper's: 1M gradient steps, full-size replicas, evaluation every 5k steps (kfc-paper.md section 4)
     "full": Budget("full", ("hopper-medium-replica", "halfcheetah-medium-replica", "walker2d-medium-replica",
@@ -174,7 +174,7 @@ def collect_records(runs: pathlib.Path, budget: Budget) -> tuple[list[dict], dic
     records, diag = [], {}
     for spec in budget.datasets:
         name, size = parse_dataset(spec)
-        root = runs / budget.name / f"{name}-{size or 'full'}"
+        root = runs / f"{budget.name}-{budget.steps}steps" / f"{name}-{size or 'full'}"
         for method in METHODS:
             for seed in budget.seeds:
                 out = root / f"{method.replace('+', 'p')}-seed{seed}"
@@ -354,7 +354,7 @@ def main(argv=None) -> int:
     tasks = []
     for spec in budget.datasets:
         name, size = parse_dataset(spec)
-        run_root = runs / budget.name / f"{name}-{size or 'full'}"
+        run_root = runs / f"{budget.name}-{budget.steps}steps" / f"{name}-{size or 'full'}"
         if args.report_only:
             info = run_root / "koopman.json"
             if info.is_file():

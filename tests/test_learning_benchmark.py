@@ -53,7 +53,7 @@ def test_tiny_budget_runs_every_method_and_writes_its_table(tmp_path, capsys):
     assert "command: `benchmarks/learning.py --budget tiny" in md and "machine:" in md
     assert (results / "learning.png").stat().st_size > 1000
     # the Koopman model is trained once and shared: both KFC runs hold a byte-identical copy
-    root = runs / "tiny" / "hopper-random-replica-2000"
+    root = runs / "tiny-12steps" / "hopper-random-replica-2000"
     assert (root / "kfc-seed0" / "koopman.pt").read_bytes() == (root / "koopman.pt").read_bytes()
     assert (root / "kfcpp-seed0" / "koopman.pt").read_bytes() == (root / "koopman.pt").read_bytes()
     # a second call finds every run finished and trains nothing
