@@ -1,12 +1,13 @@
 """Time d3rlpy's CQL on synthetic D4RL-shaped data; run by throughput.py in d3rlpy's own environment.
 
-Prints one JSON record. Not imported by kfc_lite: d3rlpy pins gymnasium==1.0.0, so it lives in a
+Prints one JSON record (``--serve``: timed blocks on request, as ``_kfc_worker.py``). Not imported by kfc_lite: d3rlpy pins gymnasium==1.0.0, so it lives in a
 virtual environment of its own (see throughput.py).
 """
 import argparse
 import json
 import resource
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -24,6 +25,7 @@ def main():
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--serve", action="store_true", help="time blocks on request (run/stop lines on stdin)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     import d3rlpy
@@ -46,12 +48,23 @@ def main():
     batches = [dataset.sample_transition_batch(256) for _ in range(a.warmup + a.steps)]
     for b in batches[: a.warmup]:
         cql.update(b)
-    rates = []
-    for _ in range(a.repeats):
+    def block() -> float:
         t0 = time.perf_counter()
         for b in batches[a.warmup:]:
             cql.update(b)
-        rates.append(a.steps / (time.perf_counter() - t0))
+        return time.perf_counter() - t0
+
+    rates = []
+    if a.serve:
+        print(json.dumps({"ready": True}), flush=True)
+        for line in sys.stdin:
+            if line.strip() != "run":
+                break
+            seconds = block()
+            rates.append(a.steps / seconds)
+            print(json.dumps({"seconds": seconds}), flush=True)
+    else:
+        rates = [a.steps / block() for _ in range(a.repeats)]
     print(json.dumps({"implementation": f"d3rlpy {d3rlpy.__version__}", "method": "cql", "precision": "fp32",
                       "device": "cpu", "threads": a.threads, "steps_per_second": statistics.median(rates),
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

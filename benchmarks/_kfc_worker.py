@@ -1,12 +1,18 @@
 """Time one kfc_lite method (cql, s4rl, kfc, kfc++) on synthetic D4RL-shaped data; run by throughput.py.
 
-Prints one JSON record. The Koopman model for kfc/kfc++ has the paper's size (latent 32, hidden 512) and
+Prints one JSON record. With ``--serve`` it warms up, then waits on stdin: each ``run`` line times one block
+of ``--steps`` updates and answers ``{"seconds": ...}``; ``stop`` answers the final record. throughput.py
+drives all workers this way in turns, so every configuration sees the same machine load (the machine is
+shared; back-to-back runs of a few minutes each were up to 1.7x apart on the same code).
+
+The Koopman model for kfc/kfc++ has the paper's size (latent 32, hidden 512) and
 random weights: its cost, not its quality, is what is timed here.
 """
 import argparse
 import json
 import resource
 import statistics
+import sys
 import time
 
 import torch
@@ -31,6 +37,7 @@ def main():
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--serve", action="store_true", help="time blocks on request (run/stop lines on stdin)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -53,14 +60,25 @@ def main():
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    rates = []
-    for _ in range(a.repeats):
+    def block() -> float:
         sync()
         t0 = time.perf_counter()
         for b in batches[a.warmup:]:
             agent.update(b, metrics=False)
         sync()
-        rates.append(a.steps / (time.perf_counter() - t0))
+        return time.perf_counter() - t0
+
+    rates = []
+    if a.serve:
+        print(json.dumps({"ready": True}), flush=True)
+        for line in sys.stdin:
+            if line.strip() != "run":
+                break
+            seconds = block()
+            rates.append(a.steps / seconds)
+            print(json.dumps({"seconds": seconds}), flush=True)
+    else:
+        rates = [a.steps / block() for _ in range(a.repeats)]
     rec = {"implementation": "kfc_lite", "method": a.method, "precision": a.precision, "device": str(dev),
            "threads": a.threads, "steps_per_second": statistics.median(rates),
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "torch": torch.__version__}

@@ -1,13 +1,19 @@
 """Training speed and memory, side by side: kfc_lite's CQL, S4RL, KFC, KFC++ against d3rlpy's CQL.
 
-    .venv/bin/python benchmarks/throughput.py               # 2 threads, fp32 and bf16, all methods, d3rlpy
+    .venv/bin/python benchmarks/throughput.py               # 1 and 2 threads, fp32 and bf16, all methods, d3rlpy
     .venv/bin/python benchmarks/throughput.py --threads 1 --no-d3rlpy --steps 20
 
-Every measurement runs in a fresh subprocess (so peak RSS is its own) on the same synthetic
+Every configuration runs in a subprocess of its own (so peak RSS is its own) on the same synthetic
 halfcheetah-shaped data (17-d states, 6-d actions, 100k transitions), batch 256, actor and two critics
 of 3x256, 10 sampled actions per source in the penalty. d3rlpy 2.8.1 pins gymnasium==1.0.0, so it is
 installed by this script into a virtual environment of its own (``benchmarks/.venv-d3rlpy``, git-ignored),
-never into the project's. Results: a table on stdout and in ``benchmarks/results/throughput.md``, raw
+never into the project's.
+
+Interleaved timing: all workers of one thread count start and warm up, then take turns, one timed block of
+``--steps`` updates each per round, for ``--repeats`` rounds (only one worker runs at a time). Each
+configuration therefore sees the same machine load, and the ratios (to d3rlpy's CQL, to kfc_lite's CQL at the
+same precision) are medians of per-round ratios: robust to a shared machine whose load drifts over minutes.
+Results: a table on stdout and in ``benchmarks/results/throughput.md``, raw
 records in ``benchmarks/results/throughput.json``.
 """
 from __future__ import annotations
@@ -17,6 +23,7 @@ import json
 import os
 import pathlib
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -38,65 +45,124 @@ def ensure_d3rlpy() -> pathlib.Path:
     return py
 
 
-def run_worker(python: str, script: pathlib.Path, args: list[str], threads: int) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    out = subprocess.run([python, str(script), *args], capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        raise RuntimeError(f"{script.name} {' '.join(args)} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+class Worker:
+    """One configuration in its own process, serving timed blocks on request (``--serve``)."""
+
+    def __init__(self, python: str, script: pathlib.Path, args: list[str], threads: int):
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        self.name = f"{script.name} {' '.join(args)}"
+        self.proc = subprocess.Popen([python, str(script), *args, "--serve"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.seconds: list[float] = []
+
+    def _read(self) -> dict:
+        while True:  # skip anything a library prints on stdout (d3rlpy logs there)
+            line = self.proc.stdout.readline()
+            if not line:
+                err = self.proc.stderr.read()
+                raise RuntimeError(f"{self.name} failed:\n{err[-3000:]}")
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def ready(self) -> None:
+        self._read()
+
+    def run_block(self) -> float:
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        self.seconds.append(self._read()["seconds"])
+        return self.seconds[-1]
+
+    def stop(self) -> dict:
+        self.proc.stdin.write("stop\n")
+        self.proc.stdin.flush()
+        record = self._read()
+        self.proc.wait()
+        return record
+
+
+def paired_ratio(num: list[float], den: list[float]) -> float:
+    """Median over rounds of ``num[i] / den[i]`` (times of two workers in the same round)."""
+    return statistics.median(n / d for n, d in zip(num, den))
 
 
 def table(records: list[dict]) -> str:
-    base = {r["threads"]: r["steps_per_second"] for r in records if r["implementation"].startswith("d3rlpy")}
-    cql = {(r["threads"], r["precision"]): r["steps_per_second"] for r in records
-           if r["implementation"] == "kfc_lite" and r["method"] == "cql"}
     rows = ["| implementation | method | precision | device | threads | steps/s | × d3rlpy CQL | step time × kfc_lite CQL | peak RSS MB |",
             "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
-        b = base.get(r["threads"])
-        c = cql.get((r["threads"], r["precision"]))
+        x_d3 = f"{r['x_d3rlpy_cql']:.2f}" if r.get("x_d3rlpy_cql") is not None else "n/a"
+        x_cql = f"{r['step_time_x_cql']:.2f}" if r.get("step_time_x_cql") is not None else "–"
+        dev = f" (peak device {r['peak_device_mb']:.0f} MB)" if "peak_device_mb" in r else ""
         rows.append(f"| {r['implementation']} | {r['method']} | {r['precision']} | {r['device']} | {r['threads']} | "
-                    f"{r['steps_per_second']:.2f} | {r['steps_per_second'] / b:.2f} | " if b else
-                    f"| {r['implementation']} | {r['method']} | {r['precision']} | {r['device']} | {r['threads']} | "
-                    f"{r['steps_per_second']:.2f} | n/a | ")
-        rows[-1] += (f"{c / r['steps_per_second']:.2f} | " if c and r["implementation"] == "kfc_lite" else "– | ")
-        rows[-1] += f"{r['peak_rss_mb']:.0f} |"
+                    f"{r['steps_per_second']:.2f} | {x_d3} | {x_cql} | {r['peak_rss_mb']:.0f}{dev} |")
     return "\n".join(rows)
+
+
+def measure(threads: int, a, common: list[str]) -> list[dict]:
+    """Start every worker of one thread count, let them warm up, then time them in turns."""
+    workers: list[tuple[Worker, str | None, str]] = []  # (worker, method or None for d3rlpy, precision)
+    if not a.no_d3rlpy:
+        py = ensure_d3rlpy()
+        workers.append((Worker(str(py), HERE / "_d3rlpy_worker.py", common + ["--threads", str(threads)], threads),
+                        None, "fp32"))
+    for precision in a.precisions:
+        for method in a.methods:
+            args = common + ["--threads", str(threads), "--method", method, "--precision", precision,
+                             "--device", a.device] + (["--compile"] if a.compile else [])
+            workers.append((Worker(sys.executable, HERE / "_kfc_worker.py", args, threads), method, precision))
+    for w, _, _ in workers:  # warm-ups run one after another too (each waits for its "run")
+        w.ready()
+    for i in range(a.repeats):
+        for w, _, _ in workers:
+            w.run_block()
+        print(f"threads {threads}: round {i + 1}/{a.repeats} done", file=sys.stderr)
+    d3 = next((w for w, m, _ in workers if m is None), None)
+    cql = {p: w for w, m, p in workers if m == "cql"}
+    records = []
+    for w, method, precision in workers:
+        rec = w.stop()
+        rec["rounds_seconds"] = w.seconds
+        rec["x_d3rlpy_cql"] = paired_ratio(d3.seconds, w.seconds) if d3 is not None else None
+        rec["step_time_x_cql"] = (paired_ratio(w.seconds, cql[precision].seconds)
+                                  if method is not None and precision in cql else None)
+        records.append(rec)
+        print(json.dumps(rec), file=sys.stderr)
+    return records
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, nargs="+", default=[2])
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--methods", nargs="+", default=["cql", "s4rl", "kfc", "kfc++"])
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--compile", action="store_true", help="torch.compile the networks (kfc_lite workers)")
+    p.add_argument("--steps", type=int, default=20, help="updates per timed block")
+    p.add_argument("--repeats", type=int, default=5, help="rounds of interleaved blocks (medians over rounds)")
     p.add_argument("--n", type=int, default=100_000)
     p.add_argument("--no-d3rlpy", action="store_true", help="skip d3rlpy (it needs its own environment)")
     p.add_argument("--out", default=str(RESULTS))
     a = p.parse_args(argv)
-    common = ["--steps", str(a.steps), "--repeats", str(a.repeats), "--n", str(a.n)]
+    common = ["--steps", str(a.steps), "--n", str(a.n)]
+    t0, load0 = time.time(), os.getloadavg()
     records = []
-    t0 = time.time()
     for threads in a.threads:
-        if not a.no_d3rlpy:
-            py = ensure_d3rlpy()
-            records.append(run_worker(str(py), HERE / "_d3rlpy_worker.py", common + ["--threads", str(threads)], threads))
-            print(json.dumps(records[-1]), file=sys.stderr)
-        for precision in a.precisions:
-            for method in a.methods:
-                records.append(run_worker(sys.executable, HERE / "_kfc_worker.py",
-                                          common + ["--threads", str(threads), "--method", method,
-                                                    "--precision", precision, "--device", a.device], threads))
-                print(json.dumps(records[-1]), file=sys.stderr)
+        records += measure(threads, a, common)
+    load1 = os.getloadavg()
     import torch
 
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
     head = (f"# Throughput: gradient steps per second\n\nCommand: `{' '.join([pathlib.Path(sys.argv[0]).name] + (argv or sys.argv[1:]))}`  \n"
-            f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs; torch {torch.__version__}; "
-            f"device {a.device}; wall time {time.time() - t0:.0f} s  \n"
+            f"Machine: {cpu}, {os.cpu_count()} logical CPUs; torch {torch.__version__}; "
+            f"device {a.device}; wall time {time.time() - t0:.0f} s; load average (1 min) {load0[0]:.1f} at start, "
+            f"{load1[0]:.1f} at end (the machine is shared)  \n"
             f"Workload: batch 256, actor and 2 critics of 3x256, 10 sampled actions per source, 17-d states, 6-d actions, "
-            f"{a.n} transitions; median of {a.repeats} repeats of {a.steps} steps after warm-up.\n\n")
+            f"{a.n} transitions; {a.repeats} interleaved rounds of {a.steps} steps after warm-up; steps/s is the median "
+            f"over rounds, ratios are medians of per-round ratios.\n\n")
     text = head + table(records) + "\n"
     print(text)
     out = pathlib.Path(a.out)

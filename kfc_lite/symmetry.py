@@ -80,11 +80,19 @@ def _check_square(K: torch.Tensor, name: str = "K") -> None:
         raise TypeError(f"{name} must be a real floating-point tensor (float32 or float64), got {K.dtype}")
 
 
-def eigendecompose(K: torch.Tensor, cond_threshold: float | None = None) -> Eigendecomposition:
+def eigendecompose(K: torch.Tensor, cond_threshold: float | None = None, exact_cond: bool = True
+                   ) -> Eigendecomposition:
     """Batched eigen-decomposition of real ``K`` (..., n, n) on its device, with a validity guard.
 
     A sample is invalid when ``K`` holds NaN/inf, when the eigen-decomposition or the inverse of ``U`` is
     not finite or fails, or when ``cond(U) > cond_threshold`` (default :func:`default_cond_threshold`).
+
+    Speed (the training loop calls this on every batch; benchmarks/NOTES.md): on a CPU with several torch
+    threads the batch is split over threads (LAPACK's ``geev`` runs one matrix at a time; the results are
+    identical). With ``exact_cond=False`` the guard first uses the cheap bound ``||U||_F ||U^-1||_F >=
+    cond_2(U)``: a sample under the limit by the bound is under it exactly, so only the others need the SVD
+    of ``U``. The validity mask is the same as with ``exact_cond=True``; ``cond`` then holds that upper bound
+    for the samples it cleared (the exact 2-norm condition number elsewhere).
     """
     _check_square(K)
     if cond_threshold is None:
@@ -96,7 +104,7 @@ def eigendecompose(K: torch.Tensor, cond_threshold: float | None = None) -> Eige
     eye_real = torch.eye(n, dtype=K.dtype, device=K.device)
     # eig refuses NaN/inf input for the whole batch: substitute I for those samples, mark them invalid.
     K_safe = torch.where(finite_in[..., None, None], K, eye_real)
-    values, vectors = torch.linalg.eig(K_safe)
+    values, vectors = _eig(K_safe)
     eye = torch.eye(n, dtype=vectors.dtype, device=K.device)
     finite_eig = torch.isfinite(torch.view_as_real(vectors)).flatten(-3).all(-1) & \
         torch.isfinite(torch.view_as_real(values)).flatten(-2).all(-1)
@@ -104,12 +112,45 @@ def eigendecompose(K: torch.Tensor, cond_threshold: float | None = None) -> Eige
     inverse, info = torch.linalg.inv_ex(vectors)
     finite_inv = (info == 0) & torch.isfinite(torch.view_as_real(inverse)).flatten(-3).all(-1)
     inverse = torch.where(finite_inv[..., None, None], inverse, eye)
-    cond = torch.linalg.cond(vectors)
+    if exact_cond:
+        cond = torch.linalg.cond(vectors)
+    else:
+        cond = torch.linalg.matrix_norm(vectors) * torch.linalg.matrix_norm(inverse)  # >= cond_2(U)
+        unsure = ~(cond <= cond_threshold)  # includes NaN
+        if unsure.any():
+            cond = cond.clone()
+            cond[unsure] = torch.linalg.cond(vectors[unsure]).to(cond.dtype)
     valid = finite_in & finite_eig & finite_inv & torch.isfinite(cond) & (cond <= cond_threshold)
     cond = torch.where(finite_in & finite_eig & finite_inv, cond, torch.full_like(cond, float("inf")))
     vectors = torch.where(valid[..., None, None], vectors, eye)
     inverse = torch.where(valid[..., None, None], inverse, eye)
     return Eigendecomposition(values, vectors, inverse, cond, valid)
+
+
+_EIG_POOL = None
+
+
+def _eig(K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.linalg.eig``, with a large CPU batch split over torch's intra-op threads.
+
+    Why: on the CPU, ``eig`` of a batch loops over the matrices on one thread, whatever
+    ``torch.get_num_threads()`` says; a thread pool runs slices of the batch side by side (torch releases
+    the GIL inside the call). Each matrix goes through the same LAPACK call, so the results are identical.
+    """
+    global _EIG_POOL
+    threads = torch.get_num_threads()
+    batch = K.shape[:-2].numel()
+    if K.device.type != "cpu" or threads < 2 or batch < 2 * threads:
+        return torch.linalg.eig(K)
+    if _EIG_POOL is None or _EIG_POOL._max_workers < threads:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _EIG_POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kfc_lite-eig")
+    flat = K.reshape(batch, *K.shape[-2:])
+    parts = list(_EIG_POOL.map(torch.linalg.eig, torch.tensor_split(flat, threads)))
+    values = torch.cat([v for v, _ in parts]).reshape(*K.shape[:-1])
+    vectors = torch.cat([u for _, u in parts]).reshape(K.shape[:-2] + (K.shape[-1], K.shape[-1]))
+    return values, vectors
 
 
 def _from_eigenbasis(eig: Eigendecomposition, d: torch.Tensor, real_dtype: torch.dtype) -> torch.Tensor:

@@ -268,7 +268,7 @@ class KoopmanAugmenter(Augmenter):
         """``(sigma, valid)`` for a batch of operators ``K`` (B, n, n) and parameters ``eps``."""
         eig_dtype = self.eig_dtype or K.dtype
         K_eig = K.to(eig_dtype)
-        eig = eigendecompose(K_eig, self.cond_threshold)
+        eig = eigendecompose(K_eig, self.cond_threshold, exact_cond=False)  # same mask, SVD only where needed
         if self.variant == "kfc++":
             sigma, valid = kfcpp_symmetry(K_eig, eps.to(eig_dtype), eig=eig)
         else:

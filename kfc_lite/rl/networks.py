@@ -118,18 +118,24 @@ class CriticEnsemble(nn.Module):
         # first layer: state block on the distinct states, action block on every action
         hs = torch.matmul(states.reshape(1, -1, self.state_dim), self.w_state)  # (E, B or B*M, h0)
         ha = torch.matmul(actions.reshape(1, -1, self.action_dim), self.w_action)  # (E, B or B*M, h0)
+        # Biases are cast to the activations' dtype: under bf16 autocast an fp32 bias would promote the
+        # whole (E, B*M, width) activation to fp32 and the next product would cast it back (two full copies).
+        # The bias joins the state block (B rows) before the broadcast over M actions: one pass over the big
+        # tensor instead of two.
+        hs = hs + self.b_in.to(hs.dtype)
         if states.ndim == 2 and actions.ndim == 3:
             B, M = actions.shape[:2]
             h = (hs.unsqueeze(2) + ha.view(E, B, M, -1)).view(E, B * M, -1)
         else:
             h = hs + ha
-        h = F.relu_(h + self.b_in)  # in place: ReLU's backward needs only its output
-        n = len(self.weights)
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(b, h, w)
-            if i < n - 1:
-                h = F.relu_(h)
-        return h.view(out_shape)
+        h = F.relu_(h)  # in place: ReLU's backward needs only its output
+        *hidden_layers, (w_out, b_out) = zip(self.weights, self.biases)
+        for w, b in hidden_layers:
+            h = F.relu_(torch.baddbmm(b.to(h.dtype), h, w))
+        # The output layer has width 1: as a batched product its backward is an outer product (bmm with an
+        # inner dimension of 1, slow on CPUs); as a broadcast multiply and a sum, every pass is elementwise.
+        q = (h * w_out.to(h.dtype).transpose(1, 2)).sum(-1, keepdim=True) + b_out.to(h.dtype)
+        return q.view(out_shape)
 
 
 def tanh_log_det(pre_tanh: torch.Tensor) -> torch.Tensor:
