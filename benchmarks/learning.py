@@ -41,6 +41,14 @@ import numpy as np
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 METHODS = ("cql", "s4rl", "kfc", "kfc++")
+#: diagnostic variants, not run by default: the residual ("gauged") symmetry s + D((I+sigma)E(s)) - D(E(s)), which
+#: leaves out the decoder's reconstruction offset D(E(s)) - s that the plain form adds to every augmented state
+VARIANTS = ("kfc-gauged", "kfc++-gauged")
+ALL_METHODS = METHODS + VARIANTS
+
+
+def base_method(method: str) -> str:
+    return method.removesuffix("-gauged")
 
 #: Paper, Table 1 (D4RL v0 data, kfc-paper.md section 5): for orientation only, never comparable to a replica.
 PAPER_V0 = {"halfcheetah-medium": {"cql": 44.4, "s4rl": 48.8, "kfc": 55.9, "kfc++": 59.1},
@@ -108,15 +116,18 @@ def dataset_file(runs: pathlib.Path, spec: str, progress: bool) -> pathlib.Path:
 def koopman_file(run_root: pathlib.Path, data_path: pathlib.Path, budget: Budget, device: str,
                  progress: bool) -> tuple[pathlib.Path, dict]:
     """Pre-train the dataset's Koopman model once (seed 0) and keep its diagnostics beside it."""
-    import torch
-
     from kfc_lite import data as kdata
     from kfc_lite.koopman import fit_koopman, load_koopman, save_koopman
     from kfc_lite.koopman.fit import KoopmanTrainConfig
 
     path, info_path = run_root / "koopman.pt", run_root / "koopman.json"
     if path.is_file() and info_path.is_file():
-        return path, json.loads(info_path.read_text())
+        info = json.loads(info_path.read_text())
+        if "reconstruction_offset" not in info:  # files written before this diagnostic existed
+            q = kdata.qlearning_dataset(kdata.load(str(data_path), progress=False))
+            info.update(model_errors(load_koopman(path, map_location="cpu"), q))
+            info_path.write_text(json.dumps(info, indent=1))
+        return path, info
     # the same transitions kfc_lite.train pre-trains on (fit_koopman leaves terminal rows out)
     q = kdata.qlearning_dataset(kdata.load(str(data_path), progress=False))
     t0 = time.perf_counter()
@@ -124,20 +135,33 @@ def koopman_file(run_root: pathlib.Path, data_path: pathlib.Path, budget: Budget
     wall = time.perf_counter() - t0
     save_koopman(model, path, history=history, dataset=str(data_path))
     model = load_koopman(path, map_location="cpu")
-    # one-step error relative to "nothing moves": < 1 means the model predicts better than s' = s
-    rng = np.random.default_rng(0)
-    nonterm = np.flatnonzero(~q["terminals"])
-    idx = rng.choice(nonterm, size=min(5000, len(nonterm)), replace=False)
-    s, a, s2 = (torch.as_tensor(q[k][idx]) for k in ("observations", "actions", "next_observations"))
-    with torch.no_grad():
-        pred = model(s, a)
-    rel = float((pred - s2).norm(dim=1).mean() / (s2 - s).norm(dim=1).mean())
-    info = {"relative_one_step_error": rel, "val_forward": float(history["val_forward"][-1]),
+    info = {**model_errors(model, q), "val_forward": float(history["val_forward"][-1]),
             "val_recon": float(history["val_recon"][-1]), "val_multistep": float(history["val_multistep"][-1]),
             "epochs": len(history["epoch"]), "steps": int(history["steps"][-1]), "stopped": history.get("stopped"),
             "wall_s": wall, "config": dict(budget.koopman)}
     info_path.write_text(json.dumps(info, indent=1))
     return path, info
+
+
+def model_errors(model, q: dict, n: int = 5000) -> dict:
+    """How well the frozen model fits the data, on ``n`` non-terminal transitions (seed 0).
+
+    ``relative_one_step_error``: ||f(s,a) - s'|| / ||s' - s|| (means), < 1 is better than predicting no change;
+    ``reconstruction_offset``: mean ||D(E(s)) - s||, the shift every plain (not gauged) symmetry adds to a state
+    even with sigma = 0; ``state_norm``: mean ||s||, for scale.
+    """
+    import torch
+
+    rng = np.random.default_rng(0)
+    nonterm = np.flatnonzero(~q["terminals"])
+    idx = rng.choice(nonterm, size=min(n, len(nonterm)), replace=False)
+    s, a, s2 = (torch.as_tensor(q[k][idx]) for k in ("observations", "actions", "next_observations"))
+    with torch.no_grad():
+        pred = model(s, a)
+        recon = model.decode(model.encode(s))
+    return {"relative_one_step_error": float((pred - s2).norm(dim=1).mean() / (s2 - s).norm(dim=1).mean()),
+            "reconstruction_offset": float((recon - s).norm(dim=1).mean()),
+            "state_norm": float(s.norm(dim=1).mean())}
 
 
 # -- runs -------------------------------------------------------------------------------------------------
@@ -150,11 +174,11 @@ def run_one(run_root: pathlib.Path, data_path: pathlib.Path, method: str, seed: 
     if done.is_file() and json.loads(done.read_text())["step"] >= budget.steps:
         return out
     sac = {} if budget.bc_fraction is None else {"bc_steps": int(round(budget.bc_fraction * budget.steps))}
-    cfg = TrainConfig(dataset=str(data_path), method=method, steps=budget.steps, seed=seed, device=device, out=str(out),
+    cfg = TrainConfig(dataset=str(data_path), method=base_method(method), gauged=method.endswith("-gauged"), steps=budget.steps, seed=seed, device=device, out=str(out),
                       eval_every=budget.eval_every, eval_episodes=budget.eval_episodes,
                       eval_max_steps=budget.eval_max_steps, checkpoint_every=budget.eval_every,
                       log_every=budget.log_every, sac=sac, precision=budget.precision,
-                      koopman_path=str(koopman_path) if method in ("kfc", "kfc++") else None)
+                      koopman_path=str(koopman_path) if base_method(method) in ("kfc", "kfc++") else None)
     resume = (out / "config.json").is_file()
     t0 = time.perf_counter()
     res = train(cfg, resume=resume, progress=progress)
@@ -175,7 +199,7 @@ def collect_records(runs: pathlib.Path, budget: Budget) -> tuple[list[dict], dic
     for spec in budget.datasets:
         name, size = parse_dataset(spec)
         root = runs / f"{budget.name}-{budget.steps}steps" / f"{name}-{size or 'full'}"
-        for method in METHODS:
+        for method in ALL_METHODS:
             for seed in budget.seeds:
                 out = root / f"{method.replace('+', 'p')}-seed{seed}"
                 if not (out / "metrics.jsonl").is_file():
@@ -202,7 +226,7 @@ def collect_records(runs: pathlib.Path, budget: Budget) -> tuple[list[dict], dic
 def summarize(records: list[dict], budget: Budget) -> dict:
     """(dataset, method) -> mean and std over seeds of each run's last-k evaluation mean, and the seeds counted."""
     out = {}
-    keys = sorted({(r["dataset"], r["method"]) for r in records}, key=lambda k: (k[0], METHODS.index(k[1])))
+    keys = sorted({(r["dataset"], r["method"]) for r in records}, key=lambda k: (k[0], ALL_METHODS.index(k[1])))
     for ds, m in keys:
         per_seed = []
         for seed in budget.seeds:
@@ -252,7 +276,7 @@ def write_report(results: pathlib.Path, budget: Budget, records: list[dict], dia
              "training loops over all calls", f"* written: {meta['written']}", "",
              "Datasets are **replicas** built with our own behaviour policies (`kfc_lite.data.replicas`, policies/): a "
              "score on them is not a score on D4RL, and the paper's v0 numbers are shown for orientation only.", ""]
-    methods = [m for m in METHODS if any(k[1] == m for k in summary)]
+    methods = [m for m in ALL_METHODS if any(k[1] == m for k in summary)]
     lines.append("| dataset | " + " | ".join(methods) + " | paper v0 (CQL / S4RL / KFC / KFC++) |")
     lines.append("|---|" + "---|" * len(methods) + "---|")
     for ds in sorted({k[0] for k in summary}):
@@ -265,11 +289,13 @@ def write_report(results: pathlib.Path, budget: Budget, records: list[dict], dia
         lines.append(f"| {ds} | " + " | ".join(cells) + f" | {ref} |")
     lines += ["", "## Diagnostics", "",
               "Koopman model per dataset: one-step error relative to predicting no change (||f(s,a) - s'|| / ||s' - s||, "
-              "5000 transitions of the data; < 1 is better than a constant state), validation losses, training length.", "",
-              "| dataset | relative one-step error | val forward MSE | val recon MSE | val 10-step RMS | epochs (steps) | wall s |",
-              "|---|---|---|---|---|---|---|"]
+              "5000 transitions of the data; < 1 is better than a constant state), reconstruction offset ||D(E(s)) - s|| "
+              "(the shift a plain symmetry adds to every state even at sigma = 0), validation losses, training length.", "",
+              "| dataset | relative one-step error | reconstruction offset (mean state norm) | val forward MSE | val recon MSE | val 10-step RMS | epochs (steps) | wall s |",
+              "|---|---|---|---|---|---|---|---|"]
     for ds, k in sorted(koopman.items()):
-        lines.append(f"| {ds} | {k['relative_one_step_error']:.3f} | {k['val_forward']:.4g} | {k['val_recon']:.4g} | "
+        offset = f"{k['reconstruction_offset']:.3g} ({k['state_norm']:.3g})" if "reconstruction_offset" in k else "-"
+        lines.append(f"| {ds} | {k['relative_one_step_error']:.3f} | {offset} | {k['val_forward']:.4g} | {k['val_recon']:.4g} | "
                      f"{k['val_multistep']:.4g} | {k['epochs']} ({k['steps']}) | {k['wall_s']:.0f} |")
     lines += ["", "Augmentation per method (means over the logged steps and seeds): mean ||s~ - s||, share of samples "
               "moved by a symmetry, fall-back rate (the Koopman branch was drawn but the eigen-decomposition failed "
@@ -277,7 +303,7 @@ def write_report(results: pathlib.Path, budget: Budget, records: list[dict], dia
               "| dataset | method | state shift | Koopman fraction | fall-back rate | commutation error | CQL weight | Q(data) | wall s per run |",
               "|---|---|---|---|---|---|---|---|---|"]
     for ds in sorted({k[0] for k in diag}):
-        for m in METHODS:
+        for m in ALL_METHODS:
             ds_rows = [v for (d, mm, _), v in diag.items() if d == ds and mm == m]
             if not ds_rows:
                 continue
@@ -332,7 +358,8 @@ def main(argv=None) -> int:
     p.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
     p.add_argument("--full", action="store_true", help="the same as --budget full (the paper's budget, for a GPU)")
     p.add_argument("--datasets", nargs="+", help="replica names, optionally name:size (default: the budget's)")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=list(METHODS),
+                   help="default: the four methods; kfc-gauged and kfc++-gauged are diagnostic variants")
     p.add_argument("--seeds", nargs="+", type=int, help="default: the budget's")
     p.add_argument("--steps", type=int, help="gradient steps per run (default: the budget's)")
     p.add_argument("--device", default="cpu")
@@ -362,7 +389,7 @@ def main(argv=None) -> int:
             continue
         data_path = dataset_file(runs, spec, args.progress)
         kpath = None
-        if any(m in ("kfc", "kfc++") for m in args.methods):
+        if any(base_method(m) in ("kfc", "kfc++") for m in args.methods):
             kpath, koopman[name] = koopman_file(run_root, data_path, budget, args.device, args.progress)
             print(f"{name}: Koopman model relative one-step error {koopman[name]['relative_one_step_error']:.3f}",
                   flush=True)
