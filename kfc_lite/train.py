@@ -329,7 +329,7 @@ def _set_rng_state(state: dict, device) -> None:
 
 
 def _save_checkpoint(path: pathlib.Path, agent, sampler, step: int, device, extra: dict | None = None) -> None:
-    from kfc_lite.rl.policy import atomic_torch_save
+    from kfc_lite.files import atomic_torch_save
 
     atomic_torch_save({"format": CHECKPOINT_FORMAT, "step": step, "agent": agent.state_dict(),
                        "sampler": sampler.state_dict(), "rng": _rng_state(device), **(extra or {})}, path)
@@ -577,7 +577,8 @@ def train_online_sac(env_name: str, steps: int, seed: int = 0, out=None, config=
     from tqdm.auto import tqdm
 
     from kfc_lite.envs import make_env
-    from kfc_lite.rl.policy import atomic_torch_save, save_policy
+    from kfc_lite.files import atomic_torch_save
+    from kfc_lite.rl.policy import save_policy
     from kfc_lite.rl.replay import ReplayBuffer
     from kfc_lite.rl.sac import SACConfig, SACCQL
     from kfc_lite.settings import resolve_device, seed_everything

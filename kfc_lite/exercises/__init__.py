@@ -145,10 +145,16 @@ def progress(notebook: str) -> str:
 
 def multiple_choice(notebook: str, name: str, question: str, options: dict[str, str], correct: str,
                     explanations: dict[str, str]):
-    """Build a multiple-choice check: ``check(answer_letter)`` explains the chosen option in words."""
+    """Build a multiple-choice check: ``check(answer)`` explains the chosen option in words.
+
+    ``answer`` is a letter, or a function returning one: a learner's stub ``def answer(): raise
+    NotImplementedError`` then reads as "not done yet", like every other exercise.
+    """
 
     @exercise(notebook, name)
     def check(answer):
+        if callable(answer):
+            answer = answer()  # NotImplementedError from a stub propagates: "not done yet"
         if answer is None or answer is NotImplemented:
             raise NotImplementedError
         key = str(answer).strip().lower()

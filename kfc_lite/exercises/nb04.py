@@ -156,21 +156,4 @@ _augmented_terms = multiple_choice(
 )
 
 
-def letter_or_function(mc_check):
-    """Let a multiple-choice check take a letter or a function returning one (as in notebook 02): a stub
-    ``def answer(): raise NotImplementedError`` is then "not done yet" instead of an error in the learner's cell."""
-
-    def check(answer):
-        if callable(answer):
-            try:
-                answer = answer()
-            except NotImplementedError:
-                answer = None
-        return mc_check(answer)
-
-    check.question, check.options = mc_check.question, mc_check.options
-    check.__doc__ = letter_or_function.__doc__
-    return check
-
-
-check_augmented_terms = letter_or_function(_augmented_terms)
+check_augmented_terms = _augmented_terms

@@ -16,13 +16,13 @@ model has no notion of bounds.
 """
 from __future__ import annotations
 
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 import torch
 from torch import nn
+
+from kfc_lite.files import atomic_torch_save
 
 #: marks a file written by :func:`save_koopman`
 CHECKPOINT_FORMAT = "kfc_lite.koopman.KoopmanForwardModel"
@@ -179,16 +179,7 @@ def save_koopman(model: KoopmanForwardModel, path, **extra) -> pathlib.Path:
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "extra": _to_storable(dict(extra)),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_torch_save(payload, path)
 
 
 def load_koopman(path, map_location=None, state_dim: int | None = None, action_dim: int | None = None) -> KoopmanForwardModel:

@@ -7,35 +7,18 @@ with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 import torch
 
+from kfc_lite.files import atomic_torch_save
 from kfc_lite.rl.networks import TanhGaussianActor
 
 __all__ = ["Policy", "save_policy", "load_policy", "POLICY_FORMAT"]
 
 POLICY_FORMAT = "kfc-lite-policy"
 POLICY_VERSION = 1
-
-
-def atomic_torch_save(obj, path) -> pathlib.Path:
-    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 class Policy:
