@@ -224,3 +224,22 @@ def test_threaded_eig_and_bounded_guard_are_identical_to_the_plain_calls():
     for threshold in (2.0, float(exact.cond[ok].median())):  # a limit that splits the batch
         a, b = symmetry.eigendecompose(K, threshold), symmetry.eigendecompose(K, threshold, exact_cond=False)
         assert torch.equal(a.valid, b.valid)
+
+
+def test_adam_flags_by_device():
+    """The GPU path's fused Adam is chosen by device; the fused kernel also runs on the CPU, so check here that
+    it takes the same step as the default implementation (to round-off)."""
+    from kfc_lite.rl.sac import adam_options
+
+    assert adam_options("cuda") == {"fused": True} and adam_options(torch.device("cuda:0")) == {"fused": True}
+    assert adam_options("cpu") == {}
+    torch.manual_seed(0)
+    w = torch.randn(20, 7, requires_grad=True)
+    w2 = w.detach().clone().requires_grad_(True)
+    opts = [torch.optim.Adam([w], lr=1e-2), torch.optim.Adam([w2], lr=1e-2, fused=True)]
+    for _ in range(3):
+        for p, opt in zip((w, w2), opts):
+            opt.zero_grad()
+            (p.sin().sum() + (p ** 2).mean()).backward()
+            opt.step()
+    assert torch.allclose(w, w2, atol=1e-6) and not torch.equal(w, torch.zeros_like(w))
