@@ -316,13 +316,14 @@ def segments_to_arrays(data: dict, segments: np.ndarray):
 
 
 # -- training ---------------------------------------------------------------------------------------------------
-def _mean_losses(model, s, a, s_next, config, generator, batch_size=4096):
-    """Mean forward and reconstruction loss over a whole set, in eval mode, in chunks."""
+def _mean_losses(model, s, a, s_next, config, generator, batch_size=4096, rows=None):
+    """Mean forward and reconstruction loss over a whole set (the rows ``rows`` of it, if given), in eval mode,
+    in chunks."""
     fwd = rec = 0.0
-    n = s.shape[0]
+    n = s.shape[0] if rows is None else len(rows)
     with torch.no_grad():
         for i in range(0, n, batch_size):
-            sl = slice(i, i + batch_size)
+            sl = slice(i, i + batch_size) if rows is None else rows[i:i + batch_size]
             w = (min(n, i + batch_size) - i) / n
             _, f, r = koopman_loss(model, s[sl], a[sl], s_next[sl], config, generator)
             fwd += w * float(f)
@@ -392,8 +393,10 @@ def fit_koopman(transitions: dict, config: KoopmanTrainConfig | None = None, dev
     train_rows, val_rows, segments = split_indices(data, config)
     to_dev = lambda x: torch.as_tensor(x, dtype=dtype, device=dev)
     s, a, s_next = (to_dev(data[k]) for k in ("observations", "actions", "next_observations"))
-    s_tr, a_tr, sn_tr = s[train_rows], a[train_rows], s_next[train_rows]
-    s_va, a_va, sn_va = s[val_rows], a[val_rows], s_next[val_rows]
+    # Batches index the full arrays through the split's row numbers: copying the train and validation
+    # subsets out would hold the data twice while the model trains (benchmarks/memory.py).
+    train_idx = torch.as_tensor(train_rows, dtype=torch.long, device=dev)
+    val_idx = torch.as_tensor(val_rows, dtype=torch.long, device=dev)
     if len(segments) > config.multistep_max_segments:
         keep = np.random.default_rng(config.seed + 1).choice(len(segments), config.multistep_max_segments, replace=False)
         segments = segments[np.sort(keep)]
@@ -421,8 +424,8 @@ def fit_koopman(transitions: dict, config: KoopmanTrainConfig | None = None, dev
         sum_f = sum_r = 0.0
         n_batches = 0
         for i in range(0, n_train, config.batch_size):
-            idx = perm[i:i + config.batch_size]
-            loss, f, r = koopman_loss(model, s_tr[idx], a_tr[idx], sn_tr[idx], config, gen)
+            idx = train_idx[perm[i:i + config.batch_size]]
+            loss, f, r = koopman_loss(model, s[idx], a[idx], s_next[idx], config, gen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -434,7 +437,7 @@ def fit_koopman(transitions: dict, config: KoopmanTrainConfig | None = None, dev
                 break
         model.eval()
         val_gen.manual_seed(config.seed + 12345)  # the same validation noise every epoch: a smoother curve
-        vf, vr = _mean_losses(model, s_va, a_va, sn_va, config, val_gen)
+        vf, vr = _mean_losses(model, s, a, s_next, config, val_gen, rows=val_idx)
         ms = float(multistep_error(model, seg_obs, seg_act)[-1]) if seg_obs is not None else float("nan")
         for key, val in (("epoch", epoch), ("steps", steps), ("lr", lr), ("train_forward", sum_f / n_batches),
                          ("train_recon", sum_r / n_batches), ("val_forward", vf), ("val_recon", vr), ("val_multistep", ms)):
