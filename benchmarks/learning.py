@@ -271,7 +271,8 @@ def write_report(results: pathlib.Path, budget: Budget, records: list[dict], dia
              + (f"{budget.bc_fraction:.0%} of the steps" if budget.bc_fraction is not None else "40,000 steps (the KFC code)")
              + f". Precision {budget.precision} ('auto': fp32 on a CPU, bf16 autocast on a GPU)"
              + f". Koopman model pre-trained once per dataset and shared by KFC and KFC++ ({budget.koopman or 'paper defaults'}).",
-             "", f"* command: `{meta['command']}`", f"* machine: {meta['machine']}",
+             "", f"* command: `{meta['command']}`"] + ([f"* note: {meta['note']}"] if meta.get("note") else []) + [
+             f"* machine: {meta['machine']}",
              f"* wall time: {meta['wall_s'] / 60:.1f} min this call; {meta['run_wall_s'] / 60:.1f} min in the runs' "
              "training loops over all calls", f"* written: {meta['written']}", "",
              "Datasets are **replicas** built with our own behaviour policies (`kfc_lite.data.replicas`, policies/): a "
@@ -369,6 +370,7 @@ def main(argv=None) -> int:
                                                          "each; use the number of free cores)")
     p.add_argument("--report-only", action="store_true", help="write the results from the runs there are; train nothing")
     p.add_argument("--progress", action="store_true", help="progress bars")
+    p.add_argument("--note", default="", help="a line for the report (e.g. which calls trained the runs)")
     args = p.parse_args(argv)
 
     budget = BUDGETS["full" if args.full else args.budget]
@@ -408,11 +410,15 @@ def main(argv=None) -> int:
         for t in tasks:
             run_one(*t)
     records, diag = collect_records(runs, budget)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if "--note" in words:  # the note is printed on its own line
+        i = words.index("--note")
+        del words[i:i + 2]
     meta = {"command": " ".join([os.path.relpath(sys.argv[0], ROOT) if argv is None else "benchmarks/learning.py"]
-                                + (sys.argv[1:] if argv is None else list(argv))),
+                                + words),
             "machine": machine(), "wall_s": time.perf_counter() - t0,
             "run_wall_s": sum(d["wall_s"] or 0.0 for d in diag.values()),
-            "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+            "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "note": args.note}
     md = write_report(results, budget, records, diag, koopman, meta)
     print(md.read_text())
     return 0
