@@ -7,11 +7,11 @@ import argparse
 import json
 import resource
 import statistics
-import sys
 import time
 
 import numpy as np
 import torch
+from _timing import measure
 
 
 def main():
@@ -54,17 +54,7 @@ def main():
             cql.update(b)
         return time.perf_counter() - t0
 
-    rates = []
-    if a.serve:
-        print(json.dumps({"ready": True}), flush=True)
-        for line in sys.stdin:
-            if line.strip() != "run":
-                break
-            seconds = block()
-            rates.append(a.steps / seconds)
-            print(json.dumps({"seconds": seconds}), flush=True)
-    else:
-        rates = [a.steps / block() for _ in range(a.repeats)]
+    rates = measure(block, a.steps, a.repeats, a.serve)
     print(json.dumps({"implementation": f"d3rlpy {d3rlpy.__version__}", "method": "cql", "precision": "fp32",
                       "device": "cpu", "threads": a.threads, "steps_per_second": statistics.median(rates),
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -12,10 +12,10 @@ import argparse
 import json
 import resource
 import statistics
-import sys
 import time
 
 import torch
+from _timing import measure
 
 from kfc_lite.koopman import KoopmanForwardModel
 from kfc_lite.rl.augment import make_augmenter
@@ -68,17 +68,7 @@ def main():
         sync()
         return time.perf_counter() - t0
 
-    rates = []
-    if a.serve:
-        print(json.dumps({"ready": True}), flush=True)
-        for line in sys.stdin:
-            if line.strip() != "run":
-                break
-            seconds = block()
-            rates.append(a.steps / seconds)
-            print(json.dumps({"seconds": seconds}), flush=True)
-    else:
-        rates = [a.steps / block() for _ in range(a.repeats)]
+    rates = measure(block, a.steps, a.repeats, a.serve)
     rec = {"implementation": "kfc_lite", "method": a.method, "precision": a.precision, "device": str(dev),
            "threads": a.threads, "steps_per_second": statistics.median(rates),
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "torch": torch.__version__}
