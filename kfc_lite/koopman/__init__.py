@@ -2,7 +2,7 @@
 
 Names are imported lazily, so the NumPy-only part (notebook 01) does not pay for importing torch.
 """
-import importlib
+from kfc_lite._lazy import lazy_exports
 
 #: public name -> submodule of kfc_lite.koopman that defines it
 _EXPORTS = {
@@ -21,13 +21,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
