@@ -3,7 +3,6 @@
 Prints one JSON record (``--serve``: timed blocks on request, as ``_kfc_worker.py``). Not imported by kfc_lite: d3rlpy pins gymnasium==1.0.0, so it lives in a
 virtual environment of its own (see throughput.py).
 """
-import argparse
 import json
 import resource
 import statistics
@@ -11,21 +10,11 @@ import time
 
 import numpy as np
 import torch
-from _timing import measure
+from _timing import measure, worker_parser
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--n", type=int, default=100_000)
-    p.add_argument("--state-dim", type=int, default=17)
-    p.add_argument("--action-dim", type=int, default=6)
-    p.add_argument("--hidden", type=int, nargs="+", default=[256, 256, 256])
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--serve", action="store_true", help="time blocks on request (run/stop lines on stdin)")
+    p = worker_parser()
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     import d3rlpy

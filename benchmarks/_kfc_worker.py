@@ -8,14 +8,13 @@ shared; back-to-back runs of a few minutes each were up to 1.7x apart on the sam
 The Koopman model for kfc/kfc++ has the paper's size (latent 32, hidden 512) and
 random weights: its cost, not its quality, is what is timed here.
 """
-import argparse
 import json
 import resource
 import statistics
 import time
 
 import torch
-from _timing import measure
+from _timing import measure, worker_parser
 
 from kfc_lite.koopman import KoopmanForwardModel
 from kfc_lite.rl.augment import make_augmenter
@@ -23,21 +22,11 @@ from kfc_lite.rl.sac import SACCQL, SACConfig
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--threads", type=int, default=2)
+    p = worker_parser()
     p.add_argument("--method", default="cql")
     p.add_argument("--precision", default="fp32")
     p.add_argument("--device", default="cpu")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--n", type=int, default=100_000)
-    p.add_argument("--state-dim", type=int, default=17)
-    p.add_argument("--action-dim", type=int, default=6)
-    p.add_argument("--hidden", type=int, nargs="+", default=[256, 256, 256])
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--serve", action="store_true", help="time blocks on request (run/stop lines on stdin)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)

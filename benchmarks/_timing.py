@@ -1,5 +1,6 @@
 """The timing loop both throughput workers share (imported from the script's own folder, so it also works
 in d3rlpy's separate environment, where kfc_lite is not installed)."""
+import argparse
 import json
 import sys
 
@@ -21,3 +22,19 @@ def measure(block, steps: int, repeats: int, serve: bool) -> list[float]:
         rates.append(steps / seconds)
         print(json.dumps({"seconds": seconds}), flush=True)
     return rates
+
+
+def worker_parser() -> argparse.ArgumentParser:
+    """The arguments both workers take: the same synthetic data, network sizes and timing for both."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--n", type=int, default=100_000)
+    p.add_argument("--state-dim", type=int, default=17)
+    p.add_argument("--action-dim", type=int, default=6)
+    p.add_argument("--hidden", type=int, nargs="+", default=[256, 256, 256])
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--serve", action="store_true", help="time blocks on request (run/stop lines on stdin)")
+    return p

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MLP", "CriticEnsemble", "TanhGaussianActor", "LOG_STD_MIN", "LOG_STD_MAX", "tanh_log_det"]
+__all__ = ["MLP", "CriticEnsemble", "TanhGaussianActor", "LOG_STD_MIN", "LOG_STD_MAX", "tanh_log_det", "observation_batch"]
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
@@ -225,3 +226,18 @@ class TanhGaussianActor(nn.Module):
 
     def deterministic(self, states: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self(states)[0])
+
+
+def observation_batch(obs, state_dim: int, device) -> tuple[torch.Tensor, bool]:
+    """One observation (ds,) or a batch (N, ds) as a float32 (N, ds) tensor on ``device``, and whether it was one.
+
+    Acting code (the agent, a saved policy) takes NumPy in and gives NumPy back with the caller's rank.
+    """
+    x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device)
+    single = x.ndim == 1
+    if single:
+        x = x.unsqueeze(0)
+    if x.ndim != 2 or x.shape[1] != state_dim:
+        raise ValueError(f"this policy takes observations of shape ({state_dim},) or (N, {state_dim}), "
+                         f"got {tuple(np.shape(obs))}: was it trained on another task?")
+    return x, single

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from kfc_lite.files import atomic_torch_save
-from kfc_lite.rl.networks import TanhGaussianActor
+from kfc_lite.rl.networks import TanhGaussianActor, observation_batch
 
 __all__ = ["Policy", "save_policy", "load_policy", "POLICY_FORMAT"]
 
@@ -38,14 +38,7 @@ class Policy:
         return f"Policy(state_dim={self.state_dim}, action_dim={self.action_dim}, meta={sorted(self.meta)})"
 
     def _obs(self, obs) -> tuple[torch.Tensor, bool]:
-        x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
-        single = x.ndim == 1
-        if single:
-            x = x.unsqueeze(0)
-        if x.ndim != 2 or x.shape[1] != self.state_dim:
-            raise ValueError(f"this policy takes observations of shape ({self.state_dim},) or (N, {self.state_dim}), "
-                             f"got {tuple(np.shape(obs))}: was it trained on another task?")
-        return x, single
+        return observation_batch(obs, self.state_dim, self.device)
 
     @torch.no_grad()
     def act(self, obs, deterministic: bool = True) -> np.ndarray:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from kfc_lite.rl.networks import CriticEnsemble, TanhGaussianActor
+from kfc_lite.rl.networks import CriticEnsemble, TanhGaussianActor, observation_batch
 
 __all__ = ["SACConfig", "PRESETS", "SACCQL", "td_target", "td_loss", "cql_penalty", "lagrange_loss", "actor_loss",
            "bc_actor_loss", "alpha_loss", "polyak_update"]
@@ -446,13 +446,7 @@ class SACCQL:
     @torch.no_grad()
     def act(self, obs, deterministic: bool = True) -> np.ndarray:
         """Action(s) for one observation (ds,) or a batch (N, ds), as a NumPy array of the same rank."""
-        x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
-        single = x.ndim == 1
-        if single:
-            x = x.unsqueeze(0)
-        if x.ndim != 2 or x.shape[1] != self.state_dim:
-            raise ValueError(f"act takes an observation of shape ({self.state_dim},) or (N, {self.state_dim}), "
-                             f"got {tuple(np.shape(obs))}")
+        x, single = observation_batch(obs, self.state_dim, self.device)
         a = self.actor.deterministic(x) if deterministic else self.actor.sample(x)[0]
         a = a.cpu().numpy()
         return a[0] if single else a
