@@ -4,12 +4,14 @@ Initialisation follows the authors' ``model.py`` (itself from pranz24's SAC): Xa
 and zero biases, ReLU hidden layers, log-std clamped to [-20, 2] (kfc-paper.md, section 4).
 
 The critic ensemble keeps the weights of all critics stacked, shape ``(E, in, out)``, and evaluates many
-actions per state in one call, computing the state's part of the first layer once per state rather than once
-per (state, action) pair: the CQL penalty asks for 30 actions per state. Each critic runs as plain matrix
-products (``torch.addmm``, bias fused), one critic after the other: on the course's CPUs this measured 10-20%
-faster than one batched product for all critics (``torch.baddbmm``), whose backward went through slower bmm
-kernels and separate bias reductions (benchmarks/NOTES.md). On a GPU a batched product saves kernel launches;
-``torch.compile`` (``SACConfig.compile``) fuses the loop there.
+actions per state in one call (the CQL penalty asks for 30 actions per state). Each critic runs as plain
+matrix products, one critic after the other: on the course's CPUs this measured 10-20% faster than one
+batched product for all critics (``torch.baddbmm``), whose backward went through slower bmm kernels and
+separate bias reductions. On the CPU each hidden layer is one oneDNN product with the bias and the ReLU fused
+into it (:class:`_LinearReLU`), and the width-1 output layer forms its input gradient elementwise
+(:class:`_Head`); elsewhere (CUDA, or a torch without oneDNN) the same function runs as ``torch.addmm`` +
+in-place ReLU, and ``torch.compile`` (``SACConfig.compile``) fuses the loop on a GPU. Where each of these
+choices came from, measured: benchmarks/NOTES.md.
 """
 from __future__ import annotations
 
@@ -62,6 +64,69 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+def _onednn_linear_pointwise():
+    """oneDNN's fused ``linear + bias + activation`` CPU kernel, or None where this torch build lacks it."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    return getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+
+
+_LINEAR_POINTWISE = _onednn_linear_pointwise()
+
+
+class _LinearReLU(torch.autograd.Function):
+    """``relu(x @ w + b)`` on the CPU with the bias and the ReLU fused into oneDNN's matrix product.
+
+    ``torch.addmm(b, x, w).relu_()`` first writes the broadcast bias into the (N, width) output, then runs the
+    product on top of it, then passes over the output again for the ReLU: two full memory passes that, at the
+    critic's (7680, 256) activations, cost as much as a quarter of the product itself under bf16
+    (benchmarks/NOTES.md). oneDNN applies both in the product's epilogue. The backward is the one autograd
+    would run (ReLU mask, three products or a sum), from the saved output; the result equals the unfused one
+    to the last bit in fp32 (tests/test_speed_correctness.py). ``x``, ``w``, ``b`` share one dtype; ``w`` is
+    (in, out) and ``b`` (1, out), the ensemble's layout.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        out = _LINEAR_POINTWISE(x, w.t(), b.reshape(-1), "relu", [], "")
+        ctx.save_for_backward(x, w, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w, out = ctx.saved_tensors
+        g = torch.ops.aten.threshold_backward(grad, out, 0)
+        gx = torch.mm(g, w.t()) if ctx.needs_input_grad[0] else None
+        gw = torch.mm(x.t(), g) if ctx.needs_input_grad[1] else None
+        gb = g.sum(0, keepdim=True) if ctx.needs_input_grad[2] else None
+        return gx, gw, gb
+
+
+class _Head(torch.autograd.Function):
+    """The width-1 output layer ``x @ w + b`` (w: (in, 1)) whose input gradient is a broadcast product.
+
+    Autograd's ``addmm`` backward forms ``grad_x = grad @ w.T`` as a matrix product with an inner dimension of
+    1, which the BLAS runs several times slower than the same outer product written elementwise.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(x, w)
+        return torch.addmm(b, x, w)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w = ctx.saved_tensors
+        gx = grad * w.t() if ctx.needs_input_grad[0] else None  # (N, 1) * (1, in)
+        gw = torch.mm(x.t(), grad) if ctx.needs_input_grad[1] else None
+        gb = grad.sum(0, keepdim=True) if ctx.needs_input_grad[2] else None
+        return gx, gw, gb
+
+
+def _fused_ok(x: torch.Tensor) -> bool:
+    return _LINEAR_POINTWISE is not None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+
+
 class CriticEnsemble(nn.Module):
     """``n_critics`` Q-networks ``Q_j(s, a)``, each an MLP on ``[s, a]``, evaluated together.
 
@@ -71,9 +136,12 @@ class CriticEnsemble(nn.Module):
     * ``critic(states (B, ds), actions (B, M, da)) -> (E, B, M)``: M actions per state, one call
     * ``critic(states (B, M, ds), actions (B, M, da)) -> (E, B, M)``
 
-    The first layer is split into a state block and an action block, ``W1 = [W_s; W_a]``, so with M actions
-    per state the state block runs on B rows, not B*M. The deeper layers are ``torch.addmm`` per critic on
-    the slices ``weights[i][j]`` of the stacked parameters (so checkpoints keep one layout).
+    The first layer's weights are kept as a state block and an action block, ``W1 = [W_s; W_a]`` (the layout
+    of the checkpoints), and joined for the product on ``[s, a]``: an earlier version ran the state block on
+    the B distinct states only and broadcast it over the M actions, which saved a K=17 product but cost two
+    extra passes over the (B*M, width) activation and, with the in-place ReLU on the broadcast view, a full
+    copy in the backward; joined, the critic's forward and backward ran 1.15x (fp32) to 1.2x (bf16) faster
+    (benchmarks/NOTES.md). The layers are applied per critic on the slices ``weights[i][j]``.
     """
 
     def __init__(self, state_dim: int, action_dim: int, hidden=(256, 256), n_critics: int = 2):
@@ -119,29 +187,32 @@ class CriticEnsemble(nn.Module):
         self._check(states, actions)
         E = self.n_critics
         out_shape = (E, *actions.shape[:-1])
-        many = states.ndim == 2 and actions.ndim == 3
-        s = states.reshape(-1, self.state_dim)  # (B or B*M, ds): each distinct state once
-        a = actions.reshape(-1, self.action_dim)  # (B or B*M, da)
+        if states.ndim == 2 and actions.ndim == 3:  # M actions per state: repeat the (narrow) state rows
+            states = states.unsqueeze(1).expand(-1, actions.shape[1], -1)
+        x = torch.cat([states, actions.to(states.dtype)], dim=-1).reshape(-1, self.state_dim + self.action_dim)
+        w_in = torch.cat([self.w_state, self.w_action], dim=1)  # (E, ds + da, h0): the first layer on [s, a]
+        ws, bs = [w_in, *self.weights], [self.b_in, *self.biases]
+        dtype = torch.get_autocast_dtype("cpu") if (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")) else x.dtype
+        if _fused_ok(x.to(dtype)):
+            # CPU: each hidden layer is one oneDNN product with the bias and ReLU in its epilogue; under autocast
+            # the operands are cast here (autocast does not see custom functions), the master weights stay fp32.
+            x = x.to(dtype)
+            qs = []
+            for j in range(E):
+                h = x
+                for w, b in zip(ws[:-1], bs[:-1]):
+                    h = _LinearReLU.apply(h, w[j].to(dtype), b[j].to(dtype))
+                qs.append(_Head.apply(h, ws[-1][j].to(dtype), bs[-1][j].to(dtype)))
+            return torch.stack(qs).view(out_shape)
         qs = []
         for j in range(E):
-            # first layer: state block on the distinct states (bias folded in there: B rows, not B*M),
-            # action block on every action. Biases are cast to the activations' dtype: under bf16 autocast an
-            # fp32 bias would promote the whole (N, width) activation to fp32 and the next product would cast
-            # it back (two full copies).
-            hs = torch.mm(s, self.w_state[j])
-            hs = hs + self.b_in[j].to(hs.dtype)
-            ha = torch.mm(a, self.w_action[j])
-            if many:
-                B, M = actions.shape[:2]
-                h = (hs.unsqueeze(1) + ha.view(B, M, -1)).view(B * M, -1)
-            else:
-                h = hs + ha
-            h = F.relu_(h)  # in place: ReLU's backward needs only its output
-            n = len(self.weights)
-            for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            # Biases are cast to the activations' dtype: under bf16 autocast an fp32 bias would promote the
+            # whole (N, width) activation to fp32 and the next product would cast it back (two full copies).
+            h = x
+            for i, (w, b) in enumerate(zip(ws, bs)):
                 h = torch.addmm(b[j].to(h.dtype), h, w[j])
-                if i < n - 1:
-                    h = F.relu_(h)
+                if i < len(ws) - 1:
+                    h = F.relu_(h)  # in place on a fresh (non-view) tensor: ReLU's backward needs only its output
             qs.append(h)
         return torch.stack(qs).view(out_shape)
 
