@@ -23,13 +23,14 @@ back to ``U = I`` there, which is *not* a symmetry; paper open question 7).
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 
 __all__ = [
     "Eigendecomposition", "eigendecompose", "default_cond_threshold", "kfcpp_symmetry", "kfc_generator",
-    "kfc_symmetry", "commutation_error", "eigen_directions", "DEFAULT_KFC_SCALE",
+    "kfc_symmetry", "commutation_error", "eigen_directions", "frobenius_norm", "DEFAULT_KFC_SCALE",
 ]
 
 #: RMS gain per latent direction of the KFC generator, ``||G||_F / sqrt(n)``; equal to the per-dimension
@@ -70,6 +71,17 @@ def default_cond_threshold(dtype: torch.dtype) -> float:
     return _ROUNDOFF_TOLERANCE / torch.finfo(real).eps
 
 
+def frobenius_norm(x: torch.Tensor) -> torch.Tensor:
+    """``||x||_F`` over the last two dimensions, real or complex.
+
+    Equal to ``torch.linalg.matrix_norm(x)``; for a complex batch that call measured ~100x slower on the CPU
+    (7 ms against 0.07 ms for 256 32x32 complex64 matrices), so complex input is read as its real view.
+    """
+    if x.is_complex():
+        return torch.linalg.vector_norm(torch.view_as_real(x), dim=(-3, -2, -1))
+    return torch.linalg.vector_norm(x, dim=(-2, -1))
+
+
 def _check_square(K: torch.Tensor, name: str = "K") -> None:
     if not isinstance(K, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (..., n, n), got {type(K).__name__}; "
@@ -100,31 +112,48 @@ def eigendecompose(K: torch.Tensor, cond_threshold: float | None = None, exact_c
     if not cond_threshold > 1:
         raise ValueError(f"cond_threshold must be > 1 (a condition number is at least 1), got {cond_threshold}")
     n = K.shape[-1]
-    finite_in = torch.isfinite(K).all(dim=-1).all(dim=-1)
+    finite_in = torch.isfinite(frobenius_norm(K))  # no NaN/inf in K (entries far below ~1e19)
     eye_real = torch.eye(n, dtype=K.dtype, device=K.device)
     # eig refuses NaN/inf input for the whole batch: substitute I for those samples, mark them invalid.
-    K_safe = torch.where(finite_in[..., None, None], K, eye_real)
+    K_safe = _where_ok(finite_in, K, eye_real)
     values, vectors = _eig(K_safe)
     eye = torch.eye(n, dtype=vectors.dtype, device=K.device)
-    finite_eig = torch.isfinite(torch.view_as_real(vectors)).flatten(-3).all(-1) & \
-        torch.isfinite(torch.view_as_real(values)).flatten(-2).all(-1)
-    vectors = torch.where(finite_eig[..., None, None], vectors, eye)
+    # A matrix holds a NaN or an inf exactly when its Frobenius norm is not finite (the norm of a finite U
+    # could only overflow above ~1e19 per entry, far past any accepted condition number): one cheap
+    # reduction instead of an elementwise isfinite pass over the complex tensor.
+    norm_u = frobenius_norm(vectors)
+    finite_eig = torch.isfinite(norm_u) & torch.isfinite(torch.view_as_real(values)).flatten(-2).all(-1)
+    vectors = _where_ok(finite_eig, vectors, eye)
     inverse, info = torch.linalg.inv_ex(vectors)
-    finite_inv = (info == 0) & torch.isfinite(torch.view_as_real(inverse)).flatten(-3).all(-1)
-    inverse = torch.where(finite_inv[..., None, None], inverse, eye)
+    norm_inv = frobenius_norm(inverse)
+    finite_inv = (info == 0) & torch.isfinite(norm_inv)
+    inverse = _where_ok(finite_inv, inverse, eye)
     if exact_cond:
         cond = torch.linalg.cond(vectors)
     else:
-        cond = torch.linalg.matrix_norm(vectors) * torch.linalg.matrix_norm(inverse)  # >= cond_2(U)
+        norm_u = torch.where(finite_eig, norm_u, torch.full_like(norm_u, math.sqrt(n)))  # ||I||_F where U := I
+        norm_inv = torch.where(finite_inv, norm_inv, torch.full_like(norm_inv, math.sqrt(n)))
+        cond = norm_u * norm_inv  # >= cond_2(U)
         unsure = ~(cond <= cond_threshold)  # includes NaN
         if unsure.any():
             cond = cond.clone()
             cond[unsure] = torch.linalg.cond(vectors[unsure]).to(cond.dtype)
     valid = finite_in & finite_eig & finite_inv & torch.isfinite(cond) & (cond <= cond_threshold)
     cond = torch.where(finite_in & finite_eig & finite_inv, cond, torch.full_like(cond, float("inf")))
-    vectors = torch.where(valid[..., None, None], vectors, eye)
-    inverse = torch.where(valid[..., None, None], inverse, eye)
+    vectors = _where_ok(valid, vectors, eye)
+    inverse = _where_ok(valid, inverse, eye)
     return Eigendecomposition(values, vectors, inverse, cond, valid)
+
+
+def _where_ok(ok: torch.Tensor, x: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """``x`` where the per-matrix mask ``ok`` (...,) holds, ``fill`` (broadcasting) elsewhere.
+
+    On the CPU a batch where every matrix is fine (the usual case) is returned as it is, saving a full pass
+    over the batch; elsewhere ``torch.where`` always runs, so a GPU never waits for the mask.
+    """
+    if x.device.type == "cpu" and bool(ok.all()):
+        return x
+    return torch.where(ok[..., None, None], x, fill)
 
 
 _EIG_POOL = None
@@ -156,7 +185,7 @@ def _eig(K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _from_eigenbasis(eig: Eigendecomposition, d: torch.Tensor, real_dtype: torch.dtype) -> torch.Tensor:
     """``Re(U diag(d) U^-1)``, zero for invalid samples."""
     sigma = ((eig.vectors * d.to(eig.vectors.dtype).unsqueeze(-2)) @ eig.inverse).real.to(real_dtype)
-    return torch.where(eig.valid[..., None, None], sigma, torch.zeros_like(sigma))
+    return _where_ok(eig.valid, sigma, torch.zeros((), dtype=sigma.dtype, device=sigma.device))
 
 
 def kfcpp_symmetry(K: torch.Tensor, eps: torch.Tensor, cond_threshold: float | None = None,
@@ -270,8 +299,8 @@ def commutation_error(sigma: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     """
     if sigma.shape[-2:] != K.shape[-2:]:
         raise ValueError(f"sigma {tuple(sigma.shape)} and K {tuple(K.shape)} must have the same trailing (n, n)")
-    num = torch.linalg.matrix_norm(sigma @ K - K @ sigma)
-    den = torch.linalg.matrix_norm(sigma) * torch.linalg.matrix_norm(K)
+    num = frobenius_norm(sigma @ K - K @ sigma)
+    den = frobenius_norm(sigma) * frobenius_norm(K)
     return torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), torch.zeros_like(num))
 
 
