@@ -9,6 +9,7 @@ The Koopman model for kfc/kfc++ has the paper's size (latent 32, hidden 512) and
 random weights: its cost, not its quality, is what is timed here.
 """
 import json
+import pathlib
 import resource
 import statistics
 import time
@@ -16,6 +17,7 @@ import time
 import torch
 from _timing import measure, worker_parser
 
+import kfc_lite
 from kfc_lite.koopman import KoopmanForwardModel
 from kfc_lite.rl.augment import make_augmenter
 from kfc_lite.rl.sac import SACCQL, SACConfig
@@ -60,7 +62,8 @@ def main():
     rates = measure(block, a.steps, a.repeats, a.serve)
     rec = {"implementation": "kfc_lite", "method": a.method, "precision": a.precision, "device": str(dev),
            "threads": a.threads, "steps_per_second": statistics.median(rates),
-           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "torch": torch.__version__}
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "torch": torch.__version__,
+           "kfc_lite_path": str(pathlib.Path(kfc_lite.__file__).parent)}
     if dev.type == "cuda":
         rec["peak_device_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
     print(json.dumps(rec))

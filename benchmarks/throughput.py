@@ -15,6 +15,11 @@ configuration therefore sees the same machine load, and the ratios (to d3rlpy's 
 same precision) are medians of per-round ratios: robust to a shared machine whose load drifts over minutes.
 Results: a table on stdout and in ``benchmarks/results/throughput.md``, raw
 records in ``benchmarks/results/throughput.json``.
+
+``--baseline REV`` also times kfc_lite as it was at git revision ``REV`` (exported with ``git archive`` into
+``benchmarks/.baseline/<commit>/``, git-ignored, and imported there by the same worker script), in the same
+rounds: the table's "× baseline" column is then the speed-up of the working tree over that revision, the way
+to measure one change on a shared machine.
 """
 from __future__ import annotations
 
@@ -32,6 +37,25 @@ HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 D3RLPY_VENV = HERE / ".venv-d3rlpy"
 D3RLPY_SPEC = ["torch==2.13.0", "d3rlpy==2.8.1"]
+BASELINES = HERE / ".baseline"
+
+
+def export_baseline(rev: str) -> tuple[pathlib.Path, str]:
+    """kfc_lite as it was at git revision ``rev``, exported under benchmarks/.baseline/<commit>/ (once)."""
+    def git(*args, **kw):
+        return subprocess.run(["git", "-C", str(HERE.parent), *args], check=True, capture_output=True, **kw)
+
+    try:
+        commit = git("rev-parse", "--verify", f"{rev}^{{commit}}", text=True).stdout.strip()
+    except (subprocess.CalledProcessError, FileNotFoundError) as e:
+        raise SystemExit(f"--baseline {rev}: not a git revision of this repository ({e}); "
+                         "give a commit, a tag or e.g. HEAD~1") from None
+    dest = BASELINES / commit
+    if not (dest / "kfc_lite" / "__init__.py").is_file():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = git("archive", commit, "kfc_lite").stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest, commit[:10]
 
 
 def ensure_d3rlpy() -> pathlib.Path:
@@ -48,8 +72,11 @@ def ensure_d3rlpy() -> pathlib.Path:
 class Worker:
     """One configuration in its own process, serving timed blocks on request (``--serve``)."""
 
-    def __init__(self, python: str, script: pathlib.Path, args: list[str], threads: int):
+    def __init__(self, python: str, script: pathlib.Path, args: list[str], threads: int,
+                 kfc_lite_dir: pathlib.Path | None = None):
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        if kfc_lite_dir is not None:  # a baseline: its kfc_lite comes first on the path (the script's folder aside)
+            env["PYTHONPATH"] = os.pathsep.join([str(kfc_lite_dir), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         self.name = f"{script.name} {' '.join(args)}"
         self.proc = subprocess.Popen([python, str(script), *args, "--serve"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -87,44 +114,56 @@ def paired_ratio(num: list[float], den: list[float]) -> float:
 
 
 def table(records: list[dict]) -> str:
-    rows = ["| implementation | method | precision | device | threads | steps/s | × d3rlpy CQL | step time × kfc_lite CQL | peak RSS MB |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    baseline = any(r.get("x_baseline") is not None for r in records)
+    rows = ["| implementation | method | precision | device | threads | steps/s | × d3rlpy CQL | step time × kfc_lite CQL | "
+            + ("× baseline | " if baseline else "") + "peak RSS MB |",
+            "|---|---|---|---|---|---|---|---|" + ("---|" if baseline else "") + "---|"]
     for r in records:
         x_d3 = f"{r['x_d3rlpy_cql']:.2f}" if r.get("x_d3rlpy_cql") is not None else "n/a"
         x_cql = f"{r['step_time_x_cql']:.2f}" if r.get("step_time_x_cql") is not None else "–"
         dev = f" (peak device {r['peak_device_mb']:.0f} MB)" if "peak_device_mb" in r else ""
+        x_base = (f"{r['x_baseline']:.2f} | " if r.get("x_baseline") is not None else "– | ") if baseline else ""
         rows.append(f"| {r['implementation']} | {r['method']} | {r['precision']} | {r['device']} | {r['threads']} | "
-                    f"{r['steps_per_second']:.2f} | {x_d3} | {x_cql} | {r['peak_rss_mb']:.0f}{dev} |")
+                    f"{r['steps_per_second']:.2f} | {x_d3} | {x_cql} | {x_base}{r['peak_rss_mb']:.0f}{dev} |")
     return "\n".join(rows)
 
 
 def measure(threads: int, a, common: list[str]) -> list[dict]:
     """Start every worker of one thread count, let them warm up, then time them in turns."""
-    workers: list[tuple[Worker, str | None, str]] = []  # (worker, method or None for d3rlpy, precision)
+    # (worker, method or None for d3rlpy, precision, baseline label or None)
+    workers: list[tuple[Worker, str | None, str, str | None]] = []
     if not a.no_d3rlpy:
         py = ensure_d3rlpy()
         workers.append((Worker(str(py), HERE / "_d3rlpy_worker.py", common + ["--threads", str(threads)], threads),
-                        None, "fp32"))
+                        None, "fp32", None))
+    trees = [(None, None)] + ([export_baseline(a.baseline)[::-1]] if a.baseline else [])
     for precision in a.precisions:
         for method in a.methods:
             args = common + ["--threads", str(threads), "--method", method, "--precision", precision,
                              "--device", a.device] + (["--compile"] if a.compile else [])
-            workers.append((Worker(sys.executable, HERE / "_kfc_worker.py", args, threads), method, precision))
-    for w, _, _ in workers:  # warm-ups run one after another too (each waits for its "run")
+            for label, tree in trees:
+                workers.append((Worker(sys.executable, HERE / "_kfc_worker.py", args, threads, kfc_lite_dir=tree),
+                                method, precision, label))
+    for w, *_ in workers:  # warm-ups run one after another too (each waits for its "run")
         w.ready()
     for i in range(a.repeats):
-        for w, _, _ in workers:
+        for w, *_ in workers:
             w.run_block()
         print(f"threads {threads}: round {i + 1}/{a.repeats} done", file=sys.stderr)
-    d3 = next((w for w, m, _ in workers if m is None), None)
-    cql = {p: w for w, m, p in workers if m == "cql"}
+    d3 = next((w for w, m, _, _ in workers if m is None), None)
+    cql = {p: w for w, m, p, b in workers if m == "cql" and b is None}
+    base = {(m, p): w for w, m, p, b in workers if b is not None}
     records = []
-    for w, method, precision in workers:
+    for w, method, precision, label in workers:
         rec = w.stop()
+        if label is not None:
+            rec["implementation"] = f"kfc_lite@{label}"
         rec["rounds_seconds"] = w.seconds
         rec["x_d3rlpy_cql"] = paired_ratio(d3.seconds, w.seconds) if d3 is not None else None
         rec["step_time_x_cql"] = (paired_ratio(w.seconds, cql[precision].seconds)
-                                  if method is not None and precision in cql else None)
+                                  if method is not None and label is None and precision in cql else None)
+        rec["x_baseline"] = (paired_ratio(base[method, precision].seconds, w.seconds)
+                             if label is None and (method, precision) in base else None)
         records.append(rec)
         print(json.dumps(rec), file=sys.stderr)
     return records
@@ -141,6 +180,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="rounds of interleaved blocks (medians over rounds)")
     p.add_argument("--n", type=int, default=100_000)
     p.add_argument("--no-d3rlpy", action="store_true", help="skip d3rlpy (it needs its own environment)")
+    p.add_argument("--baseline", metavar="REV", help="also time kfc_lite at this git revision (e.g. HEAD~1), "
+                   "interleaved: the table gains a speed-up column")
     p.add_argument("--out", default=str(RESULTS))
     a = p.parse_args(argv)
     common = ["--steps", str(a.steps), "--n", str(a.n)]

@@ -1,0 +1,53 @@
+"""benchmarks/throughput.py runs end to end at a tiny size and times a baseline revision's own code.
+
+Only the script's plumbing is tested here (workers, interleaved rounds, records, the baseline export); the
+speed itself is measured by running the script, never by a timed test.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _git_ok() -> bool:
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True).returncode == 0
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not _git_ok(), reason="needs the git repository (the baseline is exported from it)")
+def test_tiny_run_with_a_baseline_writes_its_table(tmp_path):
+    out = tmp_path / "results"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--threads", "1", "--methods", "cql",
+           "--precisions", "fp32", "--steps", "1", "--repeats", "2", "--n", "2000", "--no-d3rlpy",
+           "--baseline", "HEAD", "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    records = json.loads((out / "throughput.json").read_text())
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    now = [r for r in records if r["implementation"] == "kfc_lite"]
+    base = [r for r in records if r["implementation"] == f"kfc_lite@{head[:10]}"]
+    assert len(now) == len(base) == 1
+    assert pathlib.Path(now[0]["kfc_lite_path"]) == ROOT / "kfc_lite"
+    assert pathlib.Path(base[0]["kfc_lite_path"]) == ROOT / "benchmarks" / ".baseline" / head / "kfc_lite"
+    for r in records:
+        assert len(r["rounds_seconds"]) == 2 and r["steps_per_second"] > 0 and r["peak_rss_mb"] > 0
+    assert now[0]["x_baseline"] > 0 and base[0]["x_baseline"] is None
+    assert now[0]["step_time_x_cql"] == 1.0
+    table = (out / "throughput.md").read_text()
+    assert "× baseline" in table and f"kfc_lite@{head[:10]}" in table
+
+
+def test_an_unknown_baseline_revision_is_a_clear_error(tmp_path):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--threads", "1", "--no-d3rlpy",
+           "--baseline", "no-such-revision-xyz", "--out", str(tmp_path)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    assert "not a git revision" in res.stderr
