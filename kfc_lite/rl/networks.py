@@ -65,10 +65,31 @@ class MLP(nn.Module):
 
 
 def _onednn_linear_pointwise():
-    """oneDNN's fused ``linear + bias + activation`` CPU kernel, or None where this torch build lacks it."""
+    """oneDNN's fused ``linear + bias + activation`` CPU kernel, or None where this torch build lacks it.
+
+    The kernel is a private operator (it serves ``torch.compile``'s CPU code), so it is probed once on a
+    tiny product: a build without it, or one whose signature differs, gets the plain ``addmm`` path.
+    """
     if not torch.backends.mkldnn.is_available():
         return None
-    return getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+    op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+    if op is None:
+        return None
+    try:
+        x, w, b = torch.tensor([[1.0, -2.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0.5, 0.5])
+        if not torch.equal(op(x, w, b, "relu", [], ""), torch.tensor([[1.5, 0.0]])):
+            return None
+    except (RuntimeError, TypeError, NotImplementedError):
+        return None
+    return op
+
+
+def _cpu_autocast_dtype() -> torch.dtype | None:
+    """The CPU autocast dtype when CPU autocast is on, else None (torch >= 2.4 API, older names as fallback)."""
+    try:
+        return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+    except (TypeError, AttributeError):  # torch < 2.4
+        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
 
 
 _LINEAR_POINTWISE = _onednn_linear_pointwise()
@@ -123,8 +144,9 @@ class _Head(torch.autograd.Function):
         return gx, gw, gb
 
 
-def _fused_ok(x: torch.Tensor) -> bool:
-    return _LINEAR_POINTWISE is not None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+def _fused_ok(x: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether the fused CPU layers serve a critic call on ``x`` computed in ``dtype``."""
+    return _LINEAR_POINTWISE is not None and x.device.type == "cpu" and dtype in (torch.float32, torch.bfloat16)
 
 
 class CriticEnsemble(nn.Module):
@@ -192,8 +214,8 @@ class CriticEnsemble(nn.Module):
         x = torch.cat([states, actions.to(states.dtype)], dim=-1).reshape(-1, self.state_dim + self.action_dim)
         w_in = torch.cat([self.w_state, self.w_action], dim=1)  # (E, ds + da, h0): the first layer on [s, a]
         ws, bs = [w_in, *self.weights], [self.b_in, *self.biases]
-        dtype = torch.get_autocast_dtype("cpu") if (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")) else x.dtype
-        if _fused_ok(x.to(dtype)):
+        dtype = (_cpu_autocast_dtype() if x.device.type == "cpu" else None) or x.dtype
+        if _fused_ok(x, dtype):
             # CPU: each hidden layer is one oneDNN product with the bias and ReLU in its epilogue; under autocast
             # the operands are cast here (autocast does not see custom functions), the master weights stay fp32.
             x = x.to(dtype)
