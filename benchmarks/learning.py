@@ -81,7 +81,8 @@ BUDGETS = {
                    log_every=6),
     # what fits a shared 2-core machine in about an hour per dataset (bf16 autocast ran CQL steps about 1.8x faster
     # than fp32 there: 3-12 steps/s depending on the load): a CPU-budget result, not a reproduction
-    "cpu": Budget("cpu", ("hopper-medium-replay-replica", "halfcheetah-medium-replica:100000"), (0, 1, 2),
+    "cpu": Budget("cpu", ("hopper-medium-replay-replica", "halfcheetah-medium-replica:100000",
+                          "hopper-medium-replica:100000"), (0, 1, 2),
                   steps=1000, eval_every=250, eval_episodes=5, last_k=2, precision="bf16",
                   koopman=dict(max_steps=1000, early_stopping=False)),
     # a longer CPU run, resumed over sessions (one core: ~15 min per CQL run, ~30 per KFC run in bf16; 24 runs): ten
