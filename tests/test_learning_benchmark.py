@@ -61,3 +61,18 @@ def test_tiny_budget_runs_every_method_and_writes_its_table(tmp_path, capsys):
     assert bench.main(args) == 0
     assert (root / "cql-seed0" / "checkpoint.pt").stat().st_mtime_ns == stamp
     assert json.loads((results / "learning.json").read_text()) == records
+
+
+def test_every_budget_names_replica_recipes_and_sound_settings():
+    bench = _bench()
+    from kfc_lite.data.replicas import parse_recipe
+
+    for name, budget in bench.BUDGETS.items():
+        assert budget.name == name
+        for spec in budget.datasets:
+            replica, size = bench.parse_dataset(spec)
+            assert parse_recipe(replica)  # a known <env>-<kind>-replica recipe
+            assert size is None or size > 0
+        assert len(budget.seeds) >= (1 if name == "tiny" else 3), "the issue asks for at least 3 seeds per method"
+        assert budget.eval_every <= budget.steps and budget.last_k >= 1
+        assert budget.steps // budget.eval_every >= budget.last_k, "last_k evaluations must exist"
