@@ -1,7 +1,9 @@
-"""The timing loop both throughput workers share (imported from the script's own folder, so it also works
-in d3rlpy's separate environment, where kfc_lite is not installed)."""
+"""What the benchmark scripts share: the throughput workers' timing loop and arguments, and the writing of a
+result table with its raw records (imported from the scripts' own folder, so it also works in d3rlpy's separate
+environment, where kfc_lite is not installed)."""
 import argparse
 import json
+import pathlib
 import sys
 
 
@@ -38,3 +40,11 @@ def worker_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--serve", action="store_true", help="time blocks on request (run/stop lines on stdin)")
     return p
+
+
+def write_results(out, stem: str, text: str, data) -> None:
+    """Write ``<out>/<stem>.md`` (the table, ``text``) and ``<out>/<stem>.json`` (the raw ``data``)."""
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text(text)
+    (out / f"{stem}.json").write_text(json.dumps(data, indent=2))

@@ -27,6 +27,8 @@ import sys
 import tempfile
 import time
 
+from _timing import write_results
+
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
@@ -126,10 +128,7 @@ def main(argv=None) -> int:
             f"{a.steps} gradient steps per run, CPU, fp32. Data cost ratio = (peak RSS - peak RSS on the small file) / "
             f"(file arrays - small file arrays); target <= 1.5.\n\n" + "\n".join(rows) + "\n")
     print(text)
-    out = pathlib.Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "memory.md").write_text(text)
-    (out / "memory.json").write_text(json.dumps(records, indent=2))
+    write_results(a.out, "memory", text, records)
     return 0
 
 

@@ -12,10 +12,11 @@ precisions while the seeds separate. Logs the step's losses and Q-values every `
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 import time
+
+from _timing import write_results
 
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -90,9 +91,7 @@ def main(argv=None) -> int:
             "less than the seed does when the precision gaps are below the seed gaps.\n\n" + "\n".join(lines) + "\n\n"
             "Wall time per run (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + "\n")
     out = pathlib.Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "precision.md").write_text(text)
-    (out / "precision.json").write_text(json.dumps({"runs": runs, "summary": summary, "seconds": seconds}, indent=2))
+    write_results(out, "precision", text, {"runs": runs, "summary": summary, "seconds": seconds})
 
     import matplotlib
 

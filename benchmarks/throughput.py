@@ -33,6 +33,8 @@ import subprocess
 import sys
 import time
 
+from _timing import write_results
+
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 D3RLPY_VENV = HERE / ".venv-d3rlpy"
@@ -206,10 +208,7 @@ def main(argv=None) -> int:
             f"over rounds, ratios are medians of per-round ratios.\n\n")
     text = head + table(records) + "\n"
     print(text)
-    out = pathlib.Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "throughput.md").write_text(text)
-    (out / "throughput.json").write_text(json.dumps(records, indent=2))
+    write_results(a.out, "throughput", text, records)
     return 0
 
 
