@@ -27,16 +27,24 @@ def test_conventions(path):
     assert convention_problems(nb) == []
 
 
+#: the kernels' environment: quick mode, and one OpenMP thread. Why one: beside any other busy process on a 2-core
+#: machine, torch's 2-thread OpenMP team loses a core at every barrier; notebook 02's quick-mode test then took
+#: 273 s instead of 10 s (a `nice 19` busy loop beside it), past the cell timeout. With one thread it took the
+#: same 30 s for its three tests quiet or beside the busy loop.
+KERNEL_ENV = {"KFC_QUICK": "1", "OMP_NUM_THREADS": "1"}
+
+
 def execute(nb, cwd, timeout=240, attempts=2):
-    """Run ``nb`` in quick mode. A cell that runs past ``timeout`` seconds (quick-mode cells take seconds) is
-    taken for a stuck kernel and the whole notebook is run once more on a fresh kernel; an error is never retried."""
+    """Run ``nb`` in quick mode (``KERNEL_ENV``). A cell that runs past ``timeout`` seconds (quick-mode cells take
+    seconds) is taken for a stuck kernel and the whole notebook is run once more on a fresh kernel; an error is
+    never retried."""
     import copy
 
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-    previous = os.environ.get("KFC_QUICK")
-    os.environ["KFC_QUICK"] = "1"
+    previous = {k: os.environ.get(k) for k in KERNEL_ENV}
+    os.environ.update(KERNEL_ENV)  # the kernel inherits this process's environment
     try:
         for attempt in range(attempts):
             run = copy.deepcopy(nb)
@@ -48,10 +56,11 @@ def execute(nb, cwd, timeout=240, attempts=2):
                 if attempt == attempts - 1:
                     raise
     finally:
-        if previous is None:
-            os.environ.pop("KFC_QUICK", None)
-        else:
-            os.environ["KFC_QUICK"] = previous
+        for k, v in previous.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def text_of(cell) -> str:
