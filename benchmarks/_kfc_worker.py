@@ -6,7 +6,9 @@ drives all workers this way in turns, so every configuration sees the same machi
 shared; back-to-back runs of a few minutes each were up to 1.7x apart on the same code).
 
 The Koopman model for kfc/kfc++ has the paper's size (latent 32, hidden 512) and
-random weights: its cost, not its quality, is what is timed here.
+random weights: its cost, not its quality, is what is timed here. Batches come from a ``TransitionSampler``
+(uniform, as d3rlpy's), wrapped for ``--eig-workers N`` in the ``LookaheadSampler`` that decomposes the next
+batches' ``K(a)`` on N threads while the current batch trains.
 """
 import json
 import pathlib
@@ -20,6 +22,7 @@ from _timing import measure, worker_parser
 import kfc_lite
 from kfc_lite.koopman import KoopmanForwardModel
 from kfc_lite.rl.augment import make_augmenter
+from kfc_lite.rl.replay import TransitionSampler
 from kfc_lite.rl.sac import SACCQL, SACConfig
 
 
@@ -29,6 +32,7 @@ def main():
     p.add_argument("--precision", default="fp32")
     p.add_argument("--device", default="cpu")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--eig-workers", type=int, default=0)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -44,24 +48,29 @@ def main():
     # bc_steps=0: time the regular (post-warm-up) step, which is what almost all of a run does.
     cfg = SACConfig.preset("kfc-code", hidden=tuple(a.hidden), precision=a.precision, compile=a.compile, bc_steps=0)
     agent = SACCQL(ds, da, cfg, device=dev, augmenter=augmenter)
-    idx = torch.randint(0, n, (a.warmup + a.steps, 256), device=dev)
-    batches = [{k: v[i] for k, v in data.items()} for i in idx]
-    for b in batches[: a.warmup]:
-        agent.update(b, metrics=False)
+    batches = TransitionSampler(data, 256, dev, seed=a.seed, mode="uniform")
+    if a.eig_workers:
+        from kfc_lite.rl.lookahead import LookaheadSampler
+
+        batches = LookaheadSampler(batches, augmenter, workers=a.eig_workers)
+    for _ in range(a.warmup):
+        agent.update(batches.sample(), metrics=False)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     def block() -> float:
         sync()
         t0 = time.perf_counter()
-        for b in batches[a.warmup:]:
-            agent.update(b, metrics=False)
+        for _ in range(a.steps):
+            agent.update(batches.sample(), metrics=False)
+        if a.eig_workers:
+            batches.wait()  # the batches drawn ahead are this block's work: none may run into another's block
         sync()
         return time.perf_counter() - t0
 
     rates = measure(block, a.steps, a.repeats, a.serve)
     rec = {"implementation": "kfc_lite", "method": a.method, "precision": a.precision, "device": str(dev),
-           "threads": a.threads, "steps_per_second": statistics.median(rates),
+           "threads": a.threads, "eig_workers": a.eig_workers, "steps_per_second": statistics.median(rates),
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "torch": torch.__version__,
            "kfc_lite_path": str(pathlib.Path(kfc_lite.__file__).parent)}
     if dev.type == "cuda":

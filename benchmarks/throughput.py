@@ -20,6 +20,10 @@ records in ``benchmarks/results/throughput.json``.
 ``benchmarks/.baseline/<commit>/``, git-ignored, and imported there by the same worker script), in the same
 rounds: the table's "× baseline" column is then the speed-up of the working tree over that revision, the way
 to measure one change on a shared machine.
+
+``--eig-workers 0 1`` times KFC and KFC++ once per value: 0 decomposes ``K(a)`` inside the step, N > 0 on N
+threads ahead of it (``kfc_lite.rl.lookahead``), which only pays where N cores are left over by the step's
+own threads (``--threads 1`` on a 2-core machine; the host cores of a GPU machine).
 """
 from __future__ import annotations
 
@@ -79,7 +83,7 @@ class Worker:
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         if kfc_lite_dir is not None:  # a baseline: its kfc_lite comes first on the path (the script's folder aside)
             env["PYTHONPATH"] = os.pathsep.join([str(kfc_lite_dir), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        self.name = f"{script.name} {' '.join(args)}"
+        self.name, self.args = f"{script.name} {' '.join(args)}", list(args)
         self.proc = subprocess.Popen([python, str(script), *args, "--serve"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.seconds: list[float] = []
@@ -125,14 +129,15 @@ def table(records: list[dict]) -> str:
         x_cql = f"{r['step_time_x_cql']:.2f}" if r.get("step_time_x_cql") is not None else "–"
         dev = f" (peak device {r['peak_device_mb']:.0f} MB)" if "peak_device_mb" in r else ""
         x_base = (f"{r['x_baseline']:.2f} | " if r.get("x_baseline") is not None else "– | ") if baseline else ""
-        rows.append(f"| {r['implementation']} | {r['method']} | {r['precision']} | {r['device']} | {r['threads']} | "
+        method = r["method"] + (f" (eig ahead, {r['eig_workers']} thr.)" if r.get("eig_workers") else "")
+        rows.append(f"| {r['implementation']} | {method} | {r['precision']} | {r['device']} | {r['threads']} | "
                     f"{r['steps_per_second']:.2f} | {x_d3} | {x_cql} | {x_base}{r['peak_rss_mb']:.0f}{dev} |")
     return "\n".join(rows)
 
 
 def measure(threads: int, a, common: list[str]) -> list[dict]:
     """Start every worker of one thread count, let them warm up, then time them in turns."""
-    # (worker, method or None for d3rlpy, precision, baseline label or None)
+    # (worker, method or None for d3rlpy, precision, baseline label or None); eig workers > 0 never have a baseline
     workers: list[tuple[Worker, str | None, str, str | None]] = []
     if not a.no_d3rlpy:
         py = ensure_d3rlpy()
@@ -146,6 +151,10 @@ def measure(threads: int, a, common: list[str]) -> list[dict]:
             for label, tree in trees:
                 workers.append((Worker(sys.executable, HERE / "_kfc_worker.py", args, threads, kfc_lite_dir=tree),
                                 method, precision, label))
+            for n in (a.eig_workers if method in ("kfc", "kfc++") else []):
+                if n > 0:
+                    workers.append((Worker(sys.executable, HERE / "_kfc_worker.py", args + ["--eig-workers", str(n)],
+                                           threads), method, precision, None))
     for w, *_ in workers:  # warm-ups run one after another too (each waits for its "run")
         w.ready()
     for i in range(a.repeats):
@@ -155,6 +164,7 @@ def measure(threads: int, a, common: list[str]) -> list[dict]:
     d3 = next((w for w, m, _, _ in workers if m is None), None)
     cql = {p: w for w, m, p, b in workers if m == "cql" and b is None}
     base = {(m, p): w for w, m, p, b in workers if b is not None}
+    ahead = {w for w, *_ in workers if "--eig-workers" in w.args}
     records = []
     for w, method, precision, label in workers:
         rec = w.stop()
@@ -165,7 +175,7 @@ def measure(threads: int, a, common: list[str]) -> list[dict]:
         rec["step_time_x_cql"] = (paired_ratio(w.seconds, cql[precision].seconds)
                                   if method is not None and label is None and precision in cql else None)
         rec["x_baseline"] = (paired_ratio(base[method, precision].seconds, w.seconds)
-                             if label is None and (method, precision) in base else None)
+                             if label is None and (method, precision) in base and w not in ahead else None)
         records.append(rec)
         print(json.dumps(rec), file=sys.stderr)
     return records
@@ -181,6 +191,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=20, help="updates per timed block")
     p.add_argument("--repeats", type=int, default=5, help="rounds of interleaved blocks (medians over rounds)")
     p.add_argument("--n", type=int, default=100_000)
+    p.add_argument("--eig-workers", type=int, nargs="+", default=[0], metavar="N",
+                   help="KFC/KFC++: threads decomposing K(a) ahead of the step (0: in the step; e.g. --eig-workers 0 1)")
     p.add_argument("--no-d3rlpy", action="store_true", help="skip d3rlpy (it needs its own environment)")
     p.add_argument("--baseline", metavar="REV", help="also time kfc_lite at this git revision (e.g. HEAD~1), "
                    "interleaved: the table gains a speed-up column")

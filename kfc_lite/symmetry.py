@@ -92,8 +92,8 @@ def _check_square(K: torch.Tensor, name: str = "K") -> None:
         raise TypeError(f"{name} must be a real floating-point tensor (float32 or float64), got {K.dtype}")
 
 
-def eigendecompose(K: torch.Tensor, cond_threshold: float | None = None, exact_cond: bool = True
-                   ) -> Eigendecomposition:
+def eigendecompose(K: torch.Tensor, cond_threshold: float | None = None, exact_cond: bool = True,
+                   split: bool = True) -> Eigendecomposition:
     """Batched eigen-decomposition of real ``K`` (..., n, n) on its device, with a validity guard.
 
     A sample is invalid when ``K`` holds NaN/inf, when the eigen-decomposition or the inverse of ``U`` is
@@ -104,7 +104,9 @@ def eigendecompose(K: torch.Tensor, cond_threshold: float | None = None, exact_c
     identical). With ``exact_cond=False`` the guard first uses the cheap bound ``||U||_F ||U^-1||_F >=
     cond_2(U)``: a sample under the limit by the bound is under it exactly, so only the others need the SVD
     of ``U``. The validity mask is the same as with ``exact_cond=True``; ``cond`` then holds that upper bound
-    for the samples it cleared (the exact 2-norm condition number elsewhere).
+    for the samples it cleared (the exact 2-norm condition number elsewhere). ``split=False`` keeps the
+    whole batch on the calling thread (for callers that are themselves one of several worker threads, as
+    :class:`kfc_lite.rl.lookahead.LookaheadSampler`'s are).
     """
     _check_square(K)
     if cond_threshold is None:
@@ -116,7 +118,7 @@ def eigendecompose(K: torch.Tensor, cond_threshold: float | None = None, exact_c
     eye_real = torch.eye(n, dtype=K.dtype, device=K.device)
     # eig refuses NaN/inf input for the whole batch: substitute I for those samples, mark them invalid.
     K_safe = _where_ok(finite_in, K, eye_real)
-    values, vectors = _eig(K_safe)
+    values, vectors = _eig(K_safe) if split else torch.linalg.eig(K_safe)
     eye = torch.eye(n, dtype=vectors.dtype, device=K.device)
     # A matrix holds a NaN or an inf exactly when its Frobenius norm is not finite (the norm of a finite U
     # could only overflow above ~1e19 per entry, far past any accepted condition number): one cheap

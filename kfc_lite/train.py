@@ -41,7 +41,7 @@ METHODS = ("cql", "s4rl", "kfc", "kfc++")
 KOOPMAN_METHODS = ("kfc", "kfc++")
 #: fields that may change between a run and its resumption (they do not change what is computed per step)
 RESUMABLE_CHANGES = ("steps", "device", "eval_every", "eval_episodes", "eval_max_steps", "checkpoint_every",
-                     "log_every", "out", "download")
+                     "log_every", "out", "download", "eig_workers")
 CHECKPOINT_FORMAT = "kfc-lite-train-checkpoint"
 
 
@@ -76,7 +76,11 @@ class TrainConfig:
     Method: ``method`` in cql, s4rl, kfc, kfc++. Augmentation (kfc-paper.md section 2): ``noise_sigma`` is
     S4RL's noise (also KFC's fall-back branch), ``shift_sigma`` the symmetry scale (units of 3e-3 for KFC++),
     ``p_koopman`` the probability of the symmetry branch, drawn once ``per`` batch (the authors' code) or sample,
-    ``gauged`` the residual form ``s + D((I+sigma)E(s)) - D(E(s))``.
+    ``gauged`` the residual form ``s + D((I+sigma)E(s)) - D(E(s))``. ``eig_workers``: threads that decompose
+    the next batches' ``K(a)`` while the current one trains (:class:`kfc_lite.rl.lookahead.LookaheadSampler`;
+    the same steps either way). "auto" means every host core but one on a GPU and none (decompose in the step)
+    on the CPU, where a worker helps only if a core would otherwise be idle: set ``eig_workers=1`` when torch
+    runs on fewer threads than the machine has free cores.
 
     Agent: ``preset`` (``kfc-code``, ``cql-paper``, ``corl``) and ``sac`` (a dict of :class:`SACConfig`
     fields that override it). ``precision`` ("auto", "fp32", "bf16") and ``compile`` ("auto", True, False):
@@ -118,6 +122,7 @@ class TrainConfig:
     p_koopman: float = 0.8
     per: str = "batch"
     gauged: bool = False
+    eig_workers: object = "auto"
     # Koopman model
     koopman: dict = field(default_factory=dict)
     koopman_path: str | None = None
@@ -150,6 +155,10 @@ class TrainConfig:
         _num("p_koopman", self.p_koopman, 0.0, 1.0)
         if self.per not in ("batch", "sample"):
             raise ValueError(f"TrainConfig.per must be 'batch' (the authors' code) or 'sample', got {self.per!r}")
+        if self.eig_workers != "auto" and not (isinstance(self.eig_workers, int) and not isinstance(self.eig_workers, bool)
+                                               and 0 <= self.eig_workers <= 256):
+            raise ValueError(f"TrainConfig.eig_workers must be 'auto' or a number of threads from 0 (decompose K(a) in "
+                             f"the training step) to 256, got {self.eig_workers!r}")
         if not isinstance(self.sac, dict) or not isinstance(self.koopman, dict):
             raise ValueError("TrainConfig.sac and TrainConfig.koopman are dicts of field overrides, e.g. sac={'q_lr': 1e-4}")
         for key in ("precision", "compile"):
@@ -421,7 +430,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     import torch
     from tqdm.auto import tqdm
 
-    from kfc_lite.rl.augment import make_augmenter
+    from kfc_lite.rl.augment import KoopmanAugmenter, make_augmenter
+    from kfc_lite.rl.lookahead import LookaheadSampler, default_eig_workers
     from kfc_lite.rl.policy import save_policy
     from kfc_lite.rl.replay import TransitionSampler
     from kfc_lite.rl.sac import SACCQL
@@ -461,6 +471,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     augmenter = make_augmenter(config.method, model, **config.augmenter_kwargs())
     agent = SACCQL(ds, da, sac_config, device, augmenter=augmenter)
     sampler = TransitionSampler(q, sac_config.batch_size, device, seed=config.seed, mode=config.sampling)
+    eig_workers = config.eig_workers
+    if eig_workers == "auto":
+        eig_workers = default_eig_workers(device.type, torch.get_num_threads())
+    batches = sampler
+    if eig_workers and isinstance(augmenter, KoopmanAugmenter):
+        batches = LookaheadSampler(sampler, augmenter, workers=eig_workers)  # same batches, eig on worker threads
 
     start = 0
     if resume and ckpt_path.is_file():
@@ -487,7 +503,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     try:
         for step in range(start + 1, config.steps + 1):
             want = step % config.log_every == 0 or step == config.steps
-            metrics = agent.update(sampler.sample(), metrics=want)  # metrics=False: no device sync on most steps
+            metrics = agent.update(batches.sample(), metrics=want)  # metrics=False: no device sync on most steps
             steps_since_log += 1
             if want:
                 now = time.perf_counter()
@@ -513,13 +529,15 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
                     postfix["score"] = f"{row['normalized']:.1f}"
                     bar.set_postfix(postfix, refresh=False)
                 if do_ckpt:
-                    _save_checkpoint(ckpt_path, agent, sampler, step, device)
+                    _save_checkpoint(ckpt_path, agent, batches, step, device)
                 dt = time.perf_counter() - t0
                 paused += dt
                 total_paused += dt
             bar.update(1)
     finally:
         bar.close()
+        if batches is not sampler:
+            batches.close()
     train_time = time.perf_counter() - t_begin - total_paused
 
     final_meta = {"step": agent.step, "method": config.method, "dataset": config.dataset, "env": env_name,

@@ -295,3 +295,99 @@ def test_bounds_clamp_both_branches():
             assert out[key].min() >= -0.5 and out[key].max() <= 0.5
     with pytest.raises(ValueError, match="low must not exceed high"):
         KoopmanAugmenter(system, bounds=(1.0, -1.0))
+
+
+# -- K(a) decomposed ahead of the step (kfc_lite.rl.lookahead) ---------------------------------------------------
+
+def _transitions(system, n=300, seed=3):
+    batch = make_batch(system, B=n, seed=seed)
+    return {k: v.float() if v.is_floating_point() else v for k, v in batch.items()}
+
+
+def test_prepared_operators_give_the_same_augmentation_and_fallbacks():
+    """A batch prepared ahead (K(a) decomposed on a worker) is augmented exactly as one decomposed in the step,
+    including the fall-back of the samples whose K(a) is a Jordan block."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kfc_lite.rl.augment import PREPARED_KEY, PreparedOperators
+
+    A0 = torch.tensor([[0.9, 0.0], [0.0, 0.5]], dtype=torch.float64)
+    A1 = torch.tensor([[[0.0, 1.0], [0.0, 0.4]]], dtype=torch.float64)
+    system = LinearKoopman(A0, A1)
+    batch = make_batch(system, B=10)
+    batch["actions"] = torch.tensor([[0.0], [1.0]] * 5, dtype=torch.float64)
+    for per in ("batch", "sample"):
+        outs, stats = [], []
+        for executor in (None, ThreadPoolExecutor(1), "inline"):
+            aug = KoopmanAugmenter(system, p_koopman=1.0 if per == "batch" else 0.7, per=per)
+            b = dict(batch)
+            if executor != "inline":
+                b[PREPARED_KEY] = aug.prepare(b["actions"], executor)
+                assert isinstance(b[PREPARED_KEY], PreparedOperators)
+            torch.manual_seed(5)
+            outs.append(aug(b))
+            stats.append(aug.stats)
+        for out in outs[:2]:
+            assert torch.equal(out["observations"], outs[2]["observations"])
+            assert torch.equal(out["next_observations"], outs[2]["next_observations"])
+        assert repr(stats[0]) == repr(stats[1]) == repr(stats[2])  # (repr: NaN == NaN)
+        assert stats[2]["fallbacks"] > 0 and stats[2]["koopman_fraction"] > 0  # the Jordan blocks were drawn and fell back in all three
+
+
+def test_prepared_operators_of_another_batch_are_refused():
+    from kfc_lite.rl.augment import PREPARED_KEY
+
+    system = make_system()
+    aug = KoopmanAugmenter(system)
+    b1, b2 = make_batch(system, seed=1), make_batch(system, seed=2)
+    b2[PREPARED_KEY] = aug.prepare(b1["actions"])
+    with pytest.raises(ValueError, match="own actions"):
+        aug(b2)
+
+
+def test_lookahead_sampler_serves_the_same_batches_and_checkpoints_the_next_one():
+    from kfc_lite.rl.augment import PREPARED_KEY
+    from kfc_lite.rl.lookahead import LookaheadSampler
+    from kfc_lite.rl.replay import TransitionSampler
+
+    system = make_system(dtype=torch.float32)
+    data = _transitions(system)
+    plain = TransitionSampler(data, 64, seed=0)
+    aug = KoopmanAugmenter(system)
+    with LookaheadSampler(TransitionSampler(data, 64, seed=0), aug, workers=2, depth=3) as ahead:
+        for i in range(7):  # crosses an epoch boundary (300 rows, batches of 64)
+            state = plain.state_dict()
+            got_state = ahead.state_dict()
+            assert torch.equal(got_state["generator"], state["generator"]) and got_state["cursor"] == state["cursor"]
+            want, got = plain.sample(), ahead.sample()
+            for k in want:
+                assert torch.equal(want[k], got[k]), (i, k)
+            assert got[PREPARED_KEY].actions is got["actions"]
+            eig = got[PREPARED_KEY].eig()
+            K = system.operator(got["actions"])
+            assert torch.allclose(eig.vectors @ torch.diag_embed(eig.values) @ eig.inverse, K.to(eig.vectors.dtype),
+                                  atol=1e-4)
+        # restore an earlier state: the pending batches are dropped and drawn again from there
+        ahead.load_state_dict(state)
+        plain.load_state_dict(state)
+        assert torch.equal(ahead.sample()["actions"], plain.sample()["actions"])
+    with pytest.raises(RuntimeError, match="closed"):
+        ahead.sample()
+
+
+def test_lookahead_sampler_errors():
+    from kfc_lite.rl.lookahead import LookaheadSampler, default_eig_workers
+    from kfc_lite.rl.replay import TransitionSampler
+
+    system = make_system(dtype=torch.float32)
+    sampler = TransitionSampler(_transitions(system), 32)
+    with pytest.raises(TypeError, match="KoopmanAugmenter"):
+        LookaheadSampler(sampler, GaussianNoise())
+    with pytest.raises(TypeError, match="a TransitionSampler"):
+        LookaheadSampler(object(), KoopmanAugmenter(system))
+    for bad in (0, 1.5, None):
+        with pytest.raises(ValueError, match="workers"):
+            LookaheadSampler(sampler, KoopmanAugmenter(system), workers=bad)
+    with pytest.raises(ValueError, match="depth"):
+        LookaheadSampler(sampler, KoopmanAugmenter(system), depth=0)
+    assert default_eig_workers("cpu", 1) == 0 and 1 <= default_eig_workers("cuda", 1) <= 16

@@ -51,3 +51,17 @@ def test_an_unknown_baseline_revision_is_a_clear_error(tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode != 0
     assert "not a git revision" in res.stderr
+
+
+def test_eig_workers_adds_a_lookahead_row(tmp_path):
+    out = tmp_path / "results"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--threads", "1", "--methods", "cql", "kfc++",
+           "--precisions", "fp32", "--steps", "2", "--repeats", "1", "--n", "2000", "--no-d3rlpy",
+           "--eig-workers", "0", "1", "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    records = json.loads((out / "throughput.json").read_text())
+    got = sorted((r["method"], r["eig_workers"]) for r in records)
+    assert got == [("cql", 0), ("kfc++", 0), ("kfc++", 1)]
+    assert all(r["step_time_x_cql"] > 0 for r in records)
+    assert "kfc++ (eig ahead, 1 thr.)" in (out / "throughput.md").read_text()

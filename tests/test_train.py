@@ -130,6 +130,28 @@ def test_stop_and_resume_is_bit_exact(dataset, tmp_path, method):
     assert (tmp_path / "one" / "koopman.pt").exists() == (method == "kfc++")
 
 
+@pytest.mark.parametrize("per", ["batch", "sample"])
+def test_eig_lookahead_takes_the_same_steps_and_resumes_exactly(dataset, tmp_path, per):
+    """KFC++ with K(a) decomposed on worker threads ahead of the step (LookaheadSampler) == decomposed in the step,
+    bit for bit; and a lookahead run stopped at 6 and resumed to 12 == both (its checkpoint holds the sampler
+    as of the next batch to train on, not as of the batches already drawn ahead)."""
+    kw = dict(per=per, p_koopman=0.6, sac=dict(TINY_SAC, bc_steps=8))
+    train(tiny_config(dataset, tmp_path / "inline", eig_workers=0, **kw), progress=False)
+    train(tiny_config(dataset, tmp_path / "ahead", eig_workers=2, **kw), progress=False)
+    train(tiny_config(dataset, tmp_path / "stopped", eig_workers=1, steps=6, **kw), progress=False)
+    train(tiny_config(dataset, tmp_path / "stopped", eig_workers=1, steps=12, **kw), resume=True, progress=False)
+    step_a, a = _checkpoint_tensors(tmp_path / "inline" / "checkpoint.pt")
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "steps_per_second"} for r in rows]
+    rows = strip(read_metrics(tmp_path / "inline"))
+    assert any(r.get("aug_koopman_fraction", 0) > 0 for r in rows)  # the symmetry branch was taken
+    for other in ("ahead", "stopped"):
+        step_b, b = _checkpoint_tensors(tmp_path / other / "checkpoint.pt")
+        assert step_a == step_b == 12 and a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), (other, key)
+        assert strip(read_metrics(tmp_path / other)) == rows, other
+
+
 def test_resume_guards(dataset, tmp_path):
     cfg = tiny_config(dataset, tmp_path / "run", "cql", steps=3)
     train(cfg, progress=False)
@@ -174,6 +196,8 @@ def test_pretrained_koopman_file_is_used_as_is(dataset, tmp_path):
     (dict(method="cql", koopman_path="k.pt"), "only used by kfc"),
     (dict(precision="fp16"), "precision"),
     (dict(preset="cql"), "preset"),
+    (dict(eig_workers=-1), "eig_workers"),
+    (dict(eig_workers="many"), "eig_workers"),
 ])
 def test_bad_configs(kwargs, match):
     base = dict(dataset="hopper-medium-v2", out="runs/x")

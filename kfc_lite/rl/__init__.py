@@ -7,7 +7,9 @@ from kfc_lite._lazy import lazy_exports
 _EXPORTS = {
     # augment.py
     "Augmenter": "augment", "NoAugmentation": "augment", "GaussianNoise": "augment", "KoopmanAugmenter": "augment",
-    "make_augmenter": "augment",
+    "make_augmenter": "augment", "PreparedOperators": "augment",
+    # lookahead.py: batches drawn ahead, their K(a) decomposed on worker threads
+    "LookaheadSampler": "lookahead",
     # networks.py
     "MLP": "networks", "CriticEnsemble": "networks", "TanhGaussianActor": "networks",
     # sac.py (SAC + CQL) and policy files (policy.py)

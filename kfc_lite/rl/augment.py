@@ -17,11 +17,11 @@ import math
 
 import torch
 
-from kfc_lite.symmetry import (DEFAULT_KFC_SCALE, commutation_error, eigendecompose, kfc_symmetry,
-                               kfcpp_symmetry)
+from kfc_lite.symmetry import (DEFAULT_KFC_SCALE, Eigendecomposition, commutation_error, eigendecompose,
+                               kfc_symmetry, kfcpp_symmetry)
 
-__all__ = ["Augmenter", "NoAugmentation", "GaussianNoise", "KoopmanAugmenter", "make_augmenter", "METHODS",
-           "S4RL_SIGMA", "KFCPP_EPS_UNIT"]
+__all__ = ["Augmenter", "NoAugmentation", "GaussianNoise", "KoopmanAugmenter", "PreparedOperators", "make_augmenter",
+           "METHODS", "S4RL_SIGMA", "KFCPP_EPS_UNIT", "PREPARED_KEY"]
 
 #: S4RL's Gaussian noise scale in raw state units (the authors' ``noise_sigma``, "paper S4RL").
 S4RL_SIGMA = 3e-3
@@ -29,6 +29,9 @@ S4RL_SIGMA = 3e-3
 KFCPP_EPS_UNIT = 3e-3
 
 STATE_KEYS = ("observations", "next_observations")
+#: The batch key under which :class:`kfc_lite.rl.lookahead.LookaheadSampler` hands a batch's
+#: :class:`PreparedOperators` to the Koopman augmenter.
+PREPARED_KEY = "koopman_prepared"
 
 
 def _check_batch(batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,6 +170,46 @@ class GaussianNoise(Augmenter):
         return f"GaussianNoise(sigma={self.sigma:g})"
 
 
+def _decompose(K: torch.Tensor, cond_threshold, ready=None, pin: bool = False) -> Eigendecomposition:
+    """A worker's job: wait for ``K`` to have landed on the host (``ready``: a CUDA event), decompose it on this
+    thread, pin the results for an asynchronous copy back to the GPU."""
+    if ready is not None:
+        ready.synchronize()
+    eig = eigendecompose(K, cond_threshold, exact_cond=False, split=False)
+    return Eigendecomposition(*(x.pin_memory() for x in eig)) if pin else eig
+
+
+class PreparedOperators:
+    """``K(a)`` for every row of one batch and the eigen-decomposition of those operators, started ahead of the
+    batch's training step (:meth:`KoopmanAugmenter.prepare`).
+
+    ``actions`` is the batch's own actions tensor (the augmenter checks it is handed the same object), ``K``
+    the operators on the batch's device in the model's dtype; :meth:`eig` waits for the decomposition if a
+    worker is still on it and returns it on the batch's device.
+    """
+
+    __slots__ = ("actions", "K", "_future", "_eig", "_device")
+
+    def __init__(self, actions: torch.Tensor, K: torch.Tensor, eig=None, future=None):
+        self.actions, self.K, self._eig, self._future, self._device = actions, K, eig, future, K.device
+
+    def eig(self) -> Eigendecomposition:
+        if self._eig is None:
+            eig = self._future.result()
+            if eig.values.device != self._device:  # decomposed on the host for a GPU batch (pinned: async copy)
+                eig = Eigendecomposition(*(x.to(self._device, non_blocking=True) for x in eig))
+            self._eig, self._future = eig, None
+        return self._eig
+
+    def done(self) -> bool:
+        return self._eig is not None or self._future.done()
+
+    def cancel(self) -> None:
+        """Drop a decomposition not started yet (one already running finishes and is thrown away)."""
+        if self._future is not None:
+            self._future.cancel()
+
+
 def _model_device_dtype(model):
     try:
         p = next(iter(model.parameters()))
@@ -264,16 +307,50 @@ class KoopmanAugmenter(Augmenter):
             return torch.randn(batch_size, latent_dim, device=device, dtype=dtype) * (KFCPP_EPS_UNIT * self.shift_sigma)
         return torch.randn(batch_size, device=device, dtype=dtype) * self.shift_sigma
 
-    def symmetries(self, K: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(sigma, valid)`` for a batch of operators ``K`` (B, n, n) and parameters ``eps``."""
+    def symmetries(self, K: torch.Tensor, eps: torch.Tensor, eig: Eigendecomposition | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sigma, valid)`` for a batch of operators ``K`` (B, n, n) and parameters ``eps``; ``eig``: a
+        decomposition of ``K`` in the eigen dtype made earlier (:meth:`prepare`)."""
         eig_dtype = self.eig_dtype or K.dtype
         K_eig = K.to(eig_dtype)
-        eig = eigendecompose(K_eig, self.cond_threshold, exact_cond=False)  # same mask, SVD only where needed
+        if eig is None:
+            eig = eigendecompose(K_eig, self.cond_threshold, exact_cond=False)  # same mask, SVD only where needed
         if self.variant == "kfc++":
             sigma, valid = kfcpp_symmetry(K_eig, eps.to(eig_dtype), eig=eig)
         else:
             sigma, valid = kfc_symmetry(K_eig, eps.to(eig_dtype), scale=self.kfc_scale, seed=self.kfc_seed, eig=eig)
         return sigma.to(K.dtype), valid
+
+    def prepare(self, actions: torch.Tensor, executor=None) -> PreparedOperators:
+        """``K(a)`` of every row of ``actions`` now, and their eigen-decomposition, on ``executor`` if given.
+
+        Called by :class:`kfc_lite.rl.lookahead.LookaheadSampler` when it draws a batch, one or more steps
+        before the batch is trained on, so that the decomposition (the cost of KFC/KFC++: LAPACK ``geev``, one
+        32x32 matrix at a time, on the host even for a CUDA batch) runs on spare cores meanwhile. ``K`` is
+        computed here, on the calling thread, exactly as :meth:`augment` would compute it, and the
+        decomposition of each matrix is the same LAPACK call: a batch gives the same augmentation either way
+        (tested). A CUDA batch's operators are copied to pinned host memory without blocking; the worker
+        waits on a CUDA event for them, and its results go back to the GPU asynchronously in
+        :meth:`PreparedOperators.eig`.
+        """
+        device, model_dtype = _model_device_dtype(self.model)
+        if device is not None and device != actions.device:
+            raise ValueError(f"the Koopman model is on {device} but the actions on {actions.device}: move the model "
+                             f"with model.to({str(actions.device)!r})")
+        if self.model.training:
+            self.model.eval()
+        with torch.no_grad():
+            K = self.model.operator(actions.to(model_dtype) if model_dtype is not None else actions)
+        K_eig = K.to(self.eig_dtype or K.dtype)
+        if executor is None:
+            return PreparedOperators(actions, K, eig=_decompose(K_eig, self.cond_threshold))
+        if K_eig.device.type == "cuda":
+            host = torch.empty(K_eig.shape, dtype=K_eig.dtype, pin_memory=True)
+            host.copy_(K_eig, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record()
+            return PreparedOperators(actions, K, future=executor.submit(_decompose, host, self.cond_threshold, ready, True))
+        return PreparedOperators(actions, K, future=executor.submit(_decompose, K_eig, self.cond_threshold))
 
     def shift_states(self, s: torch.Tensor, s_next: torch.Tensor, sigma: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -305,6 +382,10 @@ class KoopmanAugmenter(Augmenter):
             raise ValueError(f"batch['actions'] must be a tensor with {s.shape[0]} rows, got "
                              f"{getattr(a, 'shape', type(a).__name__)}")
         self._check_model_matches(s)
+        prepared = batch.get(PREPARED_KEY)
+        if prepared is not None and (not isinstance(prepared, PreparedOperators) or prepared.actions is not a):
+            raise ValueError(f"batch['{PREPARED_KEY}'] must be the PreparedOperators made by prepare() from this "
+                             "batch's own actions tensor (a batch changed after it was prepared?)")
         B, device = s.shape[0], s.device
         if self.model.training:  # frozen: someone may have called .train() on it since
             self.model.eval()
@@ -322,8 +403,13 @@ class KoopmanAugmenter(Augmenter):
         n_drawn = int(idx.numel())
         if n_drawn:
             cast = (lambda x: x.to(model_dtype)) if model_dtype is not None else (lambda x: x)
-            K = self.model.operator(cast(a[idx]))
-            sigma, valid = self.symmetries(K, eps[idx])
+            if prepared is None:
+                K, eig = self.model.operator(cast(a[idx])), None
+            elif n_drawn == B:
+                K, eig = prepared.K, prepared.eig()
+            else:
+                K, eig = prepared.K[idx], Eigendecomposition(*(x[idx] for x in prepared.eig()))
+            sigma, valid = self.symmetries(K, eps[idx], eig=eig)
             n_valid = valid.sum()  # stays on the device: no synchronisation per batch
             self._commutation.add(torch.where(valid, commutation_error(sigma.double(), K.double()), 0.0), n_valid)
             s_k, s_next_k = self.shift_states(cast(s[idx]), cast(s_next[idx]), sigma)

@@ -67,9 +67,16 @@ class TransitionSampler:
         idx = self._next_indices()
         return {k: v[idx] for k, v in self.data.items()}
 
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "device_type": self.device.type, "mode": self.mode,
-                "perm": None if self._perm is None else self._perm.cpu(), "cursor": self._cursor}
+    def snapshot(self) -> tuple:
+        """The sampler's position, cheaply (no copy of the permutation): ``state_dict(snapshot)`` later gives
+        the state as of now. The permutation is replaced, never changed in place, so holding it is enough."""
+        return self.generator.get_state(), self._perm, self._cursor
+
+    def state_dict(self, snapshot: tuple | None = None) -> dict:
+        """The state to checkpoint: as of now, or as of an earlier :meth:`snapshot`."""
+        generator, perm, cursor = self.snapshot() if snapshot is None else snapshot
+        return {"generator": generator, "device_type": self.device.type, "mode": self.mode,
+                "perm": None if perm is None else perm.cpu(), "cursor": cursor}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("mode", self.mode) != self.mode:
