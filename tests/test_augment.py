@@ -391,3 +391,25 @@ def test_lookahead_sampler_errors():
     with pytest.raises(ValueError, match="depth"):
         LookaheadSampler(sampler, KoopmanAugmenter(system), depth=0)
     assert default_eig_workers("cpu", 1) == 0 and 1 <= default_eig_workers("cuda", 1) <= 16
+
+
+def test_prepared_operators_host_path_waits_for_the_copy_and_returns_to_the_batch_device():
+    """The pieces of the GPU path that run without a GPU: the worker waits on the copy's event before it
+    decomposes, and a decomposition made on the host is moved to the batch's device ("meta" stands in for cuda)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kfc_lite.rl.augment import PreparedOperators, _decompose
+
+    calls = []
+
+    class Event:
+        def synchronize(self):
+            calls.append("synchronize")
+
+    K = make_system().operator(torch.rand(5, 2, dtype=torch.float64))
+    eig = _decompose(K, None, Event(), pin=False)
+    assert calls == ["synchronize"] and bool(eig.valid.all())
+    with ThreadPoolExecutor(1) as pool:
+        prepared = PreparedOperators(torch.zeros(5, 2, device="meta"), K.to("meta"), future=pool.submit(lambda: eig))
+        moved = prepared.eig()
+    assert all(x.device.type == "meta" for x in moved) and prepared.done()
