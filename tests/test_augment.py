@@ -413,3 +413,39 @@ def test_prepared_operators_host_path_waits_for_the_copy_and_returns_to_the_batc
         prepared = PreparedOperators(torch.zeros(5, 2, device="meta"), K.to("meta"), future=pool.submit(lambda: eig))
         moved = prepared.eig()
     assert all(x.device.type == "meta" for x in moved) and prepared.done()
+
+
+@pytest.mark.parametrize("per", ["batch", "sample"])
+@pytest.mark.parametrize("prepared", [False, True])
+def test_sync_free_form_gives_the_same_augmentation(per, prepared):
+    """The GPU's branch-free form (every row through the symmetry, torch.where picks) against the CPU's
+    row-selecting form: the same states (bit for bit per batch, to round-off per sample) and statistics,
+    fall-backs of a Jordan-block K(a) included."""
+    from kfc_lite.rl.augment import PREPARED_KEY
+
+    A0 = torch.tensor([[0.9, 0.0], [0.0, 0.5]], dtype=torch.float64)
+    A1 = torch.tensor([[[0.0, 1.0], [0.0, 0.4]]], dtype=torch.float64)
+    system = LinearKoopman(A0, A1)
+    batch = make_batch(system, B=40)
+    batch["actions"] = torch.tensor([[0.0], [1.0], [0.3], [0.7]] * 10, dtype=torch.float64)
+    outs, stats = [], []
+    for sync_free in (False, True):
+        aug = KoopmanAugmenter(system, p_koopman=0.6, per=per, shift_sigma=30.0)
+        aug.sync_free = sync_free
+        for seed in range(4):  # per batch: some batches draw the symmetry, some the noise
+            b = dict(batch)
+            if prepared:
+                b[PREPARED_KEY] = aug.prepare(b["actions"])
+            torch.manual_seed(seed)
+            outs.append(aug(b))
+        stats.append(aug.stats)
+    for plain, free in zip(outs[:4], outs[4:]):
+        for k in ("observations", "next_observations"):
+            if per == "batch":
+                assert torch.equal(plain[k], free[k])
+            else:
+                torch.testing.assert_close(plain[k], free[k], rtol=1e-12, atol=1e-12)
+    for k in ("batches", "samples", "koopman_fraction", "fallback_rate", "fallbacks"):
+        assert stats[0][k] == stats[1][k], k
+    assert 0 < stats[0]["koopman_fraction"] < 1 and stats[0]["fallbacks"] > 0
+    assert stats[1]["commutation_error"] == pytest.approx(stats[0]["commutation_error"], rel=1e-9, abs=1e-15)

@@ -99,7 +99,7 @@ class Augmenter:
 
     @property
     def stats(self) -> dict:
-        drawn = self._koopman_drawn
+        drawn = int(self._koopman_drawn)
         used = int(self._koopman_used)
         return {
             "batches": self._batches,
@@ -250,6 +250,10 @@ class KoopmanAugmenter(Augmenter):
         augmented states of both branches are clamped to them, as the authors' code clamps to the observation
         space. ``None`` (default) is the MuJoCo case, whose bounds are infinite.
 
+    ``sync_free`` (attribute; default None = on CUDA only): compute the symmetry for every row and pick the branch
+    with ``torch.where`` instead of selecting the rows that drew it (``nonzero`` makes the host wait for the
+    GPU). The values are the same; on the CPU the selecting form saves the work of the rows that drew noise.
+
     The model is frozen: it is put in eval mode here, and all its calls run under ``torch.no_grad()``.
     Symmetries are computed per batch on the batch's device (``torch.linalg.eig`` of the batch of
     ``K(a)``), never precomputed per transition: the model is frozen, so this gives the same generators
@@ -294,6 +298,7 @@ class KoopmanAugmenter(Augmenter):
             bounds = (low, high)
         self.bounds = bounds
         self.name = variant
+        self.sync_free: bool | None = None
         super().__init__()
 
     def __repr__(self) -> str:
@@ -399,25 +404,44 @@ class KoopmanAugmenter(Augmenter):
         s_out, s_next_out = gaussian_noise(s, s_next, self.noise_sigma)
 
         use = (u <= self.p_koopman).expand(B) if self.per == "batch" else (u <= self.p_koopman)
-        idx = torch.nonzero(use).squeeze(-1)
-        n_drawn = int(idx.numel())
-        if n_drawn:
-            cast = (lambda x: x.to(model_dtype)) if model_dtype is not None else (lambda x: x)
+        cast = (lambda x: x.to(model_dtype)) if model_dtype is not None else (lambda x: x)
+        sync_free = self.sync_free if self.sync_free is not None else device.type == "cuda"
+        if sync_free:
+            # Every row through the symmetry, the branch chosen by torch.where: no nonzero(), no host round trip
+            # (on a GPU each one stalls the launch queue). Same values as the branch below, which skips the work
+            # of the rows that drew noise (tested).
             if prepared is None:
-                K, eig = self.model.operator(cast(a[idx])), None
-            elif n_drawn == B:
-                K, eig = prepared.K, prepared.eig()
+                K, eig = self.model.operator(cast(a)), None
             else:
-                K, eig = prepared.K[idx], Eigendecomposition(*(x[idx] for x in prepared.eig()))
-            sigma, valid = self.symmetries(K, eps[idx], eig=eig)
-            n_valid = valid.sum()  # stays on the device: no synchronisation per batch
-            self._commutation.add(torch.where(valid, commutation_error(sigma.double(), K.double()), 0.0), n_valid)
-            s_k, s_next_k = self.shift_states(cast(s[idx]), cast(s_next[idx]), sigma)
-            keep = valid[:, None]
-            s_out[idx] = torch.where(keep, s_k.to(s.dtype), s_out[idx])
-            s_next_out[idx] = torch.where(keep, s_next_k.to(s.dtype), s_next_out[idx])
-            self._koopman_used = self._koopman_used + n_valid
-        self._koopman_drawn += n_drawn
+                K, eig = prepared.K, prepared.eig()
+            sigma, valid = self.symmetries(K, eps, eig=eig)
+            take = use & valid
+            n_take = take.sum()
+            self._commutation.add(torch.where(take, commutation_error(sigma.double(), K.double()), 0.0), n_take)
+            s_k, s_next_k = self.shift_states(cast(s), cast(s_next), sigma)
+            s_out = torch.where(take[:, None], s_k.to(s.dtype), s_out)
+            s_next_out = torch.where(take[:, None], s_next_k.to(s.dtype), s_next_out)
+            self._koopman_used = self._koopman_used + n_take
+            self._koopman_drawn = self._koopman_drawn + use.sum()
+        else:
+            idx = torch.nonzero(use).squeeze(-1)
+            n_drawn = int(idx.numel())
+            if n_drawn:
+                if prepared is None:
+                    K, eig = self.model.operator(cast(a[idx])), None
+                elif n_drawn == B:
+                    K, eig = prepared.K, prepared.eig()
+                else:
+                    K, eig = prepared.K[idx], Eigendecomposition(*(x[idx] for x in prepared.eig()))
+                sigma, valid = self.symmetries(K, eps[idx], eig=eig)
+                n_valid = valid.sum()  # stays on the device: no synchronisation per batch
+                self._commutation.add(torch.where(valid, commutation_error(sigma.double(), K.double()), 0.0), n_valid)
+                s_k, s_next_k = self.shift_states(cast(s[idx]), cast(s_next[idx]), sigma)
+                keep = valid[:, None]
+                s_out[idx] = torch.where(keep, s_k.to(s.dtype), s_out[idx])
+                s_next_out[idx] = torch.where(keep, s_next_k.to(s.dtype), s_next_out[idx])
+                self._koopman_used = self._koopman_used + n_valid
+            self._koopman_drawn += n_drawn
         if self.bounds is not None:
             low, high = (b.to(device=device, dtype=s.dtype) for b in self.bounds)
             s_out = torch.maximum(torch.minimum(s_out, high), low)
