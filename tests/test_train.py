@@ -78,12 +78,13 @@ def test_cli_train_and_eval(dataset, tmp_path, capsys, method):
             "--set", "hidden=[16,16]", "--set", "batch_size=16", "--set", "bc_steps=2"]
     if method in ("kfc", "kfc++"):
         args += ["--set", "koopman.max_steps=5", "--set", "koopman.hidden_dim=16", "--set", "koopman.latent_dim=4",
-                 "--set", "koopman.multistep_k=2"]
+                 "--set", "koopman.multistep_k=2", "--set", f"eig_workers={1 if method == 'kfc++' else 0}"]
     assert cli_main(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 6 and np.isfinite(summary["final_normalized"])
     saved = json.loads((out / "config.json").read_text())
     assert saved["sac"]["hidden"] == [16, 16] and saved["sac"]["bc_steps"] == 2 and saved["train"]["method"] == method
+    assert saved["train"]["eig_workers"] == {"kfc": 0, "kfc++": 1}.get(method, "auto")
     assert cli_main(["eval", str(out), "--episodes", "2", "--max-episode-steps", "10"]) == 0
     ev = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert ev["episodes"] == 2 and len(ev["returns"]) == 2 and ev["env"] == "hopper-random-replica"
