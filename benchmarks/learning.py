@@ -88,8 +88,10 @@ BUDGETS = {
     # a longer CPU run, resumed over sessions (one core: ~15 min per CQL run, ~30 per KFC run in bf16; 24 runs): ten
     # times the steps and a Koopman model pre-trained ten times longer. At 1000 steps the halfcheetah policies had
     # not left the random level (normalized ~0 against the data's 40.8), so the `cpu` budget cannot rank the methods
-    # there. Write its results elsewhere: --results benchmarks/results/cpu-long
-    "cpu-long": Budget("cpu-long", ("halfcheetah-medium-replica:100000", "hopper-medium-replica:100000"), (0, 1, 2),
+    # there. The three datasets are the medium rows of the paper's Table 1 that could be recovered (kfc-paper.md
+    # section 5). Write its results elsewhere: --results benchmarks/results/cpu-long
+    "cpu-long": Budget("cpu-long", ("halfcheetah-medium-replica:100000", "hopper-medium-replica:100000",
+                                    "walker2d-medium-replica:100000"), (0, 1, 2),
                        steps=10_000, eval_every=2000, eval_episodes=5, last_k=2, precision="bf16", log_every=500,
                        koopman=dict(max_steps=10_000, early_stopping=False)),
     # the paper's: 1M gradient steps, full-size replicas, evaluation every 5k steps (kfc-paper.md section 4)
