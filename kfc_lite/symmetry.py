@@ -23,6 +23,7 @@ back to ``U = I`` there, which is *not* a symmetry; paper open question 7).
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -231,9 +232,16 @@ def _expand(eig: Eigendecomposition, batch) -> Eigendecomposition:
 
 
 def _reference_matrix(n: int, seed: int, dtype: torch.dtype, device) -> torch.Tensor:
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    # Drawn on the CPU in float64 then moved: the same R on every device and dtype, and no draw from the
-    # global RNG (whose state the training loop checkpoints).
+    """KFC's fixed reference matrix R (n, n): drawn on the CPU in float64 then moved, so it is the same R on every
+    device and dtype and takes nothing from the global RNG (whose state the training loop checkpoints). Cached
+    per (n, seed, dtype, device): a copy from ordinary host memory to a GPU makes the host wait for the device,
+    which must not happen on every batch. Callers only read it."""
+    return _reference_matrix_cached(int(n), int(seed), dtype, torch.device(device))
+
+
+@functools.lru_cache(maxsize=32)
+def _reference_matrix_cached(n: int, seed: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    generator = torch.Generator(device="cpu").manual_seed(seed)
     return torch.randn(n, n, generator=generator, dtype=torch.float64).to(dtype=dtype, device=device)
 
 

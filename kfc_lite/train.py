@@ -473,7 +473,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     sampler = TransitionSampler(q, sac_config.batch_size, device, seed=config.seed, mode=config.sampling)
     eig_workers = config.eig_workers
     if eig_workers == "auto":
-        eig_workers = default_eig_workers(device.type, torch.get_num_threads())
+        eig_workers = default_eig_workers(device.type)
     batches = sampler
     if eig_workers and isinstance(augmenter, KoopmanAugmenter):
         batches = LookaheadSampler(sampler, augmenter, workers=eig_workers)  # same batches, eig on worker threads

@@ -343,6 +343,9 @@ def test_prepared_operators_of_another_batch_are_refused():
     b2[PREPARED_KEY] = aug.prepare(b1["actions"])
     with pytest.raises(ValueError, match="own actions"):
         aug(b2)
+    b1[PREPARED_KEY] = KoopmanAugmenter(system).prepare(b1["actions"])  # right batch, another augmenter's
+    with pytest.raises(ValueError, match="another augmenter"):
+        aug(b1)
 
 
 def test_lookahead_sampler_serves_the_same_batches_and_checkpoints_the_next_one():
@@ -354,6 +357,7 @@ def test_lookahead_sampler_serves_the_same_batches_and_checkpoints_the_next_one(
     data = _transitions(system)
     plain = TransitionSampler(data, 64, seed=0)
     aug = KoopmanAugmenter(system)
+    threads = torch.get_num_threads()
     with LookaheadSampler(TransitionSampler(data, 64, seed=0), aug, workers=2, depth=3) as ahead:
         for i in range(7):  # crosses an epoch boundary (300 rows, batches of 64)
             state = plain.state_dict()
@@ -371,6 +375,10 @@ def test_lookahead_sampler_serves_the_same_batches_and_checkpoints_the_next_one(
         ahead.load_state_dict(state)
         plain.load_state_dict(state)
         assert torch.equal(ahead.sample()["actions"], plain.sample()["actions"])
+        assert torch.get_num_threads() == threads  # the workers' one-thread setting stayed in the workers
+    # closed: the batches drawn ahead are given back, so a checkpoint taken now misses none
+    after = ahead.state_dict()
+    assert torch.equal(after["generator"], plain.state_dict()["generator"]) and after["cursor"] == plain.state_dict()["cursor"]
     with pytest.raises(RuntimeError, match="closed"):
         ahead.sample()
 
@@ -390,7 +398,7 @@ def test_lookahead_sampler_errors():
             LookaheadSampler(sampler, KoopmanAugmenter(system), workers=bad)
     with pytest.raises(ValueError, match="depth"):
         LookaheadSampler(sampler, KoopmanAugmenter(system), depth=0)
-    assert default_eig_workers("cpu", 1) == 0 and 1 <= default_eig_workers("cuda", 1) <= 16
+    assert default_eig_workers("cpu") == 0 and 1 <= default_eig_workers("cuda") <= 16
 
 
 def test_prepared_operators_host_path_waits_for_the_copy_and_returns_to_the_batch_device():

@@ -188,10 +188,10 @@ class PreparedOperators:
     worker is still on it and returns it on the batch's device.
     """
 
-    __slots__ = ("actions", "K", "_future", "_eig", "_device")
+    __slots__ = ("actions", "K", "owner", "_future", "_eig", "_device")
 
-    def __init__(self, actions: torch.Tensor, K: torch.Tensor, eig=None, future=None):
-        self.actions, self.K, self._eig, self._future, self._device = actions, K, eig, future, K.device
+    def __init__(self, actions: torch.Tensor, K: torch.Tensor, eig=None, future=None, owner=None):
+        self.actions, self.K, self.owner, self._eig, self._future, self._device = actions, K, owner, eig, future, K.device
 
     def eig(self) -> Eigendecomposition:
         if self._eig is None:
@@ -319,7 +319,7 @@ class KoopmanAugmenter(Augmenter):
         eig_dtype = self.eig_dtype or K.dtype
         K_eig = K.to(eig_dtype)
         if eig is None:
-            eig = eigendecompose(K_eig, self.cond_threshold, exact_cond=False)  # same mask, SVD only where needed
+            eig = self._decompose_now(K_eig)
         if self.variant == "kfc++":
             sigma, valid = kfcpp_symmetry(K_eig, eps.to(eig_dtype), eig=eig)
         else:
@@ -348,14 +348,26 @@ class KoopmanAugmenter(Augmenter):
             K = self.model.operator(actions.to(model_dtype) if model_dtype is not None else actions)
         K_eig = K.to(self.eig_dtype or K.dtype)
         if executor is None:
-            return PreparedOperators(actions, K, eig=_decompose(K_eig, self.cond_threshold))
+            return PreparedOperators(actions, K, eig=self._decompose_now(K_eig), owner=self)
         if K_eig.device.type == "cuda":
-            host = torch.empty(K_eig.shape, dtype=K_eig.dtype, pin_memory=True)
-            host.copy_(K_eig, non_blocking=True)
-            ready = torch.cuda.Event()
-            ready.record()
-            return PreparedOperators(actions, K, future=executor.submit(_decompose, host, self.cond_threshold, ready, True))
-        return PreparedOperators(actions, K, future=executor.submit(_decompose, K_eig, self.cond_threshold))
+            with torch.cuda.device(K_eig.device):  # the copy and its event on the batch's device's stream
+                host = torch.empty(K_eig.shape, dtype=K_eig.dtype, pin_memory=True)
+                host.copy_(K_eig, non_blocking=True)
+                ready = torch.cuda.Event()
+                ready.record(torch.cuda.current_stream(K_eig.device))
+            future = executor.submit(_decompose, host, self.cond_threshold, ready, True)
+        else:
+            future = executor.submit(_decompose, K_eig, self.cond_threshold)
+        return PreparedOperators(actions, K, future=future, owner=self)
+
+    def _decompose_now(self, K_eig: torch.Tensor) -> Eigendecomposition:
+        """The decomposition on the calling thread: on the host for a CUDA batch too (what ``torch.linalg.eig``
+        of a CUDA tensor does anyway, through MAGMA), with the same LAPACK call as a lookahead worker's, so a
+        run takes the same steps with and without workers on either device."""
+        if K_eig.device.type == "cuda":
+            eig = _decompose(K_eig.cpu(), self.cond_threshold)
+            return Eigendecomposition(*(x.to(K_eig.device) for x in eig))
+        return eigendecompose(K_eig, self.cond_threshold, exact_cond=False)  # same mask, SVD only where needed
 
     def shift_states(self, s: torch.Tensor, s_next: torch.Tensor, sigma: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -368,6 +380,14 @@ class KoopmanAugmenter(Augmenter):
         if self.gauged:
             x_new = torch.cat([s, s_next], dim=0) + x_new - self.model.decode(z)
         return x_new[:B], x_new[B:]
+
+    def _bounds_on(self, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bounds on ``device`` in ``dtype``, moved once (a host-to-GPU copy per batch would make the host wait)."""
+        key = (torch.device(device), dtype)
+        cache = self.__dict__.setdefault("_bounds_cache", {})
+        if key not in cache:
+            cache[key] = tuple(b.to(device=device, dtype=dtype) for b in self.bounds)
+        return cache[key]
 
     def _check_model_matches(self, s: torch.Tensor) -> None:
         device, _ = _model_device_dtype(self.model)
@@ -388,9 +408,11 @@ class KoopmanAugmenter(Augmenter):
                              f"{getattr(a, 'shape', type(a).__name__)}")
         self._check_model_matches(s)
         prepared = batch.get(PREPARED_KEY)
-        if prepared is not None and (not isinstance(prepared, PreparedOperators) or prepared.actions is not a):
-            raise ValueError(f"batch['{PREPARED_KEY}'] must be the PreparedOperators made by prepare() from this "
-                             "batch's own actions tensor (a batch changed after it was prepared?)")
+        if prepared is not None and (not isinstance(prepared, PreparedOperators) or prepared.actions is not a
+                                     or prepared.owner is not self):
+            raise ValueError(f"batch['{PREPARED_KEY}'] must be the PreparedOperators made by this augmenter's prepare() "
+                             "from this batch's own actions tensor (a batch changed after it was prepared, or "
+                             "prepared by another augmenter?)")
         B, device = s.shape[0], s.device
         if self.model.training:  # frozen: someone may have called .train() on it since
             self.model.eval()
@@ -443,7 +465,7 @@ class KoopmanAugmenter(Augmenter):
                 self._koopman_used = self._koopman_used + n_valid
             self._koopman_drawn += n_drawn
         if self.bounds is not None:
-            low, high = (b.to(device=device, dtype=s.dtype) for b in self.bounds)
+            low, high = self._bounds_on(device, s.dtype)
             s_out = torch.maximum(torch.minimum(s_out, high), low)
             s_next_out = torch.maximum(torch.minimum(s_next_out, high), low)
         return s_out, s_next_out

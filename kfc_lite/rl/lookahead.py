@@ -32,7 +32,7 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def default_eig_workers(device_type: str, torch_threads: int) -> int:
+def default_eig_workers(device_type: str) -> int:
     """What ``eig_workers="auto"`` means: on a GPU every host core but one (at most 16); on the CPU none.
 
     On the CPU a worker only helps if a core would otherwise sit idle, which the library cannot know (another
@@ -42,6 +42,15 @@ def default_eig_workers(device_type: str, torch_threads: int) -> int:
     if device_type == "cuda":
         return max(1, min(available_cores() - 1, 16))
     return 0
+
+
+def _one_intra_op_thread() -> None:
+    """Run in each worker as it starts: its own torch ops (norms, inverses of a batch) on one thread, so that N
+    workers use N cores and not N OpenMP teams. In PyTorch's OpenMP builds the setting belongs to the calling
+    thread: the training thread keeps its own count (tested)."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 class LookaheadSampler:
@@ -75,7 +84,8 @@ class LookaheadSampler:
         if not (isinstance(depth, int) and depth >= 1):
             raise ValueError(f"depth must be a positive integer (batches prepared ahead), got {depth!r}")
         self.sampler, self.augmenter, self.workers, self.depth = sampler, augmenter, workers, depth
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kfc_lite-eig")
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kfc_lite-eig",
+                                            initializer=_one_intra_op_thread)
         self._pending: collections.deque = collections.deque()  # (sampler snapshot before the batch, batch)
 
     def __len__(self) -> int:
@@ -109,6 +119,9 @@ class LookaheadSampler:
         self.sampler.load_state_dict(state)
 
     def _drop_pending(self) -> None:
+        """Forget the batches drawn ahead, rewinding the wrapped sampler to the oldest of them."""
+        if self._pending:
+            self.sampler.load_state_dict(self.sampler.state_dict(self._pending[0][0]))
         for _, batch in self._pending:
             batch[PREPARED_KEY].cancel()
         self._pending.clear()
