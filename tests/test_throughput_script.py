@@ -65,3 +65,20 @@ def test_eig_workers_adds_a_lookahead_row(tmp_path):
     assert got == [("cql", 0), ("kfc++", 0), ("kfc++", 1)]
     assert all(r["step_time_x_cql"] > 0 for r in records)
     assert "kfc++ (eig ahead, 1 thr.)" in (out / "throughput.md").read_text()
+
+
+def test_gpu_check_script_runs_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.sh (the prepared run for a lent GPU) at a tiny size on the CPU: it must not rot
+    between the sessions that get a GPU."""
+    import os
+
+    env = dict(os.environ, PYTHON=sys.executable, DEVICE="cpu", STEPS="1", REPEATS="1", COMPILE="0", EIG_WORKERS="1",
+               OUT=str(tmp_path / "gpu"))
+    res = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True,
+                         timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    records = json.loads((tmp_path / "gpu" / "eager" / "throughput.json").read_text())
+    assert sorted((r["method"], r["precision"], r["eig_workers"]) for r in records) == [
+        ("cql", "bf16", 0), ("cql", "fp32", 0), ("kfc++", "bf16", 0), ("kfc++", "bf16", 1), ("kfc++", "fp32", 0),
+        ("kfc++", "fp32", 1)]
+    assert "hours per 1M steps" in res.stdout and (tmp_path / "gpu" / "machine.txt").is_file()
