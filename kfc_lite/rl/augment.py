@@ -258,6 +258,8 @@ class KoopmanAugmenter(Augmenter):
     Symmetries are computed per batch on the batch's device (``torch.linalg.eig`` of the batch of
     ``K(a)``), never precomputed per transition: the model is frozen, so this gives the same generators
     without the authors' ~49 KB per transition of stored eigenvectors.
+    :meth:`prepare` (used by :class:`kfc_lite.rl.lookahead.LookaheadSampler`) starts a batch's decomposition
+    ahead of its step, on worker threads; the batch then carries it and the result is the same.
     """
 
     VARIANTS = ("kfc++", "kfc")
