@@ -224,7 +224,7 @@ def collect_records(runs: pathlib.Path, budget: Budget) -> tuple[list[dict], dic
                 train_rows = [r for r in rows if r["kind"] == "train"]
                 d = {}
                 for key in ("aug_fallback_rate", "aug_state_shift", "aug_koopman_fraction", "aug_commutation_error",
-                            "cql_weight", "q_data"):
+                            "cql_weight", "q_data", "td_loss"):
                     vals = [r[key] for r in train_rows if r.get(key) is not None]
                     if vals:
                         d[key] = float(np.mean(vals))
@@ -311,9 +311,10 @@ def write_report(results: pathlib.Path, budget: Budget, records: list[dict], dia
                      f"{k['val_multistep']:.4g} | {k['epochs']} ({k['steps']}) | {k['wall_s']:.0f} |")
     lines += ["", "Augmentation per method (means over the logged steps and seeds): mean ||s~ - s||, share of samples "
               "moved by a symmetry, fall-back rate (the Koopman branch was drawn but the eigen-decomposition failed "
-              "the guard, so noise was used), commutation error; CQL's Lagrange weight and Q on data.", "",
-              "| dataset | method | state shift | Koopman fraction | fall-back rate | commutation error | CQL weight | Q(data) | wall s per run |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "the guard, so noise was used), commutation error; CQL's Lagrange weight, Q on data and the TD loss (on "
+              "the augmented states: a shift that is not a transition of the system raises it).", "",
+              "| dataset | method | state shift | Koopman fraction | fall-back rate | commutation error | CQL weight | Q(data) | TD loss | wall s per run |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for ds in sorted({k[0] for k in diag}):
         for m in ALL_METHODS:
             ds_rows = [v for (d, mm, _), v in diag.items() if d == ds and mm == m]
@@ -325,7 +326,7 @@ def write_report(results: pathlib.Path, budget: Budget, records: list[dict], dia
                 return fmt.format(float(np.mean(vals))) if vals else "-"
             lines.append(f"| {ds} | {m} | {avg('aug_state_shift')} | {avg('aug_koopman_fraction', '{:.2f}')} | "
                          f"{avg('aug_fallback_rate', '{:.3f}')} | {avg('aug_commutation_error')} | {avg('cql_weight')} | "
-                         f"{avg('q_data', '{:.1f}')} | {avg('wall_s', '{:.0f}')} |")
+                         f"{avg('q_data', '{:.1f}')} | {avg('td_loss', '{:.3g}')} | {avg('wall_s', '{:.0f}')} |")
     lines.append("")
     md = results / "learning.md"
     md.write_text("\n".join(lines) + "\n")
