@@ -301,6 +301,7 @@ class KoopmanAugmenter(Augmenter):
         self.bounds = bounds
         self.name = variant
         self.sync_free: bool | None = None
+        self._bounds_cache: dict = {}
         super().__init__()
 
     def __repr__(self) -> str:
@@ -386,10 +387,9 @@ class KoopmanAugmenter(Augmenter):
     def _bounds_on(self, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """The bounds on ``device`` in ``dtype``, moved once (a host-to-GPU copy per batch would make the host wait)."""
         key = (torch.device(device), dtype)
-        cache = self.__dict__.setdefault("_bounds_cache", {})
-        if key not in cache:
-            cache[key] = tuple(b.to(device=device, dtype=dtype) for b in self.bounds)
-        return cache[key]
+        if key not in self._bounds_cache:
+            self._bounds_cache[key] = tuple(b.to(device=device, dtype=dtype) for b in self.bounds)
+        return self._bounds_cache[key]
 
     def _check_model_matches(self, s: torch.Tensor) -> None:
         device, _ = _model_device_dtype(self.model)
