@@ -4,8 +4,10 @@ Prints one JSON record (``--serve``: timed blocks on request, as ``_kfc_worker.p
 virtual environment of its own (see throughput.py).
 """
 import json
+import pathlib
 import resource
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -15,8 +17,16 @@ from _timing import measure, worker_parser
 
 def main():
     p = worker_parser()
+    p.add_argument("--tune-malloc", action="store_true",
+                   help="apply kfc_lite's C-allocator setting (kfc_lite.settings.tune_cpu_allocator) to d3rlpy too")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    if a.tune_malloc:  # kfc_lite.settings needs only NumPy, which this environment has
+        sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+        from kfc_lite.settings import tune_cpu_allocator
+
+        if not tune_cpu_allocator():
+            raise SystemExit("--tune-malloc: the allocator setting is not available here (glibc on Linux only)")
     import d3rlpy
     from d3rlpy.models.encoders import VectorEncoderFactory
 
@@ -44,7 +54,8 @@ def main():
         return time.perf_counter() - t0
 
     rates = measure(block, a.steps, a.repeats, a.serve)
-    print(json.dumps({"implementation": f"d3rlpy {d3rlpy.__version__}", "method": "cql", "precision": "fp32",
+    name = f"d3rlpy {d3rlpy.__version__}" + (" (kfc_lite's malloc setting)" if a.tune_malloc else "")
+    print(json.dumps({"implementation": name, "method": "cql", "precision": "fp32",
                       "device": "cpu", "threads": a.threads, "steps_per_second": statistics.median(rates),
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "torch": torch.__version__}))

@@ -24,6 +24,11 @@ to measure one change on a shared machine.
 ``--eig-workers 0 1`` times KFC and KFC++ once per value: 0 decomposes ``K(a)`` inside the step, N > 0 on N
 threads ahead of it (``kfc_lite.rl.lookahead``), which only pays where N cores are left over by the step's
 own threads (``--threads 1`` on a 2-core machine; the host cores of a GPU machine).
+
+kfc_lite sets the C allocator so that a step's large temporaries stay in the heap
+(``kfc_lite.settings.tune_cpu_allocator``: no page faults each step); d3rlpy runs as installed, and, unless
+``--no-d3rlpy-tuned``, once more with the same setting, so the table shows how much of the lead is that
+setting (the "× d3rlpy CQL" column is always against d3rlpy as installed).
 """
 from __future__ import annotations
 
@@ -137,12 +142,15 @@ def table(records: list[dict]) -> str:
 
 def measure(threads: int, a, common: list[str]) -> list[dict]:
     """Start every worker of one thread count, let them warm up, then time them in turns."""
-    # (worker, method or None for d3rlpy, precision, baseline label or None); eig workers > 0 never have a baseline
+    # (worker, method: None for d3rlpy as installed, "d3rlpy" for it with the malloc setting; precision; baseline label or None)
     workers: list[tuple[Worker, str | None, str, str | None]] = []
     if not a.no_d3rlpy:
         py = ensure_d3rlpy()
         workers.append((Worker(str(py), HERE / "_d3rlpy_worker.py", common + ["--threads", str(threads)], threads),
                         None, "fp32", None))
+        if not a.no_d3rlpy_tuned:
+            workers.append((Worker(str(py), HERE / "_d3rlpy_worker.py",
+                                   common + ["--threads", str(threads), "--tune-malloc"], threads), "d3rlpy", "fp32", None))
     trees = [(None, None)] + ([export_baseline(a.baseline)[::-1]] if a.baseline else [])
     for precision in a.precisions:
         for method in a.methods:
@@ -161,7 +169,7 @@ def measure(threads: int, a, common: list[str]) -> list[dict]:
         for w, *_ in workers:
             w.run_block()
         print(f"threads {threads}: round {i + 1}/{a.repeats} done", file=sys.stderr)
-    d3 = next((w for w, m, _, _ in workers if m is None), None)
+    d3 = next((w for w, m, _, _ in workers if m is None), None)  # d3rlpy as installed
     cql = {p: w for w, m, p, b in workers if m == "cql" and b is None}
     base = {(m, p): w for w, m, p, b in workers if b is not None}
     ahead = {w for w, *_ in workers if "--eig-workers" in w.args}
@@ -173,7 +181,7 @@ def measure(threads: int, a, common: list[str]) -> list[dict]:
         rec["rounds_seconds"] = w.seconds
         rec["x_d3rlpy_cql"] = paired_ratio(d3.seconds, w.seconds) if d3 is not None else None
         rec["step_time_x_cql"] = (paired_ratio(w.seconds, cql[precision].seconds)
-                                  if method is not None and label is None and precision in cql else None)
+                                  if method not in (None, "d3rlpy") and label is None and precision in cql else None)
         rec["x_baseline"] = (paired_ratio(base[method, precision].seconds, w.seconds)
                              if label is None and (method, precision) in base and w not in ahead else None)
         records.append(rec)
@@ -194,6 +202,8 @@ def main(argv=None) -> int:
     p.add_argument("--eig-workers", type=int, nargs="+", default=[0], metavar="N",
                    help="KFC/KFC++: threads decomposing K(a) ahead of the step (0: in the step; e.g. --eig-workers 0 1)")
     p.add_argument("--no-d3rlpy", action="store_true", help="skip d3rlpy (it needs its own environment)")
+    p.add_argument("--no-d3rlpy-tuned", action="store_true",
+                   help="skip the second d3rlpy run with kfc_lite's C-allocator setting")
     p.add_argument("--baseline", metavar="REV", help="also time kfc_lite at this git revision (e.g. HEAD~1), "
                    "interleaved: the table gains a speed-up column")
     p.add_argument("--out", default=str(RESULTS))

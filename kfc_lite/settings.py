@@ -95,3 +95,57 @@ def silence_mujoco_log() -> None:
     setter = getattr(mujoco, "set_mju_user_warning", None)
     if setter is not None:
         setter(lambda msg: warnings.warn(f"MuJoCo: {msg}", RuntimeWarning, stacklevel=2))
+
+
+MALLOC_ENV = "KFC_MALLOC_TUNING"
+#: glibc ``mallopt`` parameters (malloc.h): M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: the largest mmap threshold glibc accepts on 64-bit (HEAP_MAX_SIZE / 2)
+MMAP_THRESHOLD = 32 * 2**20
+TRIM_THRESHOLD = 2**30
+_allocator_tuned: bool | None = None
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep the C allocator from handing a training step's large temporaries back to the kernel every step.
+
+    glibc's ``malloc`` serves blocks above a threshold (128 KiB, raised on the fly up to 32 MiB) with a fresh
+    ``mmap`` and returns them with ``munmap`` when freed, and it gives the top of its heap back once more than
+    a threshold is free there. A CQL step allocates and frees dozens of (7680, 256) activations and gradients
+    (7.5 MiB each in fp32), so each step touched ~45 MiB of new pages: ~12,000 page faults, each a kernel
+    entry that zero-fills 4 KiB. Measured on the course's 2-core CPU (``benchmarks/NOTES.md``, session 4):
+    fp32 CQL step 185-194 -> 131-160 ms on one thread, 91-105 -> 77-80 ms on two; bf16 56-79 -> 49-55 ms.
+
+    This sets ``M_MMAP_THRESHOLD`` to 32 MiB (blocks below it come from the heap and are reused) and
+    ``M_TRIM_THRESHOLD`` to 1 GiB (the heap keeps what a step freed for the next one). The process then keeps
+    its high-water mark of temporaries resident instead of re-faulting it: the peak memory is the same, it is
+    just not given back between steps. Blocks of 32 MiB and more (datasets) are still mapped and unmapped.
+
+    Called by :class:`kfc_lite.rl.sac.SACCQL` and :func:`kfc_lite.koopman.fit_koopman`; it acts once per
+    process, only with glibc (Linux), and ``KFC_MALLOC_TUNING=0`` turns it off. PyTorch's CPU tuning guide
+    reaches the same end by preloading jemalloc or tcmalloc; this needs no extra library. Returns whether the
+    setting is in effect.
+    """
+    global _allocator_tuned
+    if _allocator_tuned is not None:
+        return _allocator_tuned
+    value = os.environ.get(MALLOC_ENV, "1").strip().lower()
+    if value not in ("", "1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ValueError(f"{MALLOC_ENV}={value!r} is not understood: use {MALLOC_ENV}=0 to leave the C allocator "
+                         f"as it is, or {MALLOC_ENV}=1 (the default)")
+    _allocator_tuned = False
+    if value in ("0", "false", "no", "off"):
+        return False
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    _allocator_tuned = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return _allocator_tuned

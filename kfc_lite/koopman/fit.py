@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from kfc_lite.koopman.model import KoopmanForwardModel
-from kfc_lite.settings import resolve_device
+from kfc_lite.settings import resolve_device, tune_cpu_allocator
 
 REQUIRED_KEYS = ("observations", "actions", "next_observations", "terminals")
 
@@ -381,6 +381,7 @@ def fit_koopman(transitions: dict, config: KoopmanTrainConfig | None = None, dev
     data = validate_transitions(transitions)
     d_s, d_a = data["observations"].shape[1], data["actions"].shape[1]
     dev = resolve_device(device)
+    tune_cpu_allocator()  # the step's temporaries stay in the heap (kfc_lite.settings)
     torch.manual_seed(config.seed)
     if model is None:
         model = KoopmanForwardModel(d_s, d_a, config.latent_dim, config.hidden_dim)
