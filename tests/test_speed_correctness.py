@@ -228,12 +228,14 @@ def test_threaded_eig_and_bounded_guard_are_identical_to_the_plain_calls():
 
 
 def test_adam_flags_by_device():
-    """The GPU path's fused Adam is chosen by device; the fused kernel also runs on the CPU, so check here that
-    it takes the same step as the default implementation (to round-off)."""
+    """Fused Adam on CUDA, and on the CPU where torch has the kernel; check here that the fused kernel takes the
+    same step as the default implementation (to round-off)."""
+    from kfc_lite.rl import sac
     from kfc_lite.rl.sac import adam_options
 
     assert adam_options("cuda") == {"fused": True} and adam_options(torch.device("cuda:0")) == {"fused": True}
-    assert adam_options("cpu") == {}
+    assert adam_options("cpu") == ({"fused": True} if sac._cpu_fused_adam() else {})
+    assert sac._cpu_fused_adam() == (tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4))
     torch.manual_seed(0)
     w = torch.randn(20, 7, requires_grad=True)
     w2 = w.detach().clone().requires_grad_(True)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import math
 from dataclasses import dataclass
 
@@ -234,10 +235,28 @@ def polyak_update(target: torch.nn.Module, source: torch.nn.Module, tau: float) 
 
 
 def adam_options(device) -> dict:
-    """Adam's implementation flags for a device: ``fused=True`` on CUDA (one kernel for all parameters instead
-    of several per tensor: on a GPU a small network's step is launch-bound), the default elsewhere (on this
-    course's CPUs the per-tensor loop costs ~1% of a step). Same update rule either way, up to round-off."""
-    return {"fused": True} if torch.device(device).type == "cuda" else {}
+    """Adam's implementation flags for a device: ``fused=True`` (one kernel for all parameters instead of several
+    passes per tensor) on CUDA, where a small network's step is launch-bound, and on the CPU where this torch has
+    the fused CPU kernel (torch >= 2.4): there it measured 0.25 against 0.95 ms per critic update (2 threads),
+    ~3% of a bf16 step (benchmarks/NOTES.md, session 4). Same update rule either way, up to round-off."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return {"fused": True}
+    if dev.type == "cpu" and _cpu_fused_adam():
+        return {"fused": True}
+    return {}
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_fused_adam() -> bool:
+    """Whether this torch has Adam's fused CPU kernel (probed once on a tiny tensor)."""
+    try:
+        w = torch.zeros(2, requires_grad=True)
+        w.grad = torch.ones(2)
+        torch.optim.Adam([w], lr=1e-3, fused=True).step()
+        return True
+    except (RuntimeError, TypeError, ValueError):
+        return False
 
 
 # -- the agent ----------------------------------------------------------------------------------------------
@@ -360,15 +379,20 @@ class SACCQL:
                 target = td_target(r, done, next_q, logp_n[:, 0], cfg.gamma,
                                    alpha if cfg.backup_entropy else 0.0)
 
-            # critic: TD term at the augmented s~; CQL's sampled actions at the clean s, all 3M in one call
-            q_data = self._critic_fn(s_aug, a).float()  # (E, B)
-            loss_td = td_loss(q_data, target)
+            # critic: TD term at the augmented s~ and the dataset's action; CQL's 3M sampled actions at the clean
+            # s; all 1 + 3M rows per state in one call (one product per layer and critic, not two)
             if use_cql:
                 random_a = torch.rand(B, M, da, device=s.device) * 2.0 - 1.0
                 ood_a = torch.cat([random_a, pi_s[:, 1:].detach(), pi_n[:, 1:]], dim=1)  # (B, 3M, da)
                 log_density = torch.cat([torch.full((B, M), da * math.log(0.5), device=s.device),
                                          logp_s[:, 1:].detach(), logp_n[:, 1:]], dim=1)
-                q_ood = self._critic_fn(s, ood_a).float()  # (E, B, 3M)
+                states = torch.cat([s_aug.unsqueeze(1), s.unsqueeze(1).expand(-1, 3 * M, -1)], dim=1)
+                q_all = self._critic_fn(states, torch.cat([a.unsqueeze(1), ood_a], dim=1)).float()  # (E, B, 1 + 3M)
+                q_data, q_ood = q_all[..., 0], q_all[..., 1:]  # (E, B), (E, B, 3M)
+            else:
+                q_data = self._critic_fn(s_aug, a).float()  # (E, B)
+            loss_td = td_loss(q_data, target)
+            if use_cql:
                 gap = cql_penalty(q_data, q_ood, log_density, cfg.cql_temperature)  # (E,)
                 if cfg.lagrange:
                     alpha_prime = self.log_alpha_prime.detach().exp().clamp(0.0, cfg.alpha_prime_max)
