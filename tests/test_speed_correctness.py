@@ -260,7 +260,8 @@ def _critic_pass(critic, s, a, precision):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_fused_cpu_layers_equal_the_plain_layers(monkeypatch, precision):
-    """The oneDNN bias+ReLU layers (and the head's elementwise input gradient) compute what addmm + relu do."""
+    """The CPU critic (oneDNN bias+ReLU layers, the hand-written backward with in-place masks and the head's
+    elementwise input gradient) computes what addmm + relu and autograd do."""
     from kfc_lite.rl import networks
 
     if networks._LINEAR_POINTWISE is None:
@@ -269,8 +270,8 @@ def test_fused_cpu_layers_equal_the_plain_layers(monkeypatch, precision):
     critic = networks.CriticEnsemble(DS, DA, hidden=(64, 48, 32), n_critics=2)
     s, a = torch.randn(24, DS), torch.rand(24, 7, DA) * 2 - 1
     calls = []
-    real = networks._LinearReLU.apply
-    monkeypatch.setattr(networks._LinearReLU, "apply", lambda *x: calls.append(1) or real(*x))
+    real = networks._CriticMLP.apply
+    monkeypatch.setattr(networks._CriticMLP, "apply", lambda *x: calls.append(1) or real(*x))
     q_fused, g_fused = _critic_pass(critic, s, a, precision)
     assert calls, "the fused layers were not used on the CPU"
     monkeypatch.setattr(networks, "_LINEAR_POINTWISE", None)
@@ -309,8 +310,11 @@ def _faults(setting: str) -> dict:
     import subprocess
     import sys
 
+    # glibc's own defaults, pinned (without them its thresholds move with the process's history and address
+    # layout, so an untuned run faults on some runs and not on others); the setting must override them
+    pinned = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
     out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], capture_output=True, text=True, check=True,
-                         env=dict(os.environ, KFC_MALLOC_TUNING=setting))
+                         env=dict(os.environ, KFC_MALLOC_TUNING=setting, **pinned))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -322,9 +326,7 @@ def test_allocator_setting_removes_the_page_faults_of_large_temporaries():
     off, on = _faults("0"), _faults("1")
     assert off["tuned"] is False and on["tuned"] is True
     # 6 x 7.5 MiB fresh pages per step without the setting (~11,500 faults of 4 KiB); the heap reuses them with it
-    if off["faults"] < 1000:
-        pytest.skip(f"this C library already keeps freed blocks ({off['faults']:.0f} faults per step): nothing to tune")
-    assert on["faults"] < 0.02 * off["faults"], (on, off)
+    assert off["faults"] > 5000 and on["faults"] < 0.02 * off["faults"], (on, off)
 
 
 def test_allocator_setting_rejects_an_unknown_value():

@@ -7,9 +7,9 @@ The critic ensemble keeps the weights of all critics stacked, shape ``(E, in, ou
 actions per state in one call (the CQL penalty asks for 30 actions per state). Each critic runs as plain
 matrix products, one critic after the other: on the course's CPUs this measured 10-20% faster than one
 batched product for all critics (``torch.baddbmm``), whose backward went through slower bmm kernels and
-separate bias reductions. On the CPU each hidden layer is one oneDNN product with the bias and the ReLU fused
-into it (:class:`_LinearReLU`), and the width-1 output layer forms its input gradient elementwise
-(:class:`_Head`); elsewhere (CUDA, or a torch without oneDNN) the same function runs as ``torch.addmm`` +
+separate bias reductions. On the CPU each critic is one autograd function (:class:`_CriticMLP`): each hidden
+layer one oneDNN product with the bias and the ReLU fused into it, and a backward written out by hand that
+masks gradients in place and forms the width-1 head's input gradient elementwise; elsewhere (CUDA, or a torch without oneDNN) the same function runs as ``torch.addmm`` +
 in-place ReLU, and ``torch.compile`` (``SACConfig.compile``) fuses the loop on a GPU. Where each of these
 choices came from, measured: benchmarks/NOTES.md.
 """
@@ -95,53 +95,62 @@ def _cpu_autocast_dtype() -> torch.dtype | None:
 _LINEAR_POINTWISE = _onednn_linear_pointwise()
 
 
-class _LinearReLU(torch.autograd.Function):
-    """``relu(x @ w + b)`` on the CPU with the bias and the ReLU fused into oneDNN's matrix product.
+class _CriticMLP(torch.autograd.Function):
+    """One critic on the CPU, ``relu(... relu(x @ w0 + b0) ...) @ w_head + b_head``, with a hand-written backward.
 
+    Forward: each hidden layer is one oneDNN product with the bias and the ReLU in its epilogue.
     ``torch.addmm(b, x, w).relu_()`` first writes the broadcast bias into the (N, width) output, then runs the
     product on top of it, then passes over the output again for the ReLU: two full memory passes that, at the
-    critic's (7680, 256) activations, cost as much as a quarter of the product itself under bf16
-    (benchmarks/NOTES.md). oneDNN applies both in the product's epilogue. The backward is the one autograd
-    would run (ReLU mask, three products or a sum), from the saved output; the result equals the unfused one
-    to the last bit in fp32 (tests/test_speed_correctness.py). ``x``, ``w``, ``b`` share one dtype; ``w`` is
-    (in, out) and ``b`` (1, out), the ensemble's layout.
+    critic's (7680, 256) activations, cost as much as a quarter of the product itself under bf16.
+
+    Backward: the chain autograd would run (ReLU mask, then the weight, bias and input gradients of each
+    layer), in one function, so that every gradient buffer is one this backward made itself: the ReLU mask is
+    applied in place (``threshold_backward`` into its own input) instead of into a new (N, width) buffer, and
+    the width-1 head's input gradient is the outer product written elementwise (autograd's ``addmm`` backward
+    forms it as a matrix product with an inner dimension of 1, which the BLAS runs several times slower).
+    One autograd node per critic instead of one per layer. Results equal the plain ``addmm`` + ReLU path to
+    float round-off (tests/test_speed_correctness.py); measured effect in benchmarks/NOTES.md.
+
+    ``params`` = ``w0, b0, w1, b1, ..., w_head, b_head``, each ``w`` (in, out) and ``b`` (1, out), all in
+    ``x``'s dtype (the ensemble's layout, one critic's slices).
     """
 
     @staticmethod
-    def forward(ctx, x, w, b):
-        out = _LINEAR_POINTWISE(x, w.t(), b.reshape(-1), "relu", [], "")
-        ctx.save_for_backward(x, w, out)
-        return out
+    def forward(ctx, x, *params):
+        ws, bs = params[0::2], params[1::2]
+        hs = [x]
+        for w, b in zip(ws[:-1], bs[:-1]):
+            hs.append(_LINEAR_POINTWISE(hs[-1], w.t(), b.reshape(-1), "relu", [], ""))
+        q = torch.addmm(bs[-1], hs[-1], ws[-1])
+        ctx.save_for_backward(*hs, *params)
+        ctx.depth = len(hs)
+        return q
 
     @staticmethod
     def backward(ctx, grad):
-        x, w, out = ctx.saved_tensors
-        g = torch.ops.aten.threshold_backward(grad, out, 0)
-        gx = torch.mm(g, w.t()) if ctx.needs_input_grad[0] else None
-        gw = torch.mm(x.t(), g) if ctx.needs_input_grad[1] else None
-        gb = g.sum(0, keepdim=True) if ctx.needs_input_grad[2] else None
-        return gx, gw, gb
-
-
-class _Head(torch.autograd.Function):
-    """The width-1 output layer ``x @ w + b`` (w: (in, 1)) whose input gradient is a broadcast product.
-
-    Autograd's ``addmm`` backward forms ``grad_x = grad @ w.T`` as a matrix product with an inner dimension of
-    1, which the BLAS runs several times slower than the same outer product written elementwise.
-    """
-
-    @staticmethod
-    def forward(ctx, x, w, b):
-        ctx.save_for_backward(x, w)
-        return torch.addmm(b, x, w)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, w = ctx.saved_tensors
-        gx = grad * w.t() if ctx.needs_input_grad[0] else None  # (N, 1) * (1, in)
-        gw = torch.mm(x.t(), grad) if ctx.needs_input_grad[1] else None
-        gb = grad.sum(0, keepdim=True) if ctx.needs_input_grad[2] else None
-        return gx, gw, gb
+        saved = ctx.saved_tensors
+        hs, params = saved[:ctx.depth], saved[ctx.depth:]
+        ws = params[0::2]
+        need = ctx.needs_input_grad  # (x, w0, b0, w1, b1, ...)
+        n = len(ws)
+        grads: list = [None] * (1 + 2 * n)
+        g = grad  # (N, out) of the head
+        for i in reversed(range(n)):
+            if i < n - 1:  # g is the gradient at the output of hidden layer i: apply its ReLU mask in place
+                torch.ops.aten.threshold_backward.grad_input(g, hs[i + 1], 0, grad_input=g)
+            if need[1 + 2 * i]:
+                grads[1 + 2 * i] = torch.mm(hs[i].t(), g)
+            if need[2 + 2 * i]:
+                grads[2 + 2 * i] = g.sum(0, keepdim=True)
+            if i == 0 and not need[0]:
+                break
+            if i == n - 1 and ws[i].shape[1] == 1:
+                g = g * ws[i].t()  # (N, 1) * (1, in): the head's input gradient, a fresh buffer
+            else:
+                g = torch.mm(g, ws[i].t())  # a fresh buffer too, so the next mask may write into it
+        if need[0]:
+            grads[0] = g
+        return tuple(grads)
 
 
 def _fused_ok(x: torch.Tensor, dtype: torch.dtype) -> bool:
@@ -219,12 +228,7 @@ class CriticEnsemble(nn.Module):
             # CPU: each hidden layer is one oneDNN product with the bias and ReLU in its epilogue; under autocast
             # the operands are cast here (autocast does not see custom functions), the master weights stay fp32.
             x = x.to(dtype)
-            qs = []
-            for j in range(E):
-                h = x
-                for w, b in zip(ws[:-1], bs[:-1]):
-                    h = _LinearReLU.apply(h, w[j].to(dtype), b[j].to(dtype))
-                qs.append(_Head.apply(h, ws[-1][j].to(dtype), bs[-1][j].to(dtype)))
+            qs = [_CriticMLP.apply(x, *(t[j].to(dtype) for pair in zip(ws, bs) for t in pair)) for j in range(E)]
             return torch.stack(qs).view(out_shape)
         qs = []
         for j in range(E):
