@@ -149,3 +149,42 @@ def tune_cpu_allocator() -> bool:
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     _allocator_tuned = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     return _allocator_tuned
+
+
+def thread_pool(workers: int, threads_each: int = 1, name: str = "kfc_lite"):
+    """A ``ThreadPoolExecutor`` of ``workers`` threads whose torch ops use ``threads_each`` intra-op threads,
+    leaving the calling thread's own count as it was.
+
+    How PyTorch (OpenMP builds) behaves, measured with torch 2.13: ``torch.set_num_threads`` sets the calling
+    thread's OpenMP count *and* a process-wide value, and a thread that has not read its count yet adopts the
+    process-wide value when it first does. So a training thread that had called ``set_num_threads(2)`` ran its
+    products on one thread as soon as a worker had called ``set_num_threads(1)`` (the bug this replaces:
+    ``LookaheadSampler``'s workers did exactly that). Here the caller's count is read (fixed) first, each
+    worker sets and reads its own as it starts, every worker is started at once (a barrier makes each first
+    task land on a thread of its own, and the executor never starts more), and the process-wide value is set
+    back to the caller's.
+    """
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    if not (isinstance(workers, int) and workers >= 1 and isinstance(threads_each, int) and threads_each >= 1):
+        raise ValueError(f"workers and threads_each must be positive integers, got {workers!r} and {threads_each!r}")
+    caller = torch.get_num_threads()  # (the first call in a thread fixes its count: see below)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name,
+                              initializer=_fix_thread_count, initargs=(threads_each,))
+    barrier = threading.Barrier(workers)
+    for f in [pool.submit(barrier.wait) for _ in range(workers)]:
+        f.result()
+    torch.set_num_threads(caller)
+    return pool
+
+
+def _fix_thread_count(n: int) -> None:
+    """Set this thread's torch thread count for good: a thread adopts the process-wide count when it first
+    reads it, and keeps its own from then on."""
+    import torch
+
+    torch.set_num_threads(n)
+    torch.get_num_threads()

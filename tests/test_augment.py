@@ -457,3 +457,42 @@ def test_sync_free_form_gives_the_same_augmentation(per, prepared):
         assert stats[0][k] == stats[1][k], k
     assert 0 < stats[0]["koopman_fraction"] < 1 and stats[0]["fallbacks"] > 0
     assert stats[1]["commutation_error"] == pytest.approx(stats[0]["commutation_error"], rel=1e-9, abs=1e-15)
+
+
+_THREADS_SCRIPT = r"""
+import json, torch
+torch.set_num_threads(2)  # the training thread's count
+from kfc_lite.koopman import KoopmanForwardModel
+from kfc_lite.rl.augment import make_augmenter
+from kfc_lite.rl.lookahead import LookaheadSampler
+from kfc_lite.rl.replay import TransitionSampler
+from kfc_lite.settings import thread_pool
+data = {"observations": torch.randn(64, 3), "actions": torch.rand(64, 2) * 2 - 1, "rewards": torch.randn(64),
+        "next_observations": torch.randn(64, 3), "terminals": torch.zeros(64, dtype=torch.bool)}
+aug = make_augmenter("kfc++", model=KoopmanForwardModel(3, 2, 4, 8).eval().requires_grad_(False))
+ahead = LookaheadSampler(TransitionSampler(data, 16, seed=0), aug, workers=2)
+ahead.sample()
+pool = thread_pool(2, 1)
+import threading
+fresh = []  # a thread started afterwards (such as symmetry._eig's pool) takes the process-wide count
+t = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+t.start(); t.join()
+out = {"main": torch.get_num_threads(), "fresh_thread": fresh[0],
+       "lookahead_workers": [ahead._executor.submit(torch.get_num_threads).result() for _ in range(4)],
+       "pool_workers": [pool.submit(torch.get_num_threads).result() for _ in range(4)]}
+print(json.dumps(out))
+"""
+
+
+def test_worker_threads_keep_their_one_thread_and_leave_the_training_thread_its_count():
+    """Workers run their torch ops on one thread each, and the rest of the process keeps the count it had: with
+    a bare ``torch.set_num_threads(1)`` in a worker's initializer (the first lookahead), the process-wide
+    count became 1, so threads started later, and a training thread that had set its count without reading
+    it yet, ran on one thread (kfc_lite.settings.thread_pool)."""
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], capture_output=True, text=True, check=True)
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out == {"main": 2, "fresh_thread": 2, "lookahead_workers": [1] * 4, "pool_workers": [1] * 4}, out

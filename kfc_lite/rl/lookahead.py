@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import collections
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 from kfc_lite.rl.augment import PREPARED_KEY, KoopmanAugmenter
+from kfc_lite.settings import thread_pool
 
 __all__ = ["LookaheadSampler", "available_cores", "default_eig_workers"]
 
@@ -42,15 +42,6 @@ def default_eig_workers(device_type: str) -> int:
     if device_type == "cuda":
         return max(1, min(available_cores() - 1, 16))
     return 0
-
-
-def _one_intra_op_thread() -> None:
-    """Run in each worker as it starts: its own torch ops (norms, inverses of a batch) on one thread, so that N
-    workers use N cores and not N OpenMP teams. In PyTorch's OpenMP builds the setting belongs to the calling
-    thread: the training thread keeps its own count (tested)."""
-    import torch
-
-    torch.set_num_threads(1)
 
 
 class LookaheadSampler:
@@ -84,8 +75,8 @@ class LookaheadSampler:
         if not (isinstance(depth, int) and depth >= 1):
             raise ValueError(f"depth must be a positive integer (batches prepared ahead), got {depth!r}")
         self.sampler, self.augmenter, self.workers, self.depth = sampler, augmenter, workers, depth
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kfc_lite-eig",
-                                            initializer=_one_intra_op_thread)
+        # each worker's own torch ops (norms, inverses of a batch) on one thread, so that N workers use N cores
+        self._executor = thread_pool(workers, 1, "kfc_lite-eig")
         self._pending: collections.deque = collections.deque()  # (sampler snapshot before the batch, batch)
 
     def __len__(self) -> int:
