@@ -117,9 +117,12 @@ def tune_cpu_allocator() -> bool:
     fp32 CQL step 185-194 -> 131-160 ms on one thread, 91-105 -> 77-80 ms on two; bf16 56-79 -> 49-55 ms.
 
     This sets ``M_MMAP_THRESHOLD`` to 32 MiB (blocks below it come from the heap and are reused) and
-    ``M_TRIM_THRESHOLD`` to 1 GiB (the heap keeps what a step freed for the next one). The process then keeps
-    its high-water mark of temporaries resident instead of re-faulting it: the peak memory is the same, it is
-    just not given back between steps. Blocks of 32 MiB and more (datasets) are still mapped and unmapped.
+    ``M_TRIM_THRESHOLD`` to 1 GiB (the heap keeps what a step freed for the next one). Within training the peak
+    memory is the same: the step's high-water mark of temporaries stays resident instead of being re-faulted.
+    The setting holds for the whole process and every library in it, so memory freed in blocks under 32 MiB
+    is kept (up to 1 GiB above the heap's top) rather than returned: training and :func:`fit_koopman` call
+    :func:`release_cpu_memory` when they end, which returns what is free. Blocks of 32 MiB and more (datasets)
+    are mapped and unmapped as before.
 
     Called by :class:`kfc_lite.rl.sac.SACCQL` and :func:`kfc_lite.koopman.fit_koopman`; it acts once per
     process, only with glibc (Linux), and ``KFC_MALLOC_TUNING=0`` turns it off. PyTorch's CPU tuning guide
@@ -151,6 +154,22 @@ def tune_cpu_allocator() -> bool:
     return _allocator_tuned
 
 
+def release_cpu_memory() -> bool:
+    """Give the C heap's free memory back to the system (glibc ``malloc_trim(0)``), where the allocator setting
+    of :func:`tune_cpu_allocator` is in effect; returns whether memory was released. Called when a training
+    run or a Koopman fit ends."""
+    if not _allocator_tuned:
+        return False
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
+    return bool(trim(0))
+
+
 def thread_pool(workers: int, threads_each: int = 1, name: str = "kfc_lite"):
     """A ``ThreadPoolExecutor`` of ``workers`` threads whose torch ops use ``threads_each`` intra-op threads,
     leaving the calling thread's own count as it was.
@@ -162,7 +181,9 @@ def thread_pool(workers: int, threads_each: int = 1, name: str = "kfc_lite"):
     ``LookaheadSampler``'s workers did exactly that). Here the caller's count is read (fixed) first, each
     worker sets and reads its own as it starts, every worker is started at once (a barrier makes each first
     task land on a thread of its own, and the executor never starts more), and the process-wide value is set
-    back to the caller's.
+    back to what it was (read, and set back, on a fresh thread, so that a pool made from inside another pool's
+    worker leaves the process as it found it). A worker that fails to start releases the others and the call
+    raises.
     """
     import threading
     from concurrent.futures import ThreadPoolExecutor
@@ -172,13 +193,39 @@ def thread_pool(workers: int, threads_each: int = 1, name: str = "kfc_lite"):
     if not (isinstance(workers, int) and workers >= 1 and isinstance(threads_each, int) and threads_each >= 1):
         raise ValueError(f"workers and threads_each must be positive integers, got {workers!r} and {threads_each!r}")
     caller = torch.get_num_threads()  # (the first call in a thread fixes its count: see below)
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name,
-                              initializer=_fix_thread_count, initargs=(threads_each,))
+    process_wide = _in_fresh_thread(torch.get_num_threads)  # what a thread started now would take
     barrier = threading.Barrier(workers)
-    for f in [pool.submit(barrier.wait) for _ in range(workers)]:
-        f.result()
-    torch.set_num_threads(caller)
+
+    def start(n: int) -> None:
+        try:
+            _fix_thread_count(n)
+        except BaseException:
+            barrier.abort()  # the other workers stop waiting; their first task raises BrokenBarrierError
+            raise
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name, initializer=start, initargs=(threads_each,))
+    try:
+        for f in [pool.submit(barrier.wait) for _ in range(workers)]:
+            f.result()
+    except (threading.BrokenBarrierError, RuntimeError) as e:  # RuntimeError: a broken executor
+        pool.shutdown(wait=False)
+        raise RuntimeError(f"could not start the {name} worker threads: {e!r}") from e
+    finally:
+        _in_fresh_thread(lambda: torch.set_num_threads(process_wide))  # the process-wide value as it was
+        if torch.get_num_threads() != caller:  # (only if the caller had not read its count before)
+            torch.set_num_threads(caller)
     return pool
+
+
+def _in_fresh_thread(fn):
+    """``fn()`` run on a new thread (one that has not read its torch thread count yet); returns its result."""
+    import threading
+
+    out = []
+    t = threading.Thread(target=lambda: out.append(fn()))
+    t.start()
+    t.join()
+    return out[0] if out else None
 
 
 def _fix_thread_count(n: int) -> None:

@@ -435,7 +435,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     from kfc_lite.rl.policy import save_policy
     from kfc_lite.rl.replay import TransitionSampler
     from kfc_lite.rl.sac import SACCQL
-    from kfc_lite.settings import resolve_device, seed_everything
+    from kfc_lite.settings import release_cpu_memory, resolve_device, seed_everything
 
     if not isinstance(config, TrainConfig):
         raise TypeError(f"train takes a TrainConfig, got {type(config).__name__}")
@@ -538,6 +538,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
         bar.close()
         if batches is not sampler:
             batches.close()
+        release_cpu_memory()  # what the steps' temporaries kept in the C heap (kfc_lite.settings)
     train_time = time.perf_counter() - t_begin - total_paused
 
     final_meta = {"step": agent.step, "method": config.method, "dataset": config.dataset, "env": env_name,
@@ -599,7 +600,7 @@ def train_online_sac(env_name: str, steps: int, seed: int = 0, out=None, config=
     from kfc_lite.rl.policy import save_policy
     from kfc_lite.rl.replay import ReplayBuffer
     from kfc_lite.rl.sac import SACConfig, SACCQL
-    from kfc_lite.settings import resolve_device, seed_everything
+    from kfc_lite.settings import release_cpu_memory, resolve_device, seed_everything
 
     _int("steps", steps, 1)
     _int("start_steps", start_steps, 0)
@@ -677,6 +678,7 @@ def train_online_sac(env_name: str, steps: int, seed: int = 0, out=None, config=
     finally:
         bar.close()
         env.close()
+        release_cpu_memory()
     elapsed = time.perf_counter() - t0
     policy_path = save_policy(agent, run_dir / "policy.pt", meta={"step": steps, "env": env_name, "algorithm": "online SAC"})
     return RunResult(run_dir=run_dir, config=None, metrics=rows, evals=evals, policy_path=policy_path,

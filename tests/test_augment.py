@@ -473,6 +473,7 @@ aug = make_augmenter("kfc++", model=KoopmanForwardModel(3, 2, 4, 8).eval().requi
 ahead = LookaheadSampler(TransitionSampler(data, 16, seed=0), aug, workers=2)
 ahead.sample()
 pool = thread_pool(2, 1)
+nested = pool.submit(lambda: thread_pool(1, 1)).result()  # a pool made from a one-thread worker
 import threading
 fresh = []  # a thread started afterwards (such as symmetry._eig's pool) takes the process-wide count
 t = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
@@ -496,3 +497,23 @@ def test_worker_threads_keep_their_one_thread_and_leave_the_training_thread_its_
     r = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], capture_output=True, text=True, check=True)
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out == {"main": 2, "fresh_thread": 2, "lookahead_workers": [1] * 4, "pool_workers": [1] * 4}, out
+
+
+def test_thread_pool_reports_a_worker_that_cannot_start(monkeypatch):
+    """A worker whose start fails releases the others: the call raises instead of waiting for ever."""
+    from kfc_lite import settings
+
+    calls = []
+
+    def failing(n):
+        calls.append(n)
+        if len(calls) == 2:
+            raise RuntimeError("no thread for you")
+        torch.set_num_threads(n)
+        torch.get_num_threads()
+
+    monkeypatch.setattr(settings, "_fix_thread_count", failing)
+    threads = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="could not start the kfc_lite-test worker threads"):
+        settings.thread_pool(3, 1, "kfc_lite-test")
+    assert torch.get_num_threads() == threads

@@ -248,7 +248,7 @@ class Recorder(torch.nn.Module):
         self.module, self.log, self.name = module, log, name
 
     def forward(self, states, *rest):
-        self.log.append((self.name, states.detach().clone()))
+        self.log.append((self.name, states.detach().clone(), rest[0].detach().clone() if rest else None))
         return self.module(states, *rest)
 
 
@@ -271,7 +271,10 @@ def test_augmented_states_go_where_the_authors_code_puts_them():
             return "[" + ", ".join(kind(x[:, j]) for j in range(x.shape[1])) + "]"
         return "other"
 
-    seen = [(name, kind(x)) for name, x in log]
+    seen = [(name, kind(x)) for name, x, _ in log]
+    joined_actions = log[3][2]  # the joined critic call: the dataset's action first, then the 3M sampled ones
+    assert torch.equal(joined_actions[:, 0], b["actions"])
+    assert not any(torch.equal(joined_actions[:, j], b["actions"]) for j in range(1, joined_actions.shape[1]))
     assert seen == [("actor", "s"),          # the actor's distribution at clean s (CQL samples and actor loss)
                     ("actor", "s'"),         # a' ~ pi(.|s') at the CLEAN next state
                     ("target", "s~'"),       # target critic at the AUGMENTED next state

@@ -234,8 +234,19 @@ def test_adam_flags_by_device():
     from kfc_lite.rl.sac import adam_options
 
     assert adam_options("cuda") == {"fused": True} and adam_options(torch.device("cuda:0")) == {"fused": True}
-    assert adam_options("cpu") == ({"fused": True} if sac._cpu_fused_adam() else {})
-    assert sac._cpu_fused_adam() == (tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4))
+    has_fused_cpu = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4)
+    assert adam_options("cpu") == ({"fused": True} if has_fused_cpu else {})
+    agent = SACCQL(DS, DA, SACConfig(hidden=HIDDEN, batch_size=B))
+    opts = (agent.actor_optimizer, agent.critic_optimizer)
+    assert all(bool(g["fused"]) == has_fused_cpu for o in opts for g in o.param_groups)
+    # a checkpoint carries its optimisers' flags: the agent that loads it uses its own machine's
+    state = agent.state_dict()
+    for key in ("actor_optimizer", "critic_optimizer"):
+        for g in state[key]["param_groups"]:
+            g["fused"] = None
+    agent.load_state_dict(state)
+    assert all(bool(g["fused"]) == has_fused_cpu for o in opts for g in o.param_groups)
+    agent.update(batch_of(3))  # and the loaded optimisers step
     torch.manual_seed(0)
     w = torch.randn(20, 7, requires_grad=True)
     w2 = w.detach().clone().requires_grad_(True)
@@ -285,6 +296,36 @@ def test_fused_cpu_layers_equal_the_plain_layers(monkeypatch, precision):
         assert rel(got, want) < (1e-5 if precision == "fp32" else 5e-2)
 
 
+@pytest.mark.parametrize("frozen", ["all", "first layer"])
+def test_fused_cpu_critic_gradients_with_frozen_weights(monkeypatch, frozen):
+    """The actor's loss differentiates the critic with its weights frozen (gradient to the actions only); a
+    partly frozen critic gets the gradients of its other weights: both as autograd computes them."""
+    from kfc_lite.rl import networks
+
+    if networks._LINEAR_POINTWISE is None:
+        pytest.skip("this torch build has no oneDNN fused linear kernel: only the plain path exists")
+    torch.manual_seed(0)
+    critic = networks.CriticEnsemble(DS, DA, hidden=(64, 48, 32), n_critics=2)
+    if frozen == "all":
+        critic.requires_grad_(False)
+    else:
+        for p in (critic.w_state, critic.w_action, critic.b_in):
+            p.requires_grad_(False)
+    s, a0 = torch.randn(24, DS), torch.rand(24, DA) * 2 - 1
+    out = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(networks, "_LINEAR_POINTWISE", None)
+        a = a0.clone().requires_grad_(True)
+        q = critic(s, a)
+        params = [p for p in critic.parameters() if p.requires_grad]
+        grads = torch.autograd.grad((q * torch.linspace(-1, 1, q.numel()).view_as(q)).sum(), [a, *params])
+        out.append(grads)
+    assert len(out[0]) == (1 if frozen == "all" else 1 + 6)
+    for got, want in zip(*out):
+        assert rel(got, want) < 1e-5
+
+
 # -- the C allocator setting (kfc_lite.settings.tune_cpu_allocator) -------------------------------------------
 _FAULTS_SCRIPT = r"""
 import json, resource, sys, torch
@@ -300,7 +341,17 @@ for _ in range(3):
 f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(10):
     step()
-print(json.dumps({"tuned": tuned, "faults": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 10}))
+faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 10
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() / 2**20
+from kfc_lite.settings import release_cpu_memory
+before = rss_mb()
+xs = [torch.ones(4 * 2**20) for _ in range(40)]  # 40 x 16 MiB, freed: the tuned heap keeps them
+del xs
+kept = rss_mb() - before
+released = release_cpu_memory()
+print(json.dumps({"tuned": tuned, "faults": faults, "kept_mb": kept, "released": released,
+                  "after_release_mb": rss_mb() - before}))
 """
 
 
@@ -327,6 +378,9 @@ def test_allocator_setting_removes_the_page_faults_of_large_temporaries():
     assert off["tuned"] is False and on["tuned"] is True
     # 6 x 7.5 MiB fresh pages per step without the setting (~11,500 faults of 4 KiB); the heap reuses them with it
     assert off["faults"] > 5000 and on["faults"] < 0.02 * off["faults"], (on, off)
+    # the price: freed blocks under 32 MiB stay with the process until release_cpu_memory (end of a run)
+    assert on["kept_mb"] > 500 and on["released"] and on["after_release_mb"] < 50, on
+    assert off["kept_mb"] < 50 and not off["released"], off
 
 
 def test_allocator_setting_rejects_an_unknown_value():

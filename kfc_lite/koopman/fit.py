@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from kfc_lite.koopman.model import KoopmanForwardModel
-from kfc_lite.settings import resolve_device, tune_cpu_allocator
+from kfc_lite.settings import release_cpu_memory, resolve_device, tune_cpu_allocator
 
 REQUIRED_KEYS = ("observations", "actions", "next_observations", "terminals")
 
@@ -451,6 +451,7 @@ def fit_koopman(transitions: dict, config: KoopmanTrainConfig | None = None, dev
             history["stopped"] = "early_stopping"
             break
     bar.close()
+    release_cpu_memory()  # what the steps' temporaries kept in the C heap (kfc_lite.settings)
     model.eval()
     history["multistep_curve"] = (multistep_error(model, seg_obs, seg_act).tolist() if seg_obs is not None else [])
     return model, history

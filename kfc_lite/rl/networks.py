@@ -127,6 +127,7 @@ class _CriticMLP(torch.autograd.Function):
         return q
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # (a second derivative through it is an error, never wrong)
     def backward(ctx, grad):
         saved = ctx.saved_tensors
         hs, params = saved[:ctx.depth], saved[ctx.depth:]

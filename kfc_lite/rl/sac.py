@@ -16,10 +16,11 @@ One update, in the authors' order:
 5. Polyak update of the target critics.
 
 Speed: the actor's distribution at ``s`` is computed once and serves the penalty's samples (detached) and the
-actor's loss (reparameterised); the actor at ``s'`` runs without a graph; the 30 sampled actions go through
-the critic ensemble in one call; the critic's weights are frozen while the actor's loss is differentiated, so
-no gradient is computed to be thrown away. ``precision="bf16"`` runs forward passes under ``torch.autocast``
-(bf16 compute, fp32 weights, Adam states and losses); ``compile=True`` wraps the networks in ``torch.compile``.
+actor's loss (reparameterised); the actor at ``s'`` runs without a graph; the dataset action and the 30
+sampled actions of each state go through the critic ensemble in one call; the critic's weights are frozen
+while the actor's loss is differentiated, so no gradient is computed to be thrown away. ``precision="bf16"``
+runs forward passes under ``torch.autocast`` (bf16 compute, fp32 weights, Adam states and losses);
+``compile=True`` wraps the networks in ``torch.compile``.
 """
 from __future__ import annotations
 
@@ -504,6 +505,13 @@ class SACCQL:
         self.critic_target.load_state_dict(state["critic_target"])
         self.actor_optimizer.load_state_dict(state["actor_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        # an optimiser's state carries its implementation flags: use this machine's, not the saving machine's
+        flags = adam_options(self.device)
+        for opt in (self.actor_optimizer, self.critic_optimizer):
+            for group in opt.param_groups:
+                group["fused"] = flags.get("fused")
+                if group["fused"]:
+                    group["foreach"] = None
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
             self.log_alpha_prime.copy_(state["log_alpha_prime"])
