@@ -9,8 +9,9 @@ matrix products, one critic after the other: on the course's CPUs this measured 
 batched product for all critics (``torch.baddbmm``), whose backward went through slower bmm kernels and
 separate bias reductions. On the CPU each critic is one autograd function (:class:`_CriticMLP`): each hidden
 layer one oneDNN product with the bias and the ReLU fused into it, and a backward written out by hand that
-masks gradients in place and forms the width-1 head's input gradient elementwise; elsewhere (CUDA, or a torch without oneDNN) the same function runs as ``torch.addmm`` +
-in-place ReLU, and ``torch.compile`` (``SACConfig.compile``) fuses the loop on a GPU. Where each of these
+masks gradients in place and forms the width-1 head's input gradient elementwise; elsewhere (CUDA, or a torch
+without oneDNN) the same function runs as ``torch.addmm`` + in-place ReLU, and ``torch.compile``
+(``SACConfig.compile``) fuses the loop on a GPU. Where each of these
 choices came from, measured: benchmarks/NOTES.md.
 """
 from __future__ import annotations
