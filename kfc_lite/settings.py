@@ -145,11 +145,9 @@ def tune_cpu_allocator() -> bool:
         return False
     import ctypes
 
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
+    mallopt = _libc_function("mallopt", (ctypes.c_int, ctypes.c_int))
+    if mallopt is None:
         return False
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     _allocator_tuned = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     return _allocator_tuned
 
@@ -162,12 +160,20 @@ def release_cpu_memory() -> bool:
         return False
     import ctypes
 
+    trim = _libc_function("malloc_trim", (ctypes.c_size_t,))
+    return bool(trim(0)) if trim is not None else False
+
+
+def _libc_function(name: str, argtypes: tuple):
+    """glibc's ``int name(argtypes...)`` through ctypes, or None where it cannot be loaded."""
+    import ctypes
+
     try:
-        trim = ctypes.CDLL("libc.so.6").malloc_trim
+        fn = getattr(ctypes.CDLL("libc.so.6"), name)
     except (OSError, AttributeError):
-        return False
-    trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
-    return bool(trim(0))
+        return None
+    fn.argtypes, fn.restype = argtypes, ctypes.c_int
+    return fn
 
 
 def thread_pool(workers: int, threads_each: int = 1, name: str = "kfc_lite"):
