@@ -105,15 +105,23 @@ class _CriticMLP(torch.autograd.Function):
     critic's (7680, 256) activations, cost as much as a quarter of the product itself under bf16.
 
     Backward: the chain autograd would run (ReLU mask, then the weight, bias and input gradients of each
-    layer), in one function, so that every gradient buffer is one this backward made itself: the ReLU mask is
-    applied in place (``threshold_backward`` into its own input) instead of into a new (N, width) buffer, and
-    the width-1 head's input gradient is the outer product written elementwise (autograd's ``addmm`` backward
-    forms it as a matrix product with an inner dimension of 1, which the BLAS runs several times slower).
+    layer), in one function, written to make as few passes over the (N, width) tensors as it can, since at
+    the critic's (7936, 256) activations those passes, not the products, are what a bf16 step waits on:
+
+    * every gradient buffer is one this backward made itself, so ReLU masks are applied in place
+      (``threshold_backward`` into its own input) instead of into a new buffer;
+    * the width-1 head's input gradient, the outer product ``grad w_head^T``, is never formed: the last hidden
+      layer's masked gradient is kept as ``mask * grad`` (one pass, from ``grad`` broadcast) times the
+      column scale ``w_head``, which that layer applies to its small results (weight and bias gradients,
+      (width, width) and (1, width)) and to its weight before the input-gradient product. This saves the
+      outer product's pass and the in-place mask's read-modify-write of it.
+
     One autograd node per critic instead of one per layer. Results equal the plain ``addmm`` + ReLU path to
     float round-off (tests/test_speed_correctness.py); measured effect in benchmarks/NOTES.md.
 
-    ``params`` = ``w0, b0, w1, b1, ..., w_head, b_head``, each ``w`` (in, out) and ``b`` (1, out), all in
-    ``x``'s dtype (the ensemble's layout, one critic's slices).
+    ``params`` = ``w0, b0, w1, b1, ..., w_head, b_head``, each ``w`` (in, out) and ``b`` (1, out) or None (no
+    bias: :class:`CriticEnsemble` folds the first layer's bias into its weight), all in ``x``'s dtype (the
+    ensemble's layout, one critic's slices).
     """
 
     @staticmethod
@@ -121,7 +129,7 @@ class _CriticMLP(torch.autograd.Function):
         ws, bs = params[0::2], params[1::2]
         hs = [x]
         for w, b in zip(ws[:-1], bs[:-1]):
-            hs.append(_LINEAR_POINTWISE(hs[-1], w.t(), b.reshape(-1), "relu", [], ""))
+            hs.append(_LINEAR_POINTWISE(hs[-1], w.t(), None if b is None else b.reshape(-1), "relu", [], ""))
         q = torch.addmm(bs[-1], hs[-1], ws[-1])
         ctx.save_for_backward(*hs, *params)
         ctx.depth = len(hs)
@@ -136,20 +144,37 @@ class _CriticMLP(torch.autograd.Function):
         need = ctx.needs_input_grad  # (x, w0, b0, w1, b1, ...)
         n = len(ws)
         grads: list = [None] * (1 + 2 * n)
-        g = grad  # (N, out) of the head
-        for i in reversed(range(n)):
-            if i < n - 1:  # g is the gradient at the output of hidden layer i: apply its ReLU mask in place
-                torch.ops.aten.threshold_backward.grad_input(g, hs[i + 1], 0, grad_input=g)
+        # the head (layer n - 1): its weight and bias gradients from the output gradient itself
+        if need[2 * n - 1]:
+            grads[2 * n - 1] = torch.mm(hs[n - 1].t(), grad)
+        if need[2 * n]:
+            grads[2 * n] = grad.sum(0, keepdim=True)
+        # g: the gradient at the pre-activation of the layer below, ReLU mask applied, times ``scale`` by column
+        # where that is set. For the width-1 head the gradient at its input is the outer product grad * w_head^T;
+        # it is kept factored: g = mask * grad (one pass, from the broadcast grad) and scale = w_head, which the
+        # next layer folds into its small (in, out) results and weight instead of a pass over (N, width).
+        if ws[-1].shape[1] == 1:
+            scale = ws[-1][:, 0]
+            g = torch.ops.aten.threshold_backward(grad.expand(-1, scale.shape[0]), hs[n - 1], 0)
+        else:
+            scale = None
+            g = torch.mm(grad, ws[-1].t())
+            torch.ops.aten.threshold_backward.grad_input(g, hs[n - 1], 0, grad_input=g)
+        for i in reversed(range(n - 1)):
             if need[1 + 2 * i]:
                 grads[1 + 2 * i] = torch.mm(hs[i].t(), g)
+                if scale is not None:
+                    grads[1 + 2 * i].mul_(scale)
             if need[2 + 2 * i]:
                 grads[2 + 2 * i] = g.sum(0, keepdim=True)
+                if scale is not None:
+                    grads[2 + 2 * i].mul_(scale)
             if i == 0 and not need[0]:
                 break
-            if i == n - 1 and ws[i].shape[1] == 1:
-                g = g * ws[i].t()  # (N, 1) * (1, in): the head's input gradient, a fresh buffer
-            else:
-                g = torch.mm(g, ws[i].t())  # a fresh buffer too, so the next mask may write into it
+            g = torch.mm(g, (ws[i] if scale is None else ws[i] * scale).t())  # a fresh buffer: masked in place
+            scale = None
+            if i > 0:
+                torch.ops.aten.threshold_backward.grad_input(g, hs[i], 0, grad_input=g)
         if need[0]:
             grads[0] = g
         return tuple(grads)
@@ -174,7 +199,10 @@ class CriticEnsemble(nn.Module):
     the B distinct states only and broadcast it over the M actions, which saved a K=17 product but cost two
     extra passes over the (B*M, width) activation and, with the in-place ReLU on the broadcast view, a full
     copy in the backward; joined, the critic's forward and backward ran 1.15x (fp32) to 1.2x (bf16) faster
-    (benchmarks/NOTES.md). The layers are applied per critic on the slices ``weights[i][j]``.
+    (benchmarks/NOTES.md). On the CPU path the bias ``b_in`` joins them as a last row, against a column of
+    ones in the input ``[s, a, 1]``, so its gradient comes out of the first layer's weight-gradient product
+    (one pass over the (N, width) gradient fewer). The layers are applied per critic on the slices
+    ``weights[i][j]``.
     """
 
     def __init__(self, state_dim: int, action_dim: int, hidden=(256, 256), n_critics: int = 2):
@@ -222,16 +250,25 @@ class CriticEnsemble(nn.Module):
         out_shape = (E, *actions.shape[:-1])
         if states.ndim == 2 and actions.ndim == 3:  # M actions per state: repeat the (narrow) state rows
             states = states.unsqueeze(1).expand(-1, actions.shape[1], -1)
-        x = torch.cat([states, actions.to(states.dtype)], dim=-1).reshape(-1, self.state_dim + self.action_dim)
-        w_in = torch.cat([self.w_state, self.w_action], dim=1)  # (E, ds + da, h0): the first layer on [s, a]
-        ws, bs = [w_in, *self.weights], [self.b_in, *self.biases]
-        dtype = (_cpu_autocast_dtype() if x.device.type == "cpu" else None) or x.dtype
-        if _fused_ok(x, dtype):
+        actions = actions.to(states.dtype)
+        dtype = (_cpu_autocast_dtype() if states.device.type == "cpu" else None) or states.dtype
+        if _fused_ok(states, dtype):
             # CPU: each hidden layer is one oneDNN product with the bias and ReLU in its epilogue; under autocast
             # the operands are cast here (autocast does not see custom functions), the master weights stay fp32.
+            # The first layer's bias rides in its product, as a last row of the weight times a column of ones
+            # in the input ([s, a, 1]): its gradient then comes out of the weight gradient's product instead of
+            # a separate pass over the (N, width) gradient.
+            ones = states.new_ones(()).expand(*states.shape[:-1], 1)
+            x = torch.cat([states, actions, ones], dim=-1).reshape(-1, self.state_dim + self.action_dim + 1)
+            w_in = torch.cat([self.w_state, self.w_action, self.b_in], dim=1)  # (E, ds + da + 1, h0)
             x = x.to(dtype)
-            qs = [_CriticMLP.apply(x, *(t[j].to(dtype) for pair in zip(ws, bs) for t in pair)) for j in range(E)]
+            params = [(w_in, None), *zip(self.weights, self.biases)]
+            qs = [_CriticMLP.apply(x, *(None if t is None else t[j].to(dtype) for pair in params for t in pair))
+                  for j in range(E)]
             return torch.stack(qs).view(out_shape)
+        x = torch.cat([states, actions], dim=-1).reshape(-1, self.state_dim + self.action_dim)
+        w_in = torch.cat([self.w_state, self.w_action], dim=1)  # (E, ds + da, h0): the first layer on [s, a]
+        ws, bs = [w_in, *self.weights], [self.b_in, *self.biases]
         qs = []
         for j in range(E):
             # Biases are cast to the activations' dtype: under bf16 autocast an fp32 bias would promote the
