@@ -269,8 +269,9 @@ def _critic_pass(critic, s, a, precision):
     return q.detach().float(), [p.grad.clone() for p in critic.parameters()] + [a.grad.clone()]
 
 
+@pytest.mark.parametrize("hidden", [(64, 48, 32), (40,)])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_fused_cpu_layers_equal_the_plain_layers(monkeypatch, precision):
+def test_fused_cpu_layers_equal_the_plain_layers(monkeypatch, precision, hidden):
     """The CPU critic (oneDNN bias+ReLU layers, the hand-written backward with in-place masks and the head's
     elementwise input gradient) computes what addmm + relu and autograd do."""
     from kfc_lite.rl import networks
@@ -278,7 +279,8 @@ def test_fused_cpu_layers_equal_the_plain_layers(monkeypatch, precision):
     if networks._LINEAR_POINTWISE is None:
         pytest.skip("this torch build has no oneDNN fused linear kernel: only the plain path exists")
     torch.manual_seed(0)
-    critic = networks.CriticEnsemble(DS, DA, hidden=(64, 48, 32), n_critics=2)
+    # one hidden layer: the head's factored gradient meets the first layer (its bias folded in its weight)
+    critic = networks.CriticEnsemble(DS, DA, hidden=hidden, n_critics=2)
     s, a = torch.randn(24, DS), torch.rand(24, 7, DA) * 2 - 1
     calls = []
     real = networks._CriticMLP.apply
