@@ -9,7 +9,9 @@
 #   1. CQL and KFC++ steps per second on the device, bf16 autocast and fp32, KFC++ with its eigen-decomposition
 #      in the step and on EIG_WORKERS host threads ahead of it (kfc_lite/rl/lookahead.py), peak device memory;
 #   2. the same with torch.compile of the networks (COMPILE=0 skips it);
-#   3. hours per 1M gradient steps (the paper's run length; the target is KFC++ under 1 h on one H100).
+#   3. hours per 1M gradient steps (the paper's run length; the target is KFC++ under 1 h on one H100);
+#   4. the eigen-decomposition of one batch alone (benchmarks/eig.py): on 1 and EIG_WORKERS host threads and
+#      with torch.linalg.eig on the device, the floor of a KFC++ step wherever the step itself is fast.
 # The machine image has PyTorch but not this project's install: the working tree is put on PYTHONPATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +35,9 @@ if [ "${COMPILE:-1}" != 0 ]; then
   "$PY" benchmarks/throughput.py "${common[@]}" --methods cql kfc++ --precisions bf16 --eig-workers "$EIG_WORKERS" \
       --compile --out "$OUT/compile"
 fi
+eig_workers=(1)
+[ "$EIG_WORKERS" != 1 ] && eig_workers+=("$EIG_WORKERS")
+"$PY" benchmarks/eig.py --device "$DEVICE" --workers "${eig_workers[@]}" --repeats "$REPEATS" --out "$OUT"
 "$PY" - "$OUT" <<'PYEOF'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])

@@ -82,3 +82,21 @@ def test_gpu_check_script_runs_on_the_cpu(tmp_path):
         ("cql", "bf16", 0), ("cql", "fp32", 0), ("kfc++", "bf16", 0), ("kfc++", "bf16", 1), ("kfc++", "fp32", 0),
         ("kfc++", "fp32", 1)]
     assert "hours per 1M steps" in res.stdout and (tmp_path / "gpu" / "machine.txt").is_file()
+    eig = json.loads((tmp_path / "gpu" / "eig.json").read_text())
+    assert [r["cores"] for r in eig] == [1, 1] and all(r["ms_per_batch"] > 0 for r in eig)
+
+
+def test_eig_benchmark_times_host_workers_and_rejects_a_missing_gpu(tmp_path):
+    """benchmarks/eig.py: the decomposition of one batch on 1 and 2 host workers; no CUDA here is a clear error."""
+    script = str(ROOT / "benchmarks" / "eig.py")
+    res = subprocess.run([sys.executable, script, "--batch", "16", "--workers", "1", "2", "--repeats", "1",
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = json.loads((tmp_path / "eig.json").read_text())
+    assert [r["cores"] for r in rows] == [1, 1, 2]
+    assert all(r["ms_per_batch"] > 0 and r["batch"] == 16 for r in rows)
+    assert "split over 2 workers" in (tmp_path / "eig.md").read_text()
+    if not __import__("torch").cuda.is_available():
+        bad = subprocess.run([sys.executable, script, "--device", "cuda", "--out", str(tmp_path)],
+                             capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 2 and "no CUDA device" in bad.stderr
