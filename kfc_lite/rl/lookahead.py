@@ -1,8 +1,9 @@
 """Batches drawn ahead, with the Koopman eigen-decomposition of their ``K(a)`` started on worker threads.
 
 Why: KFC and KFC++ decompose the 32x32 operator ``K(a)`` of every transition of every batch
-(``torch.linalg.eig``). LAPACK's ``geev`` does one matrix at a time on one core: about 60 ms for a batch of
-256 on our CPUs, and on a GPU it runs on the host too and makes the device wait (benchmarks/NOTES.md). The
+(``torch.linalg.eig``). LAPACK's ``geev`` does one matrix at a time on one core: 75-95 ms for a batch of
+256 on our CPUs (benchmarks/eig.py), and on a GPU it runs on the host too and makes the device wait
+(benchmarks/NOTES.md). The
 operators depend only on the batch's actions and the frozen Koopman model, so they can be decomposed before
 the batch's step, on cores the step does not use: the host's cores while a GPU trains, or a spare core of a
 CPU whose step runs on fewer threads than it has cores.
