@@ -3,10 +3,9 @@
 Why: KFC and KFC++ decompose the 32x32 operator ``K(a)`` of every transition of every batch
 (``torch.linalg.eig``). LAPACK's ``geev`` does one matrix at a time on one core: 75-95 ms for a batch of
 256 on our CPUs (benchmarks/eig.py), and on a GPU it runs on the host too and makes the device wait
-(benchmarks/NOTES.md). The
-operators depend only on the batch's actions and the frozen Koopman model, so they can be decomposed before
-the batch's step, on cores the step does not use: the host's cores while a GPU trains, or a spare core of a
-CPU whose step runs on fewer threads than it has cores.
+(benchmarks/NOTES.md). The operators depend only on the batch's actions and the frozen Koopman model, so they
+can be decomposed before the batch's step, on cores the step does not use: the host's cores while a GPU trains,
+or a spare core of a CPU whose step runs on fewer threads than it has cores.
 
 What stays exact: batches are drawn by the wrapped sampler in the same order, ``K(a)`` is computed on the
 training thread as the augmenter would compute it, and each matrix goes through the same LAPACK call; all
