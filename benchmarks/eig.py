@@ -42,9 +42,9 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     a = p.parse_args()
-    for name in ("batch", "latent", "repeats"):
+    for name in ("batch", "latent", "repeats", "state_dim", "action_dim"):
         if getattr(a, name) < 1:
-            p.error(f"--{name} must be a positive integer")
+            p.error(f"--{name.replace('_', '-')} must be a positive integer")
     if any(w < 1 for w in a.workers):
         p.error("--workers takes positive thread counts")
 
@@ -54,6 +54,8 @@ def main():
     from kfc_lite.settings import thread_pool
     from kfc_lite.symmetry import eigendecompose
 
+    if not (a.device == "cpu" or a.device.startswith("cuda")):
+        p.error(f"--device {a.device}: give cpu or cuda[:N] (the host rows always run; cuda adds the device's)")
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         p.error(f"--device {a.device}: this torch has no CUDA device (torch {torch.__version__}); run on the CPU")
     torch.manual_seed(0)

@@ -36,7 +36,7 @@ if [ "${COMPILE:-1}" != 0 ]; then
       --compile --out "$OUT/compile"
 fi
 eig_workers=(1)
-[ "$EIG_WORKERS" != 1 ] && eig_workers+=("$EIG_WORKERS")
+if [ "$EIG_WORKERS" -gt 1 ]; then eig_workers+=("$EIG_WORKERS"); fi
 "$PY" benchmarks/eig.py --device "$DEVICE" --workers "${eig_workers[@]}" --repeats "$REPEATS" --out "$OUT"
 "$PY" - "$OUT" <<'PYEOF'
 import json, pathlib, sys

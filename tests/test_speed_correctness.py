@@ -393,3 +393,20 @@ def test_allocator_setting_rejects_an_unknown_value():
     r = subprocess.run([sys.executable, "-c", "from kfc_lite.settings import tune_cpu_allocator; tune_cpu_allocator()"],
                        capture_output=True, text=True, env=dict(os.environ, KFC_MALLOC_TUNING="maybe"))
     assert r.returncode != 0 and "KFC_MALLOC_TUNING='maybe' is not understood" in r.stderr
+
+
+def test_cpu_critic_function_without_hidden_layers_matches_autograd():
+    """``_CriticMLP`` with only a head (no ReLU anywhere): its input and parameter gradients are autograd's."""
+    from kfc_lite.rl import networks
+
+    if networks._LINEAR_POINTWISE is None:
+        pytest.skip("this torch build has no oneDNN fused linear kernel")
+    torch.manual_seed(0)
+    x0, w0, b0 = torch.randn(5, 3), torch.randn(3, 1), torch.randn(1, 1)
+    out = []
+    for fn in (lambda x, w, b: networks._CriticMLP.apply(x, w, b), lambda x, w, b: torch.addmm(b, x, w)):
+        x, w, b = (t.clone().requires_grad_(True) for t in (x0, w0, b0))
+        (fn(x, w, b) * torch.linspace(-1, 1, 5).view(5, 1)).sum().backward()
+        out.append((x.grad, w.grad, b.grad))
+    for got, want in zip(*out):
+        assert rel(got, want) < 1e-6
