@@ -149,14 +149,14 @@ class _CriticMLP(torch.autograd.Function):
             grads[2 * n - 1] = torch.mm(hs[n - 1].t(), grad)
         if need[2 * n]:
             grads[2 * n] = grad.sum(0, keepdim=True)
-        # g: the gradient at the pre-activation of the layer below, ReLU mask applied, times ``scale`` by column
-        # where that is set. For the width-1 head the gradient at its input is the outer product grad * w_head^T;
-        # it is kept factored: g = mask * grad (one pass, from the broadcast grad) and scale = w_head, which the
-        # next layer folds into its small (in, out) results and weight instead of a pass over (N, width).
         if n == 1:  # no hidden layer: the head's input gradient is all there is (and x has no ReLU to undo)
             if need[0]:
                 grads[0] = torch.mm(grad, ws[0].t())
             return tuple(grads)
+        # g: the gradient at the pre-activation of the layer below, ReLU mask applied, times ``scale`` by column
+        # where that is set. For the width-1 head the gradient at its input is the outer product grad * w_head^T;
+        # it is kept factored: g = mask * grad (one pass, from the broadcast grad) and scale = w_head, which the
+        # next layer folds into its small (in, out) results and weight instead of a pass over (N, width).
         if ws[-1].shape[1] == 1:
             scale = ws[-1][:, 0]
             g = torch.ops.aten.threshold_backward(grad.expand(-1, scale.shape[0]), hs[n - 1], 0)
