@@ -483,6 +483,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
         ckpt = _load_checkpoint(ckpt_path)
         agent.load_state_dict(ckpt["agent"])
         sampler.load_state_dict(ckpt["sampler"])
+        if augmenter is not None and "augmenter" in ckpt:  # (checkpoints before it was saved: a fresh branch stream)
+            augmenter.load_state_dict(ckpt["augmenter"])
         _set_rng_state(ckpt["rng"], device)
         start = int(ckpt["step"])
         _truncate_metrics(metrics_path, start)
@@ -529,7 +531,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
                     postfix["score"] = f"{row['normalized']:.1f}"
                     bar.set_postfix(postfix, refresh=False)
                 if do_ckpt:
-                    _save_checkpoint(ckpt_path, agent, batches, step, device)
+                    # the augmenter as of the next batch to train on (ahead of it by the batches drawn ahead)
+                    aug_state = (batches.augmenter_state_dict() if batches is not sampler
+                                 else augmenter.state_dict() if augmenter is not None else {})
+                    _save_checkpoint(ckpt_path, agent, batches, step, device, extra={"augmenter": aug_state})
                 dt = time.perf_counter() - t0
                 paused += dt
                 total_paused += dt

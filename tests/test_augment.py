@@ -190,21 +190,42 @@ def test_gauged_form_removes_reconstruction_error():
     torch.testing.assert_close(plain["observations"], batch["observations"] + 0.05)
 
 
-def test_rng_is_the_global_torch_rng_and_draws_are_repeatable():
+def test_draws_are_the_global_rng_and_the_augmenters_state_and_repeat():
+    """Everything but the Koopman branch draw comes from torch's global RNG; the branch from the augmenter's own
+    generator, whose state is its state_dict: restoring both repeats the draws exactly."""
     system = make_system()
     batch = make_batch(system)
     for method in ("s4rl", "kfc", "kfc++"):
         aug = make_augmenter(method, model=system if method != "s4rl" else None)
         torch.manual_seed(123)
+        start = aug.state_dict()
         first = aug(batch)
-        state = torch.get_rng_state()
+        state, aug_state = torch.get_rng_state(), aug.state_dict()
         second = aug(batch)
         torch.manual_seed(123)
+        aug.load_state_dict(start)
         again = aug(batch)
         torch.set_rng_state(state)
+        aug.load_state_dict(aug_state)
         second_again = aug(batch)
         torch.testing.assert_close(first["observations"], again["observations"], rtol=0, atol=0)
         torch.testing.assert_close(second["next_observations"], second_again["next_observations"], rtol=0, atol=0)
+        assert not torch.equal(first["observations"], second["observations"])
+    # the branch stream: its own seed, or one derived from torch's initial seed without drawing from the global RNG
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    a, b = KoopmanAugmenter(system), KoopmanAugmenter(system)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(a.draw_branch(64), b.draw_branch(64)) and torch.equal(a.state_dict()["branch_generator"],
+                                                                           b.state_dict()["branch_generator"])
+    per_sample = [KoopmanAugmenter(system, per="sample", seed=s).draw_branch(200) for s in (1, 1, 2)]
+    assert torch.equal(per_sample[0], per_sample[1]) and not torch.equal(per_sample[0], per_sample[2])
+    with pytest.raises(ValueError, match="branch_generator"):
+        a.load_state_dict({})
+    with pytest.raises(ValueError, match="keeps no state"):
+        GaussianNoise().load_state_dict(a.state_dict())
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        KoopmanAugmenter(system, seed=1.5)
 
 
 def test_float32_model_and_kfc_shift_size():
@@ -319,7 +340,7 @@ def test_prepared_operators_give_the_same_augmentation_and_fallbacks():
     for per in ("batch", "sample"):
         outs, stats = [], []
         for executor in (None, ThreadPoolExecutor(1), "inline"):
-            aug = KoopmanAugmenter(system, p_koopman=1.0 if per == "batch" else 0.7, per=per)
+            aug = KoopmanAugmenter(system, p_koopman=1.0 if per == "batch" else 0.7, per=per, seed=0)
             b = dict(batch)
             if executor != "inline":
                 b[PREPARED_KEY] = aug.prepare(b["actions"], executor)
@@ -356,29 +377,43 @@ def test_lookahead_sampler_serves_the_same_batches_and_checkpoints_the_next_one(
     system = make_system(dtype=torch.float32)
     data = _transitions(system)
     plain = TransitionSampler(data, 64, seed=0)
-    aug = KoopmanAugmenter(system)
+    plain_aug = KoopmanAugmenter(system, p_koopman=0.5, seed=0)  # draws the branch as the step would, in order
+    aug = KoopmanAugmenter(system, p_koopman=0.5, seed=0)
     threads = torch.get_num_threads()
+    branches = []
     with LookaheadSampler(TransitionSampler(data, 64, seed=0), aug, workers=2, depth=3) as ahead:
-        for i in range(7):  # crosses an epoch boundary (300 rows, batches of 64)
-            state = plain.state_dict()
+        for i in range(9):  # crosses an epoch boundary (300 rows, batches of 64)
+            state, aug_state = plain.state_dict(), plain_aug.state_dict()
             got_state = ahead.state_dict()
             assert torch.equal(got_state["generator"], state["generator"]) and got_state["cursor"] == state["cursor"]
+            assert torch.equal(ahead.augmenter_state_dict()["branch_generator"], aug_state["branch_generator"])
             want, got = plain.sample(), ahead.sample()
             for k in want:
                 assert torch.equal(want[k], got[k]), (i, k)
-            assert got[PREPARED_KEY].actions is got["actions"]
-            eig = got[PREPARED_KEY].eig()
+            prepared = got[PREPARED_KEY]
+            assert prepared.actions is got["actions"]
+            assert torch.equal(prepared.use, plain_aug.draw_branch(64))
+            branches.append(bool(prepared.use[0]))
+            eig = prepared.eig()
+            if not branches[-1]:  # the batch gets noise: nothing was computed for it
+                assert prepared.K is None and eig is None and prepared.done()
+                continue
             K = system.operator(got["actions"])
             assert torch.allclose(eig.vectors @ torch.diag_embed(eig.values) @ eig.inverse, K.to(eig.vectors.dtype),
                                   atol=1e-4)
-        # restore an earlier state: the pending batches are dropped and drawn again from there
+        assert True in branches and False in branches
+        # restore an earlier state: the pending batches are dropped and drawn again from there, sampler and branch
         ahead.load_state_dict(state)
+        aug.load_state_dict(aug_state)  # (the augmenter's own state is restored on it, as a resumed run does)
         plain.load_state_dict(state)
         assert torch.equal(ahead.sample()["actions"], plain.sample()["actions"])
         assert torch.get_num_threads() == threads  # the workers' one-thread setting stayed in the workers
     # closed: the batches drawn ahead are given back, so a checkpoint taken now misses none
     after = ahead.state_dict()
     assert torch.equal(after["generator"], plain.state_dict()["generator"]) and after["cursor"] == plain.state_dict()["cursor"]
+    plain_aug.load_state_dict(aug_state)
+    plain_aug.draw_branch(64)
+    assert torch.equal(aug.state_dict()["branch_generator"], plain_aug.state_dict()["branch_generator"])
     with pytest.raises(RuntimeError, match="closed"):
         ahead.sample()
 
@@ -438,7 +473,7 @@ def test_sync_free_form_gives_the_same_augmentation(per, prepared):
     batch["actions"] = torch.tensor([[0.0], [1.0], [0.3], [0.7]] * 10, dtype=torch.float64)
     outs, stats = [], []
     for sync_free in (False, True):
-        aug = KoopmanAugmenter(system, p_koopman=0.6, per=per, shift_sigma=30.0)
+        aug = KoopmanAugmenter(system, p_koopman=0.6, per=per, shift_sigma=30.0, seed=0)
         aug.sync_free = sync_free
         for seed in range(4):  # per batch: some batches draw the symmetry, some the noise
             b = dict(batch)

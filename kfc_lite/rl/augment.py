@@ -7,9 +7,11 @@ section 2 and open question 4; keeping the reward is the small-shift approximati
 Where the augmented states go (the critic's TD term and the data term of the CQL penalty, not the actor)
 is the training loop's business.
 
-Randomness comes only from torch's global RNG on the batch's device, and every call draws the same
-tensors in the same order whatever branch it takes, so a training loop that checkpoints the RNG states
-resumes exactly.
+Randomness comes from torch's global RNG on the batch's device, and every call draws the same tensors in
+the same order whatever branch it takes. The one exception is the Koopman augmenter's choice of branch
+(symmetry or noise), drawn from its own host generator so that it is known when a batch is drawn ahead of its
+step (:meth:`KoopmanAugmenter.prepare`): a batch that will get noise is then never decomposed. Its state is in
+:meth:`Augmenter.state_dict`, so a training loop that checkpoints both resumes exactly.
 """
 from __future__ import annotations
 
@@ -27,6 +29,9 @@ __all__ = ["Augmenter", "NoAugmentation", "GaussianNoise", "KoopmanAugmenter", "
 S4RL_SIGMA = 3e-3
 #: KFC++'s per-dimension ``eps`` standard deviation at ``shift_sigma = 1`` (the authors' code).
 KFCPP_EPS_UNIT = 3e-3
+#: Added to ``torch.initial_seed()`` for the default seed of the Koopman augmenter's branch generator, so that its
+#: stream is not the global RNG's own.
+_BRANCH_SEED_OFFSET = 0x6B6663
 
 STATE_KEYS = ("observations", "next_observations")
 #: The batch key under which :class:`kfc_lite.rl.lookahead.LookaheadSampler` hands a batch's
@@ -121,6 +126,15 @@ class Augmenter:
     def _transform(self, s: torch.Tensor, s_next: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def state_dict(self) -> dict:
+        """The state a resumed run needs beyond torch's global RNG: none here (see :class:`KoopmanAugmenter`)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state, got one with {sorted(state)}: was it saved by "
+                             "another method's augmenter?")
+
     def augment(self, batch: dict) -> dict:
         """A new dict: ``batch`` with ``observations`` and ``next_observations`` replaced, all else as is."""
         s, s_next = _check_batch(batch)
@@ -180,20 +194,27 @@ def _decompose(K: torch.Tensor, cond_threshold, ready=None, pin: bool = False) -
 
 
 class PreparedOperators:
-    """``K(a)`` for every row of one batch and the eigen-decomposition of those operators, started ahead of the
-    batch's training step (:meth:`KoopmanAugmenter.prepare`).
+    """One batch's branch draw, and where it drew the symmetry, ``K(a)`` for every row and the eigen-decomposition
+    of those operators, started ahead of the batch's training step (:meth:`KoopmanAugmenter.prepare`).
 
-    ``actions`` is the batch's own actions tensor (the augmenter checks it is handed the same object), ``K``
-    the operators on the batch's device in the model's dtype; :meth:`eig` waits for the decomposition if a
-    worker is still on it and returns it on the batch's device.
+    ``actions`` is the batch's own actions tensor (the augmenter checks it is handed the same object), ``use``
+    the rows that take the symmetry branch ((B,) bool on the host), ``K`` the operators on the batch's device in
+    the model's dtype, or None where no row takes the branch (nothing was computed); :meth:`eig` waits for the
+    decomposition if a worker is still on it and returns it on the batch's device (None without ``K``).
     """
 
-    __slots__ = ("actions", "K", "owner", "_future", "_eig", "_device")
+    __slots__ = ("actions", "use", "K", "owner", "_future", "_eig", "_device")
 
-    def __init__(self, actions: torch.Tensor, K: torch.Tensor, eig=None, future=None, owner=None):
-        self.actions, self.K, self.owner, self._eig, self._future, self._device = actions, K, owner, eig, future, K.device
+    def __init__(self, actions: torch.Tensor, K: torch.Tensor | None, eig=None, future=None, owner=None,
+                 use: torch.Tensor | None = None):
+        if use is None:
+            use = torch.ones(actions.shape[0], dtype=torch.bool)
+        self.actions, self.use, self.K, self.owner, self._eig, self._future = actions, use, K, owner, eig, future
+        self._device = None if K is None else K.device
 
-    def eig(self) -> Eigendecomposition:
+    def eig(self) -> Eigendecomposition | None:
+        if self.K is None:
+            return None
         if self._eig is None:
             eig = self._future.result()
             if eig.values.device != self._device:  # decomposed on the host for a GPU batch (pinned: async copy)
@@ -202,7 +223,7 @@ class PreparedOperators:
         return self._eig
 
     def done(self) -> bool:
-        return self._eig is not None or self._future.done()
+        return self.K is None or self._eig is not None or self._future.done()
 
     def cancel(self) -> None:
         """Drop a decomposition not started yet (one already running finishes and is thrown away)."""
@@ -239,6 +260,12 @@ class KoopmanAugmenter(Augmenter):
     p_koopman : probability of the Koopman branch; the rest get S4RL noise of ``noise_sigma``.
     per : "batch" draws ``u ~ U(0,1)`` once per batch and augments the whole batch by symmetry when
         ``u <= p_koopman`` (the authors' code); "sample" draws ``u`` per sample.
+    seed : seed of the augmenter's own host generator for ``u`` (default: derived from torch's initial seed,
+        ``torch.initial_seed()``, without drawing from the global RNG, so a run seeded with
+        ``torch.manual_seed`` repeats and its networks start as a CQL run's of the same seed). ``u`` has its own
+        stream so that :meth:`prepare` can draw it when a batch is drawn ahead of its step and skip the
+        decomposition of a batch that will get noise (a fifth of them at ``p_koopman = 0.8``); every other
+        draw (``eps``, the noise) comes from the global RNG in the step. :meth:`state_dict` holds the stream.
     cond_threshold : limit on ``cond(U)`` (default :func:`kfc_lite.symmetry.default_cond_threshold` of the
         eigen dtype); samples above it, or whose ``eig`` fails, fall back to S4RL noise and are counted in
         ``stats['fallback_rate']`` (the authors' code silently used ``U = I`` there, which does not commute).
@@ -250,9 +277,11 @@ class KoopmanAugmenter(Augmenter):
         augmented states of both branches are clamped to them, as the authors' code clamps to the observation
         space. ``None`` (default) is the MuJoCo case, whose bounds are infinite.
 
-    ``sync_free`` (attribute; default None = on CUDA only): compute the symmetry for every row and pick the branch
-    with ``torch.where`` instead of selecting the rows that drew it (``nonzero`` makes the host wait for the
-    GPU). The values are the same; on the CPU the selecting form saves the work of the rows that drew noise.
+    ``sync_free`` (attribute; default None = on CUDA only): where some rows drew the symmetry and some the noise
+    (``per="sample"``), compute the symmetry for every row and pick with ``torch.where`` instead of selecting
+    the rows that drew it (whose index would have to be copied to the GPU, and whose gathers and scatters are
+    more launches). The values are the same; on the CPU the selecting form saves the work of the rows that
+    drew noise. A batch where no row drew the symmetry does no Koopman work on either path.
 
     The model is frozen: it is put in eval mode here, and all its calls run under ``torch.no_grad()``.
     Symmetries are computed per batch on the batch's device (``torch.linalg.eig`` of the batch of
@@ -268,7 +297,7 @@ class KoopmanAugmenter(Augmenter):
     def __init__(self, model, variant: str = "kfc++", shift_sigma: float = 1.0, p_koopman: float = 0.8,
                  per: str = "batch", gauged: bool = False, cond_threshold: float | None = None,
                  noise_sigma: float = S4RL_SIGMA, eig_dtype: torch.dtype | None = None,
-                 kfc_scale: float = DEFAULT_KFC_SCALE, kfc_seed: int = 0, bounds=None):
+                 kfc_scale: float = DEFAULT_KFC_SCALE, kfc_seed: int = 0, bounds=None, seed: int | None = None):
         for attr in ("encode", "decode", "operator"):
             if not callable(getattr(model, attr, None)):
                 raise TypeError(f"the Koopman model must have encode(s), decode(z) and operator(a); "
@@ -299,6 +328,11 @@ class KoopmanAugmenter(Augmenter):
                 raise ValueError("bounds: low must not exceed high in any dimension")
             bounds = (low, high)
         self.bounds = bounds
+        if seed is None:
+            seed = (torch.initial_seed() + _BRANCH_SEED_OFFSET) % 2**63
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer (the branch draw's generator), got {seed!r}")
+        self.branch_generator = torch.Generator().manual_seed(seed)  # host: the branch is known without the device
         self.name = variant
         self.sync_free: bool | None = None
         self._bounds_cache: dict = {}
@@ -308,7 +342,24 @@ class KoopmanAugmenter(Augmenter):
         return (f"KoopmanAugmenter(variant={self.variant!r}, shift_sigma={self.shift_sigma:g}, "
                 f"p_koopman={self.p_koopman:g}, per={self.per!r}, gauged={self.gauged})")
 
+    def state_dict(self) -> dict:
+        """The branch draw's generator state (``eps`` and the noise come from torch's global RNG)."""
+        return {"branch_generator": self.branch_generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not isinstance(state, dict) or "branch_generator" not in state:
+            raise ValueError("a Koopman augmenter's state holds 'branch_generator' (from state_dict()); got "
+                             f"{sorted(state) if isinstance(state, dict) else type(state).__name__}")
+        self.branch_generator.set_state(state["branch_generator"])
+
     # -- the pieces, each usable on its own (the notebook and the explorer call them) -----------------
+    def draw_branch(self, batch_size: int) -> torch.Tensor:
+        """Which rows take the symmetry branch: (B,) bool on the host, from the augmenter's own generator."""
+        if self.per == "batch":
+            u = torch.rand(1, generator=self.branch_generator)
+            return (u <= self.p_koopman).expand(batch_size)
+        return torch.rand(batch_size, generator=self.branch_generator) <= self.p_koopman
+
     def draw_eps(self, batch_size: int, latent_dim: int, device, dtype) -> torch.Tensor:
         """The symmetry parameters: (B, n) for KFC++, (B,) for KFC, from the global RNG."""
         if self.variant == "kfc++":
@@ -330,11 +381,14 @@ class KoopmanAugmenter(Augmenter):
         return sigma.to(K.dtype), valid
 
     def prepare(self, actions: torch.Tensor, executor=None) -> PreparedOperators:
-        """``K(a)`` of every row of ``actions`` now, and their eigen-decomposition, on ``executor`` if given.
+        """The batch's branch draw and, unless every row drew the noise, ``K(a)`` of every row of ``actions`` now
+        and their eigen-decomposition, on ``executor`` if given.
 
         Called by :class:`kfc_lite.rl.lookahead.LookaheadSampler` when it draws a batch, one or more steps
         before the batch is trained on, so that the decomposition (the cost of KFC/KFC++: LAPACK ``geev``, one
-        32x32 matrix at a time, on the host even for a CUDA batch) runs on spare cores meanwhile. ``K`` is
+        32x32 matrix at a time, on the host even for a CUDA batch) runs on spare cores meanwhile, and only for
+        the batches that will use it (the branch is drawn here, from :attr:`branch_generator`, in the order the
+        batches will be trained on: the same draw the step would make). ``K`` is
         computed here, on the calling thread, exactly as :meth:`augment` would compute it, and the
         decomposition of each matrix is the same LAPACK call: a batch gives the same augmentation either way
         (tested). A CUDA batch's operators are copied to pinned host memory without blocking; the worker
@@ -345,13 +399,16 @@ class KoopmanAugmenter(Augmenter):
         if device is not None and device != actions.device:
             raise ValueError(f"the Koopman model is on {device} but the actions on {actions.device}: move the model "
                              f"with model.to({str(actions.device)!r})")
+        use = self.draw_branch(actions.shape[0])
+        if not bool(use.any()):  # the whole batch gets noise: nothing to decompose
+            return PreparedOperators(actions, None, owner=self, use=use)
         if self.model.training:
             self.model.eval()
         with torch.no_grad():
             K = self.model.operator(actions.to(model_dtype) if model_dtype is not None else actions)
         K_eig = K.to(self.eig_dtype or K.dtype)
         if executor is None:
-            return PreparedOperators(actions, K, eig=self._decompose_now(K_eig), owner=self)
+            return PreparedOperators(actions, K, eig=self._decompose_now(K_eig), owner=self, use=use)
         if K_eig.device.type == "cuda":
             with torch.cuda.device(K_eig.device):  # the copy and its event on the batch's device's stream
                 host = torch.empty(K_eig.shape, dtype=K_eig.dtype, pin_memory=True)
@@ -361,7 +418,7 @@ class KoopmanAugmenter(Augmenter):
             future = executor.submit(_decompose, host, self.cond_threshold, ready, True)
         else:
             future = executor.submit(_decompose, K_eig, self.cond_threshold)
-        return PreparedOperators(actions, K, future=future, owner=self)
+        return PreparedOperators(actions, K, future=future, owner=self, use=use)
 
     def _decompose_now(self, K_eig: torch.Tensor) -> Eigendecomposition:
         """The decomposition on the calling thread: on the host for a CUDA batch too (what ``torch.linalg.eig``
@@ -416,10 +473,14 @@ class KoopmanAugmenter(Augmenter):
                              "from this batch's own actions tensor (a batch changed after it was prepared, or "
                              "prepared by another augmenter?)")
         B, device = s.shape[0], s.device
+        if prepared is not None and tuple(prepared.use.shape) != (B,):
+            raise ValueError(f"batch['{PREPARED_KEY}'] drew the branch for {tuple(prepared.use.shape)} rows, the batch "
+                             f"has {B}")
         if self.model.training:  # frozen: someone may have called .train() on it since
             self.model.eval()
-        # Fixed draw order and sizes whatever the branch (resumable RNG streams): u, eps, noise.
-        u = torch.rand(() if self.per == "batch" else (B,), device=device)
+        # The branch from the augmenter's own generator (drawn ahead by prepare() where the batch was), then, in a
+        # fixed order and size whatever the branch (resumable RNG streams), eps and the noise from the global RNG.
+        use = prepared.use if prepared is not None else self.draw_branch(B)  # (B,) bool, host
         _, model_dtype = _model_device_dtype(self.model)
         latent_dim = getattr(self.model, "latent_dim", None)
         if latent_dim is None:
@@ -427,45 +488,44 @@ class KoopmanAugmenter(Augmenter):
         eps = self.draw_eps(B, latent_dim, device, model_dtype or s.dtype)
         s_out, s_next_out = gaussian_noise(s, s_next, self.noise_sigma)
 
-        use = (u <= self.p_koopman).expand(B) if self.per == "batch" else (u <= self.p_koopman)
+        n_drawn = int(use.sum())  # a host tensor: no device synchronisation
         cast = (lambda x: x.to(model_dtype)) if model_dtype is not None else (lambda x: x)
         sync_free = self.sync_free if self.sync_free is not None else device.type == "cuda"
-        if sync_free:
-            # Every row through the symmetry, the branch chosen by torch.where: no nonzero(), no host round trip
-            # (on a GPU each one stalls the launch queue). Same values as the branch below, which skips the work
-            # of the rows that drew noise (tested).
+        if n_drawn == 0:
+            pass  # every row keeps its noise
+        elif sync_free:
+            # Every row through the symmetry, the branch chosen by torch.where: no indexing by rows, whose index
+            # would have to reach the GPU. Same values as the branch below, which skips the work of the rows that
+            # drew noise (tested).
             if prepared is None:
                 K, eig = self.model.operator(cast(a)), None
             else:
                 K, eig = prepared.K, prepared.eig()
             sigma, valid = self.symmetries(K, eps, eig=eig)
-            take = use & valid
+            take = valid if n_drawn == B else use.to(device, non_blocking=True) & valid
             n_take = take.sum()
             self._commutation.add(torch.where(take, commutation_error(sigma.double(), K.double()), 0.0), n_take)
             s_k, s_next_k = self.shift_states(cast(s), cast(s_next), sigma)
             s_out = torch.where(take[:, None], s_k.to(s.dtype), s_out)
             s_next_out = torch.where(take[:, None], s_next_k.to(s.dtype), s_next_out)
             self._koopman_used = self._koopman_used + n_take
-            self._koopman_drawn = self._koopman_drawn + use.sum()
         else:
-            idx = torch.nonzero(use).squeeze(-1)
-            n_drawn = int(idx.numel())
-            if n_drawn:
-                if prepared is None:
-                    K, eig = self.model.operator(cast(a[idx])), None
-                elif n_drawn == B:
-                    K, eig = prepared.K, prepared.eig()
-                else:
-                    K, eig = prepared.K[idx], Eigendecomposition(*(x[idx] for x in prepared.eig()))
-                sigma, valid = self.symmetries(K, eps[idx], eig=eig)
-                n_valid = valid.sum()  # stays on the device: no synchronisation per batch
-                self._commutation.add(torch.where(valid, commutation_error(sigma.double(), K.double()), 0.0), n_valid)
-                s_k, s_next_k = self.shift_states(cast(s[idx]), cast(s_next[idx]), sigma)
-                keep = valid[:, None]
-                s_out[idx] = torch.where(keep, s_k.to(s.dtype), s_out[idx])
-                s_next_out[idx] = torch.where(keep, s_next_k.to(s.dtype), s_next_out[idx])
-                self._koopman_used = self._koopman_used + n_valid
-            self._koopman_drawn += n_drawn
+            idx = torch.nonzero(use).squeeze(-1).to(device)
+            if prepared is None:
+                K, eig = self.model.operator(cast(a[idx])), None
+            elif n_drawn == B:
+                K, eig = prepared.K, prepared.eig()
+            else:
+                K, eig = prepared.K[idx], Eigendecomposition(*(x[idx] for x in prepared.eig()))
+            sigma, valid = self.symmetries(K, eps[idx], eig=eig)
+            n_valid = valid.sum()  # stays on the device: no synchronisation per batch
+            self._commutation.add(torch.where(valid, commutation_error(sigma.double(), K.double()), 0.0), n_valid)
+            s_k, s_next_k = self.shift_states(cast(s[idx]), cast(s_next[idx]), sigma)
+            keep = valid[:, None]
+            s_out[idx] = torch.where(keep, s_k.to(s.dtype), s_out[idx])
+            s_next_out[idx] = torch.where(keep, s_next_k.to(s.dtype), s_next_out[idx])
+            self._koopman_used = self._koopman_used + n_valid
+        self._koopman_drawn += n_drawn
         if self.bounds is not None:
             low, high = self._bounds_on(device, s.dtype)
             s_out = torch.maximum(torch.minimum(s_out, high), low)

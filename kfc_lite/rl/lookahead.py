@@ -7,11 +7,18 @@ Why: KFC and KFC++ decompose the 32x32 operator ``K(a)`` of every transition of 
 can be decomposed before the batch's step, on cores the step does not use: the host's cores while a GPU trains,
 or a spare core of a CPU whose step runs on fewer threads than it has cores.
 
-What stays exact: batches are drawn by the wrapped sampler in the same order, ``K(a)`` is computed on the
-training thread as the augmenter would compute it, and each matrix goes through the same LAPACK call; all
-random draws (the branch, ``eps``, the noise) stay in the training step. So a run with lookahead takes the same
-steps as one without (tested), and its checkpoints hold the sampler's state as of the next batch to be trained
-on: a resumed run draws the pending batches again.
+Only the batches that drew the symmetry branch are decomposed: the branch is drawn when the batch is drawn
+(from the augmenter's own generator, :meth:`~kfc_lite.rl.augment.KoopmanAugmenter.draw_branch`), so at the
+authors' ``p_koopman = 0.8`` a fifth of the batches cost the workers nothing. With ``depth`` above 1 the
+workers run ahead through those batches, and their average load per step falls by that fifth.
+
+What stays exact: batches are drawn by the wrapped sampler in the same order, their branches by the
+augmenter's generator in the same order, ``K(a)`` is computed on the training thread as the augmenter would
+compute it, and each matrix goes through the same LAPACK call; the other random draws (``eps``, the noise)
+stay in the training step. So a run with lookahead takes the same steps as one without (tested), and its
+checkpoints hold the sampler's and the augmenter's states as of the next batch to be trained on
+(:meth:`LookaheadSampler.state_dict`, :meth:`LookaheadSampler.augmenter_state_dict`): a resumed run draws
+the pending batches again.
 """
 from __future__ import annotations
 
@@ -55,10 +62,12 @@ class LookaheadSampler:
         ``state_dict(snapshot)`` and ``load_state_dict``).
     augmenter : the run's :class:`~kfc_lite.rl.augment.KoopmanAugmenter`.
     workers : threads decomposing operators (>= 1).
-    depth : batches kept in flight beyond the one being trained on (default ``workers``: each worker has one).
+    depth : batches kept in flight beyond the one being trained on (default ``workers + 1``: each worker has
+        one, and one more lets a worker go on past a batch that needs no decomposition).
 
-    ``state_dict()`` is the wrapped sampler's state before the oldest batch not yet returned; ``close()`` (or
-    leaving a ``with`` block) stops the workers.
+    ``state_dict()`` is the wrapped sampler's state before the oldest batch not yet returned, and
+    ``augmenter_state_dict()`` the augmenter's (its branch draw) at that point; ``close()`` (or leaving a
+    ``with`` block) stops the workers and gives the pending batches back to both.
     """
 
     def __init__(self, sampler, augmenter: KoopmanAugmenter, workers: int = 1, depth: int | None = None):
@@ -71,33 +80,34 @@ class LookaheadSampler:
                                 f"{type(sampler).__name__} has none")
         if not (isinstance(workers, int) and workers >= 1):
             raise ValueError(f"workers must be a positive integer (threads decomposing K(a)), got {workers!r}")
-        depth = workers if depth is None else depth
+        depth = workers + 1 if depth is None else depth
         if not (isinstance(depth, int) and depth >= 1):
             raise ValueError(f"depth must be a positive integer (batches prepared ahead), got {depth!r}")
         self.sampler, self.augmenter, self.workers, self.depth = sampler, augmenter, workers, depth
         # each worker's own torch ops (norms, inverses of a batch) on one thread, so that N workers use N cores
         self._executor = thread_pool(workers, 1, "kfc_lite-eig")
-        self._pending: collections.deque = collections.deque()  # (sampler snapshot before the batch, batch)
+        # (sampler snapshot before the batch, augmenter state before it, batch)
+        self._pending: collections.deque = collections.deque()
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def _draw(self) -> None:
-        snapshot = self.sampler.snapshot()
+        snapshot, augmenter_state = self.sampler.snapshot(), self.augmenter.state_dict()
         batch = self.sampler.sample()
         batch[PREPARED_KEY] = self.augmenter.prepare(batch["actions"], self._executor)
-        self._pending.append((snapshot, batch))
+        self._pending.append((snapshot, augmenter_state, batch))
 
     def sample(self) -> dict:
         if self._executor is None:
             raise RuntimeError("this LookaheadSampler was closed")
         while len(self._pending) <= self.depth:
             self._draw()
-        return self._pending.popleft()[1]
+        return self._pending.popleft()[2]
 
     def wait(self) -> None:
         """Block until every batch drawn ahead has its decomposition (e.g. to time a block of steps fairly)."""
-        for _, batch in self._pending:
+        for *_, batch in self._pending:
             batch[PREPARED_KEY].eig()
 
     def state_dict(self) -> dict:
@@ -105,15 +115,25 @@ class LookaheadSampler:
             return self.sampler.state_dict(self._pending[0][0])
         return self.sampler.state_dict()
 
+    def augmenter_state_dict(self) -> dict:
+        """The augmenter's state as of the next batch to be trained on (its own has moved on by the batches
+        drawn ahead): what a checkpoint saves beside :meth:`state_dict`."""
+        if self._pending:
+            return self._pending[0][1]
+        return self.augmenter.state_dict()
+
     def load_state_dict(self, state: dict) -> None:
+        """Restore the wrapped sampler (the augmenter's state is restored on the augmenter itself)."""
         self._drop_pending()
         self.sampler.load_state_dict(state)
 
     def _drop_pending(self) -> None:
-        """Forget the batches drawn ahead, rewinding the wrapped sampler to the oldest of them."""
+        """Forget the batches drawn ahead, rewinding the wrapped sampler and the augmenter to the oldest of them."""
         if self._pending:
-            self.sampler.load_state_dict(self.sampler.state_dict(self._pending[0][0]))
-        for _, batch in self._pending:
+            snapshot, augmenter_state, _ = self._pending[0]
+            self.sampler.load_state_dict(self.sampler.state_dict(snapshot))
+            self.augmenter.load_state_dict(augmenter_state)
+        for *_, batch in self._pending:
             batch[PREPARED_KEY].cancel()
         self._pending.clear()
 
