@@ -140,6 +140,11 @@ def table(records: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def _eig_workers(w: Worker) -> int:
+    """The ``--eig-workers`` a kfc_lite worker was started with (0: the decomposition in the step)."""
+    return int(w.args[w.args.index("--eig-workers") + 1]) if "--eig-workers" in w.args else 0
+
+
 def measure(threads: int, a, common: list[str]) -> list[dict]:
     """Start every worker of one thread count, let them warm up, then time them in turns."""
     # (worker, method: None for d3rlpy as installed, "d3rlpy" for it with the malloc setting; precision; baseline label or None)
@@ -156,13 +161,12 @@ def measure(threads: int, a, common: list[str]) -> list[dict]:
         for method in a.methods:
             args = common + ["--threads", str(threads), "--method", method, "--precision", precision,
                              "--device", a.device] + (["--compile"] if a.compile else [])
-            for label, tree in trees:
-                workers.append((Worker(sys.executable, HERE / "_kfc_worker.py", args, threads, kfc_lite_dir=tree),
-                                method, precision, label))
-            for n in (a.eig_workers if method in ("kfc", "kfc++") else []):
-                if n > 0:
-                    workers.append((Worker(sys.executable, HERE / "_kfc_worker.py", args + ["--eig-workers", str(n)],
-                                           threads), method, precision, None))
+            ahead_args = [["--eig-workers", str(n)] for n in (a.eig_workers if method in ("kfc", "kfc++") else [])
+                          if n > 0]
+            for label, tree in trees:  # each configuration also at the baseline revision, if one is given
+                for extra in [[], *ahead_args]:
+                    workers.append((Worker(sys.executable, HERE / "_kfc_worker.py", args + extra, threads,
+                                           kfc_lite_dir=tree), method, precision, label))
     for w, *_ in workers:  # warm-ups run one after another too (each waits for its "run")
         w.ready()
     for i in range(a.repeats):
@@ -171,8 +175,7 @@ def measure(threads: int, a, common: list[str]) -> list[dict]:
         print(f"threads {threads}: round {i + 1}/{a.repeats} done", file=sys.stderr)
     d3 = next((w for w, m, _, _ in workers if m is None), None)  # d3rlpy as installed
     cql = {p: w for w, m, p, b in workers if m == "cql" and b is None}
-    base = {(m, p): w for w, m, p, b in workers if b is not None}
-    ahead = {w for w, *_ in workers if "--eig-workers" in w.args}
+    base = {(m, p, _eig_workers(w)): w for w, m, p, b in workers if b is not None}
     records = []
     for w, method, precision, label in workers:
         rec = w.stop()
@@ -182,8 +185,8 @@ def measure(threads: int, a, common: list[str]) -> list[dict]:
         rec["x_d3rlpy_cql"] = paired_ratio(d3.seconds, w.seconds) if d3 is not None else None
         rec["step_time_x_cql"] = (paired_ratio(w.seconds, cql[precision].seconds)
                                   if method not in (None, "d3rlpy") and label is None and precision in cql else None)
-        rec["x_baseline"] = (paired_ratio(base[method, precision].seconds, w.seconds)
-                             if label is None and (method, precision) in base and w not in ahead else None)
+        key = (method, precision, _eig_workers(w))
+        rec["x_baseline"] = paired_ratio(base[key].seconds, w.seconds) if label is None and key in base else None
         records.append(rec)
         print(json.dumps(rec), file=sys.stderr)
     return records
