@@ -10,7 +10,8 @@ The run folder holds
 * ``metrics.jsonl``: one JSON object per line, ``{"kind": "train", "step": ...}`` rows (losses, Q-values, CQL
   weight, augmentation statistics, steps per second: the values of the logged step, not interval means) and
   ``{"kind": "eval", ...}`` rows (raw returns and normalized scores);
-* ``checkpoint.pt``: the latest checkpoint (agent, optimisers, step, every RNG state, the batch sampler),
+* ``checkpoint.pt``: the latest checkpoint (agent, optimisers, step, every RNG state, the batch sampler, the
+  augmenter's own state: the Koopman branch draw's generator),
   replaced atomically every ``checkpoint_every`` steps;
 * ``koopman.pt`` (KFC, KFC++): the Koopman model, pre-trained first on the same transitions (or copied from
   ``koopman_path``), then frozen;
@@ -30,6 +31,7 @@ import os
 import pathlib
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -483,8 +485,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
         ckpt = _load_checkpoint(ckpt_path)
         agent.load_state_dict(ckpt["agent"])
         sampler.load_state_dict(ckpt["sampler"])
-        if augmenter is not None and "augmenter" in ckpt:  # (checkpoints before it was saved: a fresh branch stream)
+        if augmenter is not None and "augmenter" in ckpt:
             augmenter.load_state_dict(ckpt["augmenter"])
+        elif isinstance(augmenter, KoopmanAugmenter):
+            warnings.warn(f"{ckpt_path} was written before checkpoints held the Koopman augmenter's branch draw: the "
+                          "run goes on with that draw's stream from its seed, so it will not repeat an uninterrupted "
+                          "run", RuntimeWarning, stacklevel=2)
         _set_rng_state(ckpt["rng"], device)
         start = int(ckpt["step"])
         _truncate_metrics(metrics_path, start)

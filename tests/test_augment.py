@@ -3,6 +3,7 @@ system is a transition of that system, p_koopman is respected, defective operato
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -218,14 +219,52 @@ def test_draws_are_the_global_rng_and_the_augmenters_state_and_repeat():
     assert torch.equal(torch.get_rng_state(), before)
     assert torch.equal(a.draw_branch(64), b.draw_branch(64)) and torch.equal(a.state_dict()["branch_generator"],
                                                                            b.state_dict()["branch_generator"])
-    per_sample = [KoopmanAugmenter(system, per="sample", seed=s).draw_branch(200) for s in (1, 1, 2)]
+    per_run = []
+    for run_seed in (1, 1, 2):  # the default stream follows the run's seed
+        torch.manual_seed(run_seed)
+        per_run.append(KoopmanAugmenter(system, per="sample").draw_branch(200))
+    assert torch.equal(per_run[0], per_run[1]) and not torch.equal(per_run[0], per_run[2])
+    per_sample = [KoopmanAugmenter(system, per="sample", seed=s).draw_branch(200) for s in (1, np.int64(1), 2)]
     assert torch.equal(per_sample[0], per_sample[1]) and not torch.equal(per_sample[0], per_sample[2])
     with pytest.raises(ValueError, match="branch_generator"):
         a.load_state_dict({})
+    with pytest.raises(ValueError, match="not a CPU generator state"):
+        a.load_state_dict({"branch_generator": torch.zeros(3)})
+    for bad in (None, "abc"):
+        with pytest.raises(TypeError, match="the dict its state_dict"):
+            a.load_state_dict(bad)
+        with pytest.raises(TypeError, match="the dict its state_dict"):
+            GaussianNoise().load_state_dict(bad)
     with pytest.raises(ValueError, match="keeps no state"):
         GaussianNoise().load_state_dict(a.state_dict())
-    with pytest.raises(ValueError, match="seed must be an integer"):
-        KoopmanAugmenter(system, seed=1.5)
+    for bad in (1.5, -1, 2**64, True):
+        with pytest.raises(ValueError, match="seed must be an integer"):
+            KoopmanAugmenter(system, seed=bad)
+
+
+def test_prepared_operators_are_used_once_and_a_failed_prepare_draws_nothing():
+    from kfc_lite.rl.augment import PREPARED_KEY, PreparedOperators
+
+    system = make_system()
+    aug = KoopmanAugmenter(system, p_koopman=1.0, seed=0)
+    batch = make_batch(system)
+    batch[PREPARED_KEY] = aug.prepare(batch["actions"])
+    out = aug(batch)
+    assert PREPARED_KEY not in out  # a further augmentation of the output draws its own branch
+    with pytest.raises(ValueError, match="used by an earlier augmentation"):
+        aug(batch)
+    with pytest.raises(ValueError, match="no row takes the symmetry"):
+        PreparedOperators(batch["actions"], None)
+
+    class Broken(LinearKoopman):
+        def operator(self, a):
+            raise RuntimeError("no operator today")
+
+    broken = KoopmanAugmenter(Broken(system.A0, system.A_actions, system.P), p_koopman=1.0, seed=0)
+    before = broken.state_dict()["branch_generator"]
+    with pytest.raises(RuntimeError, match="no operator today"):
+        broken.prepare(batch["actions"])
+    assert torch.equal(broken.state_dict()["branch_generator"], before)
 
 
 def test_float32_model_and_kfc_shift_size():
@@ -403,8 +442,8 @@ def test_lookahead_sampler_serves_the_same_batches_and_checkpoints_the_next_one(
                                   atol=1e-4)
         assert True in branches and False in branches
         # restore an earlier state: the pending batches are dropped and drawn again from there, sampler and branch
-        ahead.load_state_dict(state)
-        aug.load_state_dict(aug_state)  # (the augmenter's own state is restored on it, as a resumed run does)
+        aug.load_state_dict(plain_aug.state_dict())  # restored before the sampler: dropping the pending batches undoes it
+        ahead.load_state_dict(state, aug_state)  # both, in the right order
         plain.load_state_dict(state)
         assert torch.equal(ahead.sample()["actions"], plain.sample()["actions"])
         assert torch.get_num_threads() == threads  # the workers' one-thread setting stayed in the workers

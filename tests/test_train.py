@@ -153,6 +153,20 @@ def test_eig_lookahead_takes_the_same_steps_and_resumes_exactly(dataset, tmp_pat
         assert strip(read_metrics(tmp_path / other)) == rows, other
 
 
+def test_checkpoint_without_the_augmenters_state_resumes_with_a_warning(dataset, tmp_path):
+    """A checkpoint written before it held the Koopman branch draw's generator still resumes, and says that the
+    run cannot repeat an uninterrupted one."""
+    train(tiny_config(dataset, tmp_path / "old", steps=6), progress=False)
+    path = tmp_path / "old" / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=True)
+    assert set(ckpt["augmenter"]) == {"branch_generator"}
+    del ckpt["augmenter"]
+    torch.save(ckpt, path)
+    with pytest.warns(RuntimeWarning, match="branch draw"):
+        resumed = train(tiny_config(dataset, tmp_path / "old", steps=8), resume=True, progress=False)
+    assert resumed.agent.step == 8
+
+
 def test_resume_guards(dataset, tmp_path):
     cfg = tiny_config(dataset, tmp_path / "run", "cql", steps=3)
     train(cfg, progress=False)

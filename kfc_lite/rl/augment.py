@@ -16,6 +16,7 @@ step (:meth:`KoopmanAugmenter.prepare`): a batch that will get noise is then nev
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -131,6 +132,8 @@ class Augmenter:
         return {}
 
     def load_state_dict(self, state: dict) -> None:
+        if not isinstance(state, dict):
+            raise TypeError(f"an augmenter's state is the dict its state_dict() gave, got {type(state).__name__}")
         if state:
             raise ValueError(f"{type(self).__name__} keeps no state, got one with {sorted(state)}: was it saved by "
                              "another method's augmenter?")
@@ -142,6 +145,7 @@ class Augmenter:
             s_new, s_next_new = self._transform(s, s_next, batch)
         self._record(s, s_new, s_next, s_next_new)
         out = dict(batch)
+        out.pop(PREPARED_KEY, None)  # used up: a further augmentation of the output draws its own branch
         out["observations"], out["next_observations"] = s_new, s_next_new
         return out
 
@@ -203,13 +207,16 @@ class PreparedOperators:
     decomposition if a worker is still on it and returns it on the batch's device (None without ``K``).
     """
 
-    __slots__ = ("actions", "use", "K", "owner", "_future", "_eig", "_device")
+    __slots__ = ("actions", "use", "K", "owner", "used", "_future", "_eig", "_device")
 
     def __init__(self, actions: torch.Tensor, K: torch.Tensor | None, eig=None, future=None, owner=None,
                  use: torch.Tensor | None = None):
-        if use is None:
+        if use is None:  # (made by hand for a batch that all takes the symmetry)
             use = torch.ones(actions.shape[0], dtype=torch.bool)
+        if K is None and bool(use.any()):
+            raise ValueError("PreparedOperators without K(a) are only for a batch where no row takes the symmetry")
         self.actions, self.use, self.K, self.owner, self._eig, self._future = actions, use, K, owner, eig, future
+        self.used = False  # set by the augmentation that consumes it: a second one would reuse its branch draw
         self._device = None if K is None else K.device
 
     def eig(self) -> Eigendecomposition | None:
@@ -330,9 +337,9 @@ class KoopmanAugmenter(Augmenter):
         self.bounds = bounds
         if seed is None:
             seed = (torch.initial_seed() + _BRANCH_SEED_OFFSET) % 2**63
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an integer (the branch draw's generator), got {seed!r}")
-        self.branch_generator = torch.Generator().manual_seed(seed)  # host: the branch is known without the device
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
+            raise ValueError(f"seed must be an integer in [0, 2**63) (the branch draw's generator), got {seed!r}")
+        self.branch_generator = torch.Generator().manual_seed(int(seed))  # host: the branch is known without the device
         self.name = variant
         self.sync_free: bool | None = None
         self._bounds_cache: dict = {}
@@ -347,10 +354,18 @@ class KoopmanAugmenter(Augmenter):
         return {"branch_generator": self.branch_generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        if not isinstance(state, dict) or "branch_generator" not in state:
-            raise ValueError("a Koopman augmenter's state holds 'branch_generator' (from state_dict()); got "
-                             f"{sorted(state) if isinstance(state, dict) else type(state).__name__}")
-        self.branch_generator.set_state(state["branch_generator"])
+        if not isinstance(state, dict):
+            raise TypeError(f"an augmenter's state is the dict its state_dict() gave, got {type(state).__name__}")
+        if "branch_generator" not in state:
+            raise ValueError(f"a Koopman augmenter's state holds 'branch_generator' (from state_dict()), got the keys "
+                             f"{sorted(state)}: was it saved by another method's augmenter?")
+        g = state["branch_generator"]
+        if not (isinstance(g, torch.Tensor) and g.dtype == torch.uint8 and g.device.type == "cpu"
+                and g.shape == self.branch_generator.get_state().shape):
+            raise ValueError("state['branch_generator'] is not a CPU generator state (a uint8 tensor of "
+                             f"{tuple(self.branch_generator.get_state().shape)} from state_dict()), got "
+                             f"{type(g).__name__} {tuple(getattr(g, 'shape', ()))}")
+        self.branch_generator.set_state(g)
 
     # -- the pieces, each usable on its own (the notebook and the explorer call them) -----------------
     def draw_branch(self, batch_size: int) -> torch.Tensor:
@@ -399,13 +414,18 @@ class KoopmanAugmenter(Augmenter):
         if device is not None and device != actions.device:
             raise ValueError(f"the Koopman model is on {device} but the actions on {actions.device}: move the model "
                              f"with model.to({str(actions.device)!r})")
+        before = self.branch_generator.get_state()
         use = self.draw_branch(actions.shape[0])
         if not bool(use.any()):  # the whole batch gets noise: nothing to decompose
             return PreparedOperators(actions, None, owner=self, use=use)
         if self.model.training:
             self.model.eval()
-        with torch.no_grad():
-            K = self.model.operator(actions.to(model_dtype) if model_dtype is not None else actions)
+        try:
+            with torch.no_grad():
+                K = self.model.operator(actions.to(model_dtype) if model_dtype is not None else actions)
+        except Exception:
+            self.branch_generator.set_state(before)  # no batch was prepared: its branch is not drawn either
+            raise
         K_eig = K.to(self.eig_dtype or K.dtype)
         if executor is None:
             return PreparedOperators(actions, K, eig=self._decompose_now(K_eig), owner=self, use=use)
@@ -473,9 +493,14 @@ class KoopmanAugmenter(Augmenter):
                              "from this batch's own actions tensor (a batch changed after it was prepared, or "
                              "prepared by another augmenter?)")
         B, device = s.shape[0], s.device
-        if prepared is not None and tuple(prepared.use.shape) != (B,):
-            raise ValueError(f"batch['{PREPARED_KEY}'] drew the branch for {tuple(prepared.use.shape)} rows, the batch "
-                             f"has {B}")
+        if prepared is not None:
+            if tuple(prepared.use.shape) != (B,):
+                raise ValueError(f"batch['{PREPARED_KEY}'] drew the branch for {tuple(prepared.use.shape)} rows, the "
+                                 f"batch has {B}")
+            if prepared.used:
+                raise ValueError(f"batch['{PREPARED_KEY}'] was used by an earlier augmentation, with its branch draw: "
+                                 "augment a batch once, or prepare it again")
+            prepared.used = True
         if self.model.training:  # frozen: someone may have called .train() on it since
             self.model.eval()
         # The branch from the augmenter's own generator (drawn ahead by prepare() where the batch was), then, in a
@@ -510,7 +535,7 @@ class KoopmanAugmenter(Augmenter):
             s_next_out = torch.where(take[:, None], s_next_k.to(s.dtype), s_next_out)
             self._koopman_used = self._koopman_used + n_take
         else:
-            idx = torch.nonzero(use).squeeze(-1).to(device)
+            idx = torch.nonzero(use).squeeze(-1).to(device, non_blocking=True)
             if prepared is None:
                 K, eig = self.model.operator(cast(a[idx])), None
             elif n_drawn == B:

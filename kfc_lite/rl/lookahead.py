@@ -122,10 +122,14 @@ class LookaheadSampler:
             return self._pending[0][1]
         return self.augmenter.state_dict()
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore the wrapped sampler (the augmenter's state is restored on the augmenter itself)."""
+    def load_state_dict(self, state: dict, augmenter_state: dict | None = None) -> None:
+        """Restore the wrapped sampler and, if given, the augmenter (``augmenter_state``, from
+        :meth:`augmenter_state_dict`). The batches drawn ahead are dropped first, which rewinds the augmenter to
+        the oldest of them: restore the augmenter here, or on the augmenter after this call, never before it."""
         self._drop_pending()
         self.sampler.load_state_dict(state)
+        if augmenter_state is not None:
+            self.augmenter.load_state_dict(augmenter_state)
 
     def _drop_pending(self) -> None:
         """Forget the batches drawn ahead, rewinding the wrapped sampler and the augmenter to the oldest of them."""
