@@ -81,8 +81,11 @@ class TrainConfig:
     ``gauged`` the residual form ``s + D((I+sigma)E(s)) - D(E(s))``. ``eig_workers``: threads that decompose
     the next batches' ``K(a)`` while the current one trains (:class:`kfc_lite.rl.lookahead.LookaheadSampler`;
     the same steps either way). "auto" means every host core but one on a GPU and none (decompose in the step)
-    on the CPU, where a worker helps only if a core would otherwise be idle: set ``eig_workers=1`` when torch
-    runs on fewer threads than the machine has free cores.
+    on the CPU, where a worker helps only if a core would otherwise be idle. Asked for on the CPU
+    (``eig_workers=N``), the workers get cores of their own: the training loop runs torch on the cores left
+    (at least one, never more threads than it had), and sets the count back afterwards (``result.json`` records
+    it). On 2 cores with bf16 that made KFC++ 1.3x faster than decomposing in a 2-thread step; in fp32 the two
+    are within 10% (benchmarks/results/throughput.md).
 
     Agent: ``preset`` (``kfc-code``, ``cql-paper``, ``corl``) and ``sac`` (a dict of :class:`SACConfig`
     fields that override it). ``precision`` ("auto", "fp32", "bf16") and ``compile`` ("auto", True, False):
@@ -433,7 +436,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     from tqdm.auto import tqdm
 
     from kfc_lite.rl.augment import KoopmanAugmenter, make_augmenter
-    from kfc_lite.rl.lookahead import LookaheadSampler, default_eig_workers
+    from kfc_lite.rl.lookahead import LookaheadSampler, available_cores, default_eig_workers
     from kfc_lite.rl.policy import save_policy
     from kfc_lite.rl.replay import TransitionSampler
     from kfc_lite.rl.sac import SACCQL
@@ -505,10 +508,18 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
                unit="step", disable=not progress, dynamic_ncols=True)
     postfix: dict = {}
     # steps per second count training only: time spent evaluating and checkpointing is "paused" time
+    # CPU lookahead: the workers get cores of their own. The step's torch threads are cut to the cores left, for
+    # the loop only (a 2-thread bf16 KFC++ step beside one worker on 2 cores ran 1.5x slower than a 1-thread one:
+    # benchmarks/NOTES.md); the count used is in result.json.
+    threads_before, torch_threads = torch.get_num_threads(), torch.get_num_threads()
+    if batches is not sampler and device.type == "cpu":
+        torch_threads = min(threads_before, max(1, available_cores() - eig_workers))
     t_begin = t_log = time.perf_counter()
     paused = total_paused = 0.0
     steps_since_log, evaluated_at = 0, -1
     try:
+        if torch_threads != threads_before:
+            torch.set_num_threads(torch_threads)
         for step in range(start + 1, config.steps + 1):
             want = step % config.log_every == 0 or step == config.steps
             metrics = agent.update(batches.sample(), metrics=want)  # metrics=False: no device sync on most steps
@@ -549,6 +560,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
         bar.close()
         if batches is not sampler:
             batches.close()
+        if torch.get_num_threads() != threads_before:
+            torch.set_num_threads(threads_before)
         release_cpu_memory()  # what the steps' temporaries kept in the C heap (kfc_lite.settings)
     train_time = time.perf_counter() - t_begin - total_paused
 
@@ -565,7 +578,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
                        agent=agent, koopman_history=koopman_history)
     _write_json_atomic({"step": agent.step, "final_return": result.final_return,
                         "final_normalized": result.final_normalized, "steps_per_second": result.steps_per_second,
-                        "evaluated_at": evaluated_at}, run_dir / "result.json")
+                        "evaluated_at": evaluated_at, "torch_threads": torch_threads,
+                        "eig_workers": eig_workers if batches is not sampler else 0},
+                       run_dir / "result.json")
     return result
 
 

@@ -137,10 +137,17 @@ def test_eig_lookahead_takes_the_same_steps_and_resumes_exactly(dataset, tmp_pat
     bit for bit; and a lookahead run stopped at 6 and resumed to 12 == both (its checkpoint holds the sampler
     as of the next batch to train on, not as of the batches already drawn ahead)."""
     kw = dict(per=per, p_koopman=0.6, sac=dict(TINY_SAC, bc_steps=8))
-    train(tiny_config(dataset, tmp_path / "inline", eig_workers=0, **kw), progress=False)
-    train(tiny_config(dataset, tmp_path / "ahead", eig_workers=2, **kw), progress=False)
-    train(tiny_config(dataset, tmp_path / "stopped", eig_workers=1, steps=6, **kw), progress=False)
-    train(tiny_config(dataset, tmp_path / "stopped", eig_workers=1, steps=12, **kw), resume=True, progress=False)
+    # one torch thread for all: a CPU lookahead run leaves its workers' cores to them, and products summed over
+    # another number of threads differ in the last bits (the lookahead itself changes nothing)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(tiny_config(dataset, tmp_path / "inline", eig_workers=0, **kw), progress=False)
+        train(tiny_config(dataset, tmp_path / "ahead", eig_workers=2, **kw), progress=False)
+        train(tiny_config(dataset, tmp_path / "stopped", eig_workers=1, steps=6, **kw), progress=False)
+        train(tiny_config(dataset, tmp_path / "stopped", eig_workers=1, steps=12, **kw), resume=True, progress=False)
+    finally:
+        torch.set_num_threads(before)
     step_a, a = _checkpoint_tensors(tmp_path / "inline" / "checkpoint.pt")
     strip = lambda rows: [{k: v for k, v in r.items() if k != "steps_per_second"} for r in rows]
     rows = strip(read_metrics(tmp_path / "inline"))
@@ -151,6 +158,32 @@ def test_eig_lookahead_takes_the_same_steps_and_resumes_exactly(dataset, tmp_pat
         for key in a:
             assert torch.equal(a[key], b[key]), (other, key)
         assert strip(read_metrics(tmp_path / other)) == rows, other
+
+
+def test_cpu_lookahead_leaves_its_workers_cores_and_sets_the_thread_count_back(dataset, tmp_path, monkeypatch):
+    """eig_workers=1 on a 2-core CPU: the steps run on 1 torch thread (the worker has the other core); the count
+    the caller had comes back afterwards. Without lookahead the count is left alone."""
+    import kfc_lite.rl.lookahead as lookahead
+    from kfc_lite.rl.sac import SACCQL
+
+    seen = []
+    update = SACCQL.update
+    monkeypatch.setattr(SACCQL, "update", lambda self, *a, **k: seen.append(torch.get_num_threads()) or update(self, *a, **k))
+    monkeypatch.setattr(lookahead, "available_cores", lambda: 2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train(tiny_config(dataset, tmp_path / "ahead", steps=4, eig_workers=1), progress=False)
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+        result = json.loads((tmp_path / "ahead" / "result.json").read_text())
+        assert result["torch_threads"] == 1 and result["eig_workers"] == 1
+        seen.clear()
+        train(tiny_config(dataset, tmp_path / "inline", steps=4, eig_workers=0), progress=False)
+        assert set(seen) == {2} and torch.get_num_threads() == 2
+        result = json.loads((tmp_path / "inline" / "result.json").read_text())
+        assert result["torch_threads"] == 2 and result["eig_workers"] == 0
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_checkpoint_without_the_augmenters_state_resumes_with_a_warning(dataset, tmp_path):
