@@ -507,13 +507,13 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     bar = tqdm(total=config.steps, initial=start, desc=f"{config.method} on {pathlib.Path(config.dataset).name}",
                unit="step", disable=not progress, dynamic_ncols=True)
     postfix: dict = {}
-    # steps per second count training only: time spent evaluating and checkpointing is "paused" time
     # CPU lookahead: the workers get cores of their own. The step's torch threads are cut to the cores left, for
     # the loop only (a 2-thread bf16 KFC++ step beside one worker on 2 cores ran 1.5x slower than a 1-thread one:
     # benchmarks/NOTES.md); the count used is in result.json.
-    threads_before, torch_threads = torch.get_num_threads(), torch.get_num_threads()
+    threads_before = torch_threads = torch.get_num_threads()
     if batches is not sampler and device.type == "cpu":
         torch_threads = min(threads_before, max(1, available_cores() - eig_workers))
+    # steps per second count training only: time spent evaluating and checkpointing is "paused" time
     t_begin = t_log = time.perf_counter()
     paused = total_paused = 0.0
     steps_since_log, evaluated_at = 0, -1
