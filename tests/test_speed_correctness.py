@@ -204,27 +204,53 @@ def test_reference_would_catch_a_wrong_step():
     assert wrong.update(batch_of(0))["cql_penalty"] != pytest.approx(losses["cql_penalty"], rel=1e-3)
 
 
-def test_threaded_eig_and_bounded_guard_are_identical_to_the_plain_calls():
+def _guard_cases() -> torch.Tensor:
+    """40 operators of 8x8 whose guard outcomes are certain on every CPU, and random ones in between.
+
+    * ``K[3]``, an exact Jordan block ``0.9 I + N``: it is already upper triangular, so LAPACK's ``geev`` returns
+      eight equal eigenvalues without rounding and back-substitutes eigenvectors that all lie within round-off of
+      ``e1``: ``cond(U)`` is of order ``1/eps`` or infinite, far above the limit, whatever the BLAS/LAPACK kernels.
+      (A matrix that is only nearly defective would not do: whether its computed eigenvectors pass the limit
+      depends on the kernels, and differs between Intel and AMD CPUs.)
+    * ``K[5]`` holds a NaN.
+    * ``K[7]``, ``Q diag(lambda) Q^T`` with an orthogonal ``Q`` and well separated eigenvalues: ``cond(U)`` is 1 up
+      to round-off on any CPU, so it must be kept.
+    * the rest, ``I`` plus noise: conditioning that varies by sample, where the fast guard must decide as the exact
+      one does, whatever either decides.
+    """
     g = torch.Generator().manual_seed(0)
     K = torch.eye(8) + 0.3 * torch.randn(40, 8, 8, generator=g) / 8 ** 0.5
-    K[3] = torch.tensor([[0.9, 1.0], [0.0, 0.9]]).repeat(4, 4)  # defective-ish: fails the guard
+    K[3] = 0.9 * torch.eye(8) + torch.diag(torch.ones(7), 1)
     K[5, 0, 0] = float("nan")
+    Q, _ = torch.linalg.qr(torch.randn(8, 8, generator=g, dtype=torch.float64))
+    K[7] = (Q @ torch.diag(torch.linspace(-0.9, 0.9, 8, dtype=torch.float64)) @ Q.T).float()
+    return K
+
+
+def test_threaded_eig_and_bounded_guard_are_identical_to_the_plain_calls():
+    K = _guard_cases()
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
         values, vectors = symmetry._eig(K[torch.arange(40) != 5])
     finally:
         torch.set_num_threads(threads)
+    # the same LAPACK call on each matrix, on this machine: the thread that runs it changes nothing
     v_ref, u_ref = torch.linalg.eig(K[torch.arange(40) != 5])
     assert torch.equal(values, v_ref) and torch.equal(vectors, u_ref)
     exact, fast = symmetry.eigendecompose(K), symmetry.eigendecompose(K, exact_cond=False)
-    assert torch.equal(exact.valid, fast.valid) and not exact.valid[3] and not exact.valid[5]
+    # the guard rejects what it must and keeps what it must, on any CPU ...
+    assert not exact.valid[3] and not exact.valid[5] and exact.valid[7]
+    assert float(exact.cond[7]) < 1.01
+    # ... and the fast guard decides every sample as the exact one does, whatever the two decide
+    assert torch.equal(exact.valid, fast.valid)
     assert torch.equal(exact.vectors, fast.vectors) and torch.equal(exact.inverse, fast.inverse)
     ok = exact.valid
     assert (fast.cond[ok] >= exact.cond[ok] * (1 - 1e-5)).all()  # an upper bound where it decided
     for threshold in (2.0, float(exact.cond[ok].median())):  # a limit that splits the batch
         a, b = symmetry.eigendecompose(K, threshold), symmetry.eigendecompose(K, threshold, exact_cond=False)
         assert torch.equal(a.valid, b.valid)
+        assert a.valid[7] and not a.valid[3] and 0 < int(a.valid.sum()) < 38
 
 
 def test_adam_flags_by_device():
@@ -278,6 +304,8 @@ def test_fused_cpu_layers_equal_the_plain_layers(monkeypatch, precision, hidden)
 
     if networks._LINEAR_POINTWISE is None:
         pytest.skip("this torch build has no oneDNN fused linear kernel: only the plain path exists")
+    if (torch.bfloat16 if precision == "bf16" else torch.float32) not in networks._FUSED_DTYPES:
+        pytest.skip(f"oneDNN has no fused {precision} kernel on this CPU: {precision} takes the plain path here")
     torch.manual_seed(0)
     # one hidden layer: the head's factored gradient meets the first layer (its bias folded in its weight)
     critic = networks.CriticEnsemble(DS, DA, hidden=hidden, n_critics=2)
@@ -410,3 +438,24 @@ def test_cpu_critic_function_without_hidden_layers_matches_autograd():
         out.append((x.grad, w.grad, b.grad))
     for got, want in zip(*out):
         assert rel(got, want) < 1e-6
+
+
+def test_a_dtype_the_fused_kernel_refuses_takes_the_plain_path(monkeypatch):
+    """oneDNN refuses bf16 products on CPUs without bf16 or AVX-512 instructions: the critic must then run bf16
+    through the plain layers (on every CPU), and fp32 still through the fused ones."""
+    from kfc_lite.rl import networks
+
+    if networks._LINEAR_POINTWISE is None:
+        pytest.skip("this torch build has no oneDNN fused linear kernel: only the plain path exists")
+    monkeypatch.setattr(networks, "_FUSED_DTYPES", (torch.float32,))
+    calls = []
+    real = networks._CriticMLP.apply
+    monkeypatch.setattr(networks._CriticMLP, "apply", lambda *x: calls.append(1) or real(*x))
+    torch.manual_seed(0)
+    critic = networks.CriticEnsemble(DS, DA, hidden=(32, 32), n_critics=2)
+    s, a = torch.randn(24, DS), torch.rand(24, DA) * 2 - 1
+    q_bf16, _ = _critic_pass(critic, s, a, "bf16")
+    assert not calls and torch.isfinite(q_bf16).all()
+    q_fp32, _ = _critic_pass(critic, s, a, "fp32")
+    assert calls
+    assert rel(q_bf16.float(), q_fp32) < 5e-2  # the same critic, in bf16's precision

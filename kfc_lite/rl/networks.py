@@ -66,23 +66,29 @@ class MLP(nn.Module):
 
 
 def _onednn_linear_pointwise():
-    """oneDNN's fused ``linear + bias + activation`` CPU kernel, or None where this torch build lacks it.
+    """oneDNN's fused ``linear + bias + activation`` CPU kernel and the dtypes it runs here, or ``(None, ())``.
 
-    The kernel is a private operator (it serves ``torch.compile``'s CPU code), so it is probed once on a
-    tiny product: a build without it, or one whose signature differs, gets the plain ``addmm`` path.
+    The kernel is a private operator (it serves ``torch.compile``'s CPU code), so it is probed once per dtype on
+    a tiny product: a build without it, or one whose signature differs, gets the plain ``addmm`` path. Which
+    dtypes it takes depends on the CPU, not only on the build: oneDNN has bf16 kernels only where the CPU has
+    bf16 (or at least AVX-512) instructions, and on an AVX2-only CPU it refuses a bf16 product. A dtype the
+    probe refuses goes through the plain path, which torch serves on every CPU.
     """
     if not torch.backends.mkldnn.is_available():
-        return None
+        return None, ()
     op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
     if op is None:
-        return None
-    try:
-        x, w, b = torch.tensor([[1.0, -2.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0.5, 0.5])
-        if not torch.equal(op(x, w, b, "relu", [], ""), torch.tensor([[1.5, 0.0]])):
-            return None
-    except (RuntimeError, TypeError, NotImplementedError):
-        return None
-    return op
+        return None, ()
+    dtypes = []
+    x, w, b = torch.tensor([[1.0, -2.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0.5, 0.5])
+    for dtype in (torch.float32, torch.bfloat16):
+        try:
+            out = op(x.to(dtype), w.to(dtype), b.to(dtype), "relu", [], "")
+        except (RuntimeError, TypeError, NotImplementedError):
+            continue
+        if out.dtype == dtype and torch.equal(out.float(), torch.tensor([[1.5, 0.0]])):
+            dtypes.append(dtype)
+    return (op, tuple(dtypes)) if dtypes else (None, ())
 
 
 def _cpu_autocast_dtype() -> torch.dtype | None:
@@ -93,7 +99,7 @@ def _cpu_autocast_dtype() -> torch.dtype | None:
         return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
 
 
-_LINEAR_POINTWISE = _onednn_linear_pointwise()
+_LINEAR_POINTWISE, _FUSED_DTYPES = _onednn_linear_pointwise()
 
 
 class _CriticMLP(torch.autograd.Function):
@@ -186,7 +192,7 @@ class _CriticMLP(torch.autograd.Function):
 
 def _fused_ok(x: torch.Tensor, dtype: torch.dtype) -> bool:
     """Whether the fused CPU layers serve a critic call on ``x`` computed in ``dtype``."""
-    return _LINEAR_POINTWISE is not None and x.device.type == "cpu" and dtype in (torch.float32, torch.bfloat16)
+    return _LINEAR_POINTWISE is not None and x.device.type == "cpu" and dtype in _FUSED_DTYPES
 
 
 class CriticEnsemble(nn.Module):
