@@ -1,7 +1,7 @@
 """``kfc-lite data``: list, download, inspect and generate D4RL-format datasets.
 
 * ``kfc-lite data list [--env hopper] [--version v2]``
-* ``kfc-lite data download NAME [--dest DIR] [--url URL]``
+* ``kfc-lite data download NAME [--dest DIR] [--url URL] [--wait SECONDS]``
 * ``kfc-lite data info NAME_OR_PATH``          size, episodes, returns, normalized score of the data's episodes
 * ``kfc-lite data make RECIPE [--size N] [--seed S] [--out PATH] [--policy FILE]``
   recipes ``<env>-<kind>-replica`` for the five D4RL kinds (``kfc_lite.data.replicas``): random (D4RL's uniform
@@ -33,7 +33,11 @@ def register(subparsers) -> None:
     q.add_argument("--dest", help="folder to download into (default: $D4RL_DATASET_DIR or ~/.d4rl/datasets)")
     q.add_argument("--url", help="download from this address instead (a mirror)")
     q.add_argument("--checksum", help="expected 'sha256:<hex>' or 'md5:<hex>' of the file")
-    q.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the server (default 60)")
+    q.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds the server may stay silent, connecting or mid-file (default 60)")
+    q.add_argument("--wait", type=float, default=None, metavar="SECONDS",
+                   help="while another process downloads the same dataset, wait at most this long for it (default: "
+                        "until it finishes; 0: give up at once)")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=_download)
 
@@ -78,7 +82,7 @@ def _download(args: argparse.Namespace) -> int:
     from kfc_lite.data.download import download
 
     path = download(args.name, dest=args.dest, url=args.url, checksum=args.checksum, timeout=args.timeout,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, wait=args.wait)
     print(path)
     return 0
 

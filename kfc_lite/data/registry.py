@@ -13,6 +13,10 @@ returns (``REF_MIN_SCORE``/``REF_MAX_SCORE``) from ``d4rl/infos.py``, where ever
 environment shares the ``<env>-random-v0`` pair. D4RL publishes no checksums, so none is recorded here
 (``DatasetInfo.checksum`` is ``None``); pass one to :func:`kfc_lite.data.download` if you have it.
 
+What a name promises, checked on every download and cache hit (:mod:`kfc_lite.data.identity`): the observation
+and action sizes of its environment (:data:`OBS_DIM`, :data:`ACT_DIM`) and, where we know it, the number of rows
+of D4RL's file (:data:`D4RL_ROWS`).
+
 Environment choice: ``HalfCheetah-v4``, ``Hopper-v4`` and ``Walker2d-v4``. D4RL's data come from gym's ``-v3``
 MuJoCo environments (mujoco-py). Gymnasium's ``-v4`` keeps their XML models, rewards, observations (17/11/17
 values, 6/3/6 actions) and 1000-step limit on the new ``mujoco`` bindings. ``-v5`` has the same dimensions but
@@ -44,6 +48,24 @@ _GYM_PREFIX = {"halfcheetah": "halfcheetah", "hopper": "hopper", "walker2d": "wa
 REF_MIN_SCORE = {"halfcheetah": -280.178953, "hopper": -20.272305, "walker2d": 1.629008}
 REF_MAX_SCORE = {"halfcheetah": 12135.0, "hopper": 3234.3, "walker2d": 4592.3}
 
+#: Observation and action sizes of each family (gym's -v3 and gymnasium's -v4/-v5 agree). HalfCheetah and Walker2d
+#: share 17/6, so sizes alone cannot tell those two apart; :mod:`kfc_lite.data.identity` adds a physical test.
+OBS_DIM = {"halfcheetah": 17, "hopper": 11, "walker2d": 17}
+ACT_DIM = {"halfcheetah": 6, "hopper": 3, "walker2d": 6}
+
+#: Rows of D4RL's -v2 files where the count is agreed on: random and medium data stop at 1,000,000 transitions
+#: (the sample count of D4RL's generation script), and the medium-replay sizes are those the D4RL v2 statistics
+#: quote (the figures of ``kfc_lite.data.replicas.D4RL_PUBLISHED``). None was re-measured here: the files cannot be
+#: downloaded on the project's machines. Expert and medium-expert counts are quoted inconsistently (some files
+#: lose rows to cut episodes) and v0's replay files differ again: those names have no entry, so their row count is
+#: not checked rather than checked against a guess.
+D4RL_ROWS = {
+    **{f"{env}-{kind}-v2": 1_000_000 for env in ENVS for kind in ("random", "medium")},
+    "halfcheetah-medium-replay-v2": 202_000,
+    "hopper-medium-replay-v2": 402_000,
+    "walker2d-medium-replay-v2": 302_000,
+}
+
 #: Every D4RL MuJoCo episode is cut at this many steps (``max_episode_steps`` of D4RL's registrations).
 MAX_EPISODE_STEPS = 1000
 
@@ -70,6 +92,9 @@ class DatasetInfo:
     gym_id: str  #: the gymnasium environment that evaluates a policy trained on this dataset
     ref_min_score: float
     ref_max_score: float
+    obs_dim: int  #: observation size of the environment (:data:`OBS_DIM`)
+    act_dim: int  #: action size of the environment (:data:`ACT_DIM`)
+    rows: int | None = None  #: rows of D4RL's file when known (:data:`D4RL_ROWS`); ``None``: not checked
     checksum: str | None = None  #: ``"sha256:<hex>"`` or ``"md5:<hex>"`` when known; D4RL publishes none
     max_episode_steps: int = MAX_EPISODE_STEPS
 
@@ -81,14 +106,16 @@ class DatasetInfo:
 def _build() -> dict[str, DatasetInfo]:
     out = {}
     for env in ENVS:
-        ref = dict(env=env, gym_id=GYM_IDS[env], ref_min_score=REF_MIN_SCORE[env], ref_max_score=REF_MAX_SCORE[env])
+        ref = dict(env=env, gym_id=GYM_IDS[env], ref_min_score=REF_MIN_SCORE[env], ref_max_score=REF_MAX_SCORE[env],
+                   obs_dim=OBS_DIM[env], act_dim=ACT_DIM[env])
         for kind in KINDS:
             v0 = _V0_FILES[(env, kind)]
             out[f"{env}-{kind}-v0"] = DatasetInfo(f"{env}-{kind}-v0", kind=kind, version="v0", file_name=v0,
                                                   url=f"{_BASE}/gym_mujoco/{v0}", **ref)
             v2 = f"{env}_{kind.replace('-', '_')}-v2.hdf5"
             out[f"{env}-{kind}-v2"] = DatasetInfo(f"{env}-{kind}-v2", kind=kind, version="v2", file_name=v2,
-                                                  url=f"{_BASE}/gym_mujoco_v2/{v2}", **ref)
+                                                  url=f"{_BASE}/gym_mujoco_v2/{v2}",
+                                                  rows=D4RL_ROWS.get(f"{env}-{kind}-v2"), **ref)
             rep = f"{env}_{kind.replace('-', '_')}-replica.hdf5"
             out[f"{env}-{kind}-replica"] = DatasetInfo(f"{env}-{kind}-replica", kind=kind, version="replica",
                                                        file_name=rep, url=None, **ref)

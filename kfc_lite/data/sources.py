@@ -15,6 +15,15 @@ import numpy as np
 from kfc_lite.data import registry
 from kfc_lite.data.errors import DatasetError, UnknownDatasetError
 from kfc_lite.data.hdf5 import load_hdf5, validate
+from kfc_lite.data.identity import check_identity
+
+
+class _MinariNotFound(FileNotFoundError):
+    """Minari has no local dataset of that id; ``where`` is the folder it looked in."""
+
+    def __init__(self, message: str, where: str):
+        super().__init__(message)
+        self.where = where
 
 
 def _importable(module: str) -> bool:
@@ -38,7 +47,8 @@ def load(name_or_path: str | os.PathLike, *, download: bool = False, progress: b
     4. a Minari dataset id (``mujoco/hopper/medium-v0``) when ``minari`` is importable; episodes become flat rows
        with ``terminals`` = terminations and ``timeouts`` = truncations.
 
-    Loaded by name, the dict also gets ``metadata/d4rl_env`` (the name) when the file has none, so
+    Loaded by name, the file must be that dataset (:func:`kfc_lite.data.identity.check_identity`: sizes, rows,
+    environment), and the dict gets ``metadata/d4rl_env`` (the name) when the file has none, so
     :func:`kfc_lite.envs.env_family` and evaluation know which environment the data come from.
     """
     key = os.fspath(name_or_path)
@@ -51,7 +61,15 @@ def load(name_or_path: str | os.PathLike, *, download: bool = False, progress: b
     if _importable("d4rl") and "/" not in key:
         return validate(from_d4rl(key), f"d4rl dataset {key}")
     if _importable("minari"):  # Minari ids contain slashes too (mujoco/hopper/medium-v0): try them before paths
-        return validate(from_minari(key, download=download), f"minari dataset {key}")
+        try:
+            return validate(from_minari(key, download=download), f"minari dataset {key}")
+        except _MinariNotFound as exc:
+            try:
+                registry.get(key)
+            except UnknownDatasetError as unknown:
+                raise UnknownDatasetError(f"{unknown} (Not a file either, nor a Minari dataset in {exc.where}; "
+                                          "load(..., download=True) would ask Minari's server.)") from None
+            raise AssertionError("unreachable")  # pragma: no cover - registry names were handled above
     if os.sep in key:
         load_hdf5(key)  # raises FileNotFoundError naming the path
     try:
@@ -78,6 +96,7 @@ def _load_registered(name: str, *, download: bool, progress: bool) -> dict:
                                     "set D4RL_DATASET_DIR to use another cache folder.")
         path = fetch(info.name, progress=progress)
     data = validate(load_hdf5(path), f"{info.name} ({path})")
+    check_identity(data, info, path)  # every cache hit: the file must be the dataset its name promises
     data.setdefault("metadata/d4rl_env", info.name)
     return data
 
@@ -106,7 +125,12 @@ def from_minari(dataset_id: str, *, download: bool = False) -> dict:
         raise ModuleNotFoundError("the minari package is not installed (pip install minari)")
     import minari
 
-    dataset = minari.load_dataset(dataset_id, download=download)
+    try:
+        dataset = minari.load_dataset(dataset_id, download=download)
+    except FileNotFoundError as exc:  # minari's word for "no local dataset of that id" (download=False)
+        where = os.environ.get("MINARI_DATASETS_PATH") or "~/.minari/datasets"
+        raise _MinariNotFound(f"minari dataset {dataset_id}: not in {where}; from_minari(..., download=True) asks "
+                              "Minari's server for it", where) from exc
     parts: dict[str, list] = {k: [] for k in ("observations", "next_observations", "actions", "rewards",
                                              "terminals", "timeouts")}
     for ep in dataset.iterate_episodes():  # one episode at a time: the episodes are never all held twice
