@@ -176,6 +176,14 @@ def _libc_function(name: str, argtypes: tuple):
     return fn
 
 
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS tells it, else ``os.cpu_count()``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def thread_pool(workers: int, threads_each: int = 1, name: str = "kfc_lite"):
     """A ``ThreadPoolExecutor`` of ``workers`` threads whose torch ops use ``threads_each`` intra-op threads,
     leaving the calling thread's own count as it was.

@@ -93,21 +93,17 @@ def _check_square(K: torch.Tensor, name: str = "K") -> None:
         raise TypeError(f"{name} must be a real floating-point tensor (float32 or float64), got {K.dtype}")
 
 
-def eigendecompose(K: torch.Tensor, cond_threshold: float | None = None, exact_cond: bool = True,
-                   split: bool = True) -> Eigendecomposition:
+def eigendecompose(K: torch.Tensor, cond_threshold: float | None = None, exact_cond: bool = True
+                   ) -> Eigendecomposition:
     """Batched eigen-decomposition of real ``K`` (..., n, n) on its device, with a validity guard.
 
     A sample is invalid when ``K`` holds NaN/inf, when the eigen-decomposition or the inverse of ``U`` is
     not finite or fails, or when ``cond(U) > cond_threshold`` (default :func:`default_cond_threshold`).
 
-    Speed (the training loop calls this on every batch; benchmarks/NOTES.md): on a CPU with several torch
-    threads the batch is split over threads (LAPACK's ``geev`` runs one matrix at a time; the results are
-    identical). With ``exact_cond=False`` the guard first uses the cheap bound ``||U||_F ||U^-1||_F >=
-    cond_2(U)``: a sample under the limit by the bound is under it exactly, so only the others need the SVD
-    of ``U``. The validity mask is the same as with ``exact_cond=True``; ``cond`` then holds that upper bound
-    for the samples it cleared (the exact 2-norm condition number elsewhere). ``split=False`` keeps the
-    whole batch on the calling thread (for callers that are themselves one of several worker threads, as
-    :class:`kfc_lite.rl.lookahead.LookaheadSampler`'s are).
+    With ``exact_cond=False`` the guard first uses the cheap bound ``||U||_F ||U^-1||_F >= cond_2(U)``: a sample
+    under the limit by the bound is under it exactly, so only the others need the SVD of ``U``. The validity
+    mask is the same as with ``exact_cond=True``; ``cond`` then holds that upper bound for the samples it
+    cleared (the exact 2-norm condition number elsewhere).
     """
     _check_square(K)
     if cond_threshold is None:
@@ -119,7 +115,7 @@ def eigendecompose(K: torch.Tensor, cond_threshold: float | None = None, exact_c
     eye_real = torch.eye(n, dtype=K.dtype, device=K.device)
     # eig refuses NaN/inf input for the whole batch: substitute I for those samples, mark them invalid.
     K_safe = _where_ok(finite_in, K, eye_real)
-    values, vectors = _eig(K_safe) if split else torch.linalg.eig(K_safe)
+    values, vectors = torch.linalg.eig(K_safe)
     eye = torch.eye(n, dtype=vectors.dtype, device=K.device)
     # A matrix holds a NaN or an inf exactly when its Frobenius norm is not finite (the norm of a finite U
     # could only overflow above ~1e19 per entry, far past any accepted condition number): one cheap
@@ -157,32 +153,6 @@ def _where_ok(ok: torch.Tensor, x: torch.Tensor, fill: torch.Tensor) -> torch.Te
     if x.device.type == "cpu" and bool(ok.all()):
         return x
     return torch.where(ok[..., None, None], x, fill)
-
-
-_EIG_POOL = None
-
-
-def _eig(K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.linalg.eig``, with a large CPU batch split over torch's intra-op threads.
-
-    Why: on the CPU, ``eig`` of a batch loops over the matrices on one thread, whatever
-    ``torch.get_num_threads()`` says; a thread pool runs slices of the batch side by side (torch releases
-    the GIL inside the call). Each matrix goes through the same LAPACK call, so the results are identical.
-    """
-    global _EIG_POOL
-    threads = torch.get_num_threads()
-    batch = K.shape[:-2].numel()
-    if K.device.type != "cpu" or threads < 2 or batch < 2 * threads:
-        return torch.linalg.eig(K)
-    if _EIG_POOL is None or _EIG_POOL._max_workers < threads:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _EIG_POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kfc_lite-eig")
-    flat = K.reshape(batch, *K.shape[-2:])
-    parts = list(_EIG_POOL.map(torch.linalg.eig, torch.tensor_split(flat, threads)))
-    values = torch.cat([v for v, _ in parts]).reshape(*K.shape[:-1])
-    vectors = torch.cat([u for _, u in parts]).reshape(K.shape[:-2] + (K.shape[-1], K.shape[-1]))
-    return values, vectors
 
 
 def _from_eigenbasis(eig: Eigendecomposition, d: torch.Tensor, real_dtype: torch.dtype) -> torch.Tensor:

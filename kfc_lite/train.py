@@ -43,7 +43,9 @@ METHODS = ("cql", "s4rl", "kfc", "kfc++")
 KOOPMAN_METHODS = ("kfc", "kfc++")
 #: fields that may change between a run and its resumption (they do not change what is computed per step)
 RESUMABLE_CHANGES = ("steps", "device", "eval_every", "eval_episodes", "eval_max_steps", "checkpoint_every",
-                     "log_every", "out", "download", "eig_workers")
+                     "log_every", "out", "download", "table_memory_gb")
+#: fields of earlier versions that no longer exist: a saved config that has them loads without them, with a note
+REMOVED_FIELDS = {"eig_workers": "the symmetry table replaced the look-ahead decomposition workers"}
 CHECKPOINT_FORMAT = "kfc-lite-train-checkpoint"
 
 
@@ -78,14 +80,11 @@ class TrainConfig:
     Method: ``method`` in cql, s4rl, kfc, kfc++. Augmentation (kfc-paper.md section 2): ``noise_sigma`` is
     S4RL's noise (also KFC's fall-back branch), ``shift_sigma`` the symmetry scale (units of 3e-3 for KFC++),
     ``p_koopman`` the probability of the symmetry branch, drawn once ``per`` batch (the authors' code) or sample,
-    ``gauged`` the residual form ``s + D((I+sigma)E(s)) - D(E(s))``. ``eig_workers``: threads that decompose
-    the next batches' ``K(a)`` while the current one trains (:class:`kfc_lite.rl.lookahead.LookaheadSampler`;
-    the same steps either way). "auto" means every host core but one on a GPU and none (decompose in the step)
-    on the CPU, where a worker helps only if a core would otherwise be idle. Asked for on the CPU
-    (``eig_workers=N``), the workers get cores of their own: the training loop runs torch on the cores left
-    (at least one, never more threads than it had), and sets the count back afterwards (``result.json`` records
-    it). On 2 cores with bf16 that made KFC++ 1.3x faster than decomposing in a 2-thread step; in fp32 the two
-    are within 10% (benchmarks/results/throughput.md).
+    ``gauged`` the residual form ``s + D((I+sigma)E(s)) - D(E(s))``. KFC and KFC++ read each transition's
+    symmetry from a table computed once per dataset (:mod:`kfc_lite.symmetry_table`), cached beside the Koopman
+    model: ``table_storage`` is the dtype of its stored bases ("float16", "float32" or "bfloat16"; the error
+    each gives is in benchmarks/results/memory.md), ``table_memory_gb`` the size above which the table is
+    memory-mapped from disk instead of read into memory.
 
     Agent: ``preset`` (``kfc-code``, ``cql-paper``, ``corl``) and ``sac`` (a dict of :class:`SACConfig`
     fields that override it). ``precision`` ("auto", "fp32", "bf16") and ``compile`` ("auto", True, False):
@@ -127,7 +126,8 @@ class TrainConfig:
     p_koopman: float = 0.8
     per: str = "batch"
     gauged: bool = False
-    eig_workers: object = "auto"
+    table_storage: str = "float16"
+    table_memory_gb: float = 8.0
     # Koopman model
     koopman: dict = field(default_factory=dict)
     koopman_path: str | None = None
@@ -160,10 +160,12 @@ class TrainConfig:
         _num("p_koopman", self.p_koopman, 0.0, 1.0)
         if self.per not in ("batch", "sample"):
             raise ValueError(f"TrainConfig.per must be 'batch' (the authors' code) or 'sample', got {self.per!r}")
-        if self.eig_workers != "auto" and not (isinstance(self.eig_workers, int) and not isinstance(self.eig_workers, bool)
-                                               and 0 <= self.eig_workers <= 256):
-            raise ValueError(f"TrainConfig.eig_workers must be 'auto' or a number of threads from 0 (decompose K(a) in "
-                             f"the training step) to 256, got {self.eig_workers!r}")
+        from kfc_lite.symmetry_table import STORAGE_DTYPES
+
+        if self.table_storage not in STORAGE_DTYPES:
+            raise ValueError(f"TrainConfig.table_storage must be one of {sorted(STORAGE_DTYPES)}, got "
+                             f"{self.table_storage!r}")
+        _num("table_memory_gb", self.table_memory_gb, 0.0)
         if not isinstance(self.sac, dict) or not isinstance(self.koopman, dict):
             raise ValueError("TrainConfig.sac and TrainConfig.koopman are dicts of field overrides, e.g. sac={'q_lr': 1e-4}")
         for key in ("precision", "compile"):
@@ -222,6 +224,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in dataclasses.fields(cls)}
+        for old in sorted(set(d) & set(REMOVED_FIELDS) - names):
+            warnings.warn(f"TrainConfig.{old} is no longer a setting ({REMOVED_FIELDS[old]}): ignored", stacklevel=2)
+            d = {k: v for k, v in d.items() if k != old}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"TrainConfig has no field(s) {unknown}; its fields are {sorted(names)}")
@@ -414,6 +419,22 @@ def _koopman_model(config: TrainConfig, run_dir: pathlib.Path, q: dict, ds: int,
     return model.eval(), history
 
 
+def _symmetry_table(config: TrainConfig, augmenter, model, q: dict, run_dir: pathlib.Path, device, progress: bool):
+    """The dataset's symmetry table, cached beside the Koopman model the run was given (so runs that share a model
+    share its table) or in the run folder; its build time and size are printed and go to result.json."""
+    from kfc_lite.symmetry_table import symmetry_table
+
+    cache_dir = pathlib.Path(config.koopman_path).parent if config.koopman_path is not None else run_dir
+    settings = dataclasses.replace(augmenter.table_settings, storage=config.table_storage)
+    table = symmetry_table(model, q, settings, cache_dir, memory_budget_gb=config.table_memory_gb,
+                           progress=progress)
+    how = (f"built in {table.build_seconds:.1f} s" if table.build_seconds is not None else "loaded from the cache")
+    print(f"symmetry table: {len(table):,} rows, {table.nbytes / 2**20:.1f} MiB ({table.bytes_per_row} bytes a row, "
+          f"{'memory-mapped' if table.mapped else 'in memory'}), {how}; guard fall-back rate "
+          f"{table.fallback_rate:.2%} ({table.path})", flush=True)
+    return table.to(device)
+
+
 def _evaluate(agent, env_name, config: TrainConfig, step: int) -> dict:
     from kfc_lite.envs import evaluate
 
@@ -436,7 +457,6 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     from tqdm.auto import tqdm
 
     from kfc_lite.rl.augment import KoopmanAugmenter, make_augmenter
-    from kfc_lite.rl.lookahead import LookaheadSampler, available_cores, default_eig_workers
     from kfc_lite.rl.policy import save_policy
     from kfc_lite.rl.replay import TransitionSampler
     from kfc_lite.rl.sac import SACCQL
@@ -472,16 +492,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     model, koopman_history = None, None
     if config.method in KOOPMAN_METHODS:
         model, koopman_history = _koopman_model(config, run_dir, q, ds, da, device, progress)
-    seed_everything(config.seed)  # the agent starts the same whether the Koopman model was trained or loaded
     augmenter = make_augmenter(config.method, model, **config.augmenter_kwargs())
+    table = None
+    if isinstance(augmenter, KoopmanAugmenter):
+        table = _symmetry_table(config, augmenter, model, q, run_dir, device, progress)
+        augmenter.use_table(table)
+    seed_everything(config.seed)  # the agent starts the same whether the Koopman model was trained or loaded
     agent = SACCQL(ds, da, sac_config, device, augmenter=augmenter)
     sampler = TransitionSampler(q, sac_config.batch_size, device, seed=config.seed, mode=config.sampling)
-    eig_workers = config.eig_workers
-    if eig_workers == "auto":
-        eig_workers = default_eig_workers(device.type)
-    batches = sampler
-    if eig_workers and isinstance(augmenter, KoopmanAugmenter):
-        batches = LookaheadSampler(sampler, augmenter, workers=eig_workers)  # same batches, eig on worker threads
 
     start = 0
     if resume and ckpt_path.is_file():
@@ -507,22 +525,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     bar = tqdm(total=config.steps, initial=start, desc=f"{config.method} on {pathlib.Path(config.dataset).name}",
                unit="step", disable=not progress, dynamic_ncols=True)
     postfix: dict = {}
-    # CPU lookahead: the workers get cores of their own. The step's torch threads are cut to the cores left, for
-    # the loop only (a 2-thread bf16 KFC++ step beside one worker on 2 cores ran 1.5x slower than a 1-thread one:
-    # benchmarks/NOTES.md); the count used is in result.json.
-    threads_before = torch_threads = torch.get_num_threads()
-    if batches is not sampler and device.type == "cpu":
-        torch_threads = min(threads_before, max(1, available_cores() - eig_workers))
     # steps per second count training only: time spent evaluating and checkpointing is "paused" time
     t_begin = t_log = time.perf_counter()
     paused = total_paused = 0.0
     steps_since_log, evaluated_at = 0, -1
     try:
-        if torch_threads != threads_before:
-            torch.set_num_threads(torch_threads)
         for step in range(start + 1, config.steps + 1):
             want = step % config.log_every == 0 or step == config.steps
-            metrics = agent.update(batches.sample(), metrics=want)  # metrics=False: no device sync on most steps
+            metrics = agent.update(sampler.sample(), metrics=want)  # metrics=False: no device sync on most steps
             steps_since_log += 1
             if want:
                 now = time.perf_counter()
@@ -548,20 +558,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
                     postfix["score"] = f"{row['normalized']:.1f}"
                     bar.set_postfix(postfix, refresh=False)
                 if do_ckpt:
-                    # the augmenter as of the next batch to train on (ahead of it by the batches drawn ahead)
-                    aug_state = (batches.augmenter_state_dict() if batches is not sampler
-                                 else augmenter.state_dict() if augmenter is not None else {})
-                    _save_checkpoint(ckpt_path, agent, batches, step, device, extra={"augmenter": aug_state})
+                    aug_state = augmenter.state_dict() if augmenter is not None else {}
+                    _save_checkpoint(ckpt_path, agent, sampler, step, device, extra={"augmenter": aug_state})
                 dt = time.perf_counter() - t0
                 paused += dt
                 total_paused += dt
             bar.update(1)
     finally:
         bar.close()
-        if batches is not sampler:
-            batches.close()
-        if torch.get_num_threads() != threads_before:
-            torch.set_num_threads(threads_before)
         release_cpu_memory()  # what the steps' temporaries kept in the C heap (kfc_lite.settings)
     train_time = time.perf_counter() - t_begin - total_paused
 
@@ -578,8 +582,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
                        agent=agent, koopman_history=koopman_history)
     _write_json_atomic({"step": agent.step, "final_return": result.final_return,
                         "final_normalized": result.final_normalized, "steps_per_second": result.steps_per_second,
-                        "evaluated_at": evaluated_at, "torch_threads": torch_threads,
-                        "eig_workers": eig_workers if batches is not sampler else 0},
+                        "evaluated_at": evaluated_at, "torch_threads": torch.get_num_threads(),
+                        "symmetry_table": table.summary() if table is not None else None},
                        run_dir / "result.json")
     return result
 

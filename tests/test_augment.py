@@ -241,32 +241,6 @@ def test_draws_are_the_global_rng_and_the_augmenters_state_and_repeat():
         with pytest.raises(ValueError, match="seed must be an integer"):
             KoopmanAugmenter(system, seed=bad)
 
-
-def test_prepared_operators_are_used_once_and_a_failed_prepare_draws_nothing():
-    from kfc_lite.rl.augment import PREPARED_KEY, PreparedOperators
-
-    system = make_system()
-    aug = KoopmanAugmenter(system, p_koopman=1.0, seed=0)
-    batch = make_batch(system)
-    batch[PREPARED_KEY] = aug.prepare(batch["actions"])
-    out = aug(batch)
-    assert PREPARED_KEY not in out  # a further augmentation of the output draws its own branch
-    with pytest.raises(ValueError, match="used by an earlier augmentation"):
-        aug(batch)
-    with pytest.raises(ValueError, match="no row takes the symmetry"):
-        PreparedOperators(batch["actions"], None)
-
-    class Broken(LinearKoopman):
-        def operator(self, a):
-            raise RuntimeError("no operator today")
-
-    broken = KoopmanAugmenter(Broken(system.A0, system.A_actions, system.P), p_koopman=1.0, seed=0)
-    before = broken.state_dict()["branch_generator"]
-    with pytest.raises(RuntimeError, match="no operator today"):
-        broken.prepare(batch["actions"])
-    assert torch.equal(broken.state_dict()["branch_generator"], before)
-
-
 def test_float32_model_and_kfc_shift_size():
     system = make_system(dtype=torch.float32)
     batch = make_batch(system, B=512)
@@ -357,203 +331,26 @@ def test_bounds_clamp_both_branches():
         KoopmanAugmenter(system, bounds=(1.0, -1.0))
 
 
-# -- K(a) decomposed ahead of the step (kfc_lite.rl.lookahead) ---------------------------------------------------
-
-def _transitions(system, n=300, seed=3):
-    batch = make_batch(system, B=n, seed=seed)
-    return {k: v.float() if v.is_floating_point() else v for k, v in batch.items()}
-
-
-def test_prepared_operators_give_the_same_augmentation_and_fallbacks():
-    """A batch prepared ahead (K(a) decomposed on a worker) is augmented exactly as one decomposed in the step,
-    including the fall-back of the samples whose K(a) is a Jordan block."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from kfc_lite.rl.augment import PREPARED_KEY, PreparedOperators
-
-    A0 = torch.tensor([[0.9, 0.0], [0.0, 0.5]], dtype=torch.float64)
-    A1 = torch.tensor([[[0.0, 1.0], [0.0, 0.4]]], dtype=torch.float64)
-    system = LinearKoopman(A0, A1)
-    batch = make_batch(system, B=10)
-    batch["actions"] = torch.tensor([[0.0], [1.0]] * 5, dtype=torch.float64)
-    for per in ("batch", "sample"):
-        outs, stats = [], []
-        for executor in (None, ThreadPoolExecutor(1), "inline"):
-            aug = KoopmanAugmenter(system, p_koopman=1.0 if per == "batch" else 0.7, per=per, seed=0)
-            b = dict(batch)
-            if executor != "inline":
-                b[PREPARED_KEY] = aug.prepare(b["actions"], executor)
-                assert isinstance(b[PREPARED_KEY], PreparedOperators)
-            torch.manual_seed(5)
-            outs.append(aug(b))
-            stats.append(aug.stats)
-        for out in outs[:2]:
-            assert torch.equal(out["observations"], outs[2]["observations"])
-            assert torch.equal(out["next_observations"], outs[2]["next_observations"])
-        assert repr(stats[0]) == repr(stats[1]) == repr(stats[2])  # (repr: NaN == NaN)
-        assert stats[2]["fallbacks"] > 0 and stats[2]["koopman_fraction"] > 0  # the Jordan blocks were drawn and fell back in all three
-
-
-def test_prepared_operators_of_another_batch_are_refused():
-    from kfc_lite.rl.augment import PREPARED_KEY
-
-    system = make_system()
-    aug = KoopmanAugmenter(system)
-    b1, b2 = make_batch(system, seed=1), make_batch(system, seed=2)
-    b2[PREPARED_KEY] = aug.prepare(b1["actions"])
-    with pytest.raises(ValueError, match="own actions"):
-        aug(b2)
-    b1[PREPARED_KEY] = KoopmanAugmenter(system).prepare(b1["actions"])  # right batch, another augmenter's
-    with pytest.raises(ValueError, match="another augmenter"):
-        aug(b1)
-
-
-def test_lookahead_sampler_serves_the_same_batches_and_checkpoints_the_next_one():
-    from kfc_lite.rl.augment import PREPARED_KEY
-    from kfc_lite.rl.lookahead import LookaheadSampler
-    from kfc_lite.rl.replay import TransitionSampler
-
-    system = make_system(dtype=torch.float32)
-    data = _transitions(system)
-    plain = TransitionSampler(data, 64, seed=0)
-    plain_aug = KoopmanAugmenter(system, p_koopman=0.5, seed=0)  # draws the branch as the step would, in order
-    aug = KoopmanAugmenter(system, p_koopman=0.5, seed=0)
-    threads = torch.get_num_threads()
-    branches = []
-    with LookaheadSampler(TransitionSampler(data, 64, seed=0), aug, workers=2, depth=3) as ahead:
-        for i in range(9):  # crosses an epoch boundary (300 rows, batches of 64)
-            state, aug_state = plain.state_dict(), plain_aug.state_dict()
-            got_state = ahead.state_dict()
-            assert torch.equal(got_state["generator"], state["generator"]) and got_state["cursor"] == state["cursor"]
-            assert torch.equal(ahead.augmenter_state_dict()["branch_generator"], aug_state["branch_generator"])
-            want, got = plain.sample(), ahead.sample()
-            for k in want:
-                assert torch.equal(want[k], got[k]), (i, k)
-            prepared = got[PREPARED_KEY]
-            assert prepared.actions is got["actions"]
-            assert torch.equal(prepared.use, plain_aug.draw_branch(64))
-            branches.append(bool(prepared.use[0]))
-            eig = prepared.eig()
-            if not branches[-1]:  # the batch gets noise: nothing was computed for it
-                assert prepared.K is None and eig is None and prepared.done()
-                continue
-            K = system.operator(got["actions"])
-            assert torch.allclose(eig.vectors @ torch.diag_embed(eig.values) @ eig.inverse, K.to(eig.vectors.dtype),
-                                  atol=1e-4)
-        assert True in branches and False in branches
-        # restore an earlier state: the pending batches are dropped and drawn again from there, sampler and branch
-        aug.load_state_dict(plain_aug.state_dict())  # restored before the sampler: dropping the pending batches undoes it
-        ahead.load_state_dict(state, aug_state)  # both, in the right order
-        plain.load_state_dict(state)
-        assert torch.equal(ahead.sample()["actions"], plain.sample()["actions"])
-        assert torch.get_num_threads() == threads  # the workers' one-thread setting stayed in the workers
-    # closed: the batches drawn ahead are given back, so a checkpoint taken now misses none
-    after = ahead.state_dict()
-    assert torch.equal(after["generator"], plain.state_dict()["generator"]) and after["cursor"] == plain.state_dict()["cursor"]
-    plain_aug.load_state_dict(aug_state)
-    plain_aug.draw_branch(64)
-    assert torch.equal(aug.state_dict()["branch_generator"], plain_aug.state_dict()["branch_generator"])
-    with pytest.raises(RuntimeError, match="closed"):
-        ahead.sample()
-
-
-def test_lookahead_sampler_errors():
-    from kfc_lite.rl.lookahead import LookaheadSampler, default_eig_workers
-    from kfc_lite.rl.replay import TransitionSampler
-
-    system = make_system(dtype=torch.float32)
-    sampler = TransitionSampler(_transitions(system), 32)
-    with pytest.raises(TypeError, match="KoopmanAugmenter"):
-        LookaheadSampler(sampler, GaussianNoise())
-    with pytest.raises(TypeError, match="a TransitionSampler"):
-        LookaheadSampler(object(), KoopmanAugmenter(system))
-    for bad in (0, 1.5, None):
-        with pytest.raises(ValueError, match="workers"):
-            LookaheadSampler(sampler, KoopmanAugmenter(system), workers=bad)
-    with pytest.raises(ValueError, match="depth"):
-        LookaheadSampler(sampler, KoopmanAugmenter(system), depth=0)
-    assert default_eig_workers("cpu") == 0 and 1 <= default_eig_workers("cuda") <= 16
-
-
-def test_prepared_operators_host_path_waits_for_the_copy_and_returns_to_the_batch_device():
-    """The pieces of the GPU path that run without a GPU: the worker waits on the copy's event before it
-    decomposes, and a decomposition made on the host is moved to the batch's device ("meta" stands in for cuda)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from kfc_lite.rl.augment import PreparedOperators, _decompose
-
-    calls = []
-
-    class Event:
-        def synchronize(self):
-            calls.append("synchronize")
-
-    K = make_system().operator(torch.rand(5, 2, dtype=torch.float64))
-    eig = _decompose(K, None, Event(), pin=False)
-    assert calls == ["synchronize"] and bool(eig.valid.all())
-    with ThreadPoolExecutor(1) as pool:
-        prepared = PreparedOperators(torch.zeros(5, 2, device="meta"), K.to("meta"), future=pool.submit(lambda: eig))
-        moved = prepared.eig()
-    assert all(x.device.type == "meta" for x in moved) and prepared.done()
-
-
-@pytest.mark.parametrize("per", ["batch", "sample"])
-@pytest.mark.parametrize("prepared", [False, True])
-def test_sync_free_form_gives_the_same_augmentation(per, prepared):
-    """The GPU's branch-free form (every row through the symmetry, torch.where picks) against the CPU's
-    row-selecting form: the same states (bit for bit per batch, to round-off per sample) and statistics,
-    fall-backs of a Jordan-block K(a) included."""
-    from kfc_lite.rl.augment import PREPARED_KEY
-
-    A0 = torch.tensor([[0.9, 0.0], [0.0, 0.5]], dtype=torch.float64)
-    A1 = torch.tensor([[[0.0, 1.0], [0.0, 0.4]]], dtype=torch.float64)
-    system = LinearKoopman(A0, A1)
-    batch = make_batch(system, B=40)
-    batch["actions"] = torch.tensor([[0.0], [1.0], [0.3], [0.7]] * 10, dtype=torch.float64)
-    outs, stats = [], []
-    for sync_free in (False, True):
-        aug = KoopmanAugmenter(system, p_koopman=0.6, per=per, shift_sigma=30.0, seed=0)
-        aug.sync_free = sync_free
-        for seed in range(4):  # per batch: some batches draw the symmetry, some the noise
-            b = dict(batch)
-            if prepared:
-                b[PREPARED_KEY] = aug.prepare(b["actions"])
-            torch.manual_seed(seed)
-            outs.append(aug(b))
-        stats.append(aug.stats)
-    for plain, free in zip(outs[:4], outs[4:]):
-        for k in ("observations", "next_observations"):
-            if per == "batch":
-                assert torch.equal(plain[k], free[k])
-            else:
-                torch.testing.assert_close(plain[k], free[k], rtol=1e-12, atol=1e-12)
-    for k in ("batches", "samples", "koopman_fraction", "fallback_rate", "fallbacks"):
-        assert stats[0][k] == stats[1][k], k
-    assert 0 < stats[0]["koopman_fraction"] < 1 and stats[0]["fallbacks"] > 0
-    assert stats[1]["commutation_error"] == pytest.approx(stats[0]["commutation_error"], rel=1e-9, abs=1e-15)
-
+# -- worker threads (the symmetry table's build) -----------------------------------------------------------------
 
 _THREADS_SCRIPT = r"""
-import json, torch
+import json, tempfile, torch
 torch.set_num_threads(2)  # the training thread's count
 from kfc_lite.koopman import KoopmanForwardModel
-from kfc_lite.rl.augment import make_augmenter
-from kfc_lite.rl.lookahead import LookaheadSampler
-from kfc_lite.rl.replay import TransitionSampler
 from kfc_lite.settings import thread_pool
-data = {"observations": torch.randn(64, 3), "actions": torch.rand(64, 2) * 2 - 1, "rewards": torch.randn(64),
-        "next_observations": torch.randn(64, 3), "terminals": torch.zeros(64, dtype=torch.bool)}
-aug = make_augmenter("kfc++", model=KoopmanForwardModel(3, 2, 4, 8).eval().requires_grad_(False))
-ahead = LookaheadSampler(TransitionSampler(data, 16, seed=0), aug, workers=2)
-ahead.sample()
+from kfc_lite.symmetry_table import TableSettings, symmetry_table
+data = {"observations": torch.randn(5000, 3), "actions": torch.rand(5000, 2) * 2 - 1,
+        "next_observations": torch.randn(5000, 3)}
+model = KoopmanForwardModel(3, 2, 4, 8).eval().requires_grad_(False)
+symmetry_table(model, data, TableSettings(), tempfile.mkdtemp(), workers=2, progress=False)
+after_build = torch.get_num_threads()
 pool = thread_pool(2, 1)
 nested = pool.submit(lambda: thread_pool(1, 1)).result()  # a pool made from a one-thread worker
 import threading
-fresh = []  # a thread started afterwards (such as symmetry._eig's pool) takes the process-wide count
+fresh = []  # a thread started afterwards takes the process-wide count
 t = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
 t.start(); t.join()
-out = {"main": torch.get_num_threads(), "fresh_thread": fresh[0],
-       "lookahead_workers": [ahead._executor.submit(torch.get_num_threads).result() for _ in range(4)],
+out = {"main": torch.get_num_threads(), "after_build": after_build, "fresh_thread": fresh[0],
        "pool_workers": [pool.submit(torch.get_num_threads).result() for _ in range(4)]}
 print(json.dumps(out))
 """
@@ -561,16 +358,16 @@ print(json.dumps(out))
 
 def test_worker_threads_keep_their_one_thread_and_leave_the_training_thread_its_count():
     """Workers run their torch ops on one thread each, and the rest of the process keeps the count it had: with
-    a bare ``torch.set_num_threads(1)`` in a worker's initializer (the first lookahead), the process-wide
-    count became 1, so threads started later, and a training thread that had set its count without reading
-    it yet, ran on one thread (kfc_lite.settings.thread_pool)."""
+    a bare ``torch.set_num_threads(1)`` in a worker's initializer, the process-wide count became 1, so threads
+    started later, and a training thread that had set its count without reading it yet, ran on one thread
+    (kfc_lite.settings.thread_pool, used by the symmetry table's build)."""
     import json
     import subprocess
     import sys
 
     r = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], capture_output=True, text=True, check=True)
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert out == {"main": 2, "fresh_thread": 2, "lookahead_workers": [1] * 4, "pool_workers": [1] * 4}, out
+    assert out == {"main": 2, "after_build": 2, "fresh_thread": 2, "pool_workers": [1] * 4}, out
 
 
 def test_thread_pool_reports_a_worker_that_cannot_start(monkeypatch):

@@ -227,17 +227,8 @@ def _guard_cases() -> torch.Tensor:
     return K
 
 
-def test_threaded_eig_and_bounded_guard_are_identical_to_the_plain_calls():
+def test_bounded_guard_decides_as_the_exact_guard():
     K = _guard_cases()
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        values, vectors = symmetry._eig(K[torch.arange(40) != 5])
-    finally:
-        torch.set_num_threads(threads)
-    # the same LAPACK call on each matrix, on this machine: the thread that runs it changes nothing
-    v_ref, u_ref = torch.linalg.eig(K[torch.arange(40) != 5])
-    assert torch.equal(values, v_ref) and torch.equal(vectors, u_ref)
     exact, fast = symmetry.eigendecompose(K), symmetry.eigendecompose(K, exact_cond=False)
     # the guard rejects what it must and keeps what it must, on any CPU ...
     assert not exact.valid[3] and not exact.valid[5] and exact.valid[7]

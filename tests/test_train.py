@@ -1,6 +1,7 @@
 """The training loop (kfc_lite.train): every method end to end on a tiny generated dataset, through train() and the
 CLI; bit-exact resume; bad configs; online SAC; learning-curve figures (kfc_lite.viz.rl)."""
 import json
+import pathlib
 
 import matplotlib
 import numpy as np
@@ -78,13 +79,18 @@ def test_cli_train_and_eval(dataset, tmp_path, capsys, method):
             "--set", "hidden=[16,16]", "--set", "batch_size=16", "--set", "bc_steps=2"]
     if method in ("kfc", "kfc++"):
         args += ["--set", "koopman.max_steps=5", "--set", "koopman.hidden_dim=16", "--set", "koopman.latent_dim=4",
-                 "--set", "koopman.multistep_k=2", "--set", f"eig_workers={1 if method == 'kfc++' else 0}"]
+                 "--set", "koopman.multistep_k=2", "--set", "table_storage=float32"]
     assert cli_main(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 6 and np.isfinite(summary["final_normalized"])
     saved = json.loads((out / "config.json").read_text())
     assert saved["sac"]["hidden"] == [16, 16] and saved["sac"]["bc_steps"] == 2 and saved["train"]["method"] == method
-    assert saved["train"]["eig_workers"] == {"kfc": 0, "kfc++": 1}.get(method, "auto")
+    if method in ("kfc", "kfc++"):
+        assert saved["train"]["table_storage"] == "float32"
+        table = json.loads((out / "result.json").read_text())["symmetry_table"]
+        assert table["rows"] == saved["transitions"] and table["build_seconds"] > 0
+        assert table["settings"]["storage"] == "float32" and table["settings"]["variant"] == method
+        assert pathlib.Path(table["path"]).parent == out  # beside the run's Koopman model
     assert cli_main(["eval", str(out), "--episodes", "2", "--max-episode-steps", "10"]) == 0
     ev = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert ev["episodes"] == 2 and len(ev["returns"]) == 2 and ev["env"] == "hopper-random-replica"
@@ -129,62 +135,6 @@ def test_stop_and_resume_is_bit_exact(dataset, tmp_path, method):
     strip = lambda rows: [{k: v for k, v in r.items() if k != "steps_per_second"} for r in rows]
     assert strip(read_metrics(tmp_path / "one")) == strip(read_metrics(tmp_path / "two"))
     assert (tmp_path / "one" / "koopman.pt").exists() == (method == "kfc++")
-
-
-@pytest.mark.parametrize("per", ["batch", "sample"])
-def test_eig_lookahead_takes_the_same_steps_and_resumes_exactly(dataset, tmp_path, per):
-    """KFC++ with K(a) decomposed on worker threads ahead of the step (LookaheadSampler) == decomposed in the step,
-    bit for bit; and a lookahead run stopped at 6 and resumed to 12 == both (its checkpoint holds the sampler
-    as of the next batch to train on, not as of the batches already drawn ahead)."""
-    kw = dict(per=per, p_koopman=0.6, sac=dict(TINY_SAC, bc_steps=8))
-    # one torch thread for all: a CPU lookahead run leaves its workers' cores to them, and products summed over
-    # another number of threads differ in the last bits (the lookahead itself changes nothing)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(tiny_config(dataset, tmp_path / "inline", eig_workers=0, **kw), progress=False)
-        train(tiny_config(dataset, tmp_path / "ahead", eig_workers=2, **kw), progress=False)
-        train(tiny_config(dataset, tmp_path / "stopped", eig_workers=1, steps=6, **kw), progress=False)
-        train(tiny_config(dataset, tmp_path / "stopped", eig_workers=1, steps=12, **kw), resume=True, progress=False)
-    finally:
-        torch.set_num_threads(before)
-    step_a, a = _checkpoint_tensors(tmp_path / "inline" / "checkpoint.pt")
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "steps_per_second"} for r in rows]
-    rows = strip(read_metrics(tmp_path / "inline"))
-    assert any(r.get("aug_koopman_fraction", 0) > 0 for r in rows)  # the symmetry branch was taken
-    for other in ("ahead", "stopped"):
-        step_b, b = _checkpoint_tensors(tmp_path / other / "checkpoint.pt")
-        assert step_a == step_b == 12 and a.keys() == b.keys()
-        for key in a:
-            assert torch.equal(a[key], b[key]), (other, key)
-        assert strip(read_metrics(tmp_path / other)) == rows, other
-
-
-def test_cpu_lookahead_leaves_its_workers_cores_and_sets_the_thread_count_back(dataset, tmp_path, monkeypatch):
-    """eig_workers=1 on a 2-core CPU: the steps run on 1 torch thread (the worker has the other core); the count
-    the caller had comes back afterwards. Without lookahead the count is left alone."""
-    import kfc_lite.rl.lookahead as lookahead
-    from kfc_lite.rl.sac import SACCQL
-
-    seen = []
-    update = SACCQL.update
-    monkeypatch.setattr(SACCQL, "update", lambda self, *a, **k: seen.append(torch.get_num_threads()) or update(self, *a, **k))
-    monkeypatch.setattr(lookahead, "available_cores", lambda: 2)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        train(tiny_config(dataset, tmp_path / "ahead", steps=4, eig_workers=1), progress=False)
-        assert set(seen) == {1} and torch.get_num_threads() == 2
-        result = json.loads((tmp_path / "ahead" / "result.json").read_text())
-        assert result["torch_threads"] == 1 and result["eig_workers"] == 1
-        seen.clear()
-        train(tiny_config(dataset, tmp_path / "inline", steps=4, eig_workers=0), progress=False)
-        assert set(seen) == {2} and torch.get_num_threads() == 2
-        result = json.loads((tmp_path / "inline" / "result.json").read_text())
-        assert result["torch_threads"] == 2 and result["eig_workers"] == 0
-    finally:
-        torch.set_num_threads(before)
-
 
 def test_checkpoint_without_the_augmenters_state_resumes_with_a_warning(dataset, tmp_path):
     """A checkpoint written before it held the Koopman branch draw's generator still resumes, and says that the
@@ -244,8 +194,8 @@ def test_pretrained_koopman_file_is_used_as_is(dataset, tmp_path):
     (dict(method="cql", koopman_path="k.pt"), "only used by kfc"),
     (dict(precision="fp16"), "precision"),
     (dict(preset="cql"), "preset"),
-    (dict(eig_workers=-1), "eig_workers"),
-    (dict(eig_workers="many"), "eig_workers"),
+    (dict(table_storage="float8"), "table_storage"),
+    (dict(table_memory_gb=-1), "table_memory_gb"),
 ])
 def test_bad_configs(kwargs, match):
     base = dict(dataset="hopper-medium-v2", out="runs/x")

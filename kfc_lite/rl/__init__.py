@@ -7,9 +7,7 @@ from kfc_lite._lazy import lazy_exports
 _EXPORTS = {
     # augment.py
     "Augmenter": "augment", "NoAugmentation": "augment", "GaussianNoise": "augment", "KoopmanAugmenter": "augment",
-    "make_augmenter": "augment", "PreparedOperators": "augment",
-    # lookahead.py: batches drawn ahead, their K(a) decomposed on worker threads
-    "LookaheadSampler": "lookahead",
+    "make_augmenter": "augment",
     # networks.py
     "MLP": "networks", "CriticEnsemble": "networks", "TanhGaussianActor": "networks",
     # sac.py (SAC + CQL) and policy files (policy.py)

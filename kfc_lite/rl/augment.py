@@ -9,22 +9,23 @@ is the training loop's business.
 
 Randomness comes from torch's global RNG on the batch's device, and every call draws the same tensors in
 the same order whatever branch it takes. The one exception is the Koopman augmenter's choice of branch
-(symmetry or noise), drawn from its own host generator so that it is known when a batch is drawn ahead of its
-step (:meth:`KoopmanAugmenter.prepare`): a batch that will get noise is then never decomposed. Its state is in
-:meth:`Augmenter.state_dict`, so a training loop that checkpoints both resumes exactly.
+(symmetry or noise), drawn from its own host generator, so that choosing it never waits for a GPU. Its state is
+in :meth:`Augmenter.state_dict`, so a training loop that checkpoints both resumes exactly.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 
 import torch
 
-from kfc_lite.symmetry import (DEFAULT_KFC_SCALE, Eigendecomposition, commutation_error, eigendecompose,
-                               kfc_symmetry, kfcpp_symmetry)
+from kfc_lite.symmetry import DEFAULT_KFC_SCALE
+from kfc_lite.symmetry_table import (SymmetryRows, SymmetryTable, TableSettings, build_rows, model_device_dtype,
+                                     moved_latents)
 
-__all__ = ["Augmenter", "NoAugmentation", "GaussianNoise", "KoopmanAugmenter", "PreparedOperators", "make_augmenter",
-           "METHODS", "S4RL_SIGMA", "KFCPP_EPS_UNIT", "PREPARED_KEY"]
+__all__ = ["Augmenter", "NoAugmentation", "GaussianNoise", "KoopmanAugmenter", "make_augmenter", "METHODS",
+           "S4RL_SIGMA", "KFCPP_EPS_UNIT"]
 
 #: S4RL's Gaussian noise scale in raw state units (the authors' ``noise_sigma``, "paper S4RL").
 S4RL_SIGMA = 3e-3
@@ -35,9 +36,6 @@ KFCPP_EPS_UNIT = 3e-3
 _BRANCH_SEED_OFFSET = 0x6B6663
 
 STATE_KEYS = ("observations", "next_observations")
-#: The batch key under which :class:`kfc_lite.rl.lookahead.LookaheadSampler` hands a batch's
-#: :class:`PreparedOperators` to the Koopman augmenter.
-PREPARED_KEY = "koopman_prepared"
 
 
 def _check_batch(batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,7 +143,6 @@ class Augmenter:
             s_new, s_next_new = self._transform(s, s_next, batch)
         self._record(s, s_new, s_next, s_next_new)
         out = dict(batch)
-        out.pop(PREPARED_KEY, None)  # used up: a further augmentation of the output draws its own branch
         out["observations"], out["next_observations"] = s_new, s_next_new
         return out
 
@@ -188,64 +185,6 @@ class GaussianNoise(Augmenter):
         return f"GaussianNoise(sigma={self.sigma:g})"
 
 
-def _decompose(K: torch.Tensor, cond_threshold, ready=None, pin: bool = False) -> Eigendecomposition:
-    """A worker's job: wait for ``K`` to have landed on the host (``ready``: a CUDA event), decompose it on this
-    thread, pin the results for an asynchronous copy back to the GPU."""
-    if ready is not None:
-        ready.synchronize()
-    eig = eigendecompose(K, cond_threshold, exact_cond=False, split=False)
-    return Eigendecomposition(*(x.pin_memory() for x in eig)) if pin else eig
-
-
-class PreparedOperators:
-    """One batch's branch draw, and where it drew the symmetry, ``K(a)`` for every row and the eigen-decomposition
-    of those operators, started ahead of the batch's training step (:meth:`KoopmanAugmenter.prepare`).
-
-    ``actions`` is the batch's own actions tensor (the augmenter checks it is handed the same object), ``use``
-    the rows that take the symmetry branch ((B,) bool on the host), ``K`` the operators on the batch's device in
-    the model's dtype, or None where no row takes the branch (nothing was computed); :meth:`eig` waits for the
-    decomposition if a worker is still on it and returns it on the batch's device (None without ``K``).
-    """
-
-    __slots__ = ("actions", "use", "K", "owner", "used", "_future", "_eig", "_device")
-
-    def __init__(self, actions: torch.Tensor, K: torch.Tensor | None, eig=None, future=None, owner=None,
-                 use: torch.Tensor | None = None):
-        if use is None:  # (made by hand for a batch that all takes the symmetry)
-            use = torch.ones(actions.shape[0], dtype=torch.bool)
-        if K is None and bool(use.any()):
-            raise ValueError("PreparedOperators without K(a) are only for a batch where no row takes the symmetry")
-        self.actions, self.use, self.K, self.owner, self._eig, self._future = actions, use, K, owner, eig, future
-        self.used = False  # set by the augmentation that consumes it: a second one would reuse its branch draw
-        self._device = None if K is None else K.device
-
-    def eig(self) -> Eigendecomposition | None:
-        if self.K is None:
-            return None
-        if self._eig is None:
-            eig = self._future.result()
-            if eig.values.device != self._device:  # decomposed on the host for a GPU batch (pinned: async copy)
-                eig = Eigendecomposition(*(x.to(self._device, non_blocking=True) for x in eig))
-            self._eig, self._future = eig, None
-        return self._eig
-
-    def done(self) -> bool:
-        return self.K is None or self._eig is not None or self._future.done()
-
-    def cancel(self) -> None:
-        """Drop a decomposition not started yet (one already running finishes and is thrown away)."""
-        if self._future is not None:
-            self._future.cancel()
-
-
-def _model_device_dtype(model):
-    try:
-        p = next(iter(model.parameters()))
-    except (AttributeError, StopIteration):
-        return None, None
-    return p.device, p.dtype
-
-
 class KoopmanAugmenter(Augmenter):
     """KFC / KFC++: move ``(s, s')`` along a symmetry of the frozen Koopman model, S4RL noise otherwise.
 
@@ -257,8 +196,15 @@ class KoopmanAugmenter(Augmenter):
         s~  = D((I + sigma) z),   s~' = D((I + sigma) z')                     (the SAME sigma for both)
 
     and with ``gauged=True`` the residual form ``s~ = s + D((I + sigma) z) - D(z)`` (same for ``s'``), which
-    keeps the autoencoder's reconstruction error out of the shift (paper open question 8; the authors'
-    default is the plain decoded state).
+    keeps the autoencoder's reconstruction error out of the shift (the authors' default is the plain decoded
+    state).
+
+    Where the symmetries come from: ``sigma`` depends only on the frozen model and the logged action, so what a
+    row needs is computed once per dataset, in a :class:`~kfc_lite.symmetry_table.SymmetryTable` (``table=``),
+    and a batch that carries its rows' ``indices`` into that dataset gathers them. A batch without indices (a
+    notebook's, a test's) gets its rows computed on the spot by the same code
+    (:func:`~kfc_lite.symmetry_table.build_rows`). Either way the step is the same: gather or build the rows,
+    one small product with ``eps`` (:func:`~kfc_lite.symmetry_table.moved_latents`), decode.
 
     Parameters
     ----------
@@ -269,33 +215,23 @@ class KoopmanAugmenter(Augmenter):
         ``u <= p_koopman`` (the authors' code); "sample" draws ``u`` per sample.
     seed : seed of the augmenter's own host generator for ``u`` (default: derived from torch's initial seed,
         ``torch.initial_seed()``, without drawing from the global RNG, so a run seeded with
-        ``torch.manual_seed`` repeats and its networks start as a CQL run's of the same seed). ``u`` has its own
-        stream so that :meth:`prepare` can draw it when a batch is drawn ahead of its step and skip the
-        decomposition of a batch that will get noise (a fifth of them at ``p_koopman = 0.8``); every other
-        draw (``eps``, the noise) comes from the global RNG in the step. :meth:`state_dict` holds the stream.
+        ``torch.manual_seed`` repeats and its networks start as a CQL run's of the same seed). Every other draw
+        (``eps``, the noise) comes from the global RNG, in the same order and size whatever the branch.
+        :meth:`state_dict` holds the stream.
     cond_threshold : limit on ``cond(U)`` (default :func:`kfc_lite.symmetry.default_cond_threshold` of the
         eigen dtype); samples above it, or whose ``eig`` fails, fall back to S4RL noise and are counted in
         ``stats['fallback_rate']`` (the authors' code silently used ``U = I`` there, which does not commute).
     eig_dtype : dtype for the eigen-decomposition (default: the model's). In float32 the default condition
         limit is about 8.4e3; if ``stats['fallback_rate']`` is high, ``eig_dtype=torch.float64`` (limit 4.5e12)
-        keeps more samples at a higher cost per batch.
+        keeps more samples.
     kfc_scale, kfc_seed : the KFC generator's RMS gain and the seed of its fixed reference matrix.
     bounds : optional ``(low, high)`` observation bounds (tensors or numbers broadcasting with a state);
         augmented states of both branches are clamped to them, as the authors' code clamps to the observation
         space. ``None`` (default) is the MuJoCo case, whose bounds are infinite.
-
-    ``sync_free`` (attribute; default None = on CUDA only): where some rows drew the symmetry and some the noise
-    (``per="sample"``), compute the symmetry for every row and pick with ``torch.where`` instead of selecting
-    the rows that drew it (whose index would have to be copied to the GPU, and whose gathers and scatters are
-    more launches). The values are the same; on the CPU the selecting form saves the work of the rows that
-    drew noise. A batch where no row drew the symmetry does no Koopman work on either path.
+    table : the dataset's :class:`~kfc_lite.symmetry_table.SymmetryTable`, built with this augmenter's
+        :attr:`table_settings` (checked).
 
     The model is frozen: it is put in eval mode here, and all its calls run under ``torch.no_grad()``.
-    Symmetries are computed per batch on the batch's device (``torch.linalg.eig`` of the batch of
-    ``K(a)``), never precomputed per transition: the model is frozen, so this gives the same generators
-    without the authors' ~49 KB per transition of stored eigenvectors.
-    :meth:`prepare` (used by :class:`kfc_lite.rl.lookahead.LookaheadSampler`) starts a batch's decomposition
-    ahead of its step, on worker threads; the batch then carries it and the result is the same.
     """
 
     VARIANTS = ("kfc++", "kfc")
@@ -304,7 +240,8 @@ class KoopmanAugmenter(Augmenter):
     def __init__(self, model, variant: str = "kfc++", shift_sigma: float = 1.0, p_koopman: float = 0.8,
                  per: str = "batch", gauged: bool = False, cond_threshold: float | None = None,
                  noise_sigma: float = S4RL_SIGMA, eig_dtype: torch.dtype | None = None,
-                 kfc_scale: float = DEFAULT_KFC_SCALE, kfc_seed: int = 0, bounds=None, seed: int | None = None):
+                 kfc_scale: float = DEFAULT_KFC_SCALE, kfc_seed: int = 0, bounds=None, seed: int | None = None,
+                 table: SymmetryTable | None = None):
         for attr in ("encode", "decode", "operator"):
             if not callable(getattr(model, attr, None)):
                 raise TypeError(f"the Koopman model must have encode(s), decode(z) and operator(a); "
@@ -321,6 +258,8 @@ class KoopmanAugmenter(Augmenter):
                 raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
         if cond_threshold is not None and not cond_threshold > 1:
             raise ValueError(f"cond_threshold must be > 1 (a condition number is at least 1), got {cond_threshold}")
+        if eig_dtype is not None and eig_dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"eig_dtype must be torch.float32 or torch.float64, got {eig_dtype!r}")
         self.model = model
         if hasattr(model, "eval"):
             model.eval()
@@ -339,15 +278,37 @@ class KoopmanAugmenter(Augmenter):
             seed = (torch.initial_seed() + _BRANCH_SEED_OFFSET) % 2**63
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
             raise ValueError(f"seed must be an integer in [0, 2**63) (the branch draw's generator), got {seed!r}")
-        self.branch_generator = torch.Generator().manual_seed(int(seed))  # host: the branch is known without the device
+        self.branch_generator = torch.Generator().manual_seed(int(seed))  # host: no device sync for the branch
         self.name = variant
-        self.sync_free: bool | None = None
         self._bounds_cache: dict = {}
+        self.table = None
+        if table is not None:
+            self.use_table(table)
         super().__init__()
 
     def __repr__(self) -> str:
         return (f"KoopmanAugmenter(variant={self.variant!r}, shift_sigma={self.shift_sigma:g}, "
-                f"p_koopman={self.p_koopman:g}, per={self.per!r}, gauged={self.gauged})")
+                f"p_koopman={self.p_koopman:g}, per={self.per!r}, gauged={self.gauged}"
+                f"{', table of %d rows' % len(self.table) if self.table is not None else ''})")
+
+    @property
+    def table_settings(self) -> TableSettings:
+        """The settings a table for this augmenter is built with."""
+        _, model_dtype = model_device_dtype(self.model)
+        eig_dtype = self.eig_dtype or model_dtype or torch.float32
+        return TableSettings(variant=self.variant, cond_threshold=self.cond_threshold,
+                             eig_dtype=str(eig_dtype).removeprefix("torch."), kfc_scale=self.kfc_scale,
+                             kfc_seed=self.kfc_seed, storage=self.table.settings.storage if self.table else "float32")
+
+    def use_table(self, table: SymmetryTable) -> None:
+        """Gather rows from ``table`` for batches that carry ``indices`` (a table of the same settings)."""
+        if not isinstance(table, SymmetryTable):
+            raise TypeError(f"table must be a SymmetryTable (kfc_lite.symmetry_table), got {type(table).__name__}")
+        mine = dataclasses.replace(self.table_settings, storage=table.settings.storage)
+        if table.settings != mine:
+            raise ValueError(f"the symmetry table was built with {table.settings}, but this augmenter needs {mine}: "
+                             "build the table from the augmenter's table_settings")
+        self.table = table
 
     def state_dict(self) -> dict:
         """The branch draw's generator state (``eps`` and the noise come from torch's global RNG)."""
@@ -381,85 +342,14 @@ class KoopmanAugmenter(Augmenter):
             return torch.randn(batch_size, latent_dim, device=device, dtype=dtype) * (KFCPP_EPS_UNIT * self.shift_sigma)
         return torch.randn(batch_size, device=device, dtype=dtype) * self.shift_sigma
 
-    def symmetries(self, K: torch.Tensor, eps: torch.Tensor, eig: Eigendecomposition | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(sigma, valid)`` for a batch of operators ``K`` (B, n, n) and parameters ``eps``; ``eig``: a
-        decomposition of ``K`` in the eigen dtype made earlier (:meth:`prepare`)."""
-        eig_dtype = self.eig_dtype or K.dtype
-        K_eig = K.to(eig_dtype)
-        if eig is None:
-            eig = self._decompose_now(K_eig)
-        if self.variant == "kfc++":
-            sigma, valid = kfcpp_symmetry(K_eig, eps.to(eig_dtype), eig=eig)
-        else:
-            sigma, valid = kfc_symmetry(K_eig, eps.to(eig_dtype), scale=self.kfc_scale, seed=self.kfc_seed, eig=eig)
-        return sigma.to(K.dtype), valid
-
-    def prepare(self, actions: torch.Tensor, executor=None) -> PreparedOperators:
-        """The batch's branch draw and, unless every row drew the noise, ``K(a)`` of every row of ``actions`` now
-        and their eigen-decomposition, on ``executor`` if given.
-
-        Called by :class:`kfc_lite.rl.lookahead.LookaheadSampler` when it draws a batch, one or more steps
-        before the batch is trained on, so that the decomposition (the cost of KFC/KFC++: LAPACK ``geev``, one
-        32x32 matrix at a time, on the host even for a CUDA batch) runs on spare cores meanwhile, and only for
-        the batches that will use it (the branch is drawn here, from :attr:`branch_generator`, in the order the
-        batches will be trained on: the same draw the step would make). ``K`` is
-        computed here, on the calling thread, exactly as :meth:`augment` would compute it, and the
-        decomposition of each matrix is the same LAPACK call: a batch gives the same augmentation either way
-        (tested). A CUDA batch's operators are copied to pinned host memory without blocking; the worker
-        waits on a CUDA event for them, and its results go back to the GPU asynchronously in
-        :meth:`PreparedOperators.eig`.
-        """
-        device, model_dtype = _model_device_dtype(self.model)
-        if device is not None and device != actions.device:
-            raise ValueError(f"the Koopman model is on {device} but the actions on {actions.device}: move the model "
-                             f"with model.to({str(actions.device)!r})")
-        before = self.branch_generator.get_state()
-        use = self.draw_branch(actions.shape[0])
-        if not bool(use.any()):  # the whole batch gets noise: nothing to decompose
-            return PreparedOperators(actions, None, owner=self, use=use)
-        if self.model.training:
-            self.model.eval()
-        try:
-            with torch.no_grad():
-                K = self.model.operator(actions.to(model_dtype) if model_dtype is not None else actions)
-        except Exception:
-            self.branch_generator.set_state(before)  # no batch was prepared: its branch is not drawn either
-            raise
-        K_eig = K.to(self.eig_dtype or K.dtype)
-        if executor is None:
-            return PreparedOperators(actions, K, eig=self._decompose_now(K_eig), owner=self, use=use)
-        if K_eig.device.type == "cuda":
-            with torch.cuda.device(K_eig.device):  # the copy and its event on the batch's device's stream
-                host = torch.empty(K_eig.shape, dtype=K_eig.dtype, pin_memory=True)
-                host.copy_(K_eig, non_blocking=True)
-                ready = torch.cuda.Event()
-                ready.record(torch.cuda.current_stream(K_eig.device))
-            future = executor.submit(_decompose, host, self.cond_threshold, ready, True)
-        else:
-            future = executor.submit(_decompose, K_eig, self.cond_threshold)
-        return PreparedOperators(actions, K, future=future, owner=self, use=use)
-
-    def _decompose_now(self, K_eig: torch.Tensor) -> Eigendecomposition:
-        """The decomposition on the calling thread: on the host for a CUDA batch too (what ``torch.linalg.eig``
-        of a CUDA tensor does anyway, through MAGMA), with the same LAPACK call as a lookahead worker's, so a
-        run takes the same steps with and without workers on either device."""
-        if K_eig.device.type == "cuda":
-            eig = _decompose(K_eig.cpu(), self.cond_threshold)
-            return Eigendecomposition(*(x.to(K_eig.device) for x in eig))
-        return eigendecompose(K_eig, self.cond_threshold, exact_cond=False)  # same mask, SVD only where needed
-
-    def shift_states(self, s: torch.Tensor, s_next: torch.Tensor, sigma: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``D((I + sigma) E(x))`` for ``x`` in ``(s, s')`` with the same ``sigma`` (residual form if gauged)."""
-        B = s.shape[0]
-        z = self.model.encode(torch.cat([s, s_next], dim=0))
-        sig = torch.cat([sigma, sigma], dim=0).to(z.dtype)
-        z_new = z + (sig @ z.unsqueeze(-1)).squeeze(-1)
-        x_new = self.model.decode(z_new)
-        if self.gauged:
-            x_new = torch.cat([s, s_next], dim=0) + x_new - self.model.decode(z)
-        return x_new[:B], x_new[B:]
+    def rows(self, batch: dict) -> SymmetryRows:
+        """The batch's symmetry rows: gathered from the table by ``batch["indices"]``, or built now."""
+        s, a, s_next = batch["observations"], batch["actions"], batch["next_observations"]
+        _, model_dtype = model_device_dtype(self.model)
+        dtype = model_dtype or s.dtype
+        if self.table is not None and "indices" in batch:
+            return self.table.rows(batch["indices"], device=s.device, dtype=dtype)
+        return build_rows(self.model, s.to(dtype), a.to(dtype), s_next.to(dtype), self.table_settings)
 
     def _bounds_on(self, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """The bounds on ``device`` in ``dtype``, moved once (a host-to-GPU copy per batch would make the host wait)."""
@@ -469,8 +359,8 @@ class KoopmanAugmenter(Augmenter):
         return self._bounds_cache[key]
 
     def _check_model_matches(self, s: torch.Tensor) -> None:
-        device, _ = _model_device_dtype(self.model)
-        if device is not None and device != s.device:
+        device, model_dtype = model_device_dtype(self.model)
+        if model_dtype is not None and device != s.device:
             raise ValueError(f"the Koopman model is on {device} but the batch on {s.device}: move the model with "
                              f"model.to({str(s.device)!r}) (the augmenter never copies data between devices)")
         state_dim = getattr(self.model, "state_dim", None)
@@ -486,70 +376,32 @@ class KoopmanAugmenter(Augmenter):
             raise ValueError(f"batch['actions'] must be a tensor with {s.shape[0]} rows, got "
                              f"{getattr(a, 'shape', type(a).__name__)}")
         self._check_model_matches(s)
-        prepared = batch.get(PREPARED_KEY)
-        if prepared is not None and (not isinstance(prepared, PreparedOperators) or prepared.actions is not a
-                                     or prepared.owner is not self):
-            raise ValueError(f"batch['{PREPARED_KEY}'] must be the PreparedOperators made by this augmenter's prepare() "
-                             "from this batch's own actions tensor (a batch changed after it was prepared, or "
-                             "prepared by another augmenter?)")
-        B, device = s.shape[0], s.device
-        if prepared is not None:
-            if tuple(prepared.use.shape) != (B,):
-                raise ValueError(f"batch['{PREPARED_KEY}'] drew the branch for {tuple(prepared.use.shape)} rows, the "
-                                 f"batch has {B}")
-            if prepared.used:
-                raise ValueError(f"batch['{PREPARED_KEY}'] was used by an earlier augmentation, with its branch draw: "
-                                 "augment a batch once, or prepare it again")
-            prepared.used = True
         if self.model.training:  # frozen: someone may have called .train() on it since
             self.model.eval()
-        # The branch from the augmenter's own generator (drawn ahead by prepare() where the batch was), then, in a
-        # fixed order and size whatever the branch (resumable RNG streams), eps and the noise from the global RNG.
-        use = prepared.use if prepared is not None else self.draw_branch(B)  # (B,) bool, host
-        _, model_dtype = _model_device_dtype(self.model)
+        B, device = s.shape[0], s.device
+        _, model_dtype = model_device_dtype(self.model)
+        dtype = model_dtype or s.dtype
+        # The branch from the augmenter's own generator, then, in a fixed order and size whatever the branch
+        # (resumable RNG streams), eps and the noise from the global RNG.
+        use = self.draw_branch(B)  # (B,) bool, host
         latent_dim = getattr(self.model, "latent_dim", None)
         if latent_dim is None:
-            latent_dim = self.model.encode(s[:1].to(model_dtype or s.dtype)).shape[-1]
-        eps = self.draw_eps(B, latent_dim, device, model_dtype or s.dtype)
+            latent_dim = self.model.encode(s[:1].to(dtype)).shape[-1]
+        eps = self.draw_eps(B, latent_dim, device, dtype)
         s_out, s_next_out = gaussian_noise(s, s_next, self.noise_sigma)
 
         n_drawn = int(use.sum())  # a host tensor: no device synchronisation
-        cast = (lambda x: x.to(model_dtype)) if model_dtype is not None else (lambda x: x)
-        sync_free = self.sync_free if self.sync_free is not None else device.type == "cuda"
-        if n_drawn == 0:
-            pass  # every row keeps its noise
-        elif sync_free:
-            # Every row through the symmetry, the branch chosen by torch.where: no indexing by rows, whose index
-            # would have to reach the GPU. Same values as the branch below, which skips the work of the rows that
-            # drew noise (tested).
-            if prepared is None:
-                K, eig = self.model.operator(cast(a)), None
-            else:
-                K, eig = prepared.K, prepared.eig()
-            sigma, valid = self.symmetries(K, eps, eig=eig)
-            take = valid if n_drawn == B else use.to(device, non_blocking=True) & valid
-            n_take = take.sum()
-            self._commutation.add(torch.where(take, commutation_error(sigma.double(), K.double()), 0.0), n_take)
-            s_k, s_next_k = self.shift_states(cast(s), cast(s_next), sigma)
-            s_out = torch.where(take[:, None], s_k.to(s.dtype), s_out)
-            s_next_out = torch.where(take[:, None], s_next_k.to(s.dtype), s_next_out)
+        if n_drawn:
+            rows = self.rows(batch)
+            moved = self.model.decode(moved_latents(rows, eps))  # (B, 2, d_s)
+            if self.gauged:  # keep the reconstruction error E -> D out of the shift
+                moved = torch.stack([s, s_next], dim=1).to(dtype) + moved - self.model.decode(rows.latent)
+            take = rows.valid if n_drawn == B else use.to(device, non_blocking=True) & rows.valid
+            n_take = take.sum()  # stays on the device: no synchronisation per batch
+            self._commutation.add(torch.where(take, rows.commutation.double(), 0.0), n_take)
+            s_out = torch.where(take[:, None], moved[:, 0].to(s.dtype), s_out)
+            s_next_out = torch.where(take[:, None], moved[:, 1].to(s.dtype), s_next_out)
             self._koopman_used = self._koopman_used + n_take
-        else:
-            idx = torch.nonzero(use).squeeze(-1).to(device, non_blocking=True)
-            if prepared is None:
-                K, eig = self.model.operator(cast(a[idx])), None
-            elif n_drawn == B:
-                K, eig = prepared.K, prepared.eig()
-            else:
-                K, eig = prepared.K[idx], Eigendecomposition(*(x[idx] for x in prepared.eig()))
-            sigma, valid = self.symmetries(K, eps[idx], eig=eig)
-            n_valid = valid.sum()  # stays on the device: no synchronisation per batch
-            self._commutation.add(torch.where(valid, commutation_error(sigma.double(), K.double()), 0.0), n_valid)
-            s_k, s_next_k = self.shift_states(cast(s[idx]), cast(s_next[idx]), sigma)
-            keep = valid[:, None]
-            s_out[idx] = torch.where(keep, s_k.to(s.dtype), s_out[idx])
-            s_next_out[idx] = torch.where(keep, s_next_k.to(s.dtype), s_next_out[idx])
-            self._koopman_used = self._koopman_used + n_valid
         self._koopman_drawn += n_drawn
         if self.bounds is not None:
             low, high = self._bounds_on(device, s.dtype)

@@ -64,8 +64,12 @@ class TransitionSampler:
         return idx
 
     def sample(self) -> dict:
+        """A batch: the transitions' arrays at the drawn rows, and the rows themselves as ``indices`` (with
+        which the Koopman augmenter gathers the rows of the dataset's symmetry table)."""
         idx = self._next_indices()
-        return {k: v[idx] for k, v in self.data.items()}
+        batch = {k: v[idx] for k, v in self.data.items()}
+        batch["indices"] = idx
+        return batch
 
     def snapshot(self) -> tuple:
         """The sampler's position, cheaply (no copy of the permutation): ``state_dict(snapshot)`` later gives
