@@ -1,6 +1,7 @@
 """The D4RL data layer: registry and scores, HDF5 schema and its errors, qlearning_dataset, generated datasets,
 environments and the ``kfc-lite data`` commands. Everything runs on small crafted or generated files."""
 import os
+import pathlib
 import sys
 import tracemalloc
 import types
@@ -198,13 +199,34 @@ def bad(**changes):
     (dict(timeouts=np.zeros(21, bool)), "lengths disagree.*'timeouts' has 21"),
     (dict(observations=np.zeros(20)), "'observations' has shape \\(20,\\)"),
     (dict(terminals=np.zeros((20, 2), bool)), "'terminals' has shape"),
-    (dict(observations=np.where(np.arange(60).reshape(20, 3) == 37, np.nan, 1.0)), "'observations' holds NaN.*row 12"),
-    (dict(rewards=np.r_[np.zeros(19), np.inf]), "'rewards' holds NaN or inf.*row 19"),
+    (dict(observations=np.where(np.arange(60).reshape(20, 3) == 37, np.nan, 1.0)),
+     "'observations' holds NaN at row 12, column 1 \\(the first NaN or inf\\)"),
+    (dict(rewards=np.r_[np.zeros(19), np.inf]), "'rewards' holds inf at row 19 \\(the first NaN or inf\\)"),
+    (dict(terminals=np.r_[np.zeros(7), np.nan, np.zeros(12)]), "'terminals' holds NaN at row 7"),
+    (dict(timeouts=np.r_[np.zeros(3), -np.inf, np.zeros(16)]), "'timeouts' holds -inf at row 3"),
+    (dict(observations=np.where(np.arange(60).reshape(20, 3) == 17, 1e30, 1.0)),
+     "'observations' holds 1e\\+30 at row 5, column 2, beyond the bound \\|x\\| <= 1e\\+06.*not clipped"),
+    (dict(actions=np.where(np.arange(40).reshape(20, 2) == 9, -2e6, 0.5)), "'actions' holds -2e\\+06 at row 4, column 1"),
+    (dict(rewards=np.r_[np.zeros(11), 1.5e6, np.zeros(8)]), "'rewards' holds 1.5e\\+06 at row 11"),
+    (dict(terminals=np.r_[np.zeros(4), 2.0, np.zeros(15)]), "'terminals' is a flag but holds 2.0 at row 4"),
+    (dict(timeouts=np.r_[np.zeros(9, np.int64), -1, np.zeros(10, np.int64)]), "'timeouts' is a flag but holds -1 at row 9"),
 ])
 def test_validate_names_key_and_problem(changes, message):
     with pytest.raises(DatasetError, match=message) as err:
         validate(bad(**changes), "my_file.hdf5")
     assert str(err.value).startswith("my_file.hdf5")
+
+
+def test_validate_accepts_the_bound_and_numeric_flags():
+    d = crafted(20)
+    d["observations"][3, 1], d["rewards"][2] = 1e6, -1e6  # on the bound: accepted, and not changed
+    d["terminals"] = d["terminals"].astype(np.float32)  # flags written as 0.0/1.0 or 0/1 are fine
+    d["timeouts"] = d["timeouts"].astype(np.int64)
+    out = validate(d, "f")
+    assert out["observations"][3, 1] == 1e6 and out["rewards"][2] == -1e6
+    d["observations"][3, 1] = np.nextafter(1e6, np.inf)
+    with pytest.raises(DatasetError, match="row 3, column 1, beyond the bound"):
+        validate(d, "f")
 
 
 def test_validate_empty_and_not_a_dict():
@@ -528,3 +550,130 @@ def test_cli_commands(tmp_path, capsys, monkeypatch):
     ]:
         assert main(argv) == 1, argv
         assert message in capsys.readouterr().err, argv
+
+
+# ------------------------------------------------------------------------------------ user errors, through the CLI
+def run_cli(argv, capsys):
+    from kfc_lite.cli import main
+
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(terminals=np.r_[np.zeros(7), np.nan, np.zeros(12)]), "'terminals' holds NaN at row 7"),
+    (dict(timeouts=np.r_[np.zeros(3), np.nan, np.zeros(16)]), "'timeouts' holds NaN at row 3"),
+    (dict(observations=np.where(np.arange(60).reshape(20, 3) == 50, 1e30, 0.0)),
+     "'observations' holds 1e+30 at row 16, column 2, beyond the bound |x| <= 1e+06"),
+])
+def test_cli_info_refuses_bad_values_and_keeps_the_file(tmp_path, capsys, change, message):
+    d = crafted(20)
+    d.update(change)
+    path = tmp_path / "bad.hdf5"
+    write_hdf5(d, path)
+    before = path.read_bytes()
+    code, out, err = run_cli(["data", "info", str(path)], capsys)
+    assert code == 1 and out == ""
+    assert err.startswith(f"kfc-lite data: error: {path}: {message}") and "Traceback" not in err
+    assert "delete the file and download it again" in err  # the fix
+    assert path.read_bytes() == before
+
+
+def test_cli_make_refuses_an_existing_out_unless_told(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "mine.hdf5"
+    write_hdf5(crafted(30), out)
+    before = out.read_bytes()
+    argv = ["data", "make", "hopper-random", "--size", "40", "--out", str(out), "--no-progress"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 1
+    assert f"{out} already exists and would be replaced: pass --overwrite" in err and "nothing was generated" in err
+    assert out.read_bytes() == before
+    assert run_cli(argv + ["--overwrite"], capsys)[0] == 0
+    assert len(load(str(out))["observations"]) == 40
+    # the default destination, the cache, is protected the same way
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path / "cache"))
+    assert run_cli(["data", "make", "hopper-random", "--size", "30", "--no-progress"], capsys)[0] == 0
+    cached = kdata.cache_path("hopper-random-replica")
+    before = open(cached, "rb").read()
+    code, _, err = run_cli(["data", "make", "hopper-random", "--size", "50", "--no-progress"], capsys)
+    assert code == 1 and f"{cached} already exists" in err and open(cached, "rb").read() == before
+
+
+def test_write_refuses_a_file_that_appears_meanwhile(tmp_path):
+    from kfc_lite.data.errors import OutputExistsError
+
+    out = tmp_path / "x.hdf5"
+    out.write_bytes(b"someone else's")
+    with pytest.raises(OutputExistsError, match="already exists"):
+        write_hdf5(crafted(5), out, overwrite=False)
+    assert out.read_bytes() == b"someone else's" and os.listdir(tmp_path) == ["x.hdf5"]
+
+
+_SLOW_WRITER = """
+import sys, time
+import h5py, numpy as np
+from kfc_lite.data import write_hdf5
+
+real = h5py.Group.create_dataset
+def stuck(self, *args, **kwargs):  # the first array is written, then the process hangs until it is killed
+    ds = real(self, *args, **kwargs)
+    print("writing", flush=True)
+    time.sleep(120)
+    return ds
+h5py.Group.create_dataset = stuck
+write_hdf5({"observations": np.zeros((10, 3))}, sys.argv[1])
+"""
+
+
+def test_a_killed_write_leaves_no_temp_file_behind(tmp_path, capsys):
+    import signal
+    import subprocess
+
+    out = tmp_path / "d.hdf5"
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[1])}
+    writer = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(out)], stdout=subprocess.PIPE, text=True,
+                              env=env)
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+        temp = tmp_path / f".d.hdf5.{writer.pid}.tmp"
+        assert temp.exists()
+        write_hdf5(crafted(5), out)  # a write while that one is still running leaves its temp file alone
+        assert temp.exists()
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(30)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    assert temp.exists() and not writer.returncode == 0  # killed: no finally ran, its temp is still there
+    code, _, _ = run_cli(["data", "make", "hopper-random", "--size", "20", "--out", str(out), "--overwrite",
+                          "--no-progress"], capsys)
+    assert code == 0
+    assert os.listdir(tmp_path) == ["d.hdf5"]  # the next write of the file removed the dead writer's temp
+    assert len(load(str(out))["observations"]) == 20
+
+
+def test_load_by_name_checks_the_file_is_that_dataset(cheetah, tmp_path, monkeypatch, capsys):
+    from kfc_lite.data.errors import DatasetMismatchError
+
+    path, _ = cheetah  # halfcheetah random data, metadata/d4rl_env = halfcheetah-random-replica
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path))
+    walker = kdata.cache_path("walker2d-random-replica")
+    os.link(path, walker)  # 17-D observations, 6-D actions: Walker2d's sizes too
+    code, _, err = run_cli(["data", "info", "walker2d-random-replica"], capsys)
+    assert code == 1 and f"{walker} is not walker2d-random-replica" in err
+    assert "expected a file of walker2d-random-replica, found metadata/d4rl_env = 'halfcheetah-random-replica'" in err
+    assert "kfc-lite data make walker2d-random-replica ... --overwrite" in err
+    medium = kdata.cache_path("halfcheetah-medium-replica")
+    os.link(path, medium)  # the right robot, but another dataset
+    with pytest.raises(DatasetMismatchError, match="expected a file of halfcheetah-medium-replica"):
+        load("halfcheetah-medium-replica")
+    # without metadata, the body decides: HalfCheetah's first observation value is no torso height
+    d = load(str(path))
+    bare = {k: v for k, v in d.items() if not k.startswith("metadata/")}
+    os.remove(walker)
+    write_hdf5(bare, walker)
+    with pytest.raises(DatasetMismatchError, match="expected walker2d data: a torso height above 0.6 m.*data of "
+                                                   "halfcheetah"):
+        load("walker2d-random-replica")
+    assert os.path.exists(walker) and os.path.exists(medium)  # refused, never deleted

@@ -3,12 +3,13 @@
 * ``kfc-lite data list [--env hopper] [--version v2]``
 * ``kfc-lite data download NAME [--dest DIR] [--url URL] [--wait SECONDS]``
 * ``kfc-lite data info NAME_OR_PATH``          size, episodes, returns, normalized score of the data's episodes
-* ``kfc-lite data make RECIPE [--size N] [--seed S] [--out PATH] [--policy FILE]``
+* ``kfc-lite data make RECIPE [--size N] [--seed S] [--out PATH] [--overwrite] [--policy FILE]``
   recipes ``<env>-<kind>-replica`` for the five D4RL kinds (``kfc_lite.data.replicas``): random (D4RL's uniform
   random policy), medium and expert (rollouts of the committed behaviour policies in ``policies/``, or
   ``--policy FILE``), medium-replay (the online run's replay buffer up to the medium policy) and medium-expert
   (medium then expert data); without ``--out`` the file goes to the cache under the replica's name, where
-  ``kfc_lite.data.load('<env>-<kind>-replica')`` finds it.
+  ``kfc_lite.data.load('<env>-<kind>-replica')`` finds it. An existing file is never replaced without
+  ``--overwrite``: a full-size replica takes hours to make.
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ def register(subparsers) -> None:
                         "recorded buffer for medium-replay)")
     q.add_argument("--seed", type=int, default=0, help="seed of the environment and the random policy (default 0)")
     q.add_argument("--out", help="HDF5 file to write (default: the cache, under the replica's name)")
+    q.add_argument("--overwrite", action="store_true", help="replace the output file if it exists (default: refuse)")
     q.add_argument("--policy", help="behaviour policy file (kfc_lite.rl.save_policy); default: the committed card's, "
                                     "policies/<env>-<level>.pt (medium for medium-expert)")
     q.add_argument("--expert-policy", help="medium-expert: the expert policy file (default: policies/<env>-expert.pt)")
@@ -143,7 +145,8 @@ def _make(args: argparse.Namespace) -> int:
     name = f"{env}-{kind}-replica"
     out = args.out or _cache_file(name)
     make_replica(name, size=args.size, seed=args.seed, out=out, policy=args.policy, expert_policy=args.expert_policy,
-                 buffer=args.buffer, up_to_step=args.up_to_step, progress=not args.no_progress)
+                 buffer=args.buffer, up_to_step=args.up_to_step, progress=not args.no_progress,
+                 overwrite=args.overwrite)
     print(out)
     return 0
 

@@ -12,13 +12,24 @@ import os
 
 import numpy as np
 
-from kfc_lite.data.errors import DatasetError
+from kfc_lite.data.errors import DatasetError, OutputExistsError
 
 #: the keys every D4RL dataset has (D4RL's get_dataset checks exactly these four)
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
-#: arrays that must be finite; a NaN in any of them poisons a critic silently, so we stop at load time
-FINITE_KEYS = ("observations", "actions", "rewards", "next_observations")
-#: rows checked at a time for NaN/inf, so the check needs a small buffer, not a copy of the dataset
+#: arrays that must be finite: a NaN in any of them poisons a critic silently (in a flag, it makes an episode end
+#: nowhere and breaks ``int(sum(terminals))``), so we stop at load time. ``infos/*`` is not read by training.
+FINITE_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
+#: arrays that are flags: every value must be 0 or 1 (True/False), as D4RL writes them
+FLAG_KEYS = ("terminals", "timeouts")
+#: arrays whose magnitude is bounded by :data:`MAX_ABS`
+BOUNDED_KEYS = ("observations", "actions", "rewards", "next_observations")
+#: The largest magnitude we accept in :data:`BOUNDED_KEYS`. MuJoCo locomotion stays many orders of magnitude below:
+#: positions are metres and radians, Hopper's and Walker2d's velocities are clipped to +-10, HalfCheetah's stay
+#: below a few hundred, actions lie in [-1, 1] and a step's reward below about 20. A value past 1e6 is a unit or
+#: memory error (or a float32 written as garbage) that would swamp every gradient, not a state: it is refused,
+#: never clipped.
+MAX_ABS = 1e6
+#: rows checked at a time, so the checks need a small buffer, not a copy of the dataset
 _CHUNK_ROWS = 65536
 
 _FIX_FILE = ("delete the file and download it again (`kfc-lite data download NAME`), "
@@ -68,19 +79,65 @@ def load_hdf5(path: str | os.PathLike) -> dict:
     return data
 
 
-def write_hdf5(data: dict, path: str | os.PathLike, *, compression: str | None = "gzip") -> str:
+def _temp_name(path: str, pid: int) -> str:
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.{pid}.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0 delivers nothing: it only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[str]:
+    """Delete the temp files that killed writes of ``path`` left behind; return their paths.
+
+    A temp file carries its writer's process id (``.<name>.<pid>.tmp``), so one whose writer no longer runs is
+    debris, while one whose writer still runs is a write in progress and stays.
+    """
+    path = os.fspath(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    removed = []
+    try:
+        entries = os.listdir(folder)
+    except FileNotFoundError:
+        return removed
+    prefix = f".{name}."
+    for entry in entries:
+        pid = entry[len(prefix):-len(".tmp")]
+        if entry.startswith(prefix) and entry.endswith(".tmp") and pid.isdigit() and not _alive(int(pid)):
+            try:
+                os.remove(os.path.join(folder, entry))
+                removed.append(os.path.join(folder, entry))
+            except FileNotFoundError:  # another writer cleaned it up first
+                pass
+    return removed
+
+
+def write_hdf5(data: dict, path: str | os.PathLike, *, compression: str | None = "gzip",
+               overwrite: bool = True) -> str:
     """Write a ``{hdf5_path: array}`` dict as a D4RL file (what ``load_hdf5`` and the ``d4rl`` package read).
 
     Strings become fixed-length byte strings, as D4RL writes them; arrays are gzip-compressed like D4RL's
-    files. The file is written next to its destination and renamed into place, so a crash never leaves a
-    half-written dataset under the final name.
+    files. The file is written to a temp file beside its destination (``.<name>.<pid>.tmp``) and renamed into
+    place, so a crash never leaves a half-written dataset under the final name; temp files of earlier writes that
+    were killed are removed first. ``overwrite=False`` refuses to replace an existing file
+    (:class:`~kfc_lite.data.errors.OutputExistsError`), also when it appeared while we were writing.
     """
     import h5py
 
     path = os.fspath(path)
+    if not overwrite and os.path.exists(path):
+        raise OutputExistsError(_exists_message(path))
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = path + ".tmp"
+    remove_stale_temps(path)
+    tmp = _temp_name(os.path.abspath(path), os.getpid())
     try:
         with h5py.File(tmp, "w") as f:
             for key, value in data.items():
@@ -94,31 +151,81 @@ def write_hdf5(data: dict, path: str | os.PathLike, *, compression: str | None =
                         arr = np.char.encode(arr, "utf-8")
                     opts = {"compression": compression} if compression and arr.ndim >= 1 and arr.size > 0 else {}
                     f.create_dataset(key, data=arr, **opts)
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # unlike a rename, a link fails when the name is taken: no file is replaced
+            except FileExistsError:
+                raise OutputExistsError(_exists_message(path)) from None
+            except OSError:  # a file system without hard links: check, then rename (a narrow race remains)
+                if os.path.exists(path):
+                    raise OutputExistsError(_exists_message(path)) from None
+                os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
 
 
-def _first_bad_row(arr: np.ndarray) -> int | None:
-    """Index of the first row with a NaN or inf, checked in chunks (no full-size temporary)."""
+def _exists_message(path: str) -> str:
+    return (f"{path} already exists and would be replaced: pass --overwrite (overwrite=True) to replace it, "
+            "or write to another path")
+
+
+def _first_bad_value(arr: np.ndarray, max_abs: float | None):
+    """``(row, column, value)`` of the first NaN, inf or value past ``max_abs``, or ``None``; checked in chunks."""
     if arr.dtype.kind not in "fc":
-        return None
+        return None  # integers and booleans cannot hold NaN, and no flag or count reaches 1e6 by accident
     for start in range(0, len(arr), _CHUNK_ROWS):
-        block = arr[start:start + _CHUNK_ROWS]
-        ok = np.isfinite(block)
-        if not ok.all():
-            rows = ok.reshape(len(block), -1).all(axis=1)
-            return start + int(np.argmin(rows))
+        block = arr[start:start + _CHUNK_ROWS].reshape(min(_CHUNK_ROWS, len(arr) - start), -1)
+        bad = ~np.isfinite(block)
+        if max_abs is not None:
+            bad |= np.abs(block) > max_abs
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            return start + int(row), int(col), block[row, col].item()
     return None
+
+
+def _check_values(data: dict, source: str) -> None:
+    """NaN, inf, magnitudes past :data:`MAX_ABS` and flags other than 0/1, each refused naming key and row."""
+    for key in FINITE_KEYS:
+        if key not in data:
+            continue
+        arr = np.asarray(data[key])
+        found = _first_bad_value(arr, MAX_ABS if key in BOUNDED_KEYS else None)
+        if found is None:
+            continue
+        row, col, value = found
+        where = f"row {row}" + (f", column {col}" if arr.ndim == 2 else "")
+        if np.isfinite(value):
+            raise DatasetError(
+                f"{source}: '{key}' holds {value:g} at {where}, beyond the bound |x| <= {MAX_ABS:g} that MuJoCo "
+                f"locomotion data stay far inside (kfc_lite.data.hdf5.MAX_ABS). Such a value is a unit or write "
+                f"error and would swamp every gradient; it is not clipped: {_FIX_FILE}, or drop the bad rows.")
+        text = "NaN" if np.isnan(value) else f"{value}"
+        raise DatasetError(f"{source}: '{key}' holds {text} at {where} (the first NaN or inf). Offline RL on such "
+                           f"data diverges silently: {_FIX_FILE}, or drop the bad rows before training.")
+    for key in FLAG_KEYS:
+        if key not in data:
+            continue
+        arr = np.asarray(data[key])
+        if arr.dtype.kind == "b":
+            continue
+        bad = np.flatnonzero((arr != 0) & (arr != 1))
+        if len(bad):
+            raise DatasetError(f"{source}: '{key}' is a flag but holds {arr[bad[0]].item()!r} at row {int(bad[0])} "
+                               f"({len(bad)} rows are neither 0 nor 1). A flag is not rounded for you: {_FIX_FILE}.")
 
 
 def validate(data: dict, source: str = "dataset") -> dict:
     """Check that ``data`` is a usable D4RL dataset; squeeze (N, 1) rewards/terminals/timeouts to (N,) in place.
 
     Raises :class:`DatasetError` naming ``source`` (a file or dataset name), the key and the fix for: a missing
-    key, arrays whose lengths disagree, wrong ranks, an empty dataset, and NaN or inf values. Returns ``data``.
+    key, arrays whose lengths disagree, wrong ranks, an empty dataset, NaN or inf in any array of
+    :data:`FINITE_KEYS` (flags included), a magnitude past :data:`MAX_ABS` and a flag other than 0 or 1; the
+    value errors name the first bad row. Returns ``data``.
     """
     if not isinstance(data, dict):
         raise DatasetError(f"{source}: expected a dict of arrays keyed like D4RL ('observations', ...), "
@@ -157,12 +264,7 @@ def validate(data: dict, source: str = "dataset") -> dict:
     if "next_observations" in data and data["next_observations"].shape[1:] != data["observations"].shape[1:]:
         raise DatasetError(f"{source}: 'next_observations' has shape {data['next_observations'].shape} but "
                            f"'observations' has {data['observations'].shape}.")
-    for key in FINITE_KEYS:
-        if key in data:
-            row = _first_bad_row(np.asarray(data[key]))
-            if row is not None:
-                raise DatasetError(f"{source}: '{key}' holds NaN or inf (first at row {row}). Offline RL on such data "
-                                   f"diverges silently: {_FIX_FILE}, or drop the bad rows before training.")
+    _check_values(data, source)
     return data
 
 

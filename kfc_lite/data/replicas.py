@@ -38,6 +38,7 @@ import pathlib
 import numpy as np
 
 from kfc_lite.data import registry
+from kfc_lite.data.errors import OutputExistsError
 
 __all__ = ["D4RL_SIZES", "D4RL_PUBLISHED", "POLICY_LEVELS", "policies_dir", "card_path", "load_card", "file_sha256", "replay_dataset",
            "concatenate", "make_replica", "parse_recipe"]
@@ -240,12 +241,13 @@ def parse_recipe(recipe: str) -> tuple[str, str]:
 
 
 def make_replica(recipe: str, size: int | None = None, seed: int = 0, out=None, *, policy=None, expert_policy=None,
-                 buffer=None, up_to_step: int | None = None, progress: bool = True) -> dict:
+                 buffer=None, up_to_step: int | None = None, progress: bool = True, overwrite: bool = False) -> dict:
     """Build one replica dataset; write it to ``out`` (a path) when given, and return it.
 
     ``size`` defaults to D4RL's (:data:`D4RL_SIZES`). ``policy`` (and ``expert_policy`` for medium-expert) are
     policy files; without them the committed cards (``policies/<env>-<level>.json``) are used. ``buffer`` and
-    ``up_to_step`` (medium-replay) default to the run folder and the step on the medium card.
+    ``up_to_step`` (medium-replay) default to the run folder and the step on the medium card. An existing ``out``
+    is refused before any data are made (:class:`~kfc_lite.data.errors.OutputExistsError`) unless ``overwrite``.
     """
     from kfc_lite.data.collect import RandomPolicy, _versions, collect
     from kfc_lite.data.hdf5 import write_hdf5
@@ -253,6 +255,9 @@ def make_replica(recipe: str, size: int | None = None, seed: int = 0, out=None, 
 
     env, kind = parse_recipe(recipe)
     name = f"{env}-{kind}-replica"
+    if out is not None and not overwrite and os.path.exists(out):
+        raise OutputExistsError(f"{out} already exists and would be replaced: pass --overwrite (overwrite=True) to "
+                                "replace it, or --out another path; nothing was generated")
     if size is None:
         size = D4RL_SIZES[kind]
     elif isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
@@ -312,5 +317,5 @@ def make_replica(recipe: str, size: int | None = None, seed: int = 0, out=None, 
     data["metadata/d4rl_size"] = -1 if D4RL_SIZES[kind] is None else D4RL_SIZES[kind]
     data["metadata/policy_card"] = json.dumps(cards, sort_keys=True)
     if out is not None:
-        write_hdf5(data, out)
+        write_hdf5(data, out, overwrite=overwrite)
     return data
