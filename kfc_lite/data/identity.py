@@ -75,44 +75,63 @@ def check_identity(container, info: registry.DatasetInfo | str, path: str, *, fi
     with ``fix`` (default: :func:`fix_for`; ``""`` for none, when the caller adds its own).
     """
     info = registry.get(info)
-    fix = f" Fix: {fix_for(info, path)}." if fix is None else (f" {fix}" if fix else "")
+    problem = (_sizes(container, info) or _rows(container, info) or _metadata(container, info)
+               or _body(container, info))
+    if problem:
+        expected, found = problem
+        fix = f" Fix: {fix_for(info, path)}." if fix is None else (f" {fix}" if fix else "")
+        raise DatasetMismatchError(f"{path} is not {info.name}: expected {expected}, found {found}.{fix}")
 
-    def refuse(what: str, expected, found) -> None:
-        raise DatasetMismatchError(f"{path} is not {info.name}: expected {what} {expected}, found {found}.{fix}")
 
-    obs_shape = tuple(container["observations"].shape)
-    act_shape = tuple(container["actions"].shape)
-    found_dims = f"{obs_shape[1] if len(obs_shape) == 2 else obs_shape}-D observations and " \
-                 f"{act_shape[1] if len(act_shape) == 2 else act_shape}-D actions"
-    if obs_shape[1:] != (info.obs_dim,) or act_shape[1:] != (info.act_dim,):
-        families = [f for f in registry.ENVS
-                    if obs_shape[1:] == (registry.OBS_DIM[f],) and act_shape[1:] == (registry.ACT_DIM[f],)]
-        hint = f" (the sizes of {' or '.join(families)})" if families else ""
-        refuse(f"{info.env}'s sizes,", f"{info.obs_dim}-D observations and {info.act_dim}-D actions",
-               found_dims + hint)
-    if info.rows is not None and obs_shape[0] != info.rows:
-        refuse("D4RL's row count,", f"{info.rows} rows", f"{obs_shape[0]} rows")
+# Each check returns None when the file passes it, else (what was expected, what was found), as message text.
+def _dims(shape: tuple) -> str:
+    return str(shape[1]) if len(shape) == 2 else f"shape {shape}"
+
+
+def _sizes(container, info):
+    obs, act = tuple(container["observations"].shape), tuple(container["actions"].shape)
+    if obs[1:] == (info.obs_dim,) and act[1:] == (info.act_dim,):
+        return None
+    same = [f for f in registry.ENVS if obs[1:] == (registry.OBS_DIM[f],) and act[1:] == (registry.ACT_DIM[f],)]
+    return (f"{info.env}'s sizes, {info.obs_dim}-D observations and {info.act_dim}-D actions",
+            f"{_dims(obs)}-D observations and {_dims(act)}-D actions"
+            + (f" (the sizes of {' or '.join(same)})" if same else ""))
+
+
+def _rows(container, info):
+    rows = container["observations"].shape[0]
+    if info.rows is None or rows == info.rows:
+        return None
+    return f"D4RL's row count, {info.rows} rows", f"{rows} rows"
+
+
+def _metadata(container, info):
     for key in _METADATA_NAMES:
-        if key not in container:
-            continue
-        value = _text(container[key])
+        value = _text(container[key]) if key in container else None
         if value is None:
             continue
         if key == "metadata/d4rl_env" and registry.is_known(value) and registry.get(value).name != info.name:
-            refuse("a file of", info.name, f"{key} = {value!r}")
+            return f"a file of {info.name}", f"{key} = {value!r}"
         family = _family_named(key, value)
         if family is not None and family != info.env:
-            refuse("data of", info.env, f"{key} = {value!r} ({family})")
+            return f"data of {info.env}", f"{key} = {value!r} ({family})"
+    return None
+
+
+def _body(container, info):
     first = np.asarray(container["observations"][:SAMPLE_ROWS, 0], dtype=np.float64)
-    first = first[np.isfinite(first)]
-    if len(first):
-        height = float(np.median(first))
-        upright = height > UPRIGHT_HEIGHT
-        if upright != (info.env in _UPRIGHT):
-            look = "a torso height" if upright else "an offset near 0"
-            others = [f for f in registry.ENVS if (f in _UPRIGHT) == upright and f != info.env]
-            want = (f"a torso height above {UPRIGHT_HEIGHT} m (median of the first observation value)"
-                    if info.env in _UPRIGHT else
-                    f"HalfCheetah's body offset below {UPRIGHT_HEIGHT} m (median of the first observation value)")
-            refuse(f"{info.env} data:", want, f"a median of {height:.3g}, {look}: data of "
-                   f"{' or '.join(others) or 'another environment'}")
+    first = first[np.isfinite(first)]  # NaN is validate's to report, with its row
+    if not len(first):
+        return None
+    height = float(np.median(first))
+    upright = height > UPRIGHT_HEIGHT
+    if upright == (info.env in _UPRIGHT):
+        return None
+    like = [f for f in registry.ENVS if (f in _UPRIGHT) == upright]
+    if info.env in _UPRIGHT:
+        expected = f"{info.env} data: a torso height above {UPRIGHT_HEIGHT} m"
+    else:
+        expected = f"{info.env} data: HalfCheetah's body offset below {UPRIGHT_HEIGHT} m"
+    looks = "a torso height" if upright else "an offset near 0"
+    return (f"{expected} (the median of the first observation value)",
+            f"a median of {height:.3g}, {looks}: data of {' or '.join(like)}")
