@@ -127,3 +127,13 @@ def test_an_id_that_is_nowhere_names_every_place_looked(minari_root, capsys):
     assert main(["data", "info", "kfc/hopper/absent-v0"]) == 1
     err = capsys.readouterr().err
     assert "unknown dataset 'kfc/hopper/absent-v0'" in err and "Traceback" not in err
+
+
+def test_a_download_minari_cannot_make_is_a_sentence(minari_root, capsys):
+    """Downloading needs minari's [hf] extra and a network; without either, the reason, not a traceback."""
+    from kfc_lite.cli import main
+
+    assert main(["data", "info", "kfc/hopper/absent-v0", "--download"]) == 1
+    err = capsys.readouterr().err
+    assert f"minari dataset kfc/hopper/absent-v0: not in {minari_root}, and Minari could not download it" in err
+    assert "Traceback" not in err and not minari_root.joinpath("kfc", "hopper", "absent-v0", "data").exists()

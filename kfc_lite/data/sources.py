@@ -13,7 +13,7 @@ import sys
 import numpy as np
 
 from kfc_lite.data import registry
-from kfc_lite.data.errors import DatasetError, UnknownDatasetError
+from kfc_lite.data.errors import DatasetError, DownloadError, UnknownDatasetError
 from kfc_lite.data.hdf5 import load_hdf5, validate
 from kfc_lite.data.identity import check_identity
 
@@ -125,12 +125,16 @@ def from_minari(dataset_id: str, *, download: bool = False) -> dict:
         raise ModuleNotFoundError("the minari package is not installed (pip install minari)")
     import minari
 
+    where = os.environ.get("MINARI_DATASETS_PATH") or "~/.minari/datasets"
     try:
         dataset = minari.load_dataset(dataset_id, download=download)
     except FileNotFoundError as exc:  # minari's word for "no local dataset of that id" (download=False)
-        where = os.environ.get("MINARI_DATASETS_PATH") or "~/.minari/datasets"
         raise _MinariNotFound(f"minari dataset {dataset_id}: not in {where}; from_minari(..., download=True) asks "
                               "Minari's server for it", where) from exc
+    except (ImportError, OSError) as exc:  # download=True without minari's [hf] extra, or without a network
+        raise DownloadError(f"minari dataset {dataset_id}: not in {where}, and Minari could not download it ({exc}). "
+                            "Check the id (`minari list remote`), the network, and that minari[hf] is installed, "
+                            "or copy the dataset into that folder.") from exc
     parts: dict[str, list] = {k: [] for k in ("observations", "next_observations", "actions", "rewards",
                                              "terminals", "timeouts")}
     for ep in dataset.iterate_episodes():  # one episode at a time: the episodes are never all held twice
