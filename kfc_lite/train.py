@@ -87,8 +87,12 @@ class TrainConfig:
     memory-mapped from disk instead of read into memory.
 
     Agent: ``preset`` (``kfc-code``, ``cql-paper``, ``corl``) and ``sac`` (a dict of :class:`SACConfig`
-    fields that override it). ``precision`` ("auto", "fp32", "bf16") and ``compile`` ("auto", True, False):
-    "auto" turns bf16 autocast and ``torch.compile`` on for CUDA and off on the CPU.
+    fields that override it). ``precision`` ("auto", "fp32", "bf16"): "auto" is fp32 for every method on every
+    device. bf16 rounds the critic's activations to 3 significant digits, which erases the state shifts that
+    S4RL, KFC and KFC++ are about (a 3e-3 shift moves a 3x256 critic's output by less than bf16's rounding:
+    docs/precision.md), and a comparison of methods must run them all at one precision; bf16 is there to ask
+    for, for CQL alone or for speed measurements. ``compile`` ("auto", True, False): "auto" turns
+    ``torch.compile`` on for CUDA and off on the CPU.
 
     Koopman model (KFC, KFC++): ``koopman`` (a dict of :class:`~kfc_lite.koopman.KoopmanTrainConfig` fields;
     its seed defaults to ``seed``) or ``koopman_path`` (a file from ``save_koopman``, used as is).
@@ -191,7 +195,7 @@ class TrainConfig:
         from kfc_lite.rl.sac import SACConfig
 
         cuda = str(device).startswith("cuda")
-        precision = ("bf16" if cuda else "fp32") if self.precision == "auto" else self.precision
+        precision = "fp32" if self.precision == "auto" else self.precision
         compile_ = cuda if self.compile == "auto" else bool(self.compile)
         return SACConfig.preset(self.preset, **self.sac, precision=precision, compile=compile_)
 

@@ -221,7 +221,7 @@ def test_with_overrides_routes_keys():
     new = cfg.with_overrides(steps=10, q_lr=1e-3, **{"koopman.max_epochs": 5, "sac.bc_steps": 0})
     assert new.steps == 10 and new.sac == {"q_lr": 1e-3, "bc_steps": 0} and new.koopman == {"max_epochs": 5}
     assert new.sac_config("cpu").q_lr == 1e-3 and new.sac_config("cpu").precision == "fp32"
-    assert new.sac_config("cuda").precision == "bf16" and new.sac_config("cuda").compile
+    assert new.sac_config("cuda").precision == "fp32" and new.sac_config("cuda").compile
     with pytest.raises(ValueError, match="unknown setting"):
         cfg.with_overrides(learning_rate=1e-3)
 
