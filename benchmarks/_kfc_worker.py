@@ -7,8 +7,9 @@ shared; back-to-back runs of a few minutes each were up to 1.7x apart on the sam
 
 The Koopman model for kfc/kfc++ has the paper's size (latent 32, hidden 512) and
 random weights: its cost, not its quality, is what is timed here. Batches come from a ``TransitionSampler``
-(uniform, as d3rlpy's), wrapped for ``--eig-workers N`` in the ``LookaheadSampler`` that decomposes the next
-batches' ``K(a)`` on N threads while the current batch trains.
+(uniform, as d3rlpy's). KFC and KFC++ read their symmetries from the data's symmetry table, built (or loaded
+from ``--table-cache``) before the timing; its build time is in the record. A baseline revision from before the
+table decomposes each batch's ``K(a)`` in the step, as it did then.
 """
 import json
 import pathlib
@@ -26,13 +27,33 @@ from kfc_lite.rl.replay import TransitionSampler
 from kfc_lite.rl.sac import SACCQL, SACConfig
 
 
+def attach_table(augmenter, model, data, a) -> dict | None:
+    """Build (or load) the data's symmetry table and give it to the augmenter; None where this kfc_lite (a
+    baseline revision) has no table."""
+    import dataclasses
+    import tempfile
+
+    try:
+        from kfc_lite.symmetry_table import symmetry_table
+    except ImportError:
+        return None
+    settings = dataclasses.replace(augmenter.table_settings, storage=a.table_storage)
+    cache = a.table_cache or tempfile.mkdtemp(prefix="kfc-table-")
+    host = {k: data[k].cpu().numpy() for k in ("observations", "actions", "next_observations")}
+    table = symmetry_table(model, host, settings, cache, progress=False)
+    augmenter.use_table(table.to(data["observations"].device))
+    summary = table.summary()
+    return {k: summary[k] for k in ("rows", "bytes_per_row", "build_seconds", "mapped", "fallback_rate")}
+
+
 def main():
     p = worker_parser()
     p.add_argument("--method", default="cql")
     p.add_argument("--precision", default="fp32")
     p.add_argument("--device", default="cpu")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--eig-workers", type=int, default=0)
+    p.add_argument("--table-storage", default="float16", help="dtype of the symmetry table's bases (KFC, KFC++)")
+    p.add_argument("--table-cache", default=None, help="folder of cached symmetry tables (default: a temporary one)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -45,14 +66,13 @@ def main():
     if a.method in ("kfc", "kfc++"):
         model = KoopmanForwardModel(ds, da).to(dev).eval().requires_grad_(False)
     augmenter = make_augmenter(a.method, model=model)
+    table_info = None
+    if model is not None:
+        table_info = attach_table(augmenter, model, data, a)
     # bc_steps=0: time the regular (post-warm-up) step, which is what almost all of a run does.
     cfg = SACConfig.preset("kfc-code", hidden=tuple(a.hidden), precision=a.precision, compile=a.compile, bc_steps=0)
     agent = SACCQL(ds, da, cfg, device=dev, augmenter=augmenter)
     batches = TransitionSampler(data, 256, dev, seed=a.seed, mode="uniform")
-    if a.eig_workers:
-        from kfc_lite.rl.lookahead import LookaheadSampler
-
-        batches = LookaheadSampler(batches, augmenter, workers=a.eig_workers)
     for _ in range(a.warmup):
         agent.update(batches.sample(), metrics=False)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -63,14 +83,12 @@ def main():
         t0 = time.perf_counter()
         for _ in range(a.steps):
             agent.update(batches.sample(), metrics=False)
-        if a.eig_workers:
-            batches.wait()  # the batches drawn ahead are this block's work: none may run into another's block
         sync()
         return time.perf_counter() - t0
 
     rates = measure(block, a.steps, a.repeats, a.serve)
     rec = {"implementation": "kfc_lite", "method": a.method, "precision": a.precision, "device": str(dev),
-           "threads": a.threads, "eig_workers": a.eig_workers, "steps_per_second": statistics.median(rates),
+           "threads": a.threads, "symmetry_table": table_info, "steps_per_second": statistics.median(rates),
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "torch": torch.__version__,
            "kfc_lite_path": str(pathlib.Path(kfc_lite.__file__).parent)}
     if dev.type == "cuda":

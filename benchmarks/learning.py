@@ -176,7 +176,7 @@ def model_errors(model, q: dict, n: int = 5000) -> dict:
 
 # -- runs -------------------------------------------------------------------------------------------------
 def run_one(run_root: pathlib.Path, data_path: pathlib.Path, method: str, seed: int, budget: Budget, device: str,
-            koopman_path, progress: bool, eig_workers="auto") -> pathlib.Path:
+            koopman_path, progress: bool) -> pathlib.Path:
     from kfc_lite.train import TrainConfig, train
 
     out = run_root / f"{method.replace('+', 'p')}-seed{seed}"
@@ -188,8 +188,7 @@ def run_one(run_root: pathlib.Path, data_path: pathlib.Path, method: str, seed: 
                       eval_every=budget.eval_every, eval_episodes=budget.eval_episodes,
                       eval_max_steps=budget.eval_max_steps, checkpoint_every=budget.eval_every,
                       log_every=budget.log_every, sac=sac, precision=budget.precision,
-                      koopman_path=str(koopman_path) if base_method(method) in ("kfc", "kfc++") else None,
-                      eig_workers=eig_workers)
+                      koopman_path=str(koopman_path) if base_method(method) in ("kfc", "kfc++") else None)
     resume = (out / "config.json").is_file()
     t0 = time.perf_counter()
     res = train(cfg, resume=resume, progress=progress)
@@ -393,13 +392,6 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     koopman = {}
     tasks = []
-    # KFC/KFC++ decompose K(a) on host threads beside a GPU (kfc_lite/rl/lookahead.py): "auto" gives one run every
-    # host core but one; --jobs runs at once share them instead of each taking them all
-    eig_workers = "auto"
-    if args.jobs > 1 and args.device.startswith("cuda"):
-        from kfc_lite.rl.lookahead import available_cores
-
-        eig_workers = max(1, (available_cores() - args.jobs) // args.jobs)
     for spec in budget.datasets:
         name, size = parse_dataset(spec)
         run_root = runs / f"{budget.name}-{budget.steps}steps" / f"{name}-{size or 'full'}"
@@ -416,8 +408,7 @@ def main(argv=None) -> int:
                   flush=True)
         for seed in budget.seeds:  # seeds outermost: every method gets its seed-0 result before any seed 1
             for method in args.methods:
-                tasks.append((run_root, data_path, method, seed, budget, args.device, kpath, args.progress,
-                              eig_workers))
+                tasks.append((run_root, data_path, method, seed, budget, args.device, kpath, args.progress))
     if args.jobs > 1 and len(tasks) > 1:
         import concurrent.futures
         import multiprocessing

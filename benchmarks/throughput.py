@@ -21,9 +21,9 @@ records in ``benchmarks/results/throughput.json``.
 rounds: the table's "× baseline" column is then the speed-up of the working tree over that revision, the way
 to measure one change on a shared machine.
 
-``--eig-workers 0 1`` times KFC and KFC++ once per value: 0 decomposes ``K(a)`` inside the step, N > 0 on N
-threads ahead of it (``kfc_lite.rl.lookahead``), which only pays where N cores are left over by the step's
-own threads (``--threads 1`` on a 2-core machine; the host cores of a GPU machine).
+KFC and KFC++ read their symmetries from the data's symmetry table (``kfc_lite.symmetry_table``), built before
+the timing over every core and cached in ``benchmarks/.cache/`` (git-ignored), so the workers of one thread
+count share it; the table's build time and bytes per row are in the records and the table.
 
 kfc_lite sets the C allocator so that a step's large temporaries stay in the heap
 (``kfc_lite.settings.tune_cpu_allocator``: no page faults each step); d3rlpy runs as installed, and, unless
@@ -49,6 +49,7 @@ RESULTS = HERE / "results"
 D3RLPY_VENV = HERE / ".venv-d3rlpy"
 D3RLPY_SPEC = ["torch==2.13.0", "d3rlpy==2.8.1"]
 BASELINES = HERE / ".baseline"
+TABLE_CACHE = HERE / ".cache" / "symmetry-tables"
 
 
 def export_baseline(rev: str) -> tuple[pathlib.Path, str]:
@@ -134,15 +135,10 @@ def table(records: list[dict]) -> str:
         x_cql = f"{r['step_time_x_cql']:.2f}" if r.get("step_time_x_cql") is not None else "–"
         dev = f" (peak device {r['peak_device_mb']:.0f} MB)" if "peak_device_mb" in r else ""
         x_base = (f"{r['x_baseline']:.2f} | " if r.get("x_baseline") is not None else "– | ") if baseline else ""
-        method = r["method"] + (f" (eig ahead, {r['eig_workers']} thr.)" if r.get("eig_workers") else "")
+        method = r["method"]
         rows.append(f"| {r['implementation']} | {method} | {r['precision']} | {r['device']} | {r['threads']} | "
                     f"{r['steps_per_second']:.2f} | {x_d3} | {x_cql} | {x_base}{r['peak_rss_mb']:.0f}{dev} |")
     return "\n".join(rows)
-
-
-def _eig_workers(w: Worker) -> int:
-    """The ``--eig-workers`` a kfc_lite worker was started with (0: the decomposition in the step)."""
-    return int(w.args[w.args.index("--eig-workers") + 1]) if "--eig-workers" in w.args else 0
 
 
 def measure(threads: int, a, common: list[str]) -> list[dict]:
@@ -160,13 +156,11 @@ def measure(threads: int, a, common: list[str]) -> list[dict]:
     for precision in a.precisions:
         for method in a.methods:
             args = common + ["--threads", str(threads), "--method", method, "--precision", precision,
-                             "--device", a.device] + (["--compile"] if a.compile else [])
-            ahead_args = [["--eig-workers", str(n)] for n in (a.eig_workers if method in ("kfc", "kfc++") else [])
-                          if n > 0]
+                             "--device", a.device, "--table-storage", a.table_storage,
+                             "--table-cache", str(TABLE_CACHE)] + (["--compile"] if a.compile else [])
             for label, tree in trees:  # each configuration also at the baseline revision, if one is given
-                for extra in [[], *ahead_args]:
-                    workers.append((Worker(sys.executable, HERE / "_kfc_worker.py", args + extra, threads,
-                                           kfc_lite_dir=tree), method, precision, label))
+                workers.append((Worker(sys.executable, HERE / "_kfc_worker.py", args, threads, kfc_lite_dir=tree),
+                                method, precision, label))
     for w, *_ in workers:  # warm-ups run one after another too (each waits for its "run")
         w.ready()
     for i in range(a.repeats):
@@ -175,7 +169,7 @@ def measure(threads: int, a, common: list[str]) -> list[dict]:
         print(f"threads {threads}: round {i + 1}/{a.repeats} done", file=sys.stderr)
     d3 = next((w for w, m, _, _ in workers if m is None), None)  # d3rlpy as installed
     cql = {p: w for w, m, p, b in workers if m == "cql" and b is None}
-    base = {(m, p, _eig_workers(w)): w for w, m, p, b in workers if b is not None}
+    base = {(m, p): w for w, m, p, b in workers if b is not None}
     records = []
     for w, method, precision, label in workers:
         rec = w.stop()
@@ -185,7 +179,7 @@ def measure(threads: int, a, common: list[str]) -> list[dict]:
         rec["x_d3rlpy_cql"] = paired_ratio(d3.seconds, w.seconds) if d3 is not None else None
         rec["step_time_x_cql"] = (paired_ratio(w.seconds, cql[precision].seconds)
                                   if method not in (None, "d3rlpy") and label is None and precision in cql else None)
-        key = (method, precision, _eig_workers(w))
+        key = (method, precision)
         rec["x_baseline"] = paired_ratio(base[key].seconds, w.seconds) if label is None and key in base else None
         records.append(rec)
         print(json.dumps(rec), file=sys.stderr)
@@ -202,8 +196,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=20, help="updates per timed block")
     p.add_argument("--repeats", type=int, default=5, help="rounds of interleaved blocks (medians over rounds)")
     p.add_argument("--n", type=int, default=100_000)
-    p.add_argument("--eig-workers", type=int, nargs="+", default=[0], metavar="N",
-                   help="KFC/KFC++: threads decomposing K(a) ahead of the step (0: in the step; e.g. --eig-workers 0 1)")
+    p.add_argument("--table-storage", default="float16", choices=["float16", "float32", "bfloat16"],
+                   help="KFC/KFC++: dtype of the symmetry table's bases (default float16, as training)")
     p.add_argument("--no-d3rlpy", action="store_true", help="skip d3rlpy (it needs its own environment)")
     p.add_argument("--no-d3rlpy-tuned", action="store_true",
                    help="skip the second d3rlpy run with kfc_lite's C-allocator setting")
@@ -231,7 +225,12 @@ def main(argv=None) -> int:
             f"Workload: batch 256, actor and 2 critics of 3x256, 10 sampled actions per source, 17-d states, 6-d actions, "
             f"{a.n} transitions; {a.repeats} interleaved rounds of {a.steps} steps after warm-up; steps/s is the median "
             f"over rounds, ratios are medians of per-round ratios.\n\n")
-    text = head + table(records) + "\n"
+    tables = {(r["method"], json.dumps(r.get("symmetry_table"))) for r in records if r.get("symmetry_table")}
+    notes = "".join(f"\n{m}: symmetry table of {t['rows']} rows, {t['bytes_per_row']} bytes a row, "
+                    + (f"built in {t['build_seconds']:.1f} s before the timing" if t["build_seconds"] is not None
+                       else "loaded from the cache") + "  "
+                    for m, t in ((m, json.loads(t)) for m, t in sorted(tables)))
+    text = head + table(records) + "\n" + notes + "\n"
     print(text)
     write_results(a.out, "throughput", text, records)
     return 0

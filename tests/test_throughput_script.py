@@ -53,18 +53,18 @@ def test_an_unknown_baseline_revision_is_a_clear_error(tmp_path):
     assert "not a git revision" in res.stderr
 
 
-def test_eig_workers_adds_a_lookahead_row(tmp_path):
+def test_kfc_rows_carry_their_symmetry_table(tmp_path):
     out = tmp_path / "results"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--threads", "1", "--methods", "cql", "kfc++",
-           "--precisions", "fp32", "--steps", "2", "--repeats", "1", "--n", "2000", "--no-d3rlpy",
-           "--eig-workers", "0", "1", "--out", str(out)]
+           "--precisions", "fp32", "--steps", "2", "--repeats", "1", "--n", "3000", "--no-d3rlpy", "--out", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
-    records = json.loads((out / "throughput.json").read_text())
-    got = sorted((r["method"], r["eig_workers"]) for r in records)
-    assert got == [("cql", 0), ("kfc++", 0), ("kfc++", 1)]
-    assert all(r["step_time_x_cql"] > 0 for r in records)
-    assert "kfc++ (eig ahead, 1 thr.)" in (out / "throughput.md").read_text()
+    records = {r["method"]: r for r in json.loads((out / "throughput.json").read_text())}
+    assert records["cql"]["symmetry_table"] is None
+    table = records["kfc++"]["symmetry_table"]
+    assert table["rows"] == 3000 and table["bytes_per_row"] > 0
+    assert all(r["step_time_x_cql"] > 0 for r in records.values())
+    assert "kfc++: symmetry table of 3000 rows" in (out / "throughput.md").read_text()
 
 
 def test_gpu_check_script_runs_on_the_cpu(tmp_path):
@@ -72,30 +72,33 @@ def test_gpu_check_script_runs_on_the_cpu(tmp_path):
     between the sessions that get a GPU."""
     import os
 
-    env = dict(os.environ, PYTHON=sys.executable, DEVICE="cpu", STEPS="1", REPEATS="1", COMPILE="0", EIG_WORKERS="1",
+    env = dict(os.environ, PYTHON=sys.executable, DEVICE="cpu", STEPS="1", REPEATS="1", COMPILE="0", TABLE_ROWS="3000",
                OUT=str(tmp_path / "gpu"))
     res = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True,
                          timeout=600, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     records = json.loads((tmp_path / "gpu" / "eager" / "throughput.json").read_text())
-    assert sorted((r["method"], r["precision"], r["eig_workers"]) for r in records) == [
-        ("cql", "bf16", 0), ("cql", "fp32", 0), ("kfc++", "bf16", 0), ("kfc++", "bf16", 1), ("kfc++", "fp32", 0),
-        ("kfc++", "fp32", 1)]
+    assert sorted((r["method"], r["precision"]) for r in records) == [
+        ("cql", "bf16"), ("cql", "fp32"), ("kfc", "bf16"), ("kfc", "fp32"), ("kfc++", "bf16"), ("kfc++", "fp32")]
     assert "hours per 1M steps" in res.stdout and (tmp_path / "gpu" / "machine.txt").is_file()
-    eig = json.loads((tmp_path / "gpu" / "eig.json").read_text())
-    assert [r["cores"] for r in eig] == [1, 1] and all(r["ms_per_batch"] > 0 for r in eig)
+    for where in ("table-device", "table-host"):
+        table = json.loads((tmp_path / "gpu" / where / "symmetry_table.json").read_text())
+        assert table["builds"][0]["rows"] == 3000 and table["builds"][0]["seconds"] > 0
+        assert {e["storage"] for e in table["storage"]} == {"float32", "float16", "bfloat16"}
 
 
-def test_eig_benchmark_times_host_workers_and_rejects_a_missing_gpu(tmp_path):
-    """benchmarks/eig.py: the decomposition of one batch on 1 and 2 host workers; no CUDA here is a clear error."""
-    script = str(ROOT / "benchmarks" / "eig.py")
-    res = subprocess.run([sys.executable, script, "--batch", "16", "--workers", "1", "2", "--repeats", "1",
+def test_symmetry_table_benchmark_measures_builds_and_storage_and_rejects_a_missing_gpu(tmp_path):
+    """benchmarks/symmetry_table.py: builds on 1 and 2 workers, the three storage dtypes; no CUDA is a clear error."""
+    script = str(ROOT / "benchmarks" / "symmetry_table.py")
+    res = subprocess.run([sys.executable, script, "--n", "3000", "--workers", "1", "2", "--sample", "256",
                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    rows = json.loads((tmp_path / "eig.json").read_text())
-    assert [r["cores"] for r in rows] == [1, 1, 2]
-    assert all(r["ms_per_batch"] > 0 and r["batch"] == 16 for r in rows)
-    assert "split over 2 workers" in (tmp_path / "eig.md").read_text()
+    data = json.loads((tmp_path / "symmetry_table.json").read_text())
+    assert [b["workers"] for b in data["builds"]] == [1, 2] and all(b["rows_per_second"] > 0 for b in data["builds"])
+    by_storage = {e["storage"]: e for e in data["storage"]}
+    assert by_storage["float16"]["bytes_per_row"] < by_storage["float32"]["bytes_per_row"]
+    assert by_storage["float32"]["latent_error_max"] < by_storage["float16"]["latent_error_max"] < 1e-2
+    assert "minutes per 1M rows" in (tmp_path / "symmetry_table.md").read_text()
     if not __import__("torch").cuda.is_available():
         bad = subprocess.run([sys.executable, script, "--device", "cuda", "--out", str(tmp_path)],
                              capture_output=True, text=True, timeout=300)
