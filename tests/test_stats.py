@@ -10,7 +10,7 @@ from kfc_lite import stats
 def test_run_score_is_the_mean_of_the_last_k_evaluations():
     assert stats.run_score([0.0, 10.0, 20.0, 40.0], last_k=2) == pytest.approx(30.0)
     assert stats.run_score([0.0, 10.0, 20.0, 40.0], last_k=1) == pytest.approx(40.0)
-    with pytest.raises(ValueError, match="at least 3 runs"):
+    with pytest.raises(ValueError, match="at least 3 evaluations"):
         stats.run_score([1.0, 2.0], last_k=3)
     with pytest.raises(ValueError, match="last_k"):
         stats.run_score([1.0, 2.0], last_k=0)
@@ -86,6 +86,27 @@ def test_paired_verdicts():
     mixed = {0: 15.0, 1: 70.0, 2: 45.0, 3: 52.0, 4: 24.0}
     overlap = stats.paired_difference(mixed, cql)
     assert overlap.verdict == stats.NOT_DISTINGUISHABLE and overlap.difference.includes(0.0)
+
+
+def test_t_interval_of_known_scores():
+    # mean 2, SD 1, n = 3: half-width t_{0.975, 2} / sqrt(3) = 4.303 / 1.732
+    ci = stats.t_interval([1.0, 2.0, 3.0])
+    assert ci.estimate == pytest.approx(2.0)
+    assert (ci.low, ci.high) == (pytest.approx(2.0 - 2.4841, abs=1e-3), pytest.approx(2.0 + 2.4841, abs=1e-3))
+
+
+def test_verdicts_from_three_seeds_err_at_the_nominal_rate_only_with_the_t_interval():
+    # two equal methods, three seeds: a 95% verdict should call a difference about 5% of the time
+    rng = np.random.default_rng(7)
+    trials, wrong = 300, {"t": 0, "percentile": 0}
+    for t in range(trials):
+        a = dict(enumerate(rng.normal(50.0, 10.0, size=3)))
+        b = dict(enumerate(rng.normal(50.0, 10.0, size=3)))
+        for method in wrong:
+            c = stats.paired_difference(a, b, method=method, seed=t, n_resamples=500)
+            wrong[method] += c.verdict != stats.NOT_DISTINGUISHABLE
+    assert wrong["t"] / trials <= 0.10
+    assert wrong["percentile"] / trials >= 0.15  # about 1 in 4: all three differences share a sign
 
 
 def test_probability_of_improvement():
