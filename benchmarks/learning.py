@@ -6,6 +6,8 @@
     .venv/bin/python benchmarks/learning.py --budget full --device cuda
     # only write the table and the plot from the runs there are
     .venv/bin/python benchmarks/learning.py --budget cpu --report-only
+    # rewrite the table and the plot from a results file (no run folders needed)
+    .venv/bin/python benchmarks/learning.py --from-json benchmarks/results/cpu-long/learning.json
 
 Every dataset is a replica (``kfc_lite.data.replicas``; ``name`` or ``name:size``), built once into
 ``runs/learning/data/`` when missing. The Koopman model is pre-trained once per dataset (seed 0) and the same file
@@ -13,12 +15,18 @@ is given to every KFC and KFC++ run (``TrainConfig.koopman_path``), so the two d
 symmetries. Every run lives in ``runs/learning/<budget>-<steps>steps/<dataset>/<method>-seed<seed>/`` (``kfc_lite.train``
 run folders): a finished run is skipped, an interrupted one resumes from its checkpoint.
 
-Scores are D4RL normalized scores of the deterministic policy; a run's score is the mean of its last ``last_k``
-evaluations, and the table gives the mean and the standard deviation of that over seeds. Results go to
-``benchmarks/results/`` (``--results``): ``learning.json`` (a list of records, one per evaluation: dataset, method,
-seed, steps, normalized_score, return, budget), ``learning.md`` (the table, with the command, the budget, the
-machine and the wall time, and diagnostics: the Koopman model's one-step error on the data and the KFC
-augmenters' symmetry shift and fall-back rate) and ``learning.png`` (learning curves).
+Scores are D4RL normalized scores of the deterministic policy. A run's score is the mean of its last ``last_k``
+evaluations (``kfc_lite.stats.run_score``): the one definition the json records and every table use. Across seeds the
+table reports what the field reports (``kfc_lite.stats``): per dataset and method the number of finished seeds, the
+mean and the IQM with stratified-bootstrap 95% intervals and the sample SD, and against CQL, seed by seed, the mean
+difference with its interval and verdict and the probability of improvement. Results go to ``benchmarks/results/``
+(``--results``): ``learning.json`` (a list of records, each with a ``kind``: ``eval``, one per evaluation: dataset,
+method, seed, steps, normalized_score, return, budget; ``score``, one per finished run: its score and ``last_k``;
+``run``, one per run: its training diagnostics and wall time; ``koopman``, one per dataset: the shared model's
+diagnostics), ``learning.md`` (the tables, with the command, the budget, the machine and the wall time, and
+diagnostics: the Koopman model's one-step error on the data and the KFC augmenters' symmetry shift and fall-back rate)
+and ``learning.png`` (learning curves: mean and sample SD over seeds). ``--from-json`` rewrites the report from such a
+file when the run folders are gone.
 
 Why the CPU budget scales the warm-up: the KFC code clones the behaviour policy for the first 40,000 of its 1M
 steps (4%). With a few thousand steps that warm-up would be the whole run, and every method would be the same
@@ -33,10 +41,13 @@ import math
 import os
 import pathlib
 import platform
+import re
 import sys
 import time
 
 import numpy as np
+
+from kfc_lite import stats
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -217,7 +228,8 @@ def collect_records(runs: pathlib.Path, budget: Budget) -> tuple[list[dict], dic
                 rows = read_metrics(out)
                 for r in rows:
                     if r["kind"] == "eval":
-                        records.append({"dataset": name, "dataset_size": size, "method": method, "seed": seed,
+                        records.append({"kind": "eval", "dataset": name, "dataset_size": size, "method": method,
+                                        "seed": seed,
                                         "steps": r["step"], "normalized_score": r["normalized"], "return": r["return"],
                                         "budget": budget.name})
                 train_rows = [r for r in rows if r["kind"] == "train"]
@@ -233,20 +245,71 @@ def collect_records(runs: pathlib.Path, budget: Budget) -> tuple[list[dict], dic
     return records, diag
 
 
-def summarize(records: list[dict], budget: Budget) -> dict:
-    """(dataset, method) -> mean and std over seeds of each run's last-k evaluation mean, and the seeds counted."""
+def evaluations(records: list[dict]) -> list[dict]:
+    """The per-evaluation records (files written before records had a ``kind`` hold only those)."""
+    return [r if "kind" in r else {"kind": "eval", **r} for r in records if r.get("kind", "eval") == "eval"]
+
+
+def run_scores(records: list[dict], budget: Budget) -> dict:
+    """(dataset, method) -> {seed: score} over finished runs; a run's score is ``stats.run_score`` of its evaluations."""
+    evals = evaluations(records)
+    runs = {}
+    for r in evals:
+        runs.setdefault((r["dataset"], r["method"], r["seed"]), []).append(r)
     out = {}
-    keys = sorted({(r["dataset"], r["method"]) for r in records}, key=lambda k: (k[0], ALL_METHODS.index(k[1])))
-    for ds, m in keys:
-        per_seed = []
-        for seed in budget.seeds:
-            ev = sorted((r for r in records if r["dataset"] == ds and r["method"] == m and r["seed"] == seed),
-                        key=lambda r: r["steps"])
-            if ev and ev[-1]["steps"] >= budget.steps:  # only finished runs count
-                per_seed.append(float(np.mean([r["normalized_score"] for r in ev[-budget.last_k:]])))
-        if per_seed:
-            out[(ds, m)] = {"mean": float(np.mean(per_seed)), "std": float(np.std(per_seed)), "n": len(per_seed),
-                            "per_seed": per_seed}
+    for (ds, m, seed), ev in runs.items():
+        ev.sort(key=lambda r: r["steps"])
+        if ev[-1]["steps"] >= budget.steps:  # an unfinished run has no score yet
+            out.setdefault((ds, m), {})[seed] = stats.run_score([r["normalized_score"] for r in ev], budget.last_k)
+    order = lambda k: (k[0], ALL_METHODS.index(k[1]) if k[1] in ALL_METHODS else len(ALL_METHODS), k[1])
+    return {k: dict(sorted(out[k].items())) for k in sorted(out, key=order)}
+
+
+def score_records(records: list[dict], budget: Budget) -> list[dict]:
+    """One ``score`` record per finished run: the number the tables are computed from."""
+    size = {(r["dataset"], r["method"], r["seed"]): r.get("dataset_size") for r in evaluations(records)}
+    return [{"kind": "score", "dataset": ds, "dataset_size": size[(ds, m, seed)], "method": m, "seed": seed,
+             "score": score, "last_k": budget.last_k, "steps": budget.steps, "budget": budget.name}
+            for (ds, m), per_seed in run_scores(records, budget).items() for seed, score in per_seed.items()]
+
+
+def summarize(records: list[dict], budget: Budget) -> dict:
+    """(dataset, method) -> the run scores by seed and their mean, IQM (with 95% intervals when n >= 2) and sample SD."""
+    out = {}
+    for key, per_seed in run_scores(records, budget).items():
+        x = list(per_seed.values())
+        enough = len(x) >= 2  # an interval or a spread needs two runs
+        out[key] = {"n": len(x), "scores": per_seed, "mean": stats.mean(x), "iqm": stats.iqm(x),
+                    "mean_ci": stats.mean_ci(x) if enough else None, "iqm_ci": stats.iqm_ci(x) if enough else None,
+                    "sd": stats.sample_sd(x) if enough else None}
+    return out
+
+
+def compare(summary: dict, baseline: str = "cql") -> dict:
+    """(dataset, method) -> each method against ``baseline`` on the seeds both finished (paired), when there are two."""
+    out = {}
+    for (ds, m), s in summary.items():
+        base = summary.get((ds, baseline))
+        if m == baseline or base is None:
+            continue
+        seeds = sorted(set(s["scores"]) & set(base["scores"]))
+        a, b = ({k: x["scores"][k] for k in seeds} for x in (s, base))
+        enough = len(seeds) >= 2
+        out[(ds, m)] = {"seeds": seeds,
+                        "paired": stats.paired_difference(a, b, names=(m, baseline)) if enough else None,
+                        "improvement": stats.probability_of_improvement(a, b) if enough else None}
+    return out
+
+
+def aggregate(summary: dict) -> dict:
+    """method -> mean and IQM pooled over every dataset of the table, stratified by dataset (methods run on all)."""
+    datasets = sorted({ds for ds, _ in summary})
+    out = {}
+    for m in dict.fromkeys(m for _, m in summary):
+        strata = {ds: list(summary[(ds, m)]["scores"].values()) for ds in datasets if (ds, m) in summary}
+        if len(datasets) > 1 and len(strata) == len(datasets) and all(len(x) >= 2 for x in strata.values()):
+            out[m] = {"n": {ds: len(x) for ds, x in strata.items()}, "mean_ci": stats.mean_ci(strata),
+                      "iqm_ci": stats.iqm_ci(strata)}
     return out
 
 
@@ -266,44 +329,73 @@ def machine() -> str:
             f"{torch.get_num_threads()} thread(s); python {platform.python_version()}")
 
 
-def write_report(results: pathlib.Path, budget: Budget, records: list[dict], diag: dict, koopman: dict,
-                 meta: dict) -> pathlib.Path:
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "learning.json").write_text(json.dumps(records, indent=1) + "\n")
-    summary = summarize(records, budget)
-    label = ("**CPU-budget result, not a reproduction**: " if budget.name != "full" else "") + \
-        f"budget `{budget.name}`: {budget.steps} gradient steps per run"
-    lines = ["# Learning benchmark: CQL, S4RL, KFC, KFC++ on D4RL replicas", "",
-             f"{label}, seeds {list(budget.seeds)}, evaluation every {budget.eval_every} steps with "
-             f"{budget.eval_episodes} episodes" + (f" cut at {budget.eval_max_steps} steps" if budget.eval_max_steps else "")
-             + f", score = mean of the last {budget.last_k} evaluations of a run (D4RL normalized score, deterministic "
-               "policy); table: mean +- std over seeds. Behaviour-cloning warm-up: "
-             + (f"{budget.bc_fraction:.0%} of the steps" if budget.bc_fraction is not None else "40,000 steps (the KFC code)")
-             + f". Precision {budget.precision} ('auto': fp32 on a CPU, bf16 autocast on a GPU)"
-             + f". Koopman model pre-trained once per dataset and shared by KFC and KFC++ ({budget.koopman or 'paper defaults'}).",
-             "", f"* command: `{meta['command']}`"] + ([f"* note: {meta['note']}"] if meta.get("note") else []) + [
-             f"* machine: {meta['machine']}",
-             f"* wall time: {meta['wall_s'] / 60:.1f} min this call; {meta['run_wall_s'] / 60:.1f} min in the runs' "
-             "training loops over all calls", f"* written: {meta['written']}", "",
-             "Datasets are **replicas** built with our own behaviour policies (`kfc_lite.data.replicas`, policies/): a "
-             "score on them is not a score on D4RL, and the paper's v0 numbers are shown for orientation only.", ""]
-    methods = [m for m in ALL_METHODS if any(k[1] == m for k in summary)]
-    lines.append("| dataset | " + " | ".join(methods) + " | paper v0 (CQL / S4RL / KFC / KFC++) |")
-    lines.append("|---|" + "---|" * len(methods) + "---|")
-    for ds in sorted({k[0] for k in summary}):
-        cells = []
-        for m in methods:
-            s = summary.get((ds, m))
-            cells.append(f"{s['mean']:.1f} +- {s['std']:.1f} (n={s['n']})" if s else "-")
-        paper = PAPER_V0.get(ds.replace("-replica", ""))
-        ref = " / ".join(f"{paper[m]}" for m in METHODS) if paper else "-"
-        lines.append(f"| {ds} | " + " | ".join(cells) + f" | {ref} |")
-    lines += ["", "## Diagnostics", "",
-              "Koopman model per dataset: one-step error relative to predicting no change (||f(s,a) - s'|| / ||s' - s||, "
-              "5000 transitions of the data; < 1 is better than a constant state), reconstruction offset ||D(E(s)) - s|| "
-              "(the shift a plain symmetry adds to every state even at sigma = 0), validation losses, training length.", "",
-              "| dataset | relative one-step error | reconstruction offset (mean state norm) | val forward MSE | val recon MSE | val 10-step RMS | epochs (steps) | wall s |",
-              "|---|---|---|---|---|---|---|---|"]
+def results_records(records: list[dict], budget: Budget, diag: dict, koopman: dict) -> list[dict]:
+    """Everything ``learning.json`` holds: evaluations, run scores, per-run diagnostics, per-dataset Koopman models."""
+    return (evaluations(records) + score_records(records, budget)
+            + [{"kind": "run", "dataset": ds, "method": m, "seed": seed, **d} for (ds, m, seed), d in diag.items()]
+            + [{"kind": "koopman", "dataset": ds, **info} for ds, info in sorted(koopman.items())])
+
+
+def split_records(records: list[dict]) -> tuple[list[dict], dict, dict]:
+    """The inverse of ``results_records``: evaluations, diagnostics by (dataset, method, seed), Koopman by dataset."""
+    skip = ("kind", "dataset", "method", "seed")
+    diag = {(r["dataset"], r["method"], r["seed"]): {k: v for k, v in r.items() if k not in skip}
+            for r in records if r.get("kind") == "run"}
+    koopman = {r["dataset"]: {k: v for k, v in r.items() if k not in skip} for r in records
+               if r.get("kind") == "koopman"}
+    return evaluations(records), diag, koopman
+
+
+def _ci(x) -> str:
+    return f"[{x.low:.1f}, {x.high:.1f}]" if x is not None else "-"
+
+
+def score_tables(summary: dict, budget: Budget) -> list[str]:
+    """The markdown of the score table, the comparison with CQL and the aggregate over datasets."""
+    lines = ["| dataset | method | n | scores by seed | mean [95% CI] | IQM [95% CI] | sample SD | paper v0 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (ds, m), s in summary.items():
+        paper = PAPER_V0.get(ds.replace("-replica", ""), {}).get(m, "-")
+        by_seed = ", ".join(f"{v:.1f}" for v in s["scores"].values())
+        sd = f"{s['sd']:.1f}" if s["sd"] is not None else "-"
+        lines.append(f"| {ds} | {m} | {s['n']} | {by_seed} | {s['mean']:.1f} {_ci(s['mean_ci'])} | "
+                     f"{s['iqm']:.1f} {_ci(s['iqm_ci'])} | {sd} | {paper} |")
+    lines += ["", "### Against CQL, seed by seed", "",
+              "Each method minus CQL on the seeds both finished: the mean paired difference with its Student-t 95% "
+              "interval and the verdict it supports (\"not distinguishable\" when the interval includes 0; a "
+              "percentile bootstrap, used for the means above, would call a difference between two equal methods 1 "
+              "time in 4 at 3 seeds), and the probability of improvement P(method > CQL) over all pairs of runs "
+              "(ties 1/2; 0.5: neither tends to win) with a paired-bootstrap 95% interval, as narrow as the means' at "
+              "this many seeds. Fewer than 2 shared seeds give no interval.", "",
+              "| dataset | method | seeds | mean difference vs CQL [95% t interval] | verdict | P(method > CQL) [95% CI] |",
+              "|---|---|---|---|---|---|"]
+    for (ds, m), c in compare(summary).items():
+        if c["paired"] is None:
+            lines.append(f"| {ds} | {m} | {c['seeds']} | - | too few seeds | - |")
+            continue
+        d, p = c["paired"].difference, c["improvement"]
+        lines.append(f"| {ds} | {m} | {c['seeds']} | {d.estimate:+.1f} {_ci(d)} | {c['paired'].verdict} | "
+                     f"{p.estimate:.2f} [{p.low:.2f}, {p.high:.2f}] |")
+    agg = aggregate(summary)
+    if agg:
+        lines += ["", "### Over all datasets", "",
+                  "Scores pooled over the datasets of the table (methods with at least 2 finished seeds on each), "
+                  "with a stratified bootstrap: seeds are resampled within each dataset. Datasets with more seeds "
+                  "weigh more.", "",
+                  "| method | seeds per dataset | mean [95% CI] | IQM [95% CI] |", "|---|---|---|---|"]
+        for m, a in agg.items():
+            lines.append(f"| {m} | {', '.join(str(n) for n in a['n'].values())} | {a['mean_ci']} | {a['iqm_ci']} |")
+    return lines
+
+
+def diagnostics_tables(diag: dict, koopman: dict) -> list[str]:
+    """The markdown of the Koopman model and augmentation diagnostics."""
+    lines = ["## Diagnostics", "",
+             "Koopman model per dataset: one-step error relative to predicting no change (||f(s,a) - s'|| / ||s' - s||, "
+             "5000 transitions of the data; < 1 is better than a constant state), reconstruction offset ||D(E(s)) - s|| "
+             "(the shift a plain symmetry adds to every state even at sigma = 0), validation losses, training length.", "",
+             "| dataset | relative one-step error | reconstruction offset (mean state norm) | val forward MSE | val recon MSE | val 10-step RMS | epochs (steps) | wall s |",
+             "|---|---|---|---|---|---|---|---|"]
     for ds, k in sorted(koopman.items()):
         offset = f"{k['reconstruction_offset']:.3g} ({k['state_norm']:.3g})" if "reconstruction_offset" in k else "-"
         lines.append(f"| {ds} | {k['relative_one_step_error']:.3f} | {offset} | {k['val_forward']:.4g} | {k['val_recon']:.4g} | "
@@ -326,6 +418,42 @@ def write_report(results: pathlib.Path, budget: Budget, records: list[dict], dia
             lines.append(f"| {ds} | {m} | {avg('aug_state_shift')} | {avg('aug_koopman_fraction', '{:.2f}')} | "
                          f"{avg('aug_fallback_rate', '{:.3f}')} | {avg('aug_commutation_error')} | {avg('cql_weight')} | "
                          f"{avg('q_data', '{:.1f}')} | {avg('td_loss', '{:.3g}')} | {avg('wall_s', '{:.0f}')} |")
+    return lines
+
+
+def write_report(results: pathlib.Path, budget: Budget, records: list[dict], diag: dict, koopman: dict,
+                 meta: dict, carried_diagnostics: str | None = None) -> pathlib.Path:
+    """learning.json, learning.md and learning.png; ``carried_diagnostics``: the diagnostics section of an earlier
+    report, kept when the records hold none (a results file written before they did)."""
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "learning.json").write_text(json.dumps(results_records(records, budget, diag, koopman), indent=1) + "\n")
+    summary = summarize(records, budget)
+    label = ("**CPU-budget result, not a reproduction**: " if budget.name != "full" else "") + \
+        f"budget `{budget.name}`: {budget.steps} gradient steps per run"
+    run_wall = (f"{meta['run_wall_s'] / 60:.1f} min in the runs' training loops over all calls"
+                if meta.get("run_wall_s") is not None else "the runs' training time is not in the records")
+    lines = ["# Learning benchmark: CQL, S4RL, KFC, KFC++ on D4RL replicas", "",
+             f"{label}, seeds {list(budget.seeds)}, evaluation every {budget.eval_every} steps with "
+             f"{budget.eval_episodes} episodes" + (f" cut at {budget.eval_max_steps} steps" if budget.eval_max_steps else "")
+             + f". **Score of a run = the mean of its last {budget.last_k} evaluations** (D4RL normalized score, "
+               "deterministic policy; the `score` records of learning.json); only finished runs count. Across seeds: "
+               "mean and IQM (interquartile mean; with fewer than 4 seeds nothing is trimmed and it equals the mean) "
+               "with percentile-bootstrap 95% intervals, and the sample SD (`kfc_lite.stats`; "
+               f"{stats.N_RESAMPLES:,} resamples, seed {stats.BOOTSTRAP_SEED}). With 2-3 seeds an interval spans about the range of the seeds and covers "
+               "less than 95% of the time: read it as a lower bound on the uncertainty. Behaviour-cloning warm-up: "
+             + (f"{budget.bc_fraction:.0%} of the steps" if budget.bc_fraction is not None else "40,000 steps (the KFC code)")
+             + f". Precision {budget.precision} ('auto': fp32 on a CPU, bf16 autocast on a GPU)"
+             + f". Koopman model pre-trained once per dataset and shared by KFC and KFC++ ({budget.koopman or 'paper defaults'}).",
+             "", f"* command: `{meta['command']}`"] + ([f"* note: {meta['note']}"] if meta.get("note") else []) + [
+             f"* machine: {meta['machine']}",
+             f"* wall time: {meta['wall_s'] / 60:.1f} min this call; {run_wall}", f"* written: {meta['written']}", "",
+             "Datasets are **replicas** built with our own behaviour policies (`kfc_lite.data.replicas`, policies/): a "
+             "score on them is not a score on D4RL, and the paper's v0 numbers are shown for orientation only.", ""]
+    lines += score_tables(summary, budget)
+    if not diag and not koopman and carried_diagnostics is not None:
+        lines += ["", carried_diagnostics.rstrip("\n")]
+    else:
+        lines += [""] + diagnostics_tables(diag, koopman)
     lines.append("")
     md = results / "learning.md"
     md.write_text("\n".join(lines) + "\n")
@@ -339,6 +467,7 @@ def plot(path: pathlib.Path, records: list[dict], budget: Budget) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    records = evaluations(records)
     datasets = sorted({r["dataset"] for r in records})
     if not datasets:
         return
@@ -351,12 +480,13 @@ def plot(path: pathlib.Path, records: list[dict], budget: Budget) -> None:
             steps = sorted({r["steps"] for r in rows})
             curves = [[r["normalized_score"] for r in rows if r["steps"] == s] for s in steps]
             mean = np.array([np.mean(c) for c in curves])
-            std = np.array([np.std(c) for c in curves])
+            # the sample SD, as in the table; a step only one seed has reached gets no band
+            sd = np.array([np.std(c, ddof=1) if len(c) > 1 else 0.0 for c in curves])
             ax.plot(steps, mean, marker="o", label=m)
-            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+            ax.fill_between(steps, mean - sd, mean + sd, alpha=0.2)
         ax.set_title(f"{ds} ({budget.name} budget)")
         ax.set_xlabel("gradient steps")
-        ax.set_ylabel("D4RL normalized score (mean +- std over seeds)")
+        ax.set_ylabel("D4RL normalized score (mean +- sample SD over seeds)")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -364,10 +494,37 @@ def plot(path: pathlib.Path, records: list[dict], budget: Budget) -> None:
     plt.close(fig)
 
 
+def carried_diagnostics(md: pathlib.Path) -> tuple[str | None, float | None]:
+    """An earlier report's diagnostics section (marked as kept) and its total training time in seconds, if any."""
+    text = md.read_text() if md.is_file() else ""
+    wall = re.search(r"([0-9.]+) min in the runs' training loops", text)
+    wall_s = float(wall.group(1)) * 60 if wall else None
+    start = text.find("## Diagnostics")
+    if start < 0:
+        return None, wall_s
+    body = text[start:].removeprefix("## Diagnostics").lstrip("\n")
+    kept = ("(Kept from the previous report: the results file holds no per-run diagnostics, and the run folders they "
+            "were read from are gone.)")
+    return "## Diagnostics\n\n" + ("" if body.startswith(kept) else kept + "\n\n") + body, wall_s
+
+
+def report_meta(args, argv, diag: dict, wall_s: float) -> dict:
+    """The report's header: the command as typed (without the note, printed on its own line), machine, times."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if "--note" in words:
+        i = words.index("--note")
+        del words[i:i + 2]
+    walls = [d["wall_s"] for d in diag.values() if d.get("wall_s") is not None]
+    return {"command": " ".join([os.path.relpath(sys.argv[0], ROOT) if argv is None else "benchmarks/learning.py"]
+                                + words),
+            "machine": machine(), "wall_s": wall_s, "run_wall_s": sum(walls) if walls else None,
+            "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "note": args.note}
+
+
 # -- main ------------------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
+    p.add_argument("--budget", choices=sorted(BUDGETS), help="default: cpu, or the budget named in --from-json")
     p.add_argument("--full", action="store_true", help="the same as --budget full (the paper's budget, for a GPU)")
     p.add_argument("--datasets", nargs="+", help="replica names, optionally name:size (default: the budget's)")
     p.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=list(METHODS),
@@ -376,19 +533,38 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, help="gradient steps per run (default: the budget's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--runs", default=str(ROOT / "runs" / "learning"), help="run folders and built datasets")
-    p.add_argument("--results", default=str(HERE / "results"), help="where learning.json/.md/.png go")
+    p.add_argument("--results", help="where learning.json/.md/.png go (default: benchmarks/results, or the folder of "
+                                      "--from-json)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process (one thread "
                                                          "each; use the number of free cores)")
     p.add_argument("--report-only", action="store_true", help="write the results from the runs there are; train nothing")
+    p.add_argument("--from-json", help="rewrite the results from this learning.json instead of the run folders; "
+                                       "train nothing")
     p.add_argument("--progress", action="store_true", help="progress bars")
     p.add_argument("--note", default="", help="a line for the report (e.g. which calls trained the runs)")
     args = p.parse_args(argv)
 
-    budget = BUDGETS["full" if args.full else args.budget]
+    loaded = json.loads(pathlib.Path(args.from_json).read_text()) if args.from_json else None
+    name = "full" if args.full else args.budget
+    if loaded is not None:
+        named = {r["budget"] for r in evaluations(loaded)}
+        if len(named) != 1 or (name is not None and named != {name}):
+            p.error(f"{args.from_json} holds budgets {sorted(named)}; expected one" + (f": {name}" if name else ""))
+        name = named.pop()
+    budget = BUDGETS[name or "cpu"]
     over = {k: v for k, v in (("datasets", tuple(args.datasets) if args.datasets else None),
                               ("seeds", tuple(args.seeds) if args.seeds else None), ("steps", args.steps)) if v}
     budget = dataclasses.replace(budget, **over)
-    runs, results = pathlib.Path(args.runs), pathlib.Path(args.results)
+    runs = pathlib.Path(args.runs)
+    results = pathlib.Path(args.results or (pathlib.Path(args.from_json).parent if args.from_json else HERE / "results"))
+    if loaded is not None:
+        records, diag, koopman = split_records(loaded)
+        meta, carried = report_meta(args, argv, diag, 0.0), None
+        if not diag and not koopman:  # a file from before the diagnostics were records: keep the report's
+            carried, meta["run_wall_s"] = carried_diagnostics(results / "learning.md")
+        md = write_report(results, budget, records, diag, koopman, meta, carried)
+        print(md.read_text())
+        return 0
     t0 = time.perf_counter()
     koopman = {}
     tasks = []
@@ -421,15 +597,7 @@ def main(argv=None) -> int:
         for t in tasks:
             run_one(*t)
     records, diag = collect_records(runs, budget)
-    words = list(sys.argv[1:] if argv is None else argv)
-    if "--note" in words:  # the note is printed on its own line
-        i = words.index("--note")
-        del words[i:i + 2]
-    meta = {"command": " ".join([os.path.relpath(sys.argv[0], ROOT) if argv is None else "benchmarks/learning.py"]
-                                + words),
-            "machine": machine(), "wall_s": time.perf_counter() - t0,
-            "run_wall_s": sum(d["wall_s"] or 0.0 for d in diag.values()),
-            "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "note": args.note}
+    meta = report_meta(args, argv, diag, time.perf_counter() - t0)
     md = write_report(results, budget, records, diag, koopman, meta)
     print(md.read_text())
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import pathlib
+import shutil
 import sys
 
 import numpy as np
@@ -20,16 +21,44 @@ def _bench():
     return mod
 
 
+def _rec(method, seed, step, score, dataset="d"):
+    return {"kind": "eval", "dataset": dataset, "method": method, "seed": seed, "steps": step,
+            "normalized_score": score, "budget": "t"}
+
+
 def test_summary_uses_last_k_of_finished_runs_only():
     bench = _bench()
     budget = bench.Budget("t", ("x",), (0, 1, 2), steps=20, eval_every=10, eval_episodes=1, last_k=2)
-    rec = lambda seed, step, score: {"dataset": "d", "method": "cql", "seed": seed, "steps": step,
-                                     "normalized_score": score}
-    records = [rec(0, 10, 0.0), rec(0, 20, 10.0), rec(1, 10, 20.0), rec(1, 20, 40.0),
-               rec(2, 10, 99.0)]  # seed 2 stopped at step 10: not counted
+    records = [_rec("cql", 0, 10, 0.0), _rec("cql", 0, 20, 10.0), _rec("cql", 1, 20, 40.0), _rec("cql", 1, 10, 20.0),
+               _rec("cql", 2, 10, 99.0)]  # seed 2 stopped at step 10: not counted; seed 1 out of step order
     s = bench.summarize(records, budget)[("d", "cql")]
-    assert s["n"] == 2 and s["per_seed"] == [5.0, 30.0]
-    assert s["mean"] == pytest.approx(17.5) and s["std"] == pytest.approx(12.5)
+    assert s["n"] == 2 and s["scores"] == {0: 5.0, 1: 30.0}
+    assert s["mean"] == pytest.approx(17.5)
+    assert s["sd"] == pytest.approx(17.678, abs=1e-3)  # the sample SD; the population SD would be 12.5
+    assert s["mean_ci"].low <= 17.5 <= s["mean_ci"].high
+    # the json's score records hold the same numbers the table is computed from
+    scores = bench.score_records(records, budget)
+    assert [(r["kind"], r["seed"], r["score"], r["last_k"]) for r in scores] == [("score", 0, 5.0, 2),
+                                                                                 ("score", 1, 30.0, 2)]
+
+
+def test_comparison_with_cql_is_paired_and_says_when_it_cannot_tell():
+    bench = _bench()
+    budget = bench.Budget("t", ("x",), (0, 1, 2, 3), steps=10, eval_every=10, eval_episodes=1, last_k=1)
+    cql = {0: 10.0, 1: 40.0, 2: 25.0, 3: 60.0}
+    records = [_rec("cql", s, 10, v) for s, v in cql.items()]
+    records += [_rec("s4rl", s, 10, v + 5.0 + 0.2 * s) for s, v in cql.items()]  # above CQL on every seed
+    records += [_rec("kfc", s, 10, v + d) for (s, v), d in zip(cql.items(), (-9.0, 8.0, -3.0, 6.0))]  # mixed
+    records += [_rec("kfc++", 0, 10, 99.0)]  # one seed: no interval
+    comparison = bench.compare(bench.summarize(records, budget))
+    assert comparison[("d", "s4rl")]["paired"].verdict == "s4rl above cql"
+    assert comparison[("d", "s4rl")]["improvement"].estimate == pytest.approx(10 / 16)  # all pairs, not seed by seed
+    assert comparison[("d", "kfc")]["paired"].verdict == "not distinguishable"
+    assert comparison[("d", "kfc++")]["seeds"] == [0] and comparison[("d", "kfc++")]["paired"] is None
+    table = "\n".join(bench.score_tables(bench.summarize(records, budget), budget))
+    assert "| d | s4rl | [0, 1, 2, 3] | +5.3 [" in table and "| s4rl above cql |" in table
+    assert "| d | kfc++ | [0] | - | too few seeds | - |" in table
+    assert "| d | kfc++ | 1 | 99.0 | 99.0 - | 99.0 - | - |" in table
 
 
 def test_tiny_budget_runs_every_method_and_writes_its_table(tmp_path, capsys):
@@ -37,18 +66,25 @@ def test_tiny_budget_runs_every_method_and_writes_its_table(tmp_path, capsys):
     runs, results = tmp_path / "runs", tmp_path / "results"
     args = ["--budget", "tiny", "--runs", str(runs), "--results", str(results)]
     assert bench.main(args) == 0
-    records = json.loads((results / "learning.json").read_text())
-    assert isinstance(records, list) and records
+    saved = json.loads((results / "learning.json").read_text())
+    assert isinstance(saved, list) and saved
+    assert {r["kind"] for r in saved} == {"eval", "score", "run", "koopman"}
+    records = [r for r in saved if r["kind"] == "eval"]
     for r in records:
         assert {"dataset", "method", "seed", "steps", "normalized_score", "budget"} <= set(r)
         assert r["dataset"] == "hopper-random-replica" and np.isfinite(r["normalized_score"])
     assert {r["method"] for r in records} == {"cql", "s4rl", "kfc", "kfc++"}
     assert sorted({r["steps"] for r in records}) == [6, 12]
-    md = (results / "learning.md").read_text()
-    row = next(line for line in md.splitlines() if line.startswith("| hopper-random-replica | "))
-    assert row.count("(n=1)") == 4  # one finished seed per method
+    # one score per finished run: the mean of its last_k = 2 evaluations, here both
+    scores = {r["method"]: r["score"] for r in saved if r["kind"] == "score"}
     cql_last = np.mean([r["normalized_score"] for r in records if r["method"] == "cql"])
-    assert f"{cql_last:.1f} +- 0.0 (n=1)" in row
+    assert set(scores) == {"cql", "s4rl", "kfc", "kfc++"} and scores["cql"] == pytest.approx(cql_last)
+    md = (results / "learning.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| hopper-random-replica | ")]
+    cql_row = next(line for line in rows if line.startswith("| hopper-random-replica | cql | "))
+    assert cql_row.startswith(f"| hopper-random-replica | cql | 1 | {cql_last:.1f} | {cql_last:.1f} - |")
+    assert sum(" too few seeds " in line for line in rows) == 3  # one seed per method: no comparison interval
+    assert "Score of a run = the mean of its last 2 evaluations" in md
     assert "CPU-budget result, not a reproduction" in md and "relative one-step error" in md
     assert "command: `benchmarks/learning.py --budget tiny" in md and "machine:" in md
     assert (results / "learning.png").stat().st_size > 1000
@@ -60,7 +96,33 @@ def test_tiny_budget_runs_every_method_and_writes_its_table(tmp_path, capsys):
     stamp = (root / "cql-seed0" / "checkpoint.pt").stat().st_mtime_ns
     assert bench.main(args) == 0
     assert (root / "cql-seed0" / "checkpoint.pt").stat().st_mtime_ns == stamp
-    assert json.loads((results / "learning.json").read_text()) == records
+    assert json.loads((results / "learning.json").read_text()) == saved
+    # the report again from the json alone, with the run folders gone
+    shutil.rmtree(runs)
+    again = tmp_path / "again"
+    assert bench.main(["--from-json", str(results / "learning.json"), "--results", str(again)]) == 0
+    assert json.loads((again / "learning.json").read_text()) == saved
+    tables = lambda text: text[text.index("| dataset | method | n |"):]  # everything after the header
+    assert tables((again / "learning.md").read_text()) == tables(md)
+    assert "command: `benchmarks/learning.py --from-json" in (again / "learning.md").read_text()
+
+
+def test_from_json_keeps_the_diagnostics_of_a_file_without_them(tmp_path):
+    bench = _bench()
+    old = [{**{k: v for k, v in r.items() if k != "kind"}, "budget": "tiny"}  # from before records had kinds
+           for r in [_rec(m, seed, step, 1.0 + seed + step) for m in ("cql", "kfc") for seed in (0, 1)
+                     for step in (6, 12)]]
+    (tmp_path / "learning.json").write_text(json.dumps(old))
+    (tmp_path / "learning.md").write_text("# old\n\n| a | table |\n\n## Diagnostics\n\n| koopman | 0.219 |\n")
+    assert bench.main(["--from-json", str(tmp_path / "learning.json")]) == 0
+    md = (tmp_path / "learning.md").read_text()
+    assert "| a | table |" not in md and md.count("## Diagnostics") == 1 and "| koopman | 0.219 |" in md
+    assert "Kept from the previous report" in md
+    saved = json.loads((tmp_path / "learning.json").read_text())
+    assert [r["kind"] for r in saved] == ["eval"] * 8 + ["score"] * 4
+    # rewriting again keeps one note, not two
+    assert bench.main(["--from-json", str(tmp_path / "learning.json")]) == 0
+    assert (tmp_path / "learning.md").read_text().count("Kept from the previous report") == 1
 
 
 def test_every_budget_names_replica_recipes_and_sound_settings():
