@@ -82,7 +82,7 @@ class Budget:
     bc_fraction: float | None = 0.04  #: None: the preset's own bc_steps (40,000)
     koopman: dict = dataclasses.field(default_factory=dict)
     log_every: int = 250
-    precision: str = "auto"  #: TrainConfig.precision: "auto" is fp32 on a CPU and bf16 on a GPU
+    precision: str = "auto"  #: TrainConfig.precision: "auto" is fp32 for every method on every device
 
 
 BUDGETS = {
@@ -442,7 +442,7 @@ def write_report(results: pathlib.Path, budget: Budget, records: list[dict], dia
                f"{stats.N_RESAMPLES:,} resamples, seed {stats.BOOTSTRAP_SEED}). With 2-3 seeds an interval spans about the range of the seeds and covers "
                "less than 95% of the time: read it as a lower bound on the uncertainty. Behaviour-cloning warm-up: "
              + (f"{budget.bc_fraction:.0%} of the steps" if budget.bc_fraction is not None else "40,000 steps (the KFC code)")
-             + f". Precision {budget.precision} ('auto': fp32 on a CPU, bf16 autocast on a GPU)"
+             + f". Precision {budget.precision} ('auto': fp32 for every method and device)"
              + f". Koopman model pre-trained once per dataset and shared by KFC and KFC++ ({budget.koopman or 'paper defaults'}).",
              "", f"* command: `{meta['command']}`"] + ([f"* note: {meta['note']}"] if meta.get("note") else []) + [
              f"* machine: {meta['machine']}",
