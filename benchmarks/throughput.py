@@ -225,11 +225,12 @@ def main(argv=None) -> int:
             f"Workload: batch 256, actor and 2 critics of 3x256, 10 sampled actions per source, 17-d states, 6-d actions, "
             f"{a.n} transitions; {a.repeats} interleaved rounds of {a.steps} steps after warm-up; steps/s is the median "
             f"over rounds, ratios are medians of per-round ratios.\n\n")
-    tables = {(r["method"], json.dumps(r.get("symmetry_table"))) for r in records if r.get("symmetry_table")}
-    notes = "".join(f"\n{m}: symmetry table of {t['rows']} rows, {t['bytes_per_row']} bytes a row, "
-                    + (f"built in {t['build_seconds']:.1f} s before the timing" if t["build_seconds"] is not None
-                       else "loaded from the cache") + "  "
-                    for m, t in ((m, json.loads(t)) for m, t in sorted(tables)))
+    # (build times are not shown: the workers of a thread count start, and build their tables, side by side;
+    # benchmarks/symmetry_table.py measures the build alone)
+    sizes = sorted({(r["method"], r["symmetry_table"]["rows"], r["symmetry_table"]["bytes_per_row"])
+                    for r in records if r.get("symmetry_table")})
+    notes = "".join(f"\n{method}: symmetry table of {rows} rows, {per_row} bytes a row, built before the timing "
+                    "(its build time: benchmarks/results/symmetry_table.md)  " for method, rows, per_row in sizes)
     text = head + table(records) + "\n" + notes + "\n"
     print(text)
     write_results(a.out, "throughput", text, records)

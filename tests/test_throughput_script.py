@@ -103,3 +103,17 @@ def test_symmetry_table_benchmark_measures_builds_and_storage_and_rejects_a_miss
         bad = subprocess.run([sys.executable, script, "--device", "cuda", "--out", str(tmp_path)],
                              capture_output=True, text=True, timeout=300)
         assert bad.returncode == 2 and "no CUDA device" in bad.stderr
+
+
+def test_memory_benchmark_reports_the_symmetry_table(tmp_path):
+    """benchmarks/memory.py at a tiny size: the KFC++ rows carry their table, held in memory or mapped."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "memory.py"), "--n", "3000", "--small", "1500", "--steps", "1",
+           "--koopman-steps", "1", "--out", str(tmp_path)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    records = {r["method"]: r for r in json.loads((tmp_path / "memory.json").read_text())}
+    assert records["cql"]["table"] is None
+    assert records["cql"]["data_cost_ratio"] == records["cql"]["data_cost_ratio_without_table"]
+    assert records["kfc++"]["table"]["rows"] == 3000 and not records["kfc++"]["table"]["mapped"]
+    assert records["kfc++:mapped"]["table"]["mapped"]
+    assert "symmetry table" in (tmp_path / "memory.md").read_text()
