@@ -14,6 +14,7 @@ the loss (the paper trains one step only).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -209,6 +210,33 @@ def chain_links(data: dict) -> np.ndarray:
     return links
 
 
+def chained_segments(data: dict, k: int) -> np.ndarray:
+    """Non-overlapping stretches of ``k`` consecutive chained, non-terminal rows: an (S, k) array of row indices.
+
+    Scans the rows in order and takes a window ``i .. i+k-1`` whenever its rows chain (:func:`chain_links`) and
+    none is terminal, then goes on after it; otherwise it moves one row on. Used for the split's validation
+    segments and for the multi-step error of :func:`kfc_lite.koopman.report.koopman_report`.
+    """
+    usable = ~data["terminals"]
+    n = usable.shape[0]
+    if n < k:
+        return np.zeros((0, k), dtype=np.int64)
+    links = chain_links(data)
+    # run_id increments whenever the chain breaks, so equal ids are one contiguous stretch
+    run_id = np.concatenate([[0], np.cumsum(~links)])
+    starts = []
+    i = 0
+    while i + k <= n:
+        if run_id[i] == run_id[i + k - 1] and usable[i:i + k].all():
+            starts.append(i)
+            i += k
+        else:
+            i += 1
+    if not starts:
+        return np.zeros((0, k), dtype=np.int64)
+    return np.asarray(starts, dtype=np.int64)[:, None] + np.arange(k)[None, :]
+
+
 def split_indices(data: dict, config: KoopmanTrainConfig):
     """The seeded 70/30 split of usable rows, and the contiguous validation segments of ``multistep_k`` rows.
 
@@ -231,19 +259,8 @@ def split_indices(data: dict, config: KoopmanTrainConfig):
     segments = np.zeros((0, k), dtype=np.int64)
     assigned = np.zeros(n, dtype=bool)
     if config.split_by_segments and k > 1 and n > k:
-        links = chain_links(data)
-        # run_id increments whenever the chain breaks, so equal ids are one contiguous stretch
-        run_id = np.concatenate([[0], np.cumsum(~links)])
-        starts = []
-        i = 0
-        while i + k <= n:
-            if run_id[i] == run_id[i + k - 1] and usable[i:i + k].all():
-                starts.append(i)
-                i += k
-            else:
-                i += 1
-        if starts:
-            chunks = np.asarray(starts)[:, None] + np.arange(k)[None, :]
+        chunks = chained_segments(data, k)
+        if len(chunks):
             to_train = rng.random(len(chunks)) < config.train_fraction
             in_train[chunks[to_train].ravel()] = True
             assigned[chunks.ravel()] = True
@@ -273,7 +290,8 @@ def multistep_error(model: KoopmanForwardModel, observations, actions, k: int | 
     (:meth:`KoopmanForwardModel.rollout`). Entry ``h-1`` is the root of the mean squared error, over segments
     and state coordinates, of the h-step prediction.
     """
-    p = next(model.parameters())
+    # device and dtype from the first parameter, or buffer (a model with fixed matrices has no parameters)
+    p = next(itertools.chain(model.parameters(), model.buffers()))
     obs = torch.as_tensor(np.asarray(observations) if not isinstance(observations, torch.Tensor) else observations)
     act = torch.as_tensor(np.asarray(actions) if not isinstance(actions, torch.Tensor) else actions)
     obs, act = obs.to(p.device, p.dtype), act.to(p.device, p.dtype)
