@@ -17,6 +17,8 @@ _EXPORTS = {
     # the neural Koopman forward model (model.py) and its trainer (fit.py)
     "KoopmanForwardModel": "model", "save_koopman": "model", "load_koopman": "model",
     "KoopmanTrainConfig": "fit", "fit_koopman": "fit", "multistep_error": "fit",
+    # how good a trained model is for KFC, and the gate train() applies (report.py)
+    "koopman_report": "report",
 }
 
 __all__ = sorted(_EXPORTS)
