@@ -15,6 +15,8 @@ The run folder holds
   replaced atomically every ``checkpoint_every`` steps;
 * ``koopman.pt`` (KFC, KFC++): the Koopman model, pre-trained first on the same transitions (or copied from
   ``koopman_path``), then frozen;
+* ``koopman_report.json`` (KFC, KFC++): the model's quality report (:mod:`kfc_lite.koopman.report`), also printed
+  before Q-learning starts;
 * ``policy.pt`` (at the end) and ``policies/step_<N>.pt`` (at every evaluation): :func:`kfc_lite.rl.load_policy`.
 
 Resume (``resume=True``, ``kfc-lite train ... --resume``) continues from ``checkpoint.pt`` to ``steps`` (the
@@ -41,9 +43,11 @@ __all__ = ["TrainConfig", "RunResult", "train", "evaluate_run", "read_metrics", 
 
 METHODS = ("cql", "s4rl", "kfc", "kfc++")
 KOOPMAN_METHODS = ("kfc", "kfc++")
+#: what train() does when the Koopman report's gate is triggered (kfc_lite.koopman.report)
+KOOPMAN_GATES = ("warn", "error", "off")
 #: fields that may change between a run and its resumption (they do not change what is computed per step)
 RESUMABLE_CHANGES = ("steps", "device", "eval_every", "eval_episodes", "eval_max_steps", "checkpoint_every",
-                     "log_every", "out", "download", "table_memory_gb")
+                     "log_every", "out", "download", "table_memory_gb", "koopman_gate")
 #: fields of earlier versions that no longer exist: a saved config that has them loads without them, with a note
 REMOVED_FIELDS = {"eig_workers": "the symmetry table replaced the look-ahead decomposition workers"}
 CHECKPOINT_FORMAT = "kfc-lite-train-checkpoint"
@@ -95,7 +99,12 @@ class TrainConfig:
     ``torch.compile`` on for CUDA and off on the CPU.
 
     Koopman model (KFC, KFC++): ``koopman`` (a dict of :class:`~kfc_lite.koopman.KoopmanTrainConfig` fields;
-    its seed defaults to ``seed``) or ``koopman_path`` (a file from ``save_koopman``, used as is).
+    its seed defaults to ``seed``) or ``koopman_path`` (a file from ``save_koopman``, used as is). Once the model
+    is there, its quality report is computed, saved and printed; ``koopman_gate`` says what happens when the
+    plain form's shift is dominated by the model's reconstruction offset (offset / symmetry shift above
+    :data:`~kfc_lite.koopman.report.OFFSET_DOMINATES_RATIO`): "warn" (a RuntimeWarning with the numbers and the
+    remedies), "error" (a ValueError before the symmetry table and the agent) or "off". The gauged form is never
+    gated: its shift does not contain the offset. docs/koopman-quality.md explains the numbers.
 
     Loop: ``steps`` (total gradient steps), ``seed``, ``device``, ``log_every``, ``eval_every`` (0: only at
     the end), ``eval_episodes`` (0: never), ``eval_max_steps`` (cut evaluation episodes; None: the env's
@@ -135,6 +144,7 @@ class TrainConfig:
     # Koopman model
     koopman: dict = field(default_factory=dict)
     koopman_path: str | None = None
+    koopman_gate: str = "warn"
 
     def __post_init__(self):
         from kfc_lite.rl.sac import SACConfig
@@ -182,6 +192,9 @@ class TrainConfig:
             raise ValueError("give either koopman_path (a pre-trained model, used as is) or koopman (settings to "
                              "pre-train one), not both")
         self.koopman_config()  # validates the Koopman overrides
+        if self.koopman_gate not in KOOPMAN_GATES:
+            raise ValueError(f"TrainConfig.koopman_gate must be one of {KOOPMAN_GATES} (what to do when the Koopman "
+                             f"model's reconstruction offset dominates the plain augmentation), got {self.koopman_gate!r}")
         if self.out is None:
             stem = pathlib.Path(self.dataset).stem if os.sep in self.dataset or self.dataset.endswith((".hdf5", ".h5")) \
                 else self.dataset
@@ -439,6 +452,28 @@ def _symmetry_table(config: TrainConfig, augmenter, model, q: dict, run_dir: pat
     return table.to(device)
 
 
+def _koopman_report(config: TrainConfig, augmenter, model, q: dict, run_dir: pathlib.Path) -> dict:
+    """The Koopman model's quality report: saved as koopman_report.json, printed, and its gate applied.
+
+    Runs before the symmetry table and the agent, so that koopman_gate="error" stops the run before either.
+    """
+    from kfc_lite.koopman.report import format_report, gate_message, jsonable, koopman_report
+
+    report = koopman_report(model, q, augmenter, seed=config.seed)
+    _write_json_atomic(jsonable(report), run_dir / "koopman_report.json")
+    print(format_report(report), flush=True)
+    message = gate_message(report)
+    if message is None or config.koopman_gate == "off":
+        return report
+    if config.koopman_path is not None:
+        message += f" (The model comes from koopman_path={config.koopman_path}: train that file longer.)"
+    if config.koopman_gate == "error":
+        raise ValueError(f"{message} No symmetry table was built and no agent trained; {run_dir} keeps the Koopman "
+                         "model (koopman.pt) and koopman_report.json: start again in another out folder.")
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return report
+
+
 def _evaluate(agent, env_name, config: TrainConfig, step: int) -> dict:
     from kfc_lite.envs import evaluate
 
@@ -499,6 +534,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     augmenter = make_augmenter(config.method, model, **config.augmenter_kwargs())
     table = None
     if isinstance(augmenter, KoopmanAugmenter):
+        _koopman_report(config, augmenter, model, q, run_dir)
         table = _symmetry_table(config, augmenter, model, q, run_dir, device, progress)
         augmenter.use_table(table)
     seed_everything(config.seed)  # the agent starts the same whether the Koopman model was trained or loaded
