@@ -24,6 +24,17 @@ def tags(cell) -> list[str]:
     return list(cell.get("metadata", {}).get("tags", []))
 
 
+#: a code cell that makes a Matplotlib figure (and is not an interactive explorer, whose output is a widget)
+_FIGURE_CALL = re.compile(r"\bplt\.|\bfig\b|\bplot_\w*\(|subplots\(")
+_WIDGET = re.compile(r"explorer|interact|widgets\.")
+
+
+def draws_figure(cell) -> bool:
+    """Whether a code cell draws a static figure, which must then show up as an image in its outputs."""
+    return (cell.cell_type == "code" and bool(_FIGURE_CALL.search(cell.source))
+            and not _WIDGET.search(cell.source))
+
+
 def convention_problems(nb) -> list[str]:
     """Everything in notebook ``nb`` (an nbformat node) that breaks DESIGN.md's conventions."""
     problems = []
@@ -44,6 +55,10 @@ def convention_problems(nb) -> list[str]:
         problems.append(f"expected exactly one code cell tagged '{PARAMETERS_TAG}', found {len(params)}")
     elif "quick" not in params[0].source.lower():
         problems.append("the parameters cell does not set quick mode")
+    if any(draws_figure(c) for c in cells) and not any(
+            c.cell_type == "code" and "%matplotlib inline" in c.source for c in cells):
+        problems.append("the notebook draws figures but never sets '%matplotlib inline': under another backend "
+                        "(MPLBACKEND=Agg, a user's setting) its figures would not appear")
     for i, cell in enumerate(cells):
         if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count") is not None):
             problems.append(f"cell {i} carries outputs: strip them before committing")

@@ -6,7 +6,7 @@ import re
 import nbformat
 import pytest
 
-from kfc_lite.notebooks import convention_problems, notebook_paths, student_edition
+from kfc_lite.notebooks import convention_problems, draws_figure, notebook_paths, student_edition
 
 from conftest import ROOT
 
@@ -31,7 +31,7 @@ def test_conventions(path):
 #: machine, torch's 2-thread OpenMP team loses a core at every barrier; notebook 02's quick-mode test then took
 #: 273 s instead of 10 s (a `nice 19` busy loop beside it), past the cell timeout. With one thread it took the
 #: same 30 s for its three tests quiet or beside the busy loop.
-KERNEL_ENV = {"KFC_QUICK": "1", "OMP_NUM_THREADS": "1"}
+KERNEL_ENV = {"KFC_QUICK": "1", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
 
 
 def execute(nb, cwd, timeout=240, attempts=2):
@@ -96,6 +96,10 @@ def test_notebook_runs_in_quick_mode(path):
     assert len([s for s in statuses]) >= n_solutions, f"{path.name}: some exercise checks printed no feedback"
     bad = [(name, status) for name, status in statuses if status != "passed"]
     assert not bad, f"{path.name}: with the solutions in, these checks do not pass: {bad}"
+    # run under MPLBACKEND=Agg (as make test sets it): every figure must still reach the learner as an image
+    blank = [i for i, cell in enumerate(nb.cells) if draws_figure(cell)
+             and not any("image/png" in out.get("data", {}) for out in cell.get("outputs", []))]
+    assert not blank, f"{path.name}: cells {blank} draw a figure but show no image"
 
 
 @pytest.mark.notebook
