@@ -1,7 +1,8 @@
 """D4RL names -> gymnasium MuJoCo environments, evaluation rollouts and D4RL normalized scores.
 
 Which gymnasium version stands in for D4RL's environments (``-v4``) and why is explained in
-:mod:`kfc_lite.data.registry`.
+:mod:`kfc_lite.data.registry`. The library's own small task, ``pendulum``, is gymnasium's ``Pendulum-v1`` with its
+torque box [-2, 2] rescaled to [-1, 1], the box every agent here acts in (docs/pendulum.md).
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ _METADATA_KEYS = ("metadata/d4rl_env", "metadata/env_id", "metadata/name", "meta
 
 
 def env_family(name_or_data) -> str:
-    """``'hopper'``, ``'halfcheetah'`` or ``'walker2d'`` from a dataset name, a gymnasium id, or a loaded dict.
+    """``'hopper'``, ``'halfcheetah'``, ``'walker2d'`` or ``'pendulum'`` from a dataset name, a gymnasium id, or a
+    loaded dict.
 
     A dict is read through its metadata (``metadata/d4rl_env``, ``metadata/env_id``, ...), which
     :func:`kfc_lite.data.load` and :func:`kfc_lite.data.collect.collect` write.
@@ -56,6 +58,10 @@ def gym_id(name: str) -> str:
 def make_env(name: str, seed: int | None = None, **kwargs):
     """The gymnasium environment for a dataset name (``hopper-medium-v2``), a family or a gymnasium id.
 
+    A family whose gymnasium action box is not [-1, 1] (``pendulum``: torque in [-2, 2]) comes wrapped in
+    gymnasium's ``RescaleAction``, so an action in [-1, 1] maps linearly onto the box; a gymnasium id
+    (``Pendulum-v1``) is made exactly as gymnasium defines it.
+
     With ``seed``, the environment is reset once with it (and its action space seeded), so every later
     ``reset()`` without a seed continues one reproducible stream. Extra keyword arguments go to
     ``gymnasium.make`` (``render_mode='rgb_array'``, ``max_episode_steps=...``).
@@ -71,10 +77,28 @@ def make_env(name: str, seed: int | None = None, **kwargs):
         warnings.filterwarnings("ignore", message=r".*is out of date.*")
         warnings.filterwarnings("ignore", message=r".*settotalmass.*")
         env = gym.make(env_id, **kwargs)
+    if _rescaled(name):
+        env = _unit_action_box(env)
     if seed is not None:
         env.reset(seed=int(seed))
         env.action_space.seed(int(seed))
     return env
+
+
+def _rescaled(name: str) -> bool:
+    try:
+        return registry.family_of(name) in registry.RESCALED_ACTIONS
+    except (KeyError, ValueError):  # another gymnasium id: made as gymnasium defines it
+        return False
+
+
+def _unit_action_box(env):
+    """``env`` acting in [-1, 1]: the agent's tanh policy cannot reach a wider box, and a narrower one would clip."""
+    from gymnasium.wrappers import RescaleAction
+
+    shape = env.action_space.shape
+    # float32 bounds, the action space's own dtype: float64 ones make gymnasium warn about lost precision
+    return RescaleAction(env, np.full(shape, -1.0, np.float32), np.full(shape, 1.0, np.float32))
 
 
 def policy_fn(policy):
@@ -104,8 +128,8 @@ def evaluate(policy, env_name: str, episodes: int = 10, seed: int = 0, *, max_ep
     Episode ``i`` starts from ``reset(seed=seed + i)``, so two policies evaluated with one seed face the same
     start states. Actions are deterministic (``act(obs, deterministic=True)``). Returns ``returns``,
     ``lengths`` and ``normalized`` (arrays, one entry per episode) and ``mean_return``, ``mean_normalized``.
-    On an environment without D4RL reference returns (any gymnasium id outside halfcheetah, hopper, walker2d)
-    the normalized scores are NaN.
+    On an environment without reference returns (any gymnasium id outside halfcheetah, hopper, walker2d,
+    ``Pendulum-v1`` included: the library's pendulum is the family ``pendulum``) the normalized scores are NaN.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
@@ -130,7 +154,7 @@ def evaluate(policy, env_name: str, episodes: int = 10, seed: int = 0, *, max_ep
         env.close()
     try:
         normalized = normalized_score(env_name, returns)
-    except UnknownDatasetError:  # not a D4RL task (e.g. Pendulum-v1): there are no reference returns to scale by
+    except UnknownDatasetError:  # a bare gymnasium id (e.g. Pendulum-v1): there are no reference returns to scale by
         normalized = np.full(episodes, np.nan)
     return {"returns": returns, "lengths": lengths, "normalized": normalized,
             "mean_return": float(returns.mean()), "mean_normalized": float(normalized.mean())}

@@ -7,9 +7,10 @@
   recipes ``<env>-<kind>-replica`` for the five D4RL kinds (``kfc_lite.data.replicas``): random (D4RL's uniform
   random policy), medium and expert (rollouts of the committed behaviour policies in ``policies/``, or
   ``--policy FILE``), medium-replay (the online run's replay buffer up to the medium policy) and medium-expert
-  (medium then expert data); without ``--out`` the file goes to the cache under the replica's name, where
-  ``kfc_lite.data.load('<env>-<kind>-replica')`` finds it. An existing file is never replaced without
-  ``--overwrite``: a full-size replica takes hours to make.
+  (medium then expert data); ``pendulum-<kind>-replica`` makes the same five for the library's pendulum task,
+  5000 transitions by default (docs/pendulum.md); without ``--out`` the file goes to the cache under the
+  replica's name, where ``kfc_lite.data.load('<env>-<kind>-replica')`` finds it. An existing file is never
+  replaced without ``--overwrite``: a full-size replica takes hours to make.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
     q = sub.add_parser("list", help="the D4RL MuJoCo datasets we know, with reference scores and cache state")
-    q.add_argument("--env", choices=["halfcheetah", "hopper", "walker2d"], help="only this environment")
+    q.add_argument("--env", choices=["halfcheetah", "hopper", "walker2d", "pendulum"], help="only this environment")
     q.add_argument("--version", choices=["v0", "v2", "replica"], help="only this version")
     q.set_defaults(func=_list)
 
@@ -47,12 +48,12 @@ def register(subparsers) -> None:
     q.add_argument("--download", action="store_true", help="download a dataset that is not in the cache")
     q.set_defaults(func=_info)
 
-    q = sub.add_parser("make", help="generate a D4RL-format replica dataset with gymnasium MuJoCo")
-    q.add_argument("recipe", help="<env>-<kind>-replica: env in halfcheetah, hopper, walker2d; kind in random, medium, "
-                                  "medium-replay, medium-expert, expert (<env>-random also works)")
+    q = sub.add_parser("make", help="generate a D4RL-format replica dataset with gymnasium (MuJoCo, or the pendulum)")
+    q.add_argument("recipe", help="<env>-<kind>-replica: env in halfcheetah, hopper, walker2d, pendulum; kind in "
+                                  "random, medium, medium-replay, medium-expert, expert (<env>-random also works)")
     q.add_argument("--size", type=int, default=None,
                    help="number of transitions (default: D4RL's, 1000000, 2000000 for medium-expert, the whole "
-                        "recorded buffer for medium-replay)")
+                        "recorded buffer for medium-replay; pendulum: 5000, 10000 for medium-expert)")
     q.add_argument("--seed", type=int, default=0, help="seed of the environment and the random policy (default 0)")
     q.add_argument("--out", help="HDF5 file to write (default: the cache, under the replica's name)")
     q.add_argument("--overwrite", action="store_true", help="replace the output file if it exists (default: refuse)")

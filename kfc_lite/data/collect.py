@@ -4,7 +4,8 @@ This follows D4RL's ``scripts/generation/mujoco/collect_data.py``:
 
 * episodes end at a true termination (``terminals``) or after 1000 steps (``timeouts``); at step 1000 the
   time-out wins, even if the robot also fell, so the two flags never both hold on one row (as in D4RL);
-* ``infos/qpos`` and ``infos/qvel`` are the simulator state *before* the step, i.e. the state of ``observations``;
+* ``infos/qpos`` and ``infos/qvel`` are the simulator state *before* the step, i.e. the state of ``observations``
+  (MuJoCo environments only: the pendulum's observation already is its whole state);
 * ``next_observations`` is the true next observation, also on terminal rows;
 * ``infos/action_log_probs`` is log pi(a|s) of the recorded action when the policy can tell it;
 * the random recipe draws actions uniformly from the action box; its log-probability is -log(volume of the box);
@@ -74,7 +75,7 @@ def _dataset_name(env_name: str) -> str:
     if registry.is_known(key):
         info = registry.get(key)
         return f"{info.env}-{info.kind}-replica"
-    m = re.fullmatch(r"(halfcheetah|hopper|walker2d)-(" + "|".join(registry.KINDS) + r")(-replica)?", key)
+    m = re.fullmatch(r"(" + "|".join(registry.FAMILIES) + r")-(" + "|".join(registry.KINDS) + r")(-replica)?", key)
     if m:
         return f"{m.group(1)}-{m.group(2)}-replica"
     return registry.family_of(env_name)
@@ -117,7 +118,7 @@ def collect(env_name: str, policy, n_steps: int, seed: int = 0, path=None, progr
         sys.modules["torch"].manual_seed(seed)
     env = make_env(env_name, max_episode_steps=max_episode_steps)
     step_policy, has_log_prob = _behaviour(policy)
-    sim = env.unwrapped.data
+    sim = getattr(env.unwrapped, "data", None)  # MuJoCo's simulator state; None for other environments
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     out = {
         "observations": np.empty((n_steps, obs_dim), np.float32),
@@ -126,9 +127,10 @@ def collect(env_name: str, policy, n_steps: int, seed: int = 0, path=None, progr
         "rewards": np.empty(n_steps, np.float32),
         "terminals": np.zeros(n_steps, bool),
         "timeouts": np.zeros(n_steps, bool),
-        "infos/qpos": np.empty((n_steps, sim.qpos.size), np.float32),
-        "infos/qvel": np.empty((n_steps, sim.qvel.size), np.float32),
     }
+    if sim is not None:
+        out["infos/qpos"] = np.empty((n_steps, sim.qpos.size), np.float32)
+        out["infos/qvel"] = np.empty((n_steps, sim.qvel.size), np.float32)
     log_probs = np.empty(n_steps, np.float32) if has_log_prob else None
     obs, _ = env.reset(seed=seed)
     t = 0
@@ -137,8 +139,9 @@ def collect(env_name: str, policy, n_steps: int, seed: int = 0, path=None, progr
         for i in range(n_steps):
             action, log_prob = step_policy(np.asarray(obs, dtype=np.float32))
             action = _check_action(action, env.action_space, "collect")
-            out["infos/qpos"][i] = sim.qpos
-            out["infos/qvel"][i] = sim.qvel
+            if sim is not None:
+                out["infos/qpos"][i] = sim.qpos
+                out["infos/qvel"][i] = sim.qvel
             next_obs, reward, terminated, truncated, _ = env.step(action)
             t += 1
             out["observations"][i] = obs

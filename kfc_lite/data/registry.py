@@ -17,6 +17,10 @@ What a name promises, checked on every download and cache hit (:mod:`kfc_lite.da
 and action sizes of its environment (:data:`OBS_DIM`, :data:`ACT_DIM`) and, where we know it, the number of rows
 of D4RL's file (:data:`D4RL_ROWS`).
 
+One task of our own has replicas and no D4RL file: ``pendulum`` (gymnasium's ``Pendulum-v1`` with its torque
+rescaled to [-1, 1]), the course's low-dimensional thread, small enough that every method converges on a CPU.
+Its names are ``pendulum-<kind>-replica`` and its reference returns were measured here (docs/pendulum.md).
+
 Environment choice: ``HalfCheetah-v4``, ``Hopper-v4`` and ``Walker2d-v4``. D4RL's data come from gym's ``-v3``
 MuJoCo environments (mujoco-py). Gymnasium's ``-v4`` keeps their XML models, rewards, observations (17/11/17
 values, 6/3/6 actions) and 1000-step limit on the new ``mujoco`` bindings. ``-v5`` has the same dimensions but
@@ -35,23 +39,34 @@ import numpy as np
 
 from kfc_lite.data.errors import UnknownDatasetError
 
+#: D4RL's MuJoCo families: D4RL files (v0, v2) and our replicas of them.
 ENVS = ("halfcheetah", "hopper", "walker2d")
+#: tasks of our own: replicas only, with reference returns measured here rather than D4RL's (docs/pendulum.md).
+REPLICA_ONLY_ENVS = ("pendulum",)
+#: every environment family a dataset name can start with.
+FAMILIES = ENVS + REPLICA_ONLY_ENVS
 KINDS = ("random", "medium", "medium-replay", "medium-expert", "expert")
 VERSIONS = ("v0", "v2")
 
-#: D4RL environment family -> gymnasium id (see the module docstring for why ``-v4``).
-GYM_IDS = {"halfcheetah": "HalfCheetah-v4", "hopper": "Hopper-v4", "walker2d": "Walker2d-v4"}
+#: environment family -> gymnasium id (see the module docstring for why ``-v4``).
+GYM_IDS = {"halfcheetah": "HalfCheetah-v4", "hopper": "Hopper-v4", "walker2d": "Walker2d-v4", "pendulum": "Pendulum-v1"}
+#: families whose gymnasium action box is not [-1, 1]: :func:`kfc_lite.envs.make_env` rescales their actions to
+#: [-1, 1] (gymnasium's ``RescaleAction``), the box of the agent's tanh policy. Pendulum-v1's torque is in [-2, 2],
+#: so an action of 1 applies a torque of 2. Rewards are not touched, so returns are gymnasium's own.
+RESCALED_ACTIONS = ("pendulum",)
 #: gymnasium class-name prefix (lower case) -> family; ``Walker2d-v5`` and ``HalfCheetah-v2`` map the same way.
 _GYM_PREFIX = {"halfcheetah": "halfcheetah", "hopper": "hopper", "walker2d": "walker2d"}
 
-#: D4RL's reference returns: the return of a random policy and of an expert (SAC) policy, per environment.
-REF_MIN_SCORE = {"halfcheetah": -280.178953, "hopper": -20.272305, "walker2d": 1.629008}
-REF_MAX_SCORE = {"halfcheetah": 12135.0, "hopper": 3234.3, "walker2d": 4592.3}
+#: Reference returns: the return of a random policy and of an expert (SAC) policy, per environment. D4RL's for its
+#: three families; pendulum's measured here the same way (docs/pendulum.md): the mean return of uniform random
+#: actions, and of a fully trained SAC policy acting with its mean action, each over 1000 episodes.
+REF_MIN_SCORE = {"halfcheetah": -280.178953, "hopper": -20.272305, "walker2d": 1.629008, "pendulum": -1230.09}
+REF_MAX_SCORE = {"halfcheetah": 12135.0, "hopper": 3234.3, "walker2d": 4592.3, "pendulum": -149.97}
 
 #: Observation and action sizes of each family (gym's -v3 and gymnasium's -v4/-v5 agree). HalfCheetah and Walker2d
 #: share 17/6, so sizes alone cannot tell those two apart; :mod:`kfc_lite.data.identity` adds a physical test.
-OBS_DIM = {"halfcheetah": 17, "hopper": 11, "walker2d": 17}
-ACT_DIM = {"halfcheetah": 6, "hopper": 3, "walker2d": 6}
+OBS_DIM = {"halfcheetah": 17, "hopper": 11, "walker2d": 17, "pendulum": 3}  # pendulum: cos, sin, angular velocity
+ACT_DIM = {"halfcheetah": 6, "hopper": 3, "walker2d": 6, "pendulum": 1}
 
 #: Rows of D4RL's -v2 files where the count is agreed on: random and medium data stop at 1,000,000 transitions
 #: (the sample count of D4RL's generation script), and the medium-replay sizes are those the D4RL v2 statistics
@@ -68,6 +83,8 @@ D4RL_ROWS = {
 
 #: Every D4RL MuJoCo episode is cut at this many steps (``max_episode_steps`` of D4RL's registrations).
 MAX_EPISODE_STEPS = 1000
+#: Families whose episodes are cut sooner: gymnasium's own limit for Pendulum-v1.
+EPISODE_STEPS = {"pendulum": 200}
 
 _BASE = "http://rail.eecs.berkeley.edu/datasets/offline_rl"
 # v0 file names are not regular: medium-replay was called "mixed", and walker2d's was "walker_mixed".
@@ -84,7 +101,7 @@ class DatasetInfo:
     """One dataset: where its file comes from, which environment made it, and how its returns are scored."""
 
     name: str  #: e.g. ``hopper-medium-v2`` or ``hopper-medium-replica``
-    env: str  #: D4RL environment family: halfcheetah, hopper or walker2d
+    env: str  #: environment family: halfcheetah, hopper, walker2d (D4RL's) or pendulum (replicas only)
     kind: str  #: random, medium, medium-replay, medium-expert or expert
     version: str  #: v0, v2, or ``replica`` for our locally generated stand-ins
     file_name: str  #: the name in the cache folder (D4RL's own, so d4rl and kfc-lite share one cache)
@@ -119,6 +136,13 @@ def _build() -> dict[str, DatasetInfo]:
             rep = f"{env}_{kind.replace('-', '_')}-replica.hdf5"
             out[f"{env}-{kind}-replica"] = DatasetInfo(f"{env}-{kind}-replica", kind=kind, version="replica",
                                                        file_name=rep, url=None, **ref)
+    for env in REPLICA_ONLY_ENVS:
+        ref = dict(env=env, gym_id=GYM_IDS[env], ref_min_score=REF_MIN_SCORE[env], ref_max_score=REF_MAX_SCORE[env],
+                   obs_dim=OBS_DIM[env], act_dim=ACT_DIM[env], max_episode_steps=EPISODE_STEPS[env])
+        for kind in KINDS:
+            name = f"{env}-{kind}-replica"
+            out[name] = DatasetInfo(name, kind=kind, version="replica",
+                                    file_name=f"{env}_{kind.replace('-', '_')}-replica.hdf5", url=None, **ref)
     return out
 
 
@@ -137,8 +161,8 @@ def _unknown(name: str, choices, what: str) -> UnknownDatasetError:
     close = difflib.get_close_matches(str(name).lower(), list(choices), n=5, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return UnknownDatasetError(
-        f"unknown {what} {name!r}.{hint} Known names look like 'hopper-medium-v2', 'halfcheetah-random-v0' or "
-        f"'walker2d-expert-replica'; `kfc-lite data list` prints them all.")
+        f"unknown {what} {name!r}.{hint} Known names look like 'hopper-medium-v2', 'halfcheetah-random-v0', "
+        f"'walker2d-expert-replica' or 'pendulum-medium-replica'; `kfc-lite data list` prints them all.")
 
 
 def get(name: str) -> DatasetInfo:
@@ -158,26 +182,33 @@ def is_known(name) -> bool:
 
 
 def family_of(name: str) -> str:
-    """The D4RL environment family of a dataset name, a family name, or a gymnasium id.
+    """The environment family of a dataset name, a family name, or a gymnasium id.
 
     ``'hopper-medium-v2'``, ``'hopper-random-replica'``, ``'hopper'``, ``'Hopper-v5'`` -> ``'hopper'``.
+    ``'pendulum-medium-replica'``, ``'pendulum'`` -> ``'pendulum'``; the gymnasium id ``'Pendulum-v1'`` is not
+    mapped: it names gymnasium's own environment, whose torque box is [-2, 2], not the library's task.
     """
     if not isinstance(name, str):
         raise TypeError(f"expected a name like 'hopper-medium-v2', 'hopper' or 'Hopper-v4', got {name!r}")
     key = name.strip().lower()
     if key in DATASETS:
         return DATASETS[key].env
-    if key in ENVS:
+    if key in FAMILIES:
         return key
     m = re.fullmatch(r"(halfcheetah|hopper|walker2d)-v\d+", key)  # gymnasium ids: HalfCheetah-v4, Walker2d-v5
     if m:
         return _GYM_PREFIX[m.group(1)]
     # a recipe such as 'hopper-random' (no version): the family is clear even though it is not a dataset name
-    m = re.fullmatch(r"(halfcheetah|hopper|walker2d)-(" + "|".join(KINDS) + r")", key)
+    m = re.fullmatch(r"(" + "|".join(FAMILIES) + r")-(" + "|".join(KINDS) + r")", key)
     if m:
         return m.group(1)
-    choices = list(DATASETS) + list(ENVS) + list(GYM_IDS.values())
+    choices = list(DATASETS) + list(FAMILIES) + [GYM_IDS[e] for e in ENVS]
     raise _unknown(name, [c.lower() for c in choices], "dataset, environment family or gymnasium id")
+
+
+def max_episode_steps(name: str) -> int:
+    """The episode length limit of a dataset name's or a family's environment (1000 for D4RL's, 200 for pendulum)."""
+    return EPISODE_STEPS.get(family_of(name), MAX_EPISODE_STEPS)
 
 
 def reference_scores(name: str) -> tuple[float, float]:

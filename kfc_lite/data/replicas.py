@@ -27,6 +27,11 @@ Two choices differ from D4RL, on purpose:
 * ``medium-replay`` with ``size``: D4RL's file is the whole buffer. A smaller version keeps whole episodes spread
   evenly over the run (every k-th episode), so it has the same mix of early and late behaviour; a plain prefix
   would hold only the random warm-up.
+
+The pendulum (``pendulum-<kind>-replica``, docs/pendulum.md) follows the same five recipes with its own behaviour
+policies (``policies/pendulum-medium.pt``, ``pendulum-expert.pt``, made by ``policies/pendulum.py``) and 200-step
+episodes. It has no D4RL file to imitate, and its point is the low-data regime, so its default size is
+:data:`PENDULUM_SIZES`: 5,000 transitions, 25 episodes.
 """
 from __future__ import annotations
 
@@ -40,12 +45,16 @@ import numpy as np
 from kfc_lite.data import registry
 from kfc_lite.data.errors import OutputExistsError
 
-__all__ = ["D4RL_SIZES", "D4RL_PUBLISHED", "POLICY_LEVELS", "policies_dir", "card_path", "load_card", "file_sha256", "replay_dataset",
+__all__ = ["D4RL_SIZES", "PENDULUM_SIZES", "default_size", "D4RL_PUBLISHED",
+           "POLICY_LEVELS", "policies_dir", "card_path", "load_card", "file_sha256", "replay_dataset",
            "concatenate", "make_replica", "parse_recipe"]
 
 #: Transitions in D4RL's files of each kind (``None``: as many as the replay buffer recorded).
 D4RL_SIZES = {"random": 1_000_000, "medium": 1_000_000, "expert": 1_000_000, "medium-expert": 2_000_000,
               "medium-replay": None}
+#: Default transitions of the pendulum's replicas: a few thousand (25 episodes of 200 steps), where an offline
+#: agent has too little data to cover the state space and augmentation has something to add.
+PENDULUM_SIZES = {"random": 5000, "medium": 5000, "expert": 5000, "medium-expert": 10_000, "medium-replay": 5000}
 #: Statistics of the real D4RL -v2 files that later papers and dataset cards quote (transitions, mean episode
 #: return, its normalized score). We could not download the files to check them: treat them as approximate.
 _QUOTED = "quoted from the D4RL v2 dataset statistics, not re-measured here"
@@ -68,6 +77,11 @@ D4RL_PUBLISHED = {
 }
 for _v in D4RL_PUBLISHED.values():
     _v["source"] = _QUOTED
+
+def default_size(env: str, kind: str) -> int | None:
+    """Transitions a recipe makes without ``size``: D4RL's for its families, :data:`PENDULUM_SIZES` for ours."""
+    return PENDULUM_SIZES[kind] if env == "pendulum" else D4RL_SIZES[kind]
+
 
 #: Behaviour-policy levels that have cards.
 POLICY_LEVELS = ("medium", "expert")
@@ -232,10 +246,11 @@ def parse_recipe(recipe: str) -> tuple[str, str]:
     import re
 
     key = str(recipe).strip().lower()
-    m = re.fullmatch(r"(halfcheetah|hopper|walker2d)-(random|medium|medium-replay|medium-expert|expert)(-replica)?", key)
+    m = re.fullmatch(r"(" + "|".join(registry.FAMILIES) + r")-(random|medium|medium-replay|medium-expert|expert)"
+                     r"(-replica)?", key)
     if not m or (m.group(2) != "random" and not m.group(3)):
         raise ValueError(f"unknown recipe {recipe!r}: use <env>-<kind>-replica (e.g. hopper-medium-replica, "
-                         "hopper-random-replica) with env one of halfcheetah, hopper, walker2d and kind one of "
+                         f"pendulum-random-replica) with env one of {', '.join(registry.FAMILIES)} and kind one of "
                          f"{', '.join(registry.KINDS)}")
     return m.group(1), m.group(2)
 
@@ -244,10 +259,10 @@ def make_replica(recipe: str, size: int | None = None, seed: int = 0, out=None, 
                  buffer=None, up_to_step: int | None = None, progress: bool = True, overwrite: bool = False) -> dict:
     """Build one replica dataset; write it to ``out`` (a path) when given, and return it.
 
-    ``size`` defaults to D4RL's (:data:`D4RL_SIZES`). ``policy`` (and ``expert_policy`` for medium-expert) are
-    policy files; without them the committed cards (``policies/<env>-<level>.json``) are used. ``buffer`` and
-    ``up_to_step`` (medium-replay) default to the run folder and the step on the medium card. An existing ``out``
-    is refused before any data are made (:class:`~kfc_lite.data.errors.OutputExistsError`) unless ``overwrite``.
+    ``size`` defaults to D4RL's (:data:`D4RL_SIZES`; the pendulum's: :data:`PENDULUM_SIZES`). ``policy`` (and
+    ``expert_policy`` for medium-expert) are policy files; without them the committed cards
+    (``policies/<env>-<level>.json``) are used. ``buffer`` and ``up_to_step`` (medium-replay) default to the run
+    folder and the step on the medium card. An existing ``out`` is refused before any data are made (:class:`~kfc_lite.data.errors.OutputExistsError`) unless ``overwrite``.
     """
     from kfc_lite.data.collect import RandomPolicy, _versions, collect
     from kfc_lite.data.hdf5 import write_hdf5
@@ -255,11 +270,12 @@ def make_replica(recipe: str, size: int | None = None, seed: int = 0, out=None, 
 
     env, kind = parse_recipe(recipe)
     name = f"{env}-{kind}-replica"
+    steps = registry.get(name).max_episode_steps
     if out is not None and not overwrite and os.path.exists(out):
         raise OutputExistsError(f"{out} already exists and would be replaced: pass --overwrite (overwrite=True) to "
                                 "replace it, or --out another path; nothing was generated")
     if size is None:
-        size = D4RL_SIZES[kind]
+        size = default_size(env, kind)
     elif isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
         raise ValueError(f"size must be a positive number of transitions, got {size!r}")
     if policy is not None and kind in ("random", "medium-replay"):
@@ -273,18 +289,21 @@ def make_replica(recipe: str, size: int | None = None, seed: int = 0, out=None, 
         box = make_env(env)
         pol = RandomPolicy(box.action_space, seed=seed)
         box.close()
-        data = collect(name, pol, size, seed=seed, progress=progress, policy_name=repr(pol))
+        data = collect(name, pol, size, seed=seed, progress=progress, policy_name=repr(pol), max_episode_steps=steps)
         cards.append({"policy": repr(pol)})
     elif kind in ("medium", "expert"):
         pol, card = _policy_and_card(env, kind, policy)
-        data = collect(name, pol, size, seed=seed, progress=progress, policy_name=card["policy_file"])
+        data = collect(name, pol, size, seed=seed, progress=progress, policy_name=card["policy_file"],
+                       max_episode_steps=steps)
         cards.append(card)
     elif kind == "medium-expert":
         med, med_card = _policy_and_card(env, "medium", policy)
         exp, exp_card = _policy_and_card(env, "expert", expert_policy)
         half = size // 2
-        parts = [collect(name, med, half, seed=seed, progress=progress, policy_name=med_card["policy_file"]),
-                 collect(name, exp, size - half, seed=seed + 1, progress=progress, policy_name=exp_card["policy_file"])]
+        parts = [collect(name, med, half, seed=seed, progress=progress, policy_name=med_card["policy_file"],
+                         max_episode_steps=steps),
+                 collect(name, exp, size - half, seed=seed + 1, progress=progress, policy_name=exp_card["policy_file"],
+                         max_episode_steps=steps)]
         data = concatenate(parts)
         data.update({k: v for k, v in parts[0].items() if k.startswith("metadata/")})
         data["metadata/policy"] = f"{med_card['policy_file']} (rows 0-{half - 1}) + {exp_card['policy_file']}"
@@ -301,20 +320,22 @@ def make_replica(recipe: str, size: int | None = None, seed: int = 0, out=None, 
                 f"the medium-replay recipe reads the online run's replay buffer, and {buffer} is missing: it lives in "
                 "the (git-ignored) run folder of the medium policy; rerun its training command from the card, or "
                 "pass --buffer CHECKPOINT --up-to-step N")
-        data = replay_dataset(buffer, int(up_to_step), env, size=size)
+        data = replay_dataset(buffer, int(up_to_step), env, size=size, max_episode_steps=steps)
         data["metadata/env_id"] = registry.GYM_IDS[env]
         data["metadata/d4rl_env"] = name
         data["metadata/policy"] = f"replay buffer of {os.path.abspath(buffer)} up to step {up_to_step}"
         data["metadata/algorithm"] = "online SAC (kfc_lite.train.train_online_sac), its replay buffer"
         data["metadata/seed"] = int(card["seed"]) if card else -1
         data["metadata/replica"] = True
-        data["metadata/max_episode_steps"] = registry.MAX_EPISODE_STEPS
+        data["metadata/max_episode_steps"] = steps
         for key, version in _versions().items():
             data[f"metadata/versions/{key}"] = str(version)
         cards.append(card or {"replay_buffer": os.path.abspath(buffer), "step": int(up_to_step),
                               "card": "none (a buffer passed by hand)"})
     data["metadata/recipe"] = name
-    data["metadata/d4rl_size"] = -1 if D4RL_SIZES[kind] is None else D4RL_SIZES[kind]
+    data["metadata/d4rl_size"] = -1 if env not in registry.ENVS or D4RL_SIZES[kind] is None else D4RL_SIZES[kind]
+    if env in registry.RESCALED_ACTIONS:  # the file's actions are the agent's, in [-1, 1], not the env's own box
+        data["metadata/action_space"] = "[-1, 1], rescaled onto the environment's box by gymnasium's RescaleAction"
     data["metadata/policy_card"] = json.dumps(cards, sort_keys=True)
     if out is not None:
         write_hdf5(data, out, overwrite=overwrite)
