@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	    && echo "took $(TORCH_LOCAL) from local disk" \
 	    || echo "no local $(TORCH_LOCAL) wheel: pip chooses torch from the project's range"; \
 	fi
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,sweep]'
 	@touch $@
 
 lab: $(STAMP)
