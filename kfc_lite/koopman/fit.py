@@ -10,12 +10,19 @@ from epoch 75 on the train/validation loss ratios averaged over the last 5 epoch
 
 Multi-step prediction error on validation segments is logged every epoch as a diagnostic; it does not enter
 the loss (the paper trains one step only).
+
+Pre-training on a full D4RL dataset takes a while, so :func:`fit_koopman` can keep a checkpoint (``checkpoint=``):
+the model, Adam, the learning rate, the minibatch generator and the history after every ``checkpoint_every``
+epochs, verified and kept in pairs (:mod:`kfc_lite.files`). Called again with the same checkpoint, the same data
+and the same config, it continues from the last saved epoch and ends with bit-exactly the model of an
+uninterrupted fit (on one device with one thread count).
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +33,7 @@ from kfc_lite.koopman.model import KoopmanForwardModel
 from kfc_lite.settings import release_cpu_memory, resolve_device, tune_cpu_allocator
 
 REQUIRED_KEYS = ("observations", "actions", "next_observations", "terminals")
+PRETRAINING_FORMAT = "kfc-lite-koopman-pretraining"
 
 
 @dataclass
@@ -367,8 +375,35 @@ def should_stop(history: dict, config: KoopmanTrainConfig) -> bool:
     return bool((r_rec <= a and r_fwd <= b) or r_fwd <= config.stop_forward or r_rec <= config.stop_recon)
 
 
+def _load_pretraining(checkpoint, config: KoopmanTrainConfig, n_train: int, n_val: int) -> dict | None:
+    """The state of a stopped pre-training from ``checkpoint``, checked against this fit's config and split."""
+    from kfc_lite.files import load_verified
+
+    fix = f"delete {checkpoint} and its .prev/.sha256 files to pre-train from the first epoch"
+    found = load_verified(checkpoint, what="Koopman pre-training checkpoint", fix=fix[0].upper() + fix[1:])
+    if found is None:
+        return None
+    state = found.obj
+    if not isinstance(state, dict) or state.get("format") != PRETRAINING_FORMAT:
+        raise ValueError(f"{found.path} is not a Koopman pre-training checkpoint (fit_koopman): {fix}")
+    if state["config"] != config.to_dict() or (state["n_train"], state["n_val"]) != (n_train, n_val):
+        raise ValueError(f"{found.path} was written by a pre-training with other settings or other data: {fix}")
+    if found.fell_back:
+        print("note: " + "; ".join(found.problems) + f"; resuming from {found.path.name}", file=sys.stderr, flush=True)
+    return state
+
+
+def _save_pretraining(checkpoint, epoch, steps, lr, model, optimizer, gen, history, config, n_train, n_val) -> None:
+    from kfc_lite.files import save_verified
+
+    save_verified({"format": PRETRAINING_FORMAT, "epoch": epoch, "steps": steps, "lr": lr,
+                   "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                   "optimizer": optimizer.state_dict(), "generator": gen.get_state(), "history": history,
+                   "config": config.to_dict(), "n_train": n_train, "n_val": n_val}, checkpoint, label=f"epoch {epoch}")
+
+
 def fit_koopman(transitions: dict, config: KoopmanTrainConfig | None = None, device="auto", progress: bool = True,
-                model: KoopmanForwardModel | None = None):
+                model: KoopmanForwardModel | None = None, checkpoint=None, checkpoint_every: int = 1):
     """Pre-train a :class:`KoopmanForwardModel` on logged transitions; return ``(model, history)``.
 
     Args:
@@ -383,6 +418,9 @@ def fit_koopman(transitions: dict, config: KoopmanTrainConfig | None = None, dev
             index permutation on the device.
         progress: show a tqdm progress bar over epochs.
         model: continue training this model (its dimensions must fit the data) instead of a fresh one.
+        checkpoint: a file path: save the pre-training's state there every ``checkpoint_every`` epochs, and, if it
+            already holds one (a stopped fit with the same config and data), continue from it. The caller deletes
+            it once the model is saved (:func:`kfc_lite.files.remove_verified`).
 
     ``history`` holds one entry per epoch: ``epoch``, ``steps``, ``lr``, ``train_forward``, ``train_recon``
     (means over the epoch's minibatches, as the original code logs them), ``val_forward``, ``val_recon``
@@ -396,6 +434,8 @@ def fit_koopman(transitions: dict, config: KoopmanTrainConfig | None = None, dev
     config = KoopmanTrainConfig() if config is None else config
     if not isinstance(config, KoopmanTrainConfig):
         raise TypeError(f"config must be a KoopmanTrainConfig, got {type(config).__name__}")
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every is a number of epochs >= 1, got {checkpoint_every!r}")
     data = validate_transitions(transitions)
     d_s, d_a = data["observations"].shape[1], data["actions"].shape[1]
     dev = resolve_device(device)
@@ -431,8 +471,19 @@ def fit_koopman(transitions: dict, config: KoopmanTrainConfig | None = None, dev
     lr = config.lr
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     n_train = len(train_rows)
-    steps = 0
-    bar = tqdm(range(1, config.max_epochs + 1), desc="Koopman model", unit="epoch", disable=not progress, leave=True)
+    steps, first_epoch = 0, 1
+    saved = _load_pretraining(checkpoint, config, n_train, len(val_rows)) if checkpoint is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        lr, steps, first_epoch = saved["lr"], saved["steps"], saved["epoch"] + 1
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        optimizer.load_state_dict(saved["optimizer"])
+        gen.set_state(saved["generator"])
+        history = saved["history"]
+        print(f"note: Koopman pre-training continues after epoch {saved['epoch']} ({checkpoint})", file=sys.stderr,
+              flush=True)
+    bar = tqdm(range(first_epoch, config.max_epochs + 1), desc="Koopman model", unit="epoch", disable=not progress,
+               leave=True, initial=first_epoch - 1, total=config.max_epochs)
     for epoch in bar:
         if epoch >= config.lr_decay_start and epoch % config.lr_decay_every == 1 % config.lr_decay_every:
             # the original halves the lr and re-creates Adam, forgetting its moment estimates
@@ -468,6 +519,9 @@ def fit_koopman(transitions: dict, config: KoopmanTrainConfig | None = None, dev
         if should_stop(history, config):
             history["stopped"] = "early_stopping"
             break
+        if checkpoint is not None and epoch % checkpoint_every == 0 and epoch < config.max_epochs:
+            _save_pretraining(checkpoint, epoch, steps, lr, model, optimizer, gen, history, config, n_train,
+                              len(val_rows))
     bar.close()
     release_cpu_memory()  # what the steps' temporaries kept in the C heap (kfc_lite.settings)
     model.eval()
