@@ -11,10 +11,12 @@ The run folder holds
   weight, augmentation statistics, steps per second: the values of the logged step, not interval means) and
   ``{"kind": "eval", ...}`` rows (raw returns and normalized scores);
 * ``checkpoint.pt``: the latest checkpoint (agent, optimisers, step, every RNG state, the batch sampler, the
-  augmenter's own state: the Koopman branch draw's generator),
-  replaced atomically every ``checkpoint_every`` steps;
+  augmenter's own state: the Koopman branch draw's generator), written every ``checkpoint_every`` steps;
+  ``checkpoint.prev.pt`` the one before it and ``checkpoint.sha256`` the checksums of both (:mod:`kfc_lite.files`):
+  a damaged latest checkpoint is reported and the run resumes from the previous one;
 * ``koopman.pt`` (KFC, KFC++): the Koopman model, pre-trained first on the same transitions (or copied from
-  ``koopman_path``), then frozen;
+  ``koopman_path``), then frozen; while it pre-trains, ``koopman.partial.pt`` holds its last epoch, so a stopped
+  pre-training resumes from there;
 * ``koopman_report.json`` (KFC, KFC++): the model's quality report (:mod:`kfc_lite.koopman.report`), also printed
   before Q-learning starts;
 * ``policy.pt`` (at the end) and ``policies/step_<N>.pt`` (at every evaluation): :func:`kfc_lite.rl.load_policy`.
@@ -22,6 +24,11 @@ The run folder holds
 Resume (``resume=True``, ``kfc-lite train ... --resume``) continues from ``checkpoint.pt`` to ``steps`` (the
 total). On one device with one thread count, a run stopped and resumed reaches bit-exactly the parameters of
 an uninterrupted run with the same seed (tested on the CPU).
+
+One process at a time owns a run folder, and a run that goes non-finite stops: :mod:`kfc_lite.run_folder` has
+the rules. The losses are checked at every log step and the parameters before every checkpoint (where the loop
+synchronises with the device anyway, so the steps in between stay free of synchronisation): a NaN or infinity
+is detected at the next log or checkpoint step after it appears, and never written into a checkpoint.
 """
 from __future__ import annotations
 
@@ -38,6 +45,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kfc_lite import run_folder
+from kfc_lite.run_folder import RunExistsError, RunFolderError, TrainingDivergedError, note
+
 __all__ = ["TrainConfig", "RunResult", "train", "evaluate_run", "read_metrics", "train_online_sac", "register",
            "METHODS"]
 
@@ -51,10 +61,7 @@ RESUMABLE_CHANGES = ("steps", "device", "eval_every", "eval_episodes", "eval_max
 #: fields of earlier versions that no longer exist: a saved config that has them loads without them, with a note
 REMOVED_FIELDS = {"eig_workers": "the symmetry table replaced the look-ahead decomposition workers"}
 CHECKPOINT_FORMAT = "kfc-lite-train-checkpoint"
-
-
-class RunExistsError(FileExistsError, ValueError):
-    """The output folder already holds a run (resume it or choose another folder)."""
+ONLINE_CHECKPOINT_FORMAT = "kfc-lite-online-checkpoint"
 
 
 def _int(name, v, minimum, allow_none=False):
@@ -305,13 +312,7 @@ class RunResult:
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
-def read_metrics(run_dir, kind: str | None = None) -> list[dict]:
-    """The rows of ``run_dir/metrics.jsonl`` (all, or only ``kind="train"`` / ``"eval"``)."""
-    path = pathlib.Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"no metrics.jsonl in {run_dir}: is it a run folder written by kfc_lite.train?")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if kind is None or r.get("kind") == kind]
+read_metrics = run_folder.read_metrics
 
 
 def _json_line(row: dict) -> str:
@@ -323,16 +324,6 @@ def _json_line(row: dict) -> str:
 def _write_json_atomic(obj, path: pathlib.Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
-def _truncate_metrics(path: pathlib.Path, last_step: int) -> None:
-    """Drop rows logged after the checkpoint we resume from (they will be logged again)."""
-    if not path.is_file():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
     os.replace(tmp, path)
 
 
@@ -364,20 +355,19 @@ def _set_rng_state(state: dict, device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _save_checkpoint(path: pathlib.Path, agent, sampler, step: int, device, extra: dict | None = None) -> None:
-    from kfc_lite.files import atomic_torch_save
+def _diverged(step: int, what: str, run_dir: pathlib.Path, last_checkpoint: int | None) -> TrainingDivergedError:
+    """The error of a run that went non-finite: where, what, what was kept, and what to do."""
+    kept = (f"checkpoint.pt (step {last_checkpoint}) is the last good checkpoint and was not overwritten"
+            if last_checkpoint is not None else "no checkpoint had been written")
+    return TrainingDivergedError(
+        f"training diverged at step {step}: {what}. Nothing after that was saved; in {run_dir}, {kept}. Resuming "
+        "would repeat the same steps: lower the learning rates (e.g. --set q_lr=1e-4 --set policy_lr=3e-5) or check "
+        "the data's scale, and start again in another --out folder")
 
-    atomic_torch_save({"format": CHECKPOINT_FORMAT, "step": step, "agent": agent.state_dict(),
-                       "sampler": sampler.state_dict(), "rng": _rng_state(device), **(extra or {})}, path)
 
-
-def _load_checkpoint(path: pathlib.Path) -> dict:
-    import torch
-
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a training checkpoint written by kfc_lite.train")
-    return ckpt
+def _checkpoint_payload(agent, sampler, step: int, device, extra: dict | None = None) -> dict:
+    return {"format": CHECKPOINT_FORMAT, "step": step, "agent": agent.state_dict(), "sampler": sampler.state_dict(),
+            "rng": _rng_state(device), **(extra or {})}
 
 
 def _load_transitions(config: TrainConfig, progress: bool):
@@ -418,9 +408,11 @@ def _load_transitions(config: TrainConfig, progress: bool):
 
 
 def _koopman_model(config: TrainConfig, run_dir: pathlib.Path, q: dict, ds: int, da: int, device, progress: bool):
-    """The frozen Koopman model of a KFC run: the run's own file (resume), a given file, or pre-trained now."""
+    """The frozen Koopman model of a KFC run: the run's own file (resume), a given file, or pre-trained now (from
+    the run's pre-training checkpoint ``koopman.partial.pt`` when an earlier start was stopped during it)."""
     import shutil
 
+    from kfc_lite.files import remove_verified
     from kfc_lite.koopman import fit_koopman, load_koopman, save_koopman
 
     path, history = run_dir / "koopman.pt", None
@@ -429,8 +421,11 @@ def _koopman_model(config: TrainConfig, run_dir: pathlib.Path, q: dict, ds: int,
             load_koopman(config.koopman_path, state_dim=ds, action_dim=da)  # check it fits before copying
             shutil.copyfile(config.koopman_path, path)
         else:
-            model, history = fit_koopman(q, config.koopman_config(), device=device, progress=progress)
+            partial = run_dir / "koopman.partial.pt"
+            model, history = fit_koopman(q, config.koopman_config(), device=device, progress=progress,
+                                         checkpoint=partial)
             save_koopman(model, path, history=history, dataset=config.dataset)
+            remove_verified(partial)
     model = load_koopman(path, map_location=device, state_dim=ds, action_dim=da)
     model.requires_grad_(False)
     return model.eval(), history
@@ -470,7 +465,7 @@ def _koopman_report(config: TrainConfig, augmenter, model, q: dict, run_dir: pat
     if config.koopman_gate == "error":
         raise ValueError(f"{message} No symmetry table was built and no agent trained; {run_dir} keeps the Koopman "
                          "model (koopman.pt) and koopman_report.json: start again in another out folder.")
-    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
     return report
 
 
@@ -492,34 +487,73 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     for the fields in ``RESUMABLE_CHANGES``, such as ``steps``). Without it, a folder that already holds a run
     is an error rather than being overwritten.
     """
-    import torch
-    from tqdm.auto import tqdm
-
-    from kfc_lite.rl.augment import KoopmanAugmenter, make_augmenter
-    from kfc_lite.rl.policy import save_policy
-    from kfc_lite.rl.replay import TransitionSampler
-    from kfc_lite.rl.sac import SACCQL
-    from kfc_lite.settings import release_cpu_memory, resolve_device, seed_everything
+    from kfc_lite.settings import resolve_device
 
     if not isinstance(config, TrainConfig):
         raise TypeError(f"train takes a TrainConfig, got {type(config).__name__}")
     device = resolve_device(config.device)
     run_dir = pathlib.Path(config.out)
-    ckpt_path, metrics_path = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
-    if resume:
-        if not (run_dir / "config.json").is_file():
-            raise FileNotFoundError(f"nothing to resume in {run_dir}: it has no config.json (start without --resume)")
-        saved = json.loads((run_dir / "config.json").read_text())["train"]
-        mine = config.to_dict()
-        diff = sorted(k for k in mine if k not in RESUMABLE_CHANGES and saved.get(k) != mine[k])
-        if diff:
-            raise ValueError(f"the run in {run_dir} was started with a different config ({', '.join(diff)}: "
+    with run_folder.owned(run_dir, create=not resume):
+        try:
+            return _train(config, run_dir, device, resume, progress)
+        except OSError as exc:
+            if isinstance(exc, (FileNotFoundError, FileExistsError, ValueError)):
+                raise  # already a sentence about the input
+            raise _write_failed(exc, run_dir) from exc
+
+
+def _write_failed(exc: OSError, run_dir: pathlib.Path) -> RuntimeError:
+    """A write the system refused (a full disk, a lost permission), as a sentence with the way on."""
+    return RuntimeError(f"could not write {exc.filename or 'to ' + str(run_dir)}: {exc.strerror or exc}. The run "
+                        f"stopped; its last checkpoint is intact: fix the cause (free disk space), then continue with "
+                        f"kfc-lite train --out {run_dir} --resume")
+
+
+def _check_resume(config: TrainConfig, run_dir: pathlib.Path):
+    """The checkpoint a resumed run starts from (None: from step 0), after refusing what cannot be honoured."""
+    saved = run_folder.read_config(run_dir)["train"]
+    mine = config.to_dict()
+    diff = sorted(k for k in mine if k not in RESUMABLE_CHANGES and saved.get(k) != mine[k])
+    if diff:
+        raise RunFolderError(f"the run in {run_dir} was started with a different config ({', '.join(diff)}: "
                              f"{ {k: saved.get(k) for k in diff} } there, { {k: mine[k] for k in diff} } now); "
-                             f"only {', '.join(RESUMABLE_CHANGES)} may change on resume")
-    elif (run_dir / "config.json").exists() or ckpt_path.exists():
-        raise RunExistsError(f"{run_dir} already holds a run: resume it (--resume / resume=True), or choose another "
-                              "out folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
+                             f"only {', '.join(RESUMABLE_CHANGES)} may change on resume. To train with the new "
+                             "settings, start a run in another --out folder")
+    found = run_folder.load_checkpoint(run_dir, CHECKPOINT_FORMAT)
+    if found is None:
+        run_folder.check_restart(run_dir)
+        return None
+    run_folder.check_metrics(run_dir / "metrics.jsonl")
+    at = int(found.obj["step"])
+    if config.steps < at:
+        raise RunFolderError(f"the run in {run_dir} is at step {at} ({found.path.name}) and --steps {config.steps} is "
+                             f"below it: a run cannot go back. Give the new total (--steps {at} or more); the "
+                             "policies of earlier evaluations are in its policies/ folder")
+    return found.obj
+
+
+def _train(config: TrainConfig, run_dir: pathlib.Path, device, resume: bool, progress: bool) -> RunResult:
+    """train() in a folder this process owns."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from kfc_lite.files import remove_temp_files, save_verified
+    from kfc_lite.rl.augment import KoopmanAugmenter, make_augmenter
+    from kfc_lite.rl.policy import save_policy
+    from kfc_lite.rl.replay import TransitionSampler
+    from kfc_lite.rl.sac import SACCQL
+    from kfc_lite.settings import release_cpu_memory, seed_everything
+
+    ckpt_path, metrics_path = run_dir / run_folder.CHECKPOINT_NAME, run_dir / "metrics.jsonl"
+    # the folder is ours: a temporary file in it is what a killed write left
+    removed = remove_temp_files(run_dir) + remove_temp_files(run_dir / "policies")
+    if removed:
+        note(f"removed {len(removed)} temporary file(s) left in {run_dir} by a stopped write: {', '.join(removed)}")
+    if resume:
+        ckpt = _check_resume(config, run_dir)
+    else:
+        run_folder.check_fresh(run_dir)
+        ckpt = None
 
     seed_everything(config.seed)
     q, env_name, ds, da = _load_transitions(config, progress)
@@ -542,8 +576,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     sampler = TransitionSampler(q, sac_config.batch_size, device, seed=config.seed, mode=config.sampling)
 
     start = 0
-    if resume and ckpt_path.is_file():
-        ckpt = _load_checkpoint(ckpt_path)
+    if ckpt is not None:
         agent.load_state_dict(ckpt["agent"])
         sampler.load_state_dict(ckpt["sampler"])
         if augmenter is not None and "augmenter" in ckpt:
@@ -551,12 +584,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
         elif isinstance(augmenter, KoopmanAugmenter):
             warnings.warn(f"{ckpt_path} was written before checkpoints held the Koopman augmenter's branch draw: the "
                           "run goes on with that draw's stream from its seed, so it will not repeat an uninterrupted "
-                          "run", RuntimeWarning, stacklevel=2)
+                          "run", RuntimeWarning, stacklevel=3)
         _set_rng_state(ckpt["rng"], device)
         start = int(ckpt["step"])
-        _truncate_metrics(metrics_path, start)
-    elif resume:  # stopped before its first checkpoint: start over in the same folder
-        metrics_path.unlink(missing_ok=True)
+        run_folder.repair_metrics(metrics_path, start)
+    last_checkpoint = start if ckpt is not None else None
 
     def log(row: dict) -> None:
         with open(metrics_path, "a") as f:
@@ -579,6 +611,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
                 sps = steps_since_log / max(now - t_log - paused, 1e-9)
                 t_log, paused, steps_since_log = now, 0.0, 0
                 metrics.update(kind="train", step=step, steps_per_second=sps)
+                bad = run_folder.nonfinite_metrics(metrics)
+                if bad:
+                    raise _diverged(step, ", ".join(f"{k} = {v}" for k, v in bad.items()), run_dir, last_checkpoint)
                 log(metrics)
                 if augmenter is not None:
                     augmenter.reset_stats()  # augmentation statistics per logging interval
@@ -588,6 +623,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
             do_ckpt = step == config.steps or bool(config.checkpoint_every and step % config.checkpoint_every == 0)
             if do_eval or do_ckpt:
                 t0 = time.perf_counter()
+                # no policy or checkpoint is written from parameters that are not finite
+                bad_tensor = run_folder.first_nonfinite(agent.state_dict(), "agent")
+                if bad_tensor is not None:
+                    raise _diverged(step, f"{bad_tensor} holds NaN or infinite values (the losses logged before "
+                                    "were finite)", run_dir, last_checkpoint)
                 if do_eval:
                     row = _evaluate(agent, env_name, config, step)
                     log(row)
@@ -599,7 +639,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
                     bar.set_postfix(postfix, refresh=False)
                 if do_ckpt:
                     aug_state = augmenter.state_dict() if augmenter is not None else {}
-                    _save_checkpoint(ckpt_path, agent, sampler, step, device, extra={"augmenter": aug_state})
+                    payload = _checkpoint_payload(agent, sampler, step, device, extra={"augmenter": aug_state})
+                    save_verified(payload, ckpt_path, label=f"step {step}")
+                    last_checkpoint = step
                 dt = time.perf_counter() - t0
                 paused += dt
                 total_paused += dt
@@ -639,7 +681,7 @@ def evaluate_run(run_dir, episodes: int = 10, env: str | None = None, seed: int 
     if env is None:
         if not cfg_path.is_file():
             raise FileNotFoundError(f"{run_dir} has no config.json; pass env= (e.g. 'hopper') to evaluate its policy")
-        env = json.loads(cfg_path.read_text())["env"]
+        env = run_folder.read_config(run_dir, need="env")["env"]
     policy = load_policy(run_dir / "policy.pt")
     res = evaluate(policy, env, episodes=episodes, seed=seed, max_episode_steps=max_episode_steps)
     return {"run": str(run_dir), "env": env, "episodes": episodes, "mean_return": res["mean_return"],
@@ -662,15 +704,9 @@ def train_online_sac(env_name: str, steps: int, seed: int = 0, out=None, config=
     Checkpoints hold the agent, the replay buffer and the RNG states; a resumed run starts a fresh episode
     (MuJoCo's mid-episode state is not saved), so unlike offline training it is not bit-exact.
     """
-    import torch
-    from tqdm.auto import tqdm
-
-    from kfc_lite.envs import make_env
-    from kfc_lite.files import atomic_torch_save
-    from kfc_lite.rl.policy import save_policy
-    from kfc_lite.rl.replay import ReplayBuffer
-    from kfc_lite.rl.sac import SACConfig, SACCQL
-    from kfc_lite.settings import release_cpu_memory, resolve_device, seed_everything
+    from kfc_lite.files import load_verified
+    from kfc_lite.rl.sac import SACConfig
+    from kfc_lite.settings import resolve_device
 
     _int("steps", steps, 1)
     _int("start_steps", start_steps, 0)
@@ -681,9 +717,29 @@ def train_online_sac(env_name: str, steps: int, seed: int = 0, out=None, config=
     device = resolve_device(device)
     run_dir = pathlib.Path(out if out is not None else os.path.join("runs", f"online-sac-{env_name}-seed{seed}"))
     ckpt_path, metrics_path = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
-    if not resume and ckpt_path.exists():
-        raise RunExistsError(f"{run_dir} already holds a run: pass resume=True or another out folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_folder.owned(run_dir, create=True):
+        if not resume and ckpt_path.exists():
+            raise RunExistsError(f"{run_dir} already holds a run: pass resume=True or another out folder")
+        found = load_verified(ckpt_path, what="online SAC checkpoint") if resume else None
+        return _train_online_sac(env_name, steps, seed, run_dir, config, device, found, start_steps=start_steps,
+                                 buffer_size=buffer_size, eval_every=eval_every, eval_episodes=eval_episodes,
+                                 checkpoint_every=checkpoint_every, max_episode_steps=max_episode_steps,
+                                 progress=progress)
+
+
+def _train_online_sac(env_name, steps, seed, run_dir, config, device, found, *, start_steps, buffer_size, eval_every,
+                      eval_episodes, checkpoint_every, max_episode_steps, progress) -> RunResult:
+    """train_online_sac() in a folder this process owns; ``found`` is the checkpoint to resume from (or None)."""
+    from tqdm.auto import tqdm
+
+    from kfc_lite.envs import make_env
+    from kfc_lite.files import save_verified
+    from kfc_lite.rl.policy import save_policy
+    from kfc_lite.rl.replay import ReplayBuffer
+    from kfc_lite.rl.sac import SACCQL
+    from kfc_lite.settings import release_cpu_memory, seed_everything
+
+    ckpt_path, metrics_path = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
     seed_everything(seed)
     kwargs = {"max_episode_steps": max_episode_steps} if max_episode_steps else {}
     env = make_env(env_name, seed=seed, **kwargs)
@@ -693,13 +749,15 @@ def train_online_sac(env_name: str, steps: int, seed: int = 0, out=None, config=
     agent = SACCQL(ds, da, config, device)
     buffer = ReplayBuffer(ds, da, min(buffer_size, steps), device, seed=seed)
     start = 0
-    if resume and ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    if found is not None:
+        if found.fell_back:
+            note("; ".join(found.problems) + f". Resuming from {found.path.name} ({found.label or 'the previous one'})")
+        ckpt = found.obj
         agent.load_state_dict(ckpt["agent"])
         buffer.load_state_dict(ckpt["buffer"])
         _set_rng_state(ckpt["rng"], device)
         start = int(ckpt["step"])
-        _truncate_metrics(metrics_path, start)
+        run_folder.repair_metrics(metrics_path, start)
     _write_json_atomic({"online": True, "env": env_name, "steps": steps, "seed": seed, "start_steps": start_steps,
                         "sac": config.to_dict(), "state_dim": ds, "action_dim": da}, run_dir / "config.json")
     act_rng = np.random.default_rng(seed + start)
@@ -742,8 +800,9 @@ def train_online_sac(env_name: str, steps: int, seed: int = 0, out=None, config=
                             meta={"step": step, "env": env_name, "return": row["return"], "normalized": row["normalized"],
                                   "algorithm": "online SAC"})
             if step == steps or (checkpoint_every and step % checkpoint_every == 0):
-                atomic_torch_save({"format": "kfc-lite-online-checkpoint", "step": step, "agent": agent.state_dict(),
-                                   "buffer": buffer.state_dict(), "rng": _rng_state(device)}, ckpt_path)
+                save_verified({"format": ONLINE_CHECKPOINT_FORMAT, "step": step, "agent": agent.state_dict(),
+                               "buffer": buffer.state_dict(), "rng": _rng_state(device)}, ckpt_path,
+                              label=f"step {step}")
             bar.update(1)
     finally:
         bar.close()
@@ -783,15 +842,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k) for k in ("dataset", "method", "env", "seed", "steps", "device")
              if getattr(args, k) is not None}
     sets = _parse_sets(args.set)
-    if args.resume and (run_dir / "config.json").is_file():
-        # the saved config, with whatever was given again; train() refuses changes other than steps, device, ...
-        saved = json.loads((run_dir / "config.json").read_text())["train"]
-        config = TrainConfig.from_dict(saved).with_overrides(**given, out=str(run_dir), **sets)
+    if "out" in sets:
+        raise ValueError(f"--set out={sets['out']}: the run folder is given by --out (here {run_dir}), not by --set")
+    twice = sorted(set(given) & set(sets))
+    if twice:
+        raise ValueError("given twice: " + ", ".join(f"--{k} {given[k]} and --set {k}={sets[k]}" for k in twice)
+                         + "; give each setting once")
+    if args.resume:
+        # the saved config, read while holding the folder, with whatever was given again; train() refuses changes
+        # other than steps, device, ...
+        with run_folder.owned(run_dir, create=False):
+            saved = run_folder.read_config(run_dir)["train"]
+            config = TrainConfig.from_dict(saved).with_overrides(**given, out=str(run_dir), **sets)
+            result = train(config, resume=True, progress=not args.no_progress)
     else:
         if "dataset" not in given:
             raise ValueError("--dataset is required (a name such as hopper-medium-v2, or an HDF5 path)")
         config = TrainConfig(dataset=given.pop("dataset"), out=str(run_dir)).with_overrides(**given, **sets)
-    result = train(config, resume=args.resume, progress=not args.no_progress)
+        result = train(config, resume=False, progress=not args.no_progress)
     summary = {"run": str(result.run_dir), "steps": result.agent.step, "final_return": result.final_return,
                "final_normalized": result.final_normalized, "steps_per_second": result.steps_per_second}
     print(json.dumps(summary))

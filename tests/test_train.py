@@ -11,6 +11,7 @@ import torch
 matplotlib.use("Agg")
 
 from kfc_lite.cli import main as cli_main  # noqa: E402
+from kfc_lite.files import save_verified  # noqa: E402
 from kfc_lite.train import METHODS, TrainConfig, read_metrics, train, train_online_sac  # noqa: E402
 
 TINY_SAC = {"hidden": [16, 16], "batch_size": 32, "bc_steps": 4}
@@ -144,7 +145,7 @@ def test_checkpoint_without_the_augmenters_state_resumes_with_a_warning(dataset,
     ckpt = torch.load(path, weights_only=True)
     assert set(ckpt["augmenter"]) == {"branch_generator"}
     del ckpt["augmenter"]
-    torch.save(ckpt, path)
+    save_verified(ckpt, path, label="step 6, without the augmenter's state")
     with pytest.warns(RuntimeWarning, match="branch draw"):
         resumed = train(tiny_config(dataset, tmp_path / "old", steps=8), resume=True, progress=False)
     assert resumed.agent.step == 8
