@@ -219,7 +219,7 @@ def _model_bytes(model):
     for name, t in sorted(model.state_dict().items()):
         yield name.encode()
         yield str(t.dtype).encode()
-        yield t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+        yield t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
 def table_key(model, transitions: dict, settings: TableSettings) -> str:
