@@ -197,7 +197,7 @@ def load_checkpoint(run_dir, fmt: str):
     if found is None:
         return None
     if not isinstance(found.obj, dict) or found.obj.get("format") != fmt:
-        raise RunFolderError(f"{found.path} is not a training checkpoint written by kfc_lite.train. {fix}")
+        raise RunFolderError(f"{found.path} is not a checkpoint of this kind of run ({fmt}). {fix}")
     if not found.verified:
         note(f"{found.path} was written before checkpoints carried checksums: it is loaded without verification")
     if found.fell_back:

@@ -704,7 +704,6 @@ def train_online_sac(env_name: str, steps: int, seed: int = 0, out=None, config=
     Checkpoints hold the agent, the replay buffer and the RNG states; a resumed run starts a fresh episode
     (MuJoCo's mid-episode state is not saved), so unlike offline training it is not bit-exact.
     """
-    from kfc_lite.files import load_verified
     from kfc_lite.rl.sac import SACConfig
     from kfc_lite.settings import resolve_device
 
@@ -720,7 +719,7 @@ def train_online_sac(env_name: str, steps: int, seed: int = 0, out=None, config=
     with run_folder.owned(run_dir, create=True):
         if not resume and ckpt_path.exists():
             raise RunExistsError(f"{run_dir} already holds a run: pass resume=True or another out folder")
-        found = load_verified(ckpt_path, what="online SAC checkpoint") if resume else None
+        found = run_folder.load_checkpoint(run_dir, ONLINE_CHECKPOINT_FORMAT) if resume else None
         return _train_online_sac(env_name, steps, seed, run_dir, config, device, found, start_steps=start_steps,
                                  buffer_size=buffer_size, eval_every=eval_every, eval_episodes=eval_episodes,
                                  checkpoint_every=checkpoint_every, max_episode_steps=max_episode_steps,
@@ -750,8 +749,6 @@ def _train_online_sac(env_name, steps, seed, run_dir, config, device, found, *, 
     buffer = ReplayBuffer(ds, da, min(buffer_size, steps), device, seed=seed)
     start = 0
     if found is not None:
-        if found.fell_back:
-            note("; ".join(found.problems) + f". Resuming from {found.path.name} ({found.label or 'the previous one'})")
         ckpt = found.obj
         agent.load_state_dict(ckpt["agent"])
         buffer.load_state_dict(ckpt["buffer"])
