@@ -119,15 +119,19 @@ def test_identity_accepts_pendulum_files_and_rejects_others(tmp_path, monkeypatc
 
 
 # ---------------------------------------------------------------------------------------------- training
-def test_a_few_cql_steps_on_the_pendulum(tmp_path):
+@pytest.mark.parametrize("method", ["cql", "s4rl", "kfc", "kfc++"])
+def test_a_few_steps_of_every_method_on_the_pendulum(tmp_path, method):
     from kfc_lite.train import TrainConfig, train
 
     path = tmp_path / "pendulum.hdf5"
     make_replica("pendulum-random-replica", size=300, out=str(path), progress=False)
-    cfg = TrainConfig(dataset=str(path), method="cql", steps=6, seed=0, out=str(tmp_path / "run"), eval_every=3,
+    koopman = dict(latent_dim=4, hidden_dim=16, max_steps=5) if method in ("kfc", "kfc++") else {}
+    cfg = TrainConfig(dataset=str(path), method=method, steps=6, seed=0, out=str(tmp_path / "run"), eval_every=3,
                       eval_episodes=1, eval_max_steps=20, checkpoint_every=0, log_every=3,
-                      sac=dict(hidden=(16, 16), batch_size=32, bc_steps=2))
+                      sac=dict(hidden=(16, 16), batch_size=32, bc_steps=2), koopman=koopman, koopman_gate="off")
     res = train(cfg, progress=False)
+    if method in ("kfc", "kfc++"):  # the symmetries of a 3-d state's model were drawn and used
+        assert 0 < res.metrics[-1]["aug_koopman_fraction"] <= 1
     assert json.loads((res.run_dir / "config.json").read_text())["env"] == "pendulum-random-replica"
     assert [e["step"] for e in res.evals] == [3, 6]
     assert all(np.isfinite(e["normalized"]) for e in res.evals)  # scored against the pendulum's references
