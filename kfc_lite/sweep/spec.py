@@ -317,6 +317,8 @@ def _budget(value) -> Budget:
         _number("budget.eval_max_steps", fields["eval_max_steps"], whole=True, minimum=1, allow_none=True)
     if "bc_fraction" in fields:
         _number("budget.bc_fraction", fields["bc_fraction"], minimum=0, maximum=1, allow_none=True)
+    if "sac" in fields and not isinstance(fields["sac"], dict):
+        raise SweepSpecError(f"budget.sac: a mapping of SACConfig fields (e.g. hidden: [64, 64]), got {fields['sac']!r}")
     if "koopman" in fields and not isinstance(fields["koopman"], dict):
         raise SweepSpecError(f"budget.koopman: a mapping of KoopmanTrainConfig fields, got {fields['koopman']!r}")
     name = f"{start.name}+" if base is not None else "custom"
