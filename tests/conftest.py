@@ -14,3 +14,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def root() -> pathlib.Path:
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory):
+    """400 random-policy Hopper transitions in D4RL format, episodes cut at 50 steps (seconds to make): the data of
+    the training-loop tests."""
+    from kfc_lite.data.collect import RandomPolicy, collect
+    from kfc_lite.envs import make_env
+
+    path = tmp_path_factory.mktemp("data") / "hopper-tiny.hdf5"
+    env = make_env("hopper")
+    collect("hopper-random", RandomPolicy(env.action_space, seed=0), 400, seed=0, path=path, progress=False,
+            max_episode_steps=50)
+    env.close()
+    return str(path)

@@ -172,20 +172,6 @@ TINY_SAC = {"hidden": [16, 16], "batch_size": 32, "bc_steps": 2}
 UNDER_TRAINED = {"latent_dim": 4, "hidden_dim": 16, "max_steps": 5, "multistep_k": 2}
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """400 random-policy Hopper transitions in D4RL format, episodes cut at 50 steps."""
-    from kfc_lite.data.collect import RandomPolicy, collect
-    from kfc_lite.envs import make_env
-
-    path = tmp_path_factory.mktemp("data") / "hopper-tiny.hdf5"
-    env = make_env("hopper")
-    collect("hopper-random", RandomPolicy(env.action_space, seed=0), 400, seed=0, path=path, progress=False,
-            max_episode_steps=50)
-    env.close()
-    return str(path)
-
-
 def small_run(dataset, out, **kw):
     base = dict(dataset=dataset, method="kfc++", out=str(out), steps=2, device="cpu", eval_episodes=0,
                 log_every=1, checkpoint_every=0, sac=dict(TINY_SAC), koopman=dict(UNDER_TRAINED))

@@ -25,20 +25,6 @@ TINY_KOOPMAN = ["--set", "koopman.hidden_dim=16", "--set", "koopman.latent_dim=4
                 "table_storage=float32"]
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """400 random-policy Hopper transitions in D4RL format, episodes cut at 50 steps (seconds to make)."""
-    from kfc_lite.data.collect import RandomPolicy, collect
-    from kfc_lite.envs import make_env
-
-    path = tmp_path_factory.mktemp("data") / "hopper-tiny.hdf5"
-    env = make_env("hopper")
-    collect("hopper-random", RandomPolicy(env.action_space, seed=0), 400, seed=0, path=path, progress=False,
-            max_episode_steps=50)
-    env.close()
-    return str(path)
-
-
 def cli(capsys, *args):
     """Run ``kfc-lite`` in this process: (exit code, stdout, stderr)."""
     capsys.readouterr()

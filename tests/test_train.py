@@ -18,20 +18,6 @@ TINY_SAC = {"hidden": [16, 16], "batch_size": 32, "bc_steps": 4}
 TINY_KOOPMAN = {"latent_dim": 4, "hidden_dim": 16, "max_steps": 10, "max_epochs": 2, "multistep_k": 2}
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """400 random-policy Hopper transitions in D4RL format, episodes cut at 50 steps (seconds to make)."""
-    from kfc_lite.data.collect import RandomPolicy, collect
-    from kfc_lite.envs import make_env
-
-    path = tmp_path_factory.mktemp("data") / "hopper-tiny.hdf5"
-    env = make_env("hopper")
-    collect("hopper-random", RandomPolicy(env.action_space, seed=0), 400, seed=0, path=path, progress=False,
-            max_episode_steps=50)
-    env.close()
-    return str(path)
-
-
 def tiny_config(dataset, out, method="kfc++", **kw):
     base = dict(dataset=dataset, method=method, out=str(out), steps=12, device="cpu", eval_every=6, eval_episodes=1,
                 eval_max_steps=15, log_every=3, checkpoint_every=6, sac=dict(TINY_SAC),
