@@ -50,7 +50,7 @@ TABLE_FORMAT = 1
 #: measured by benchmarks/symmetry_table.py
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 #: rows per chunk of a build: fixed, so that a table is the same whatever the number of workers
-CHUNK_ROWS = 2048
+CHUNK_ROWS = 1024
 #: the probe symmetry whose commutation error a row records is drawn from this seed (the same for every row)
 _PROBE_SEED = 20220708
 
@@ -311,6 +311,33 @@ class SymmetryTable:
                 "settings": dataclasses.asdict(self.settings)}
 
 
+class _NpyWriter:
+    """A ``.npy`` file of a known shape, written chunk by chunk at the chunks' own offsets (``os.pwrite``, so worker
+    threads need no shared file position). Plain writes, not a writable memory map: the pages of a mapped file count
+    as the process's memory until it is unmapped, and a 1M-row table would then occupy its 2.3 GiB twice over during
+    a build that ends by loading it."""
+
+    def __init__(self, path: pathlib.Path, shape: tuple, dtype):
+        self.dtype, self.shape = np.dtype(dtype), tuple(shape)
+        self.row_bytes = self.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64))
+        self.file = open(path, "wb")
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+        np.lib.format.write_array_header_2_0(self.file, header)
+        self.file.flush()
+        self.offset = self.file.tell()
+        self.file.truncate(self.offset + self.row_bytes * self.shape[0])
+
+    def write_rows(self, start: int, rows: np.ndarray) -> None:
+        data = np.ascontiguousarray(rows, dtype=self.dtype)
+        if data.shape[1:] != self.shape[1:]:
+            raise ValueError(f"rows of shape {data.shape[1:]} for a file of rows {self.shape[1:]}")
+        os.pwrite(self.file.fileno(), data.tobytes(), self.offset + start * self.row_bytes)
+
+    def close(self) -> None:
+        os.fsync(self.file.fileno())
+        self.file.close()
+
+
 def _build_into(folder: pathlib.Path, model, transitions: dict, settings: TableSettings, workers: int,
                 progress: bool) -> dict:
     """Compute every row, chunk by chunk over ``workers`` threads, into ``.npy`` files in ``folder``."""
@@ -333,8 +360,7 @@ def _build_into(folder: pathlib.Path, model, transitions: dict, settings: TableS
               "valid": ((N,), np.bool_), "commutation": ((N,), np.float32)}
     if settings.variant == "kfc++":
         shapes.update(coords=((N, n, 2), np_storage), partner=((N, n), np.int16 if n > 127 else np.int8))
-    files = {k: np.lib.format.open_memmap(folder / f"{k}.npy", mode="w+", dtype=dt, shape=shape)
-             for k, (shape, dt) in shapes.items()}
+    files = {k: _NpyWriter(folder / f"{k}.npy", shape, dt) for k, (shape, dt) in shapes.items()}
 
     def as_storage(x: torch.Tensor) -> np.ndarray:
         x = x.to(storage).cpu()
@@ -344,13 +370,13 @@ def _build_into(folder: pathlib.Path, model, transitions: dict, settings: TableS
         stop = min(start + CHUNK_ROWS, N)
         part = [torch.as_tensor(x[start:stop], device=device, dtype=dtype) for x in (obs, acts, nxt)]
         rows = build_rows(model, *part, settings, storage_round=True)
-        files["latent"][start:stop] = rows.latent.float().cpu().numpy()
-        files["basis"][start:stop] = as_storage(rows.basis)
-        files["valid"][start:stop] = rows.valid.cpu().numpy()
-        files["commutation"][start:stop] = rows.commutation.cpu().numpy()
+        files["latent"].write_rows(start, rows.latent.float().cpu().numpy())
+        files["basis"].write_rows(start, as_storage(rows.basis))
+        files["valid"].write_rows(start, rows.valid.cpu().numpy())
+        files["commutation"].write_rows(start, rows.commutation.cpu().numpy())
         if rows.coords is not None:
-            files["coords"][start:stop] = as_storage(rows.coords)
-            files["partner"][start:stop] = rows.partner.cpu().numpy()
+            files["coords"].write_rows(start, as_storage(rows.coords))
+            files["partner"].write_rows(start, rows.partner.cpu().numpy())
         return stop - start
 
     starts = range(0, N, CHUNK_ROWS)
@@ -366,8 +392,7 @@ def _build_into(folder: pathlib.Path, model, transitions: dict, settings: TableS
             finally:
                 pool.shutdown(wait=True)
     for f in files.values():
-        f.flush()
-    del files
+        f.close()
     return {k: {"shape": list(shape), "dtype": np.dtype(dt).str} for k, (shape, dt) in shapes.items()}
 
 
@@ -415,7 +440,7 @@ def symmetry_table(model, transitions: dict, settings: TableSettings, cache_dir,
     larger than this is memory-mapped from disk instead of read into memory. ``workers``: threads of the build
     (default: every core this process may use); the rows are the same for any number.
     """
-    from kfc_lite.settings import available_cores
+    from kfc_lite.settings import available_cores, release_cpu_memory
 
     if not isinstance(settings, TableSettings):
         raise TypeError(f"settings must be a TableSettings, got {type(settings).__name__}")
@@ -448,6 +473,7 @@ def symmetry_table(model, transitions: dict, settings: TableSettings, cache_dir,
         t0 = time.perf_counter()
         arrays = _build_into(tmp, model, transitions, settings, workers, progress)
         seconds = time.perf_counter() - t0
+        release_cpu_memory()  # the chunks' temporaries, which the tuned C allocator would otherwise keep
         for name in arrays:
             arrays[name]["sha256"] = _sha256_file(tmp / f"{name}.npy")
         manifest = {"format": TABLE_FORMAT, "key": key, "settings": dataclasses.asdict(settings),
