@@ -16,6 +16,7 @@ What survives what:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -56,6 +57,49 @@ def _import_ray():
         raise RuntimeError("kfc-lite sweep runs on Ray Tune, which is not installed: pip install 'kfc-lite[sweep]' "
                            "(or pip install 'ray[tune]')") from None
     return ray
+
+
+@contextlib.contextmanager
+def _environ(**values):
+    """``os.environ`` with ``values`` for the ``with`` block, as it was after."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def start_embedded_ray(cpus: int | None = None) -> None:
+    """Start an embedded Ray instance for this process, listening on 127.0.0.1 only.
+
+    Ray gives a node the machine's outward address, and then its servers (the GCS, the raylet, the workers, the
+    agents) listen on every interface: what a cluster needs, and needless exposure for an instance that serves
+    this process alone. Ray has a switch for machines that are no cluster host (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER
+    =0``, the default on Windows and macOS): with it, a node takes 127.0.0.1 and every server listens there. Ray's
+    processes started here read it from the environment; this process read it when it imported Ray, so the switch
+    is also set on the imported module (``ray._private.ray_constants``) while the instance starts. Both are put back
+    afterwards: a later ``ray.init(address=...)`` in this process joins a cluster as usual.
+    """
+    import ray
+    from ray._private import ray_constants
+
+    # a Ray without the switch (a later version) starts the instance as it would anyway
+    had = hasattr(ray_constants, "ENABLE_RAY_CLUSTER")
+    was = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    with _environ(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"):
+        if had:
+            ray_constants.ENABLE_RAY_CLUSTER = False
+        try:
+            # "local" and not None: None would join any cluster `ray start` left running on this machine
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        finally:
+            if had:
+                ray_constants.ENABLE_RAY_CLUSTER = was
 
 
 def check_out_folder(spec: SweepSpec, resume: bool) -> None:
@@ -141,11 +185,10 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     owned = not ray.is_initialized()
-    if owned:
-        # "local" and not None: None would join any cluster `ray start` left running on this machine
-        kwargs = ({"address": address} if address else
-                  {"address": "local", "num_cpus": local_cpus, "include_dashboard": False})
-        ray.init(log_to_driver=False, **kwargs)
+    if owned and address:
+        ray.init(address=address, log_to_driver=False)
+    elif owned:
+        start_embedded_ray(local_cpus)
     ray_start_s = time.perf_counter() - t0
     where = f"the Ray cluster at {address}" if address else "an embedded Ray instance"
     cpus = ray.cluster_resources().get("CPU", 0)
