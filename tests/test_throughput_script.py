@@ -114,6 +114,7 @@ def test_memory_benchmark_reports_the_symmetry_table(tmp_path):
     records = {r["method"]: r for r in json.loads((tmp_path / "memory.json").read_text())}
     assert records["cql"]["table"] is None
     assert records["cql"]["data_cost_ratio"] == records["cql"]["data_cost_ratio_without_table"]
-    assert records["kfc++"]["table"]["rows"] == 3000 and not records["kfc++"]["table"]["mapped"]
+    # 3 episodes of 1000 rows, each ending in a time-out row that qlearning_dataset leaves out: 2997 transitions
+    assert records["kfc++"]["table"]["rows"] == 2997 and not records["kfc++"]["table"]["mapped"]
     assert records["kfc++:mapped"]["table"]["mapped"]
     assert "symmetry table" in (tmp_path / "memory.md").read_text()
