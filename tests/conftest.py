@@ -29,3 +29,25 @@ def dataset(tmp_path_factory):
             max_episode_steps=50)
     env.close()
     return str(path)
+
+
+def checkpoint_tensors(path) -> tuple[int, dict]:
+    """A training checkpoint's step and every tensor of its agent, sampler and RNG states, by path in the nesting:
+    what two runs that took the same steps must hold bit for bit."""
+    import torch
+
+    ckpt = torch.load(path, weights_only=True)
+    flat = {}
+
+    def walk(prefix, x):
+        if isinstance(x, torch.Tensor):
+            flat[prefix] = x
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                walk(f"{prefix}/{k}", v)
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                walk(f"{prefix}/{i}", v)
+
+    walk("", {k: ckpt[k] for k in ("agent", "sampler", "rng")})
+    return int(ckpt["step"]), flat

@@ -16,6 +16,7 @@ import torch
 from kfc_lite.cli import main as cli_main
 from kfc_lite.files import checksum_path, load_verified, previous_path, save_verified
 from kfc_lite.train import read_metrics
+from conftest import checkpoint_tensors
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--device", "cpu", "--no-progress", "--set", "eval_episodes=0", "--set", "log_every=3", "--set",
@@ -44,21 +45,7 @@ def snapshot(folder: pathlib.Path) -> dict:
 
 
 def tensors(path) -> dict:
-    ckpt = torch.load(path, weights_only=True)
-    flat = {}
-
-    def walk(prefix, x):
-        if isinstance(x, torch.Tensor):
-            flat[prefix] = x
-        elif isinstance(x, dict):
-            for k, v in x.items():
-                walk(f"{prefix}/{k}", v)
-        elif isinstance(x, (list, tuple)):
-            for i, v in enumerate(x):
-                walk(f"{prefix}/{i}", v)
-
-    walk("", {k: ckpt[k] for k in ("agent", "sampler", "rng")})
-    return flat
+    return checkpoint_tensors(path)[1]
 
 
 def assert_same_tensors(a: dict, b: dict):

@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 from kfc_lite.cli import main as cli_main  # noqa: E402
 from kfc_lite.files import save_verified  # noqa: E402
 from kfc_lite.train import METHODS, TrainConfig, read_metrics, train, train_online_sac  # noqa: E402
+from conftest import checkpoint_tensors  # noqa: E402
 
 TINY_SAC = {"hidden": [16, 16], "batch_size": 32, "bc_steps": 4}
 TINY_KOOPMAN = {"latent_dim": 4, "hidden_dim": 16, "max_steps": 10, "max_epochs": 2, "multistep_k": 2}
@@ -83,24 +84,6 @@ def test_cli_train_and_eval(dataset, tmp_path, capsys, method):
     assert ev["episodes"] == 2 and len(ev["returns"]) == 2 and ev["env"] == "hopper-random-replica"
 
 
-def _checkpoint_tensors(path):
-    ckpt = torch.load(path, weights_only=True)
-    flat = {}
-
-    def walk(prefix, x):
-        if isinstance(x, torch.Tensor):
-            flat[prefix] = x
-        elif isinstance(x, dict):
-            for k, v in x.items():
-                walk(f"{prefix}/{k}", v)
-        elif isinstance(x, (list, tuple)):
-            for i, v in enumerate(x):
-                walk(f"{prefix}/{i}", v)
-
-    walk("", {"agent": ckpt["agent"], "sampler": ckpt["sampler"], "rng": ckpt["rng"]})
-    return ckpt["step"], flat
-
-
 @pytest.mark.parametrize("method", ["kfc++", "s4rl"])
 def test_stop_and_resume_is_bit_exact(dataset, tmp_path, method):
     """12 steps in one go == 6 steps, stop, resume to 12 (the RNG streams of sampler, augmenter and actor included)."""
@@ -114,8 +97,8 @@ def test_stop_and_resume_is_bit_exact(dataset, tmp_path, method):
     resumed = train(tiny_config(dataset, tmp_path / "two", method, steps=12, sac=dict(TINY_SAC, bc_steps=8)),
                     resume=True, progress=False)
     assert resumed.agent.step == 12
-    step_a, a = _checkpoint_tensors(tmp_path / "one" / "checkpoint.pt")
-    step_b, b = _checkpoint_tensors(tmp_path / "two" / "checkpoint.pt")
+    step_a, a = checkpoint_tensors(tmp_path / "one" / "checkpoint.pt")
+    step_b, b = checkpoint_tensors(tmp_path / "two" / "checkpoint.pt")
     assert step_a == step_b == 12 and a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
