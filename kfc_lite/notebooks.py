@@ -1,4 +1,4 @@
-"""Notebook conventions shared by the tests and the student edition (see DESIGN.md).
+"""Notebook conventions shared by the tests and the student edition (docs/design.md).
 
 * the first cell is markdown: a title, objectives, prerequisites, run time on a CPU and on a GPU,
   and the quick-mode switch (``KFC_QUICK``);
@@ -36,7 +36,7 @@ def draws_figure(cell) -> bool:
 
 
 def convention_problems(nb) -> list[str]:
-    """Everything in notebook ``nb`` (an nbformat node) that breaks DESIGN.md's conventions."""
+    """Everything in notebook ``nb`` (an nbformat node) that breaks the conventions of docs/design.md."""
     problems = []
     cells = nb.cells
     if not cells or cells[0].cell_type != "markdown":

@@ -1,6 +1,6 @@
 """The KFC paper's results, as data: the rows of Table 1 that could be recovered, with their dataset version.
 
-Source: ``kfc-paper.md`` section 5 (Weissenbacher et al., ICML 2022, Table 1). Only five rows of Table 1 could be
+Source: ``docs/paper.md``, 'Table 1, as far as recovered' (Weissenbacher et al., ICML 2022, Table 1). Only five rows of Table 1 could be
 recovered; their values are D4RL normalized scores (percent) on **-v0** datasets. The CQL column equals the CQL
 paper's (Kumar et al. 2020) numbers for the same rows. Scores on ``-v2`` datasets, or on the locally generated
 ``-replica`` datasets of kfc-lite, are not comparable with these numbers: report the version with every number
@@ -34,7 +34,7 @@ class Table1Row:
     task: str  #: e.g. ``hopper-medium`` (D4RL name without the version)
     version: str  #: the dataset version the numbers were measured on (``v0`` for all recovered rows)
     scores: dict = field(default_factory=dict)  #: method (see :data:`METHODS`) -> D4RL normalized score (%)
-    source: str = "KFC paper, Table 1 (rows recovered in kfc-paper.md section 5)"
+    source: str = "KFC paper, Table 1 (rows recovered in docs/paper.md)"
 
     @property
     def dataset(self) -> str:
@@ -157,7 +157,7 @@ def final_score(eval_rows, last: int = 1) -> float:
     ``eval_rows`` are the ``{"kind": "eval", "step", "normalized", ...}`` rows of a run's ``metrics.jsonl``
     (:func:`kfc_lite.train.read_metrics`, or ``RunResult.evals``), in any order. Averaging a few final
     evaluations is less noisy than the last one alone and, unlike the best one over training, does not select
-    on the test episodes (kfc-paper.md, open question 15).
+    on the test episodes (docs/paper.md, 'Evaluation protocol').
     """
     rows = [r for r in eval_rows if r.get("kind", "eval") == "eval"]
     if not rows:

@@ -7,7 +7,7 @@ symmetry of that latent step: if ``z' = K z`` then ``(I + sigma) z' = K (I + sig
 ``I + eps*sigma`` being the first-order part of the one-parameter group ``exp(eps*sigma)``.)
 
 When ``K = U diag(lambda) U^-1`` is diagonalisable with distinct eigenvalues, the matrices that commute
-with it (its *commutant*) are exactly ``U diag(d) U^-1`` for complex ``d`` (paper section 3 (c)). The two
+with it (its *commutant*) are exactly ``U diag(d) U^-1`` for complex ``d`` (the paper's section 3). The two
 samplers of the paper pick elements of that family:
 
 * **KFC++** (:func:`kfcpp_symmetry`, the authors' "Eigenspace" variant, KFC''): ``Re(U diag(eps) U^-1)``
@@ -19,7 +19,7 @@ Everything is batched over leading dimensions (``K`` of shape ``(..., n, n)``), 
 device with ``torch.linalg.eig``, and marks the samples whose eigen-decomposition cannot be trusted
 (non-finite, or an ill-conditioned eigenvector matrix, as for a defective ``K`` such as a Jordan block)
 in a validity mask instead of silently returning a matrix that does not commute (the authors' code falls
-back to ``U = I`` there, which is *not* a symmetry; paper open question 7).
+back to ``U = I`` there, which is *not* a symmetry; docs/paper.md, 'The symmetry augmentation').
 """
 from __future__ import annotations
 

@@ -88,7 +88,7 @@ class TrainConfig:
     path), ``env`` (a D4RL family or gymnasium id, only needed when the dataset's name and metadata do not
     tell), ``download`` (fetch a D4RL file that is not in the cache).
 
-    Method: ``method`` in cql, s4rl, kfc, kfc++. Augmentation (kfc-paper.md section 2): ``noise_sigma`` is
+    Method: ``method`` in cql, s4rl, kfc, kfc++. Augmentation (docs/paper.md, 'The symmetry augmentation'): ``noise_sigma`` is
     S4RL's noise (also KFC's fall-back branch), ``shift_sigma`` the symmetry scale (units of 3e-3 for KFC++),
     ``p_koopman`` the probability of the symmetry branch, drawn once ``per`` batch (the authors' code) or sample,
     ``gauged`` the residual form ``s + D((I+sigma)E(s)) - D(E(s))``. KFC and KFC++ read each transition's

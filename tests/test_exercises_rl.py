@@ -176,7 +176,7 @@ def test_table1_rows_are_v0_and_complete():
     assert paper.table1_row("hopper-medium-v2").scores == {"cql": 58.0, "s4rl": 78.9, "s4rl-adv": 81.3,
                                                            "kfc": 90.6, "kfc++": 94.2}
     mean_kfcpp = np.mean([r.scores["kfc++"] for r in paper.TABLE1])
-    assert mean_kfcpp == pytest.approx(91.2, abs=0.05)  # kfc-paper.md: "the mean of the 5 KFC++ rows is 91.2"
+    assert mean_kfcpp == pytest.approx(91.2, abs=0.05)  # docs/paper.md: the mean of the five KFC++ rows is 91.2
     assert paper.table1_row("hopper-random-v0") is None
 
 

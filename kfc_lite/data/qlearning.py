@@ -9,7 +9,7 @@ D4RL (``d4rl/__init__.py``) walks the rows i = 0 .. N-2 and
   * always drops the last row, which has no next row.
 On a true-terminal row s' is therefore the next episode's first state. TD learning masks the bootstrap there, so
 it does no harm, but a dynamics model must not learn from it: pass ``use_next_observations=True`` to take s' from
-the stored ``next_observations`` instead (same rows, only s' changes; see open question 10 in the paper notes).
+the stored ``next_observations`` instead (same rows, only s' changes; docs/paper.md, 'The Koopman forward model').
 
 D4RL's step counter, in files without ``timeouts``, has a quirk we reproduce exactly: after a terminal row it
 restarts at 1, not 0, so the next episode's "final" row (dropped) comes one step early; after a dropped time-out

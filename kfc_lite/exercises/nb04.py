@@ -147,7 +147,7 @@ _augmented_terms = multiple_choice(
     {
         "a": "the authors' code keeps the actor and the CQL log-sum-exp on clean states; only the critic's "
              "regression (and the data term of the penalty, which shares Q(s~, a)) sees the new states.",
-        "b": "this is the routing of the authors' KFC_prime.py (kfc-paper.md open question 4): the augmented "
+        "b": "this is the routing of the authors' KFC_prime.py (docs/paper.md, 'Where augmented states go'): the augmented "
              "transition (s~, a, r, s~') feeds the TD regression, while a' is sampled at the clean s'.",
         "c": "the actor is trained on clean states; augmentation enlarges the critic's training set.",
         "d": "the TD term regresses Q(s~, a) onto the target at s~': both ends of the transition move together, "

@@ -81,7 +81,7 @@ _next_action_state = multiple_choice(
     "b",
     {
         "a": "the target critic is evaluated at s~', but the policy is queried at the clean s' (KFC_prime.py).",
-        "b": "the policy never sees augmented states; only the critics do (kfc-paper.md, open question 4).",
+        "b": "the policy never sees augmented states; only the critics do (docs/paper.md, 'Where augmented states go').",
         "c": "that would be SARSA-style evaluation of the behaviour policy; SAC samples a' from the current policy.",
     },
 )

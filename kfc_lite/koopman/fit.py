@@ -1,4 +1,4 @@
-"""Training the Koopman forward model (paper section 1 of kfc-paper.md; the authors' ``main_kfc.py``).
+"""Training the Koopman forward model (docs/paper.md, 'The Koopman forward model'; the authors' ``main_kfc.py``).
 
 The loss is one-step only, with no latent-consistency and no multi-step term:
 
@@ -66,7 +66,7 @@ class KoopmanTrainConfig:
     stop_forward: float = 0.90
     stop_recon: float = 0.90
     multistep_k: int = 10
-    #: opt-in extension, NOT in the paper (kfc-paper.md open question 6): weight of Huber(K(a) E(s), E(s')).
+    #: opt-in extension, NOT in the paper (docs/paper.md, 'The Koopman forward model'): weight of Huber(K(a) E(s), E(s')).
     #: 0 (the paper) leaves K(a) free wherever the decoder does not look, which spoils open-loop rollouts.
     latent_weight: float = 0.0
     #: at most this many validation segments enter the logged multi-step error (it is a diagnostic, keep it cheap)
@@ -411,8 +411,8 @@ def fit_koopman(transitions: dict, config: KoopmanTrainConfig | None = None, dev
             optionally ``timeouts`` / ``episode_starts``. Rows with ``terminals=True`` are left out: in a
             ``d4rl.qlearning_dataset``-style log, the "next observation" of a terminal row is often the first
             state of the next episode, not a successor, and even when it is the true post-step state it marks
-            an episode boundary whose dynamics (falling over) the model need not fit (kfc-paper.md, open
-            question 10; the original code keeps them, a small fidelity trade-off we take for correctness).
+            an episode boundary whose dynamics (falling over) the model need not fit (docs/paper.md, 'The
+            Koopman forward model'; the original code keeps them, a small fidelity trade-off we take for correctness).
         config: :class:`KoopmanTrainConfig`, the paper's defaults when None.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...; the data is moved there once and minibatches are drawn by
             index permutation on the device.

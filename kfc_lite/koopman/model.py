@@ -1,4 +1,4 @@
-"""The Koopman forward model with control (KFC's ``MLP_Koopman_Bilinear``, paper section 1 of kfc-paper.md).
+"""The Koopman forward model with control (KFC's ``MLP_Koopman_Bilinear``, docs/paper.md, 'The Koopman forward model').
 
     s_t --E--> z_t --K(a_t)--> z_{t+1} --D--> s_{t+1},      K(a) = K0 + sum_i a_i K_i
 

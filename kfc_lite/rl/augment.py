@@ -2,8 +2,8 @@
 
 One interface: ``augmenter(batch) -> batch`` on a dict of torch tensors with ``observations``, ``actions``,
 ``rewards``, ``next_observations``, ``terminals`` (and anything else, passed through). Only
-``observations`` and ``next_observations`` change; actions, rewards and done flags stay as logged (paper
-section 2 and open question 4; keeping the reward is the small-shift approximation of section 3 (d)).
+``observations`` and ``next_observations`` change; actions, rewards and done flags stay as logged (docs/paper.md,
+'Where augmented states go'; keeping the reward is the small-shift approximation of the paper's section 3).
 Where the augmented states go (the critic's TD term and the data term of the CQL penalty, not the actor)
 is the training loop's business.
 

@@ -1,7 +1,7 @@
 """Networks for SAC+CQL: an MLP, a vectorised critic ensemble and a tanh-Gaussian actor.
 
 Initialisation follows the authors' ``model.py`` (itself from pranz24's SAC): Xavier-uniform weights (gain 1)
-and zero biases, ReLU hidden layers, log-std clamped to [-20, 2] (kfc-paper.md, section 4).
+and zero biases, ReLU hidden layers, log-std clamped to [-20, 2] (docs/paper.md, 'The offline RL base').
 
 The critic ensemble keeps the weights of all critics stacked, shape ``(E, in, out)``, and evaluates many
 actions per state in one call (the CQL penalty asks for 30 actions per state). Each critic runs as plain

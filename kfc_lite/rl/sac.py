@@ -1,7 +1,7 @@
 """SAC + CQL(H), with the state augmentation of S4RL, KFC and KFC++ routed as in the authors' code.
 
 Read top to bottom: the configuration and its presets, the losses as small functions, then the agent whose
-``update(batch)`` is one gradient step. References: kfc-paper.md section 4 (the authors' ``KFC_prime.py``)
+``update(batch)`` is one gradient step. References: docs/paper.md, 'The offline RL base' (the authors' ``KFC_prime.py``)
 and section 2, "Where the augmented states go".
 
 One update, in the authors' order:
@@ -44,7 +44,7 @@ PRECISIONS = ("fp32", "bf16")
 
 @dataclass
 class SACConfig:
-    """Every hyperparameter of SAC+CQL. The defaults are the authors' KFC code (kfc-paper.md, section 4).
+    """Every hyperparameter of SAC+CQL. The defaults are the authors' KFC code (docs/paper.md, 'The offline RL base').
 
     Entropy: ``alpha`` is the temperature, fixed unless ``auto_alpha`` (then it is the initial value, tuned
     towards ``target_entropy``, default ``-action_dim``). ``backup_entropy`` keeps ``-alpha log pi(a'|s')``
@@ -159,7 +159,7 @@ def _checked_fields(cls, d: dict, what: str) -> dict:
     return dict(d)
 
 
-#: Named settings (kfc-paper.md section 4): the authors' KFC code, the official CQL script, CORL's CQL,
+#: Named settings (docs/paper.md, 'The offline RL base'): the authors' KFC code, the official CQL script, CORL's CQL,
 #: and plain online SAC (for behaviour policies). CORL's orthogonal init and state normalisation are not
 #: reproduced (our networks keep Xavier init; no normalisation, as in the KFC code).
 PRESETS: dict[str, dict] = {

@@ -56,7 +56,7 @@ BUDGETS = {
     # a longer CPU run, resumed over sessions (one core: ~15 min per CQL run, ~30 per KFC run in bf16; 24 runs): ten
     # times the steps and a Koopman model pre-trained ten times longer. At 1000 steps the halfcheetah policies had
     # not left the random level (normalized ~0 against the data's 40.8), so the `cpu` budget cannot rank the methods
-    # there. The three datasets are the medium rows of the paper's Table 1 that could be recovered (kfc-paper.md
+    # there. The three datasets are the medium rows of the paper's Table 1 that could be recovered (docs/paper.md,
     # section 5). Write its results elsewhere: --results benchmarks/results/cpu-long
     "cpu-long": Budget("cpu-long", ("halfcheetah-medium-replica:100000", "hopper-medium-replica:100000",
                                     "walker2d-medium-replica:100000"), (0, 1, 2),
@@ -68,7 +68,7 @@ BUDGETS = {
     "pendulum-5k": Budget("pendulum-5k", ("pendulum-medium-replica:5000",), tuple(range(10)), steps=5000,
                           eval_every=500, eval_episodes=5, last_k=2, log_every=250, sac=dict(hidden=(64, 64)),
                           koopman=dict(latent_dim=16, hidden_dim=128)),
-    # the paper's: 1M gradient steps, full-size replicas, evaluation every 5k steps (kfc-paper.md section 4)
+    # the paper's: 1M gradient steps, full-size replicas, evaluation every 5k steps (docs/paper.md, 'The offline RL base')
     "full": Budget("full", ("hopper-medium-replica", "halfcheetah-medium-replica", "walker2d-medium-replica",
                             "hopper-medium-replay-replica", "halfcheetah-medium-replay-replica",
                             "walker2d-medium-replay-replica"), (0, 1, 2, 3, 4),

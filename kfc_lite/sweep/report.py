@@ -24,7 +24,7 @@ from kfc_lite.sweep.budgets import Budget
 from kfc_lite.sweep.spec import ALL_METHODS, VARIANTS
 
 
-#: Paper, Table 1 (D4RL v0 data, kfc-paper.md section 5): for orientation only, never comparable to a replica.
+#: Paper, Table 1 (D4RL v0 data, docs/paper.md): for orientation only, never comparable to a replica.
 PAPER_V0 = {"halfcheetah-medium": {"cql": 44.4, "s4rl": 48.8, "kfc": 55.9, "kfc++": 59.1},
             "hopper-medium": {"cql": 58.0, "s4rl": 78.9, "kfc": 90.6, "kfc++": 94.2},
             "walker2d-medium": {"cql": 79.2, "s4rl": 93.6, "kfc": 102.1, "kfc++": 108.0}}
