@@ -37,7 +37,8 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue a sweep whose driver stopped: only unfinished "
                                                          "trials run")
     p.add_argument("--cpus", type=int, default=None, help="CPUs of the embedded Ray instance (default: all)")
-    p.add_argument("--results", default=None, help="where learning.json, learning.md and learning.png go (default: <out>/results)")
+    p.add_argument("--results", default=None,
+                   help="where learning.json, learning.md and learning.png go (default: <out>/results)")
     p.add_argument("--table-every", type=float, default=10.0, help="seconds between two prints of the live table")
     p.add_argument("--dry-run", action="store_true", help="check the sweep file and list its trials; run nothing")
     p.set_defaults(func=_cmd_sweep)

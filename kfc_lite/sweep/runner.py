@@ -166,7 +166,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     """Run every unfinished trial of ``spec`` and write the results; see the module docstring.
 
     ``address``: a Ray cluster (``host:port``); None: ``RAY_ADDRESS``, else an embedded instance with
-    ``local_cpus`` CPUs (default: all). ``results``: where learning.json, learning.md and learning.png go (default ``<out>/results``).
+    ``local_cpus`` CPUs (default: all). ``results``: where learning.json, learning.md and learning.png go
+    (default ``<out>/results``).
     """
     from kfc_lite.sweep.live import LiveTable
     from kfc_lite.sweep.trial import run_trial
