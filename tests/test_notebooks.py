@@ -114,3 +114,12 @@ def test_student_edition_runs(path, tmp_path):
     statuses = check_statuses(student)
     assert statuses, "the student edition printed no exercise feedback"
     assert all(status == "not done yet" for _, status in statuses), statuses
+
+
+def test_symbol_table_in_notebook_00_is_docs_notation():
+    """Notebook 00 shows the course's symbol table; docs/notation.md holds the same one, so neither drifts."""
+    doc = (ROOT / "docs" / "notation.md").read_text()
+    table = doc.split("<!-- symbol-table:start -->")[1].split("<!-- symbol-table:end -->")[0].strip()
+    nb = nbformat.read(ROOT / "notebooks" / "00_start_here.ipynb", as_version=4)
+    assert any(table in c.source for c in nb.cells if c.cell_type == "markdown"), (
+        "notebook 00's symbol table differs from docs/notation.md: copy the table between the markers")
