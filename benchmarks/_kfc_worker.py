@@ -71,10 +71,15 @@ def main():
         table_info = attach_table(augmenter, model, data, a)
     # bc_steps=0: time the regular (post-warm-up) step, which is what almost all of a run does.
     cfg = SACConfig.preset("kfc-code", hidden=tuple(a.hidden), precision=a.precision, compile=a.compile, bc_steps=0)
-    agent = SACCQL(ds, da, cfg, device=dev, augmenter=augmenter)
+    agent = SACCQL(ds, da, cfg, device=dev)
     batches = TransitionSampler(data, 256, dev, seed=a.seed, mode="uniform")
+
+    def step(agent, augmenter, batches):
+        batch = batches.sample()
+        agent.update(batch, augmenter(batch), metrics=False)
+
     for _ in range(a.warmup):
-        agent.update(batches.sample(), metrics=False)
+        step(agent, augmenter, batches)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -82,7 +87,7 @@ def main():
         sync()
         t0 = time.perf_counter()
         for _ in range(a.steps):
-            agent.update(batches.sample(), metrics=False)
+            step(agent, augmenter, batches)
         sync()
         return time.perf_counter() - t0
 

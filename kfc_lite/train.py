@@ -572,14 +572,14 @@ def _train(config: TrainConfig, run_dir: pathlib.Path, device, resume: bool, pro
         table = _symmetry_table(config, augmenter, model, q, run_dir, device, progress)
         augmenter.use_table(table)
     seed_everything(config.seed)  # the agent starts the same whether the Koopman model was trained or loaded
-    agent = SACCQL(ds, da, sac_config, device, augmenter=augmenter)
+    agent = SACCQL(ds, da, sac_config, device)
     sampler = TransitionSampler(q, sac_config.batch_size, device, seed=config.seed, mode=config.sampling)
 
     start = 0
     if ckpt is not None:
         agent.load_state_dict(ckpt["agent"])
         sampler.load_state_dict(ckpt["sampler"])
-        if augmenter is not None and "augmenter" in ckpt:
+        if "augmenter" in ckpt:
             augmenter.load_state_dict(ckpt["augmenter"])
         elif isinstance(augmenter, KoopmanAugmenter):
             warnings.warn(f"{ckpt_path} was written before checkpoints held the Koopman augmenter's branch draw: the "
@@ -604,19 +604,21 @@ def _train(config: TrainConfig, run_dir: pathlib.Path, device, resume: bool, pro
     try:
         for step in range(start + 1, config.steps + 1):
             want = step % config.log_every == 0 or step == config.steps
-            metrics = agent.update(sampler.sample(), metrics=want)  # metrics=False: no device sync on most steps
+            batch = sampler.sample()
+            augmented = augmenter(batch)
+            metrics = agent.update(batch, augmented, metrics=want)  # metrics=False: no device sync on most steps
             steps_since_log += 1
             if want:
                 now = time.perf_counter()
                 sps = steps_since_log / max(now - t_log - paused, 1e-9)
                 t_log, paused, steps_since_log = now, 0.0, 0
+                metrics.update({f"aug_{k}": float(v) for k, v in augmenter.stats.items()})
                 metrics.update(kind="train", step=step, steps_per_second=sps)
                 bad = run_folder.nonfinite_metrics(metrics)
                 if bad:
                     raise _diverged(step, ", ".join(f"{k} = {v}" for k, v in bad.items()), run_dir, last_checkpoint)
                 log(metrics)
-                if augmenter is not None:
-                    augmenter.reset_stats()  # augmentation statistics per logging interval
+                augmenter.reset_stats()  # augmentation statistics per logging interval
                 postfix.update(sps=f"{sps:.1f}", q=f"{metrics['q_data']:.1f}")
                 bar.set_postfix(postfix, refresh=False)
             do_eval = config.eval_episodes > 0 and (step == config.steps or bool(config.eval_every and step % config.eval_every == 0))
@@ -638,8 +640,8 @@ def _train(config: TrainConfig, run_dir: pathlib.Path, device, resume: bool, pro
                     postfix["score"] = f"{row['normalized']:.1f}"
                     bar.set_postfix(postfix, refresh=False)
                 if do_ckpt:
-                    aug_state = augmenter.state_dict() if augmenter is not None else {}
-                    payload = _checkpoint_payload(agent, sampler, step, device, extra={"augmenter": aug_state})
+                    payload = _checkpoint_payload(agent, sampler, step, device,
+                                                  extra={"augmenter": augmenter.state_dict()})
                     save_verified(payload, ckpt_path, label=f"step {step}")
                     last_checkpoint = step
                 dt = time.perf_counter() - t0

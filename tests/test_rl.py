@@ -232,14 +232,11 @@ def test_cql_pushes_ood_q_below_dataset_q():
     assert with_cql > without + 1.0, (with_cql, without)
 
 
-class MarkingAugmenter:
-    """A test double: adds 1000 to observations and 2000 to next observations, so every consumer shows which it saw."""
-
-    def augment(self, batch):
-        out = dict(batch)
-        out["observations"] = batch["observations"] + 1000.0
-        out["next_observations"] = batch["next_observations"] + 2000.0
-        return out
+def marked(batch):
+    """A test double of an augmenter's output: observations + 1000 and next observations + 2000, so every consumer
+    shows which it saw."""
+    return dict(batch, observations=batch["observations"] + 1000.0,
+                next_observations=batch["next_observations"] + 2000.0)
 
 
 class Recorder(torch.nn.Module):
@@ -254,14 +251,14 @@ class Recorder(torch.nn.Module):
 
 def test_augmented_states_go_where_the_authors_code_puts_them():
     torch.manual_seed(0)
-    agent = SACCQL(DS, DA, SACConfig(**TINY, bc_steps=0), "cpu", augmenter=MarkingAugmenter())
+    agent = SACCQL(DS, DA, SACConfig(**TINY, bc_steps=0), "cpu")
     log = []
     agent._actor_fn = Recorder(agent.actor, log, "actor")
     agent._critic_fn = Recorder(agent.critic, log, "critic")
     agent._target_fn = Recorder(agent.critic_target, log, "target")
     b = make_batch(B=16)
     s, s2 = b["observations"], b["next_observations"]
-    agent.update(b)
+    agent.update(b, marked(b))
 
     def kind(x):
         for name, ref in (("s", s), ("s~", s + 1000), ("s'", s2), ("s~'", s2 + 2000)):
@@ -324,6 +321,10 @@ def test_batch_errors_name_the_problem():
         agent.update({k: v for k, v in b.items() if k != "rewards"})
     with pytest.raises(ValueError, match="observations"):
         agent.update(dict(b, observations=torch.randn(64, DS + 1)))
+    with pytest.raises(TypeError, match="augmenter"):
+        agent.update(b, b["observations"])
+    with pytest.raises(ValueError, match="this very batch"):
+        agent.update(b, dict(b, observations=b["observations"][:10]))
 
 
 def test_act_shapes():

@@ -1,7 +1,10 @@
 """State augmenters for offline RL: none (CQL), S4RL Gaussian noise, and the Koopman symmetries (KFC, KFC++).
 
 One interface: ``augmenter(batch) -> batch`` on a dict of torch tensors with ``observations``, ``actions``,
-``rewards``, ``next_observations``, ``terminals`` (and anything else, passed through). Only
+``rewards``, ``next_observations``, ``terminals`` and, for a batch drawn from a dataset, ``indices`` (its rows in
+that dataset, with which the Koopman augmenter reads the dataset's symmetry table; other keys pass through). A
+training step is ``augmented = augmenter(batch)`` then ``agent.update(batch, augmented)``; plain CQL's augmenter
+is :class:`NoAugmentation`. Only
 ``observations`` and ``next_observations`` change; actions, rewards and done flags stay as logged (docs/paper.md,
 'Where augmented states go'; keeping the reward is the small-shift approximation of the paper's section 3).
 Where the augmented states go (the critic's TD term and the data term of the CQL penalty, not the actor)

@@ -1,12 +1,13 @@
 """SAC + CQL(H), with the state augmentation of S4RL, KFC and KFC++ routed as in the authors' code.
 
 Read top to bottom: the configuration and its presets, the losses as small functions, then the agent whose
-``update(batch)`` is one gradient step. References: docs/paper.md, 'The offline RL base' (the authors' ``KFC_prime.py``)
+``update(batch, augmented)`` is one gradient step. References: docs/paper.md, 'The offline RL base' (the authors' ``KFC_prime.py``)
 and section 2, "Where the augmented states go".
 
 One update, in the authors' order:
 
-1. augment the batch: ``s~, s~'`` (only the critic's TD term and the CQL data term see them);
+1. the caller augments the batch, ``augmented = augmenter(batch)``, and passes both: ``s~, s~'`` (only the
+   critic's TD term and the CQL data term see them);
 2. critic: TD regression of ``Q_j(s~, a)`` onto ``r + gamma (1 - d) [min_j Qbar_j(s~', a') - alpha log pi(a'|s')]``
    with ``a' ~ pi(.|s')`` at the *clean* ``s'``; plus the CQL penalty, a log-sum-exp over random, current-policy
    and next-policy actions at the *clean* ``s`` minus ``Q(s~, a)``, weighted by a Lagrange multiplier;
@@ -265,32 +266,27 @@ BATCH_KEYS = ("observations", "actions", "rewards", "next_observations", "termin
 
 
 class SACCQL:
-    """SAC + CQL with optional state augmentation: ``update(batch) -> dict``, ``act(obs)``, ``state_dict()``.
+    """SAC + CQL with optional state augmentation: ``update(batch, augmented) -> dict``, ``act(obs)``, ``state_dict()``.
 
     Parameters
     ----------
     state_dim, action_dim : dimensions of the task (actions in [-1, 1]).
     config : :class:`SACConfig` (the KFC code's settings when None).
     device : ``"cpu"``, ``"cuda"``, ``"auto"``... (``kfc_lite.settings.resolve_device``).
-    augmenter : anything with ``augment(batch) -> batch`` (``kfc_lite.rl.augment``), or None (plain CQL).
 
     A batch is a dict of tensors on ``device``: ``observations`` (B, ds), ``actions`` (B, da), ``rewards`` (B,),
     ``next_observations`` (B, ds), ``terminals`` (B,) bool or float (true terminations only).
     """
 
-    def __init__(self, state_dim: int, action_dim: int, config: SACConfig | None = None, device="cpu",
-                 augmenter=None):
+    def __init__(self, state_dim: int, action_dim: int, config: SACConfig | None = None, device="cpu"):
         from kfc_lite.settings import resolve_device, tune_cpu_allocator
 
         tune_cpu_allocator()  # the step's large temporaries stay in the heap (no page faults each step)
         self.config = config = SACConfig() if config is None else config
         if not isinstance(config, SACConfig):
             raise TypeError(f"config must be a SACConfig, got {type(config).__name__}")
-        if augmenter is not None and not callable(getattr(augmenter, "augment", None)):
-            raise TypeError(f"an augmenter needs an augment(batch) method, {type(augmenter).__name__} has none")
         self.device = resolve_device(device)
         self.state_dim, self.action_dim = state_dim, action_dim
-        self.augmenter = augmenter
         self.actor = TanhGaussianActor(state_dim, action_dim, config.hidden).to(self.device)
         self.critic = CriticEnsemble(state_dim, action_dim, config.hidden, config.n_critics).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
@@ -313,7 +309,7 @@ class SACCQL:
 
     def __repr__(self) -> str:
         return (f"SACCQL(state_dim={self.state_dim}, action_dim={self.action_dim}, device={self.device}, "
-                f"augmenter={self.augmenter!r}, step={self.step})")
+                f"step={self.step})")
 
     # -- helpers -----------------------------------------------------------------------------------------
     def _autocast(self):
@@ -346,21 +342,35 @@ class SACCQL:
         if s.device != self.device:
             raise ValueError(f"the batch is on {s.device} but the agent on {self.device}: sample batches on the agent's device")
 
+    @staticmethod
+    def _augmented_states(batch: dict, augmented: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(s~, s~')``: the augmented batch's states, checked against the batch, or the batch's own."""
+        s, s_next = batch["observations"], batch["next_observations"]
+        if augmented is None:
+            return s, s_next
+        if not isinstance(augmented, dict) or any(k not in augmented for k in ("observations", "next_observations")):
+            raise TypeError("augmented must be the dict an augmenter returns for this batch (augmenter(batch)), with "
+                            f"'observations' and 'next_observations'; got {type(augmented).__name__}")
+        s_aug, s_next_aug = augmented["observations"], augmented["next_observations"]
+        if s_aug.shape != s.shape or s_next_aug.shape != s_next.shape or s_aug.device != s.device:
+            raise ValueError(f"the augmented states {tuple(s_aug.shape)} on {s_aug.device} do not match the batch's "
+                             f"{tuple(s.shape)} on {s.device}: pass augmenter(batch) of this very batch")
+        return s_aug, s_next_aug
+
     # -- one gradient step -------------------------------------------------------------------------------
-    def update(self, batch: dict, metrics: bool = True) -> dict:
+    def update(self, batch: dict, augmented: dict | None = None, metrics: bool = True) -> dict:
         """One gradient step on ``batch``; returns the step's losses and diagnostics as floats.
 
+        ``augmented`` is what an augmenter made of this batch (``augmenter(batch)``, :mod:`kfc_lite.rl.augment`):
+        its ``observations`` and ``next_observations`` are the ``s~`` and ``s~'`` of the critic's TD term and of
+        the CQL data term; everything else comes from ``batch``. ``None`` (plain CQL) uses the batch's own states.
         ``metrics=False`` skips building the dict (and the device synchronisation it needs) and returns {}.
         """
         cfg = self.config
         self._check_batch(batch)
         s, a, r = batch["observations"], batch["actions"], batch["rewards"].float()
         s_next, done = batch["next_observations"], batch["terminals"].float()
-        if self.augmenter is not None:
-            aug = self.augmenter.augment(batch)
-            s_aug, s_next_aug = aug["observations"], aug["next_observations"]
-        else:
-            s_aug, s_next_aug = s, s_next
+        s_aug, s_next_aug = self._augmented_states(batch, augmented)
         alpha = self.log_alpha.detach().exp()
         B, da, M = s.shape[0], self.action_dim, cfg.cql_n_actions
         use_cql, bc_phase = cfg.use_cql, (not cfg.online and self.step < cfg.bc_steps)
@@ -462,10 +472,6 @@ class SACCQL:
         floats = torch.stack([v.detach().float() for v in values]).tolist()  # one device synchronisation
         out = dict(zip(names, floats))
         out.update(step=self.step, alpha=float(alpha), cql_weight=self.cql_weight(), bc_phase=float(bc_phase))
-        if self.augmenter is not None and isinstance(getattr(self.augmenter, "stats", None), dict):
-            for k, v in self.augmenter.stats.items():
-                if isinstance(v, (int, float)):
-                    out[f"aug_{k}"] = float(v)
         return out
 
     # -- acting ------------------------------------------------------------------------------------------
