@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 __all__ = ["load_runs", "learning_curves", "plot_training_metrics", "q_on_actions", "plot_q_ood",
-           "curves_explorer_update", "curves_explorer", "METRIC_LABELS"]
+           "curves_explorer_update", "curves_explorer", "evidence_figure", "METRIC_LABELS"]
 
 #: metrics.jsonl keys -> axis labels with units
 METRIC_LABELS = {
@@ -214,3 +214,41 @@ def curves_explorer(run_dirs, metric: str = "normalized"):
 
     widgets.interactive_output(redraw, {"metric": metric_w, "smooth": smooth_w})
     return widgets.VBox([widgets.HBox([metric_w, smooth_w]), out])
+
+
+def evidence_figure(evidence, statistic: str = "mean"):
+    """A multi-seed benchmark (:class:`kfc_lite.evidence.Evidence`) in two panels: left, every run's score (dots) with
+    each arm's mean (or IQM) and its bootstrap 95 % interval; right, each arm minus the baseline seed by seed, with
+    the Student-t 95 % interval of the mean difference. An interval that crosses the dashed zero line is "not
+    distinguishable"."""
+    from kfc_lite.evidence import label
+
+    arms = evidence.arms
+    others = [a for a in arms if a != evidence.baseline]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [len(arms), max(len(others), 1)]})
+    rng = np.random.default_rng(0)  # the dots' horizontal jitter only
+    for i, arm in enumerate(arms):
+        x = np.array(list(evidence.scores[arm].values()))
+        ax.scatter(i + rng.uniform(-0.15, 0.15, x.size), x, s=14, alpha=0.5, color="C0")
+        ci = evidence.interval(arm, statistic)
+        ax.errorbar(i + 0.3, ci.estimate, yerr=[[ci.estimate - ci.low], [ci.high - ci.estimate]], fmt="o", color="k",
+                    capsize=4)
+    ax.set_xticks(range(len(arms)), [label(a) for a in arms], rotation=20)
+    ax.set_ylabel("normalized score of a run")
+    ax.set_title(f"{evidence.dataset}: runs (dots), {statistic} with 95 % interval (black)")
+    ax.grid(alpha=0.3, axis="y")
+    for i, arm in enumerate(others):
+        base = evidence.scores[evidence.baseline]
+        seeds = sorted(set(evidence.scores[arm]) & set(base))
+        d = np.array([evidence.scores[arm][s] - base[s] for s in seeds])
+        bx.scatter(i + rng.uniform(-0.15, 0.15, d.size), d, s=14, alpha=0.5, color="C1")
+        iv = evidence.against(arm).difference
+        bx.errorbar(i + 0.3, iv.estimate, yerr=[[iv.estimate - iv.low], [iv.high - iv.estimate]], fmt="o", color="k",
+                    capsize=4)
+    bx.axhline(0.0, color="k", ls="--", lw=1)
+    bx.set_xticks(range(len(others)), [label(a) for a in others], rotation=20)
+    bx.set_ylabel(f"minus {label(evidence.baseline)}, same seed")
+    bx.set_title("paired differences, mean with t interval")
+    bx.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,140 @@
+"""The course's evidence: a committed multi-seed benchmark read back, with its intervals and its verdict.
+
+A single seed says little about a method: on the pendulum the same method's seeds spread over tens of normalized
+points. So notebook 05 ends with the pre-registered experiments (``benchmarks/protocols/``) whose results are
+committed under ``benchmarks/results/<name>/learning.json``: per arm the run scores by seed, the mean and IQM with
+bootstrap 95 % intervals and the sample SD; against CQL the mean paired difference with its Student-t interval, the
+verdict of the protocol's decision rule and the probability of improvement. The statistics are those of the
+benchmark's own report (:mod:`kfc_lite.sweep.report`, :mod:`kfc_lite.stats`), so the notebook and
+``learning.md`` cannot disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+from kfc_lite import stats
+
+#: how the tables and figures name each arm; a grid point of a sweep (``s4rl[noise_sigma=0.022]``) keeps its setting
+LABELS = {
+    "cql": "CQL",
+    "s4rl": "S4RL",
+    "kfc": "KFC",
+    "kfc++": "KFC++",
+    "kfc-gauged": "KFC gauged",
+    "kfc++-gauged": "KFC++ gauged",
+}
+
+
+def label(arm: str) -> str:
+    base, bracket, rest = arm.partition("[")
+    return LABELS.get(base, base) + (f" [{rest}" if bracket else "")
+
+
+def results_dir(name: str, root: str | pathlib.Path | None = None) -> pathlib.Path:
+    """``benchmarks/results/<name>`` of the repository: under ``root``, else the one this library was installed
+    from (an editable install, ``make lab``), else the working directory's or one of its parents."""
+    here = pathlib.Path.cwd().resolve()
+    roots = (
+        [pathlib.Path(root)] if root is not None else [pathlib.Path(__file__).resolve().parents[1], here, *here.parents]
+    )
+    for r in roots:
+        folder = r / "benchmarks" / "results" / name
+        if (folder / "learning.json").is_file():
+            return folder
+    raise FileNotFoundError(
+        f"no benchmarks/results/{name}/learning.json under {', '.join(str(r) for r in roots[:3])}: the committed "
+        "results come with a clone of the course's repository (make lab, Binder, or the Colab set-up cell clone it); "
+        "pass root= the clone's folder, or run the experiment yourself (benchmarks/NOTES.md)"
+    )
+
+
+@dataclasses.dataclass
+class Evidence:
+    """One benchmark's results: the run scores of every arm and what they support against a baseline."""
+
+    name: str
+    dataset: str
+    steps: int  #: gradient steps of every run
+    last_k: int  #: a run's score is the mean of its last ``last_k`` evaluations (``stats.run_score``)
+    scores: dict  #: arm -> {seed: run score}
+    baseline: str = "cql"
+
+    @property
+    def arms(self) -> list[str]:
+        return list(self.scores)
+
+    def interval(self, arm: str, statistic: str = "mean") -> stats.Interval:
+        """The arm's mean or IQM over its seeds with a stratified-bootstrap 95 % interval."""
+        x = list(self.scores[arm].values())
+        return stats.mean_ci(x) if statistic == "mean" else stats.iqm_ci(x)
+
+    def against(self, arm: str, baseline: str | None = None) -> stats.Comparison:
+        """``arm`` minus the baseline, seed by seed: the mean difference, its Student-t 95 % interval, the verdict."""
+        base = self.scores[baseline or self.baseline]
+        seeds = sorted(set(self.scores[arm]) & set(base))
+        return stats.paired_difference(
+            {s: self.scores[arm][s] for s in seeds},
+            {s: base[s] for s in seeds},
+            names=(label(arm), label(baseline or self.baseline)),
+        )
+
+    def improvement(self, arm: str, baseline: str | None = None) -> stats.Interval:
+        base = self.scores[baseline or self.baseline]
+        seeds = sorted(set(self.scores[arm]) & set(base))
+        return stats.probability_of_improvement({s: self.scores[arm][s] for s in seeds}, {s: base[s] for s in seeds})
+
+    def table(self) -> list[dict]:
+        """One row per arm: n, mean [CI], IQM [CI], sample SD and, for the other arms, the paired difference."""
+        rows = []
+        for arm, per_seed in self.scores.items():
+            x = list(per_seed.values())
+            row = {
+                "arm": label(arm),
+                "n": len(x),
+                "mean": self.interval(arm, "mean"),
+                "iqm": self.interval(arm, "iqm"),
+                "sd": stats.sample_sd(x),
+            }
+            if arm != self.baseline and self.baseline in self.scores:
+                row["vs_baseline"] = self.against(arm)
+                row["p_improvement"] = self.improvement(arm)
+            rows.append(row)
+        return rows
+
+    def sentence(self, arm: str, baseline: str | None = None) -> str:
+        """The comparison in one sentence, its interval included, worded by the interval (never by the mean alone)."""
+        base = label(baseline or self.baseline)
+        d = self.against(arm, baseline).difference
+        what = "scores above" if d.low > 0 else "scores below" if d.high < 0 else "is not distinguishable from"
+        return (
+            f"{label(arm)} {what} {base} on {self.dataset}: mean paired difference {d.estimate:+.1f} normalized "
+            f"points, 95 % interval [{d.low:+.1f}, {d.high:+.1f}] over {d.n} seeds"
+        )
+
+
+def load(name: str, root: str | pathlib.Path | None = None) -> Evidence:
+    """The committed results ``benchmarks/results/<name>/learning.json`` as :class:`Evidence` (its ``score`` records:
+    one per finished run, the numbers the benchmark's tables were computed from)."""
+    records = json.loads((results_dir(name, root) / "learning.json").read_text())
+    runs = [r for r in records if r.get("kind") == "score"]
+    if not runs:
+        raise ValueError(
+            f"benchmarks/results/{name}/learning.json holds no finished run (no 'score' record): rewrite "
+            "it with benchmarks/learning.py --report-only once runs have finished"
+        )
+    datasets = {r["dataset"] for r in runs}
+    if len(datasets) != 1:
+        raise ValueError(f"benchmarks/results/{name} holds several datasets {sorted(datasets)}; Evidence reads one")
+    design = {(r["steps"], r["last_k"]) for r in runs}
+    if len(design) != 1:
+        raise ValueError(f"benchmarks/results/{name} mixes runs of different budgets (steps, last_k) {sorted(design)}")
+    from kfc_lite.sweep.report import ordered_methods
+
+    scores = {}
+    for r in sorted(runs, key=lambda r: r["seed"]):
+        scores.setdefault(r["method"], {})[r["seed"]] = r["score"]
+    ((steps, last_k),) = design
+    return Evidence(name, datasets.pop(), steps, last_k, {m: scores[m] for m in ordered_methods(scores)})

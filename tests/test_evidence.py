@@ -1,0 +1,106 @@
+"""kfc_lite.evidence: committed multi-seed results read back with their intervals and verdicts."""
+
+import json
+
+import numpy as np
+import pytest
+
+from kfc_lite import evidence, stats
+
+
+def write_results(root, scores: dict, dataset="pendulum-medium-replica", steps=5000, last_k=2, name="exp"):
+    folder = root / "benchmarks" / "results" / name
+    folder.mkdir(parents=True)
+    records = [
+        {"kind": "eval", "dataset": dataset, "method": "cql", "seed": 0, "steps": steps, "normalized_score": 1.0}
+    ]
+    records += [
+        {
+            "kind": "score",
+            "dataset": dataset,
+            "dataset_size": 5000,
+            "method": m,
+            "seed": s,
+            "score": x,
+            "last_k": last_k,
+            "steps": steps,
+            "budget": "pendulum-5k",
+        }
+        for m, per_seed in scores.items()
+        for s, x in per_seed.items()
+    ]
+    (folder / "learning.json").write_text(json.dumps(records))
+    return folder
+
+
+def test_scores_statistics_and_verdicts_match_kfc_lite_stats(tmp_path):
+    rng = np.random.default_rng(0)
+    cql = {s: 50 + 10 * rng.standard_normal() for s in range(10)}
+    scores = {
+        "kfc++": {s: cql[s] + 8 + rng.standard_normal() for s in range(10)},  # clearly above, seed by seed
+        "cql": cql,
+        "s4rl": {s: cql[s] + 3 * rng.standard_normal() for s in range(10)},
+    }  # noise around CQL
+    write_results(tmp_path, scores)
+    ev = evidence.load("exp", root=tmp_path)
+    assert ev.arms == ["cql", "s4rl", "kfc++"]  # the paper's order, whatever the file's
+    assert (ev.dataset, ev.steps, ev.last_k) == ("pendulum-medium-replica", 5000, 2)
+    row = {r["arm"]: r for r in ev.table()}
+    assert row["KFC++"]["mean"] == stats.mean_ci(list(scores["kfc++"].values()))
+    assert row["KFC++"]["sd"] == pytest.approx(np.std(list(scores["kfc++"].values()), ddof=1))
+    assert "vs_baseline" not in row["CQL"]
+    d = row["KFC++"]["vs_baseline"].difference
+    assert d.estimate == pytest.approx(np.mean([scores["kfc++"][s] - cql[s] for s in range(10)]))
+    assert d.low > 0 and "scores above CQL" in ev.sentence("kfc++")
+    assert f"{d.estimate:+.1f}" in ev.sentence("kfc++") and "over 10 seeds" in ev.sentence("kfc++")
+    s4rl = ev.against("s4rl").difference
+    if s4rl.includes(0.0):
+        assert "not distinguishable" in ev.sentence("s4rl")
+    # over all pairs of runs, not seed by seed: a KFC++ run beats most CQL runs, not all (CQL's seeds spread by 10)
+    assert ev.improvement("kfc++") == stats.probability_of_improvement(scores["kfc++"], cql)
+    assert 0.5 < ev.improvement("kfc++").estimate < 1.0
+
+
+def test_only_seeds_both_arms_finished_are_paired(tmp_path):
+    write_results(tmp_path, {"cql": {0: 1.0, 1: 2.0, 2: 3.0}, "kfc": {0: 2.0, 1: 4.0}})
+    ev = evidence.load("exp", root=tmp_path)
+    assert ev.against("kfc").difference.n == 2
+    assert ev.against("kfc").difference.estimate == pytest.approx(1.5)
+
+
+def test_grid_points_keep_their_setting_in_the_label():
+    assert evidence.label("s4rl[noise_sigma=0.022]") == "S4RL [noise_sigma=0.022]"
+    assert evidence.label("kfc++-gauged") == "KFC++ gauged"
+
+
+def test_missing_or_mixed_results_are_refused_with_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="clone of the course's repository"):
+        evidence.load("nothing-here", root=tmp_path)
+    write_results(tmp_path, {"cql": {0: 1.0}}, name="two")
+    (tmp_path / "benchmarks/results/two/learning.json").write_text(
+        json.dumps(
+            [
+                {"kind": "score", "dataset": d, "method": "cql", "seed": 0, "score": 1.0, "last_k": 2, "steps": 10}
+                for d in ("a", "b")
+            ]
+        )
+    )
+    with pytest.raises(ValueError, match="several datasets"):
+        evidence.load("two", root=tmp_path)
+    write_results(tmp_path, {}, name="empty")
+    with pytest.raises(ValueError, match="--report-only"):
+        evidence.load("empty", root=tmp_path)
+
+
+def test_the_figure_shows_every_arm_and_the_zero_line(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    write_results(tmp_path, {"cql": {0: 1.0, 1: 2.0, 2: 4.0}, "kfc++": {0: 2.0, 1: 1.0, 2: 5.0}})
+    from kfc_lite.viz.rl import evidence_figure
+
+    fig = evidence_figure(evidence.load("exp", root=tmp_path))
+    left, right = fig.axes
+    assert [t.get_text() for t in left.get_xticklabels()] == ["CQL", "KFC++"]
+    assert [t.get_text() for t in right.get_xticklabels()] == ["KFC++"]
+    assert any(np.allclose(line.get_ydata(), 0.0) for line in right.get_lines())
