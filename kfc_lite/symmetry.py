@@ -11,7 +11,8 @@ with it (its *commutant*) are exactly ``U diag(d) U^-1`` for complex ``d`` (the 
 samplers of the paper pick elements of that family:
 
 * **KFC++** (:func:`kfcpp_symmetry`, the authors' "Eigenspace" variant, KFC''): ``Re(U diag(eps) U^-1)``
-  with one real ``eps_i`` per latent dimension: an ``n``-parameter family per action.
+  with one real ``eps_i`` per latent dimension: an ``n``-parameter family per action. :func:`kfcpp_shift`
+  is the whole augmentation of a transition in a few lines: encode, move along the symmetry, decode.
 * **KFC** (:func:`kfc_symmetry`, the authors' "Sylvester" variant, KFC'): one generator per action,
   scaled by a scalar ``eps`` per sample.
 
@@ -30,7 +31,7 @@ from typing import NamedTuple
 import torch
 
 __all__ = [
-    "Eigendecomposition", "eigendecompose", "default_cond_threshold", "kfcpp_symmetry", "kfc_generator",
+    "Eigendecomposition", "eigendecompose", "default_cond_threshold", "kfcpp_symmetry", "kfcpp_shift", "kfc_generator",
     "kfc_symmetry", "commutation_error", "eigen_directions", "frobenius_norm", "DEFAULT_KFC_SCALE",
 ]
 
@@ -193,6 +194,28 @@ def kfcpp_symmetry(K: torch.Tensor, eps: torch.Tensor, cond_threshold: float | N
     batch = torch.broadcast_shapes(K.shape[:-2], eps.shape[:-1])
     sigma = _from_eigenbasis(_expand(eig, batch), eps.expand(*batch, eps.shape[-1]), K.dtype)
     return sigma, eig.valid.expand(batch)
+
+
+def kfcpp_shift(model, s: torch.Tensor, a: torch.Tensor, s_next: torch.Tensor, eps: torch.Tensor,
+                cond_threshold: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """KFC++ in one place: move a batch of transitions ``(s, a, s')`` along a symmetry of the Koopman model.
+
+    docs/paper.md, 'The symmetry augmentation'. ``model`` has ``encode``, ``decode`` and ``operator`` (a
+    :class:`~kfc_lite.koopman.KoopmanForwardModel`); ``eps`` (B, n) is one draw per transition, and the same
+    draw moves ``s`` and ``s'``::
+
+        z = E(s), z' = E(s'),  K(a) = U diag(lambda) U^-1,  sigma = Re(U diag(eps) U^-1)
+        s~ = D((I + sigma) z),  s~' = D((I + sigma) z')
+
+    Returns ``(s~, s~', valid)``; where ``valid`` is False the decomposition failed the guard, ``sigma`` is zero
+    and the row is only decoded (the augmenter gives such rows S4RL noise instead). The training loop gets the
+    same numbers faster from a per-dataset table (:func:`kfc_lite.symmetry_table.moved_latents`).
+    """
+    z, z_next = model.encode(s), model.encode(s_next)  # latent states (B, n)
+    sigma, valid = kfcpp_symmetry(model.operator(a), eps, cond_threshold)  # (B, n, n): commutes with K(a)
+    moved = z + (sigma @ z.unsqueeze(-1)).squeeze(-1)  # (I + sigma) z
+    moved_next = z_next + (sigma @ z_next.unsqueeze(-1)).squeeze(-1)  # the same sigma for s'
+    return model.decode(moved), model.decode(moved_next), valid
 
 
 def _expand(eig: Eigendecomposition, batch) -> Eigendecomposition:

@@ -9,7 +9,7 @@ import torch
 
 from kfc_lite.koopman import KoopmanForwardModel
 from kfc_lite.rl.augment import KoopmanAugmenter
-from kfc_lite.symmetry import eigendecompose, kfc_symmetry, kfcpp_symmetry
+from kfc_lite.symmetry import eigendecompose, kfc_symmetry, kfcpp_shift, kfcpp_symmetry
 from kfc_lite.symmetry_table import (SymmetryTable, TableSettings, build_rows, moved_latents, real_eigenbasis,
                                      symmetry_table, table_key)
 
@@ -190,6 +190,33 @@ def test_augmenter_with_a_table_equals_the_augmenter_without(tmp_path):
     assert not torch.equal(got["observations"], batch["observations"])
     assert plain.stats["koopman_fraction"] == tabled.stats["koopman_fraction"] > 0
     assert math.isclose(plain.stats["commutation_error"], tabled.stats["commutation_error"], rel_tol=1e-2)
+
+
+@pytest.mark.parametrize("tabled", [False, True], ids=["rows-built-per-batch", "rows-from-the-table"])
+def test_the_augmenter_moves_states_as_kfcpp_shift(tabled, tmp_path):
+    """The training loop's KFC++ (table rows, one small product, decode) is the plain formula of
+    kfc_lite.symmetry.kfcpp_shift at the same eps, for a float64 model. Tolerance relative to each row's shift: the
+    per-batch rows are float64 (round-off, 1e-9); the table stores latent codes and rows in float32, whose rounding
+    of E(s) (~1e-8 absolute) is up to ~1e-5 of the smallest shifts here (measured), so 1e-4."""
+    model, data = model_and_data()
+    model = model.double()
+    batch = {k: torch.as_tensor(v).double() for k, v in data.items()}
+    aug = KoopmanAugmenter(model, variant="kfc++", shift_sigma=10.0, p_koopman=1.0)
+    if tabled:
+        aug.use_table(symmetry_table(model, data, aug.table_settings, tmp_path, progress=False))
+        batch["indices"] = torch.arange(N)
+    torch.manual_seed(3)
+    out = aug(batch)
+    torch.manual_seed(3)  # the augmenter's first draw from the global RNG is eps
+    eps = aug.draw_eps(N, 8, "cpu", torch.float64)
+    s, a, s_next = batch["observations"], batch["actions"], batch["next_observations"]
+    want, want_next, valid = kfcpp_shift(model, s, a, s_next, eps)
+    assert valid.float().mean() > 0.9
+    plain, plain_next, _ = kfcpp_shift(model, s, a, s_next, torch.zeros_like(eps))  # D(E(s)): no symmetry
+    for got, w, p in ((out["observations"], want, plain), (out["next_observations"], want_next, plain_next)):
+        shift = (w - p).norm(dim=-1)[valid]
+        assert float(shift.min()) > 0
+        assert float(((got - w).norm(dim=-1)[valid] / shift).max()) < (1e-4 if tabled else 1e-9)
 
 
 def test_table_settings_must_match_the_augmenter(tmp_path):

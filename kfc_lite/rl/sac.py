@@ -197,7 +197,9 @@ def cql_penalty(q_data: torch.Tensor, q_ood: torch.Tensor, log_density: torch.Te
     ``q_ood`` (E, B, K) are the critics at K sampled actions per state, ``log_density`` (B, K) the log-density
     each action was drawn from (``log 0.5^da`` for uniform actions on [-1, 1]^da, ``log pi`` for the policy's):
     dividing by it makes the log-sum-exp an importance-sampled estimate of ``log integral exp Q(s, a) da``.
-    ``q_data`` (E, B) is the critic at the dataset's actions (at the augmented states, in KFC).
+    ``q_data`` (E, B) is the critic at the dataset's actions (at the augmented states, in KFC). The critic's
+    loss adds ``weight * gap`` summed over critics (docs/paper.md, 'The offline RL base'); this is the one place
+    the penalty is computed, in the fast agent and in the reference one (:mod:`kfc_lite.rl.reference`).
     """
     lse = torch.logsumexp((q_ood - log_density.unsqueeze(0)) / temperature, dim=-1) * temperature
     return lse.mean(dim=1) - q_data.mean(dim=1)
