@@ -4,10 +4,14 @@
   and the quick-mode switch (``KFC_QUICK``);
 * a code cell tagged ``parameters`` reads quick mode;
 * an exercise is a stub that raises ``NotImplementedError``, a solution cell tagged ``solution``,
-  and a check cell that calls ``kfc_lite.exercises``.
+  and a check cell that calls ``kfc_lite.exercises``;
+* a sentence of the prose that reads an outcome off a run is checked by :func:`claim` in a small cell
+  right after the output it reads from;
+* a stated run time carries a hidden marker ``<!-- seconds: quick=Q full=F -->`` (:func:`stated_seconds`).
 """
 from __future__ import annotations
 
+import datetime
 import pathlib
 import re
 
@@ -82,3 +86,85 @@ def student_edition(nb):
         if c.cell_type == "code":
             c.outputs, c.execution_count = [], None
     return out
+
+
+def claim(holds, sentence: str, **numbers) -> None:
+    """Check one sentence of the prose against the run that the learner just made.
+
+    ``holds`` is the condition that makes ``sentence`` true, computed from the run; ``numbers`` are the values it
+    was computed from. When it fails, an ``AssertionError`` quotes the sentence and the numbers, so the notebook
+    test (which fails on any error) catches prose that a change of code, data or mode has made wrong. When it holds,
+    one line says so.
+    """
+    shown = ", ".join(f"{k} = {_fmt(v)}" for k, v in numbers.items())
+    if not bool(holds):
+        raise AssertionError(f"the text says: \"{sentence}\", but this run disagrees"
+                             + (f" ({shown})" if shown else "")
+                             + ". Fix the text (or compute it from the run), not the check.")
+    print(f"✔ as the text says: {sentence}" + (f" ({shown})" if shown else ""))
+
+
+def _fmt(value) -> str:
+    try:
+        import numpy as np
+
+        arr = np.asarray(value, dtype=float)
+        if arr.ndim == 0:
+            return f"{float(arr):.4g}"
+        with np.printoptions(precision=4, threshold=8):
+            return str(arr)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+#: a stated run time: ``<!-- seconds: quick=Q full=F -->`` in a markdown cell times the next code cell; in the
+#: first cell, ``<!-- seconds notebook: quick=Q full=F -->`` times the whole notebook. Seconds on one CPU core
+#: (full may be ``-`` where nobody has measured it).
+_SECONDS = re.compile(r"<!--\s*seconds(\s+notebook)?\s*:\s*quick\s*=\s*([\d.]+)\s+full\s*=\s*([\d.]+|-)\s*-->")
+
+
+def stated_seconds(nb) -> list[tuple[int | None, float, float | None]]:
+    """The run times the notebook's prose states: ``(code cell index or None for the notebook, quick, full)``."""
+    out = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "markdown":
+            continue
+        for m in _SECONDS.finditer(cell.source):
+            quick, full = float(m.group(2)), None if m.group(3) == "-" else float(m.group(3))
+            if m.group(1):
+                out.append((None, quick, full))
+                continue
+            target = next((j for j in range(i + 1, len(nb.cells)) if nb.cells[j].cell_type == "code"), None)
+            if target is not None:
+                out.append((target, quick, full))
+    return out
+
+
+def cell_seconds(cell) -> float | None:
+    """How long an executed cell ran, from the timestamps nbclient records (``None`` when it has none)."""
+    t = cell.get("metadata", {}).get("execution", {})
+    start, end = t.get("iopub.execute_input") or t.get("shell.execute_request"), t.get("shell.execute_reply")
+    if not (start and end):
+        return None
+    parse = lambda x: datetime.datetime.fromisoformat(x.replace("Z", "+00:00"))  # noqa: E731
+    return (parse(end) - parse(start)).total_seconds()
+
+
+def timing_problems(executed, factor: float = 4.0, floor: float = 5.0) -> list[str]:
+    """Stated quick-mode times that an executed notebook contradicts by more than ``factor`` either way.
+
+    Not a benchmark: it catches a stated "20 s" that has become a minute. Times under ``floor`` seconds are only
+    checked from above (``floor * factor``), since start-up noise dominates them.
+    """
+    problems = []
+    for index, quick, _ in stated_seconds(executed):
+        cells = executed.cells if index is None else [executed.cells[index]]
+        times = [cell_seconds(c) for c in cells if c.cell_type == "code"]
+        if not times or any(t is None for t in times):
+            problems.append(f"no recorded run time for {'the notebook' if index is None else f'cell {index}'}")
+            continue
+        took, what = sum(times), ("the notebook" if index is None else f"cell {index}")
+        if took > factor * max(quick, floor) or (quick >= floor and took < quick / factor):
+            problems.append(f"{what} is stated to take about {quick:g} s in quick mode but took {took:.1f} s: "
+                            "measure it again and update the text and its marker")
+    return problems

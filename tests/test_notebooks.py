@@ -6,7 +6,8 @@ import re
 import nbformat
 import pytest
 
-from kfc_lite.notebooks import convention_problems, draws_figure, notebook_paths, student_edition
+from kfc_lite.notebooks import (claim, convention_problems, draws_figure, notebook_paths, stated_seconds, student_edition,
+                                timing_problems)
 
 from conftest import ROOT
 
@@ -100,6 +101,8 @@ def test_notebook_runs_in_quick_mode(path):
     blank = [i for i, cell in enumerate(nb.cells) if draws_figure(cell)
              and not any("image/png" in out.get("data", {}) for out in cell.get("outputs", []))]
     assert not blank, f"{path.name}: cells {blank} draw a figure but show no image"
+    # the run times the prose states (hidden `seconds` markers) agree with this run within a factor of 4
+    assert timing_problems(nb) == []
 
 
 @pytest.mark.notebook
@@ -123,3 +126,33 @@ def test_symbol_table_in_notebook_00_is_docs_notation():
     nb = nbformat.read(ROOT / "notebooks" / "00_start_here.ipynb", as_version=4)
     assert any(table in c.source for c in nb.cells if c.cell_type == "markdown"), (
         "notebook 00's symbol table differs from docs/notation.md: copy the table between the markers")
+
+
+def test_claim_quotes_the_sentence_and_the_numbers(capsys):
+    claim(3.0 > 1.0, "the error grows with the horizon", one_step=1.0, fifty_steps=3.0)
+    assert "the error grows with the horizon" in capsys.readouterr().out
+    with pytest.raises(AssertionError) as info:
+        claim(1.49 > 3.08, "the 50-step error exceeds the 10-step error", ten=3.08, fifty=1.49)
+    text = str(info.value)
+    assert "the 50-step error exceeds the 10-step error" in text and "3.08" in text and "1.49" in text
+
+
+def test_stated_seconds_and_timing_problems():
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    nb = new_notebook(cells=[new_markdown_cell("# t\n<!-- seconds notebook: quick=30 full=- -->"),
+                             new_markdown_cell("trains\n<!-- seconds: quick=20 full=600 -->"),
+                             new_code_cell("x = 1"), new_code_cell("y = 2")])
+    assert stated_seconds(nb) == [(None, 30.0, None), (2, 20.0, 600.0)]
+
+    def timed(cell, seconds):
+        cell.metadata["execution"] = {"iopub.execute_input": "2026-01-01T00:00:00.000000Z",
+                                      "shell.execute_reply": f"2026-01-01T00:00:{seconds:02d}.000000Z"}
+
+    timed(nb.cells[2], 25)
+    timed(nb.cells[3], 1)
+    assert timing_problems(nb) == []
+    timed(nb.cells[2], 2)          # 20 s stated, 2 s measured: more than 4x off (and 3 s for a 30 s notebook)
+    problems = timing_problems(nb)
+    assert len(problems) == 2 and "cell 2" in problems[1] and "20 s" in problems[1]
+    assert "the notebook" in problems[0] and "30 s" in problems[0]
