@@ -12,6 +12,8 @@ _EXPORTS = {
     "MLP": "networks", "CriticEnsemble": "networks", "TanhGaussianActor": "networks",
     # sac.py (SAC + CQL) and policy files (policy.py)
     "SACConfig": "sac", "SACCQL": "sac", "PRESETS": "sac",
+    # reference.py: the same step written plainly, to read first
+    "ReferenceSACCQL": "reference",
     "save_policy": "policy", "load_policy": "policy", "Policy": "policy",
     # replay.py: batches from device-resident transitions (offline) and a ring buffer (online)
     "TransitionSampler": "replay", "ReplayBuffer": "replay",
