@@ -1,5 +1,4 @@
-"""The optimised SAC+CQL step computes what a straightforward step computes (issue 9: speed must not move
-correctness).
+"""The optimised SAC+CQL step computes what a straightforward step computes: speed must not move correctness.
 
 The reference step below is written the slow, obvious way: one plain MLP per critic on ``[s, a]``, a
 separate critic call per action set, the actor run again for every use, ``torch.distributions.Normal`` for
@@ -291,22 +290,22 @@ def _critic_pass(critic, s, a, precision):
 def test_fused_cpu_layers_equal_the_plain_layers(monkeypatch, precision, hidden):
     """The CPU critic (oneDNN bias+ReLU layers, the hand-written backward with in-place masks and the head's
     elementwise input gradient) computes what addmm + relu and autograd do."""
-    from kfc_lite.rl import networks
+    from kfc_lite.rl import _fused, networks
 
-    if networks._LINEAR_POINTWISE is None:
+    if _fused.LINEAR_POINTWISE is None:
         pytest.skip("this torch build has no oneDNN fused linear kernel: only the plain path exists")
-    if (torch.bfloat16 if precision == "bf16" else torch.float32) not in networks._FUSED_DTYPES:
+    if (torch.bfloat16 if precision == "bf16" else torch.float32) not in _fused.FUSED_DTYPES:
         pytest.skip(f"oneDNN has no fused {precision} kernel on this CPU: {precision} takes the plain path here")
     torch.manual_seed(0)
     # one hidden layer: the head's factored gradient meets the first layer (its bias folded in its weight)
     critic = networks.CriticEnsemble(DS, DA, hidden=hidden, n_critics=2)
     s, a = torch.randn(24, DS), torch.rand(24, 7, DA) * 2 - 1
     calls = []
-    real = networks._CriticMLP.apply
-    monkeypatch.setattr(networks._CriticMLP, "apply", lambda *x: calls.append(1) or real(*x))
+    real = _fused.CriticMLP.apply
+    monkeypatch.setattr(_fused.CriticMLP, "apply", lambda *x: calls.append(1) or real(*x))
     q_fused, g_fused = _critic_pass(critic, s, a, precision)
     assert calls, "the fused layers were not used on the CPU"
-    monkeypatch.setattr(networks, "_LINEAR_POINTWISE", None)
+    monkeypatch.setattr(_fused, "LINEAR_POINTWISE", None)
     calls.clear()
     q_plain, g_plain = _critic_pass(critic, s, a, precision)
     assert not calls
@@ -321,9 +320,9 @@ def test_fused_cpu_layers_equal_the_plain_layers(monkeypatch, precision, hidden)
 def test_fused_cpu_critic_gradients_with_frozen_weights(monkeypatch, frozen):
     """The actor's loss differentiates the critic with its weights frozen (gradient to the actions only); a
     partly frozen critic gets the gradients of its other weights: both as autograd computes them."""
-    from kfc_lite.rl import networks
+    from kfc_lite.rl import _fused, networks
 
-    if networks._LINEAR_POINTWISE is None:
+    if _fused.LINEAR_POINTWISE is None:
         pytest.skip("this torch build has no oneDNN fused linear kernel: only the plain path exists")
     torch.manual_seed(0)
     critic = networks.CriticEnsemble(DS, DA, hidden=(64, 48, 32), n_critics=2)
@@ -336,7 +335,7 @@ def test_fused_cpu_critic_gradients_with_frozen_weights(monkeypatch, frozen):
     out = []
     for fused in (True, False):
         if not fused:
-            monkeypatch.setattr(networks, "_LINEAR_POINTWISE", None)
+            monkeypatch.setattr(_fused, "LINEAR_POINTWISE", None)
         a = a0.clone().requires_grad_(True)
         q = critic(s, a)
         params = [p for p in critic.parameters() if p.requires_grad]
@@ -415,15 +414,15 @@ def test_allocator_setting_rejects_an_unknown_value():
 
 
 def test_cpu_critic_function_without_hidden_layers_matches_autograd():
-    """``_CriticMLP`` with only a head (no ReLU anywhere): its input and parameter gradients are autograd's."""
-    from kfc_lite.rl import networks
+    """``_fused.CriticMLP`` with only a head (no ReLU anywhere): its input and parameter gradients are autograd's."""
+    from kfc_lite.rl import _fused
 
-    if networks._LINEAR_POINTWISE is None:
+    if _fused.LINEAR_POINTWISE is None:
         pytest.skip("this torch build has no oneDNN fused linear kernel")
     torch.manual_seed(0)
     x0, w0, b0 = torch.randn(5, 3), torch.randn(3, 1), torch.randn(1, 1)
     out = []
-    for fn in (lambda x, w, b: networks._CriticMLP.apply(x, w, b), lambda x, w, b: torch.addmm(b, x, w)):
+    for fn in (lambda x, w, b: _fused.CriticMLP.apply(x, w, b), lambda x, w, b: torch.addmm(b, x, w)):
         x, w, b = (t.clone().requires_grad_(True) for t in (x0, w0, b0))
         (fn(x, w, b) * torch.linspace(-1, 1, 5).view(5, 1)).sum().backward()
         out.append((x.grad, w.grad, b.grad))
@@ -434,14 +433,14 @@ def test_cpu_critic_function_without_hidden_layers_matches_autograd():
 def test_a_dtype_the_fused_kernel_refuses_takes_the_plain_path(monkeypatch):
     """oneDNN refuses bf16 products on CPUs without bf16 or AVX-512 instructions: the critic must then run bf16
     through the plain layers (on every CPU), and fp32 still through the fused ones."""
-    from kfc_lite.rl import networks
+    from kfc_lite.rl import _fused, networks
 
-    if networks._LINEAR_POINTWISE is None:
+    if _fused.LINEAR_POINTWISE is None:
         pytest.skip("this torch build has no oneDNN fused linear kernel: only the plain path exists")
-    monkeypatch.setattr(networks, "_FUSED_DTYPES", (torch.float32,))
+    monkeypatch.setattr(_fused, "FUSED_DTYPES", (torch.float32,))
     calls = []
-    real = networks._CriticMLP.apply
-    monkeypatch.setattr(networks._CriticMLP, "apply", lambda *x: calls.append(1) or real(*x))
+    real = _fused.CriticMLP.apply
+    monkeypatch.setattr(_fused.CriticMLP, "apply", lambda *x: calls.append(1) or real(*x))
     torch.manual_seed(0)
     critic = networks.CriticEnsemble(DS, DA, hidden=(32, 32), n_critics=2)
     s, a = torch.randn(24, DS), torch.rand(24, DA) * 2 - 1

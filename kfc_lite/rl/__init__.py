@@ -9,7 +9,7 @@ _EXPORTS = {
     "Augmenter": "augment", "NoAugmentation": "augment", "GaussianNoise": "augment", "KoopmanAugmenter": "augment",
     "make_augmenter": "augment",
     # networks.py
-    "MLP": "networks", "CriticEnsemble": "networks", "TanhGaussianActor": "networks",
+    "CriticEnsemble": "networks", "TanhGaussianActor": "networks",
     # sac.py (SAC + CQL) and policy files (policy.py)
     "SACConfig": "sac", "SACCQL": "sac", "PRESETS": "sac",
     # reference.py: the same step written plainly, to read first

@@ -1,18 +1,14 @@
-"""Networks for SAC+CQL: an MLP, a vectorised critic ensemble and a tanh-Gaussian actor.
+"""Networks for SAC+CQL: a vectorised critic ensemble and a tanh-Gaussian actor.
 
 Initialisation follows the authors' ``model.py`` (itself from pranz24's SAC): Xavier-uniform weights (gain 1)
 and zero biases, ReLU hidden layers, log-std clamped to [-20, 2] (docs/paper.md, 'The offline RL base').
 
 The critic ensemble keeps the weights of all critics stacked, shape ``(E, in, out)``, and evaluates many
 actions per state in one call (the CQL penalty asks for 30 actions per state). Each critic runs as plain
-matrix products, one critic after the other: on the course's CPUs this measured 10-20% faster than one
-batched product for all critics (``torch.baddbmm``), whose backward went through slower bmm kernels and
-separate bias reductions. On the CPU each critic is one autograd function (:class:`_CriticMLP`): each hidden
-layer one oneDNN product with the bias and the ReLU fused into it, and a backward written out by hand that
-masks gradients in place and forms the width-1 head's input gradient elementwise; elsewhere (CUDA, or a torch
-without oneDNN) the same function runs as ``torch.addmm`` + in-place ReLU, and ``torch.compile``
-(``SACConfig.compile``) fuses the loop on a GPU. Where each of these
-choices came from, measured: benchmarks/NOTES.md.
+matrix products, one critic after the other (``torch.addmm`` and an in-place ReLU). On a CPU the same numbers
+come from a private speed path (:mod:`kfc_lite.rl._fused`: oneDNN layers with the bias and ReLU fused in, and
+a hand-written backward); on a GPU ``torch.compile`` (``SACConfig.compile``) fuses the loop. The plain step,
+without any of this, is :mod:`kfc_lite.rl.reference`.
 """
 from __future__ import annotations
 
@@ -23,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MLP", "CriticEnsemble", "TanhGaussianActor", "LOG_STD_MIN", "LOG_STD_MAX", "tanh_log_det", "observation_batch"]
+from kfc_lite.rl import _fused
+
+__all__ = ["CriticEnsemble", "TanhGaussianActor", "LOG_STD_MIN", "LOG_STD_MAX", "tanh_log_det", "observation_batch"]
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
@@ -48,153 +46,6 @@ def xavier_init_(layer: nn.Linear) -> nn.Linear:
     return layer
 
 
-class MLP(nn.Module):
-    """``Linear -> ReLU -> ... -> Linear``: ``in_dim`` to ``out_dim`` through ``hidden`` widths (no output activation)."""
-
-    def __init__(self, in_dim: int, out_dim: int, hidden=(256, 256)):
-        super().__init__()
-        dims = (_check_dim("in_dim", in_dim), *_check_hidden(hidden), _check_dim("out_dim", out_dim))
-        layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-            layers.append(xavier_init_(nn.Linear(a, b)))
-            if i < len(dims) - 2:
-                layers.append(nn.ReLU())
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-def _onednn_linear_pointwise():
-    """oneDNN's fused ``linear + bias + activation`` CPU kernel and the dtypes it runs here, or ``(None, ())``.
-
-    The kernel is a private operator (it serves ``torch.compile``'s CPU code), so it is probed once per dtype on
-    a tiny product: a build without it, or one whose signature differs, gets the plain ``addmm`` path. Which
-    dtypes it takes depends on the CPU, not only on the build: oneDNN has bf16 kernels only where the CPU has
-    bf16 (or at least AVX-512) instructions, and on an AVX2-only CPU it refuses a bf16 product. A dtype the
-    probe refuses goes through the plain path, which torch serves on every CPU.
-    """
-    if not torch.backends.mkldnn.is_available():
-        return None, ()
-    op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
-    if op is None:
-        return None, ()
-    dtypes = []
-    x, w, b = torch.tensor([[1.0, -2.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0.5, 0.5])
-    for dtype in (torch.float32, torch.bfloat16):
-        try:
-            out = op(x.to(dtype), w.to(dtype), b.to(dtype), "relu", [], "")
-        except (RuntimeError, TypeError, NotImplementedError):
-            continue
-        if out.dtype == dtype and torch.equal(out.float(), torch.tensor([[1.5, 0.0]])):
-            dtypes.append(dtype)
-    return (op, tuple(dtypes)) if dtypes else (None, ())
-
-
-def _cpu_autocast_dtype() -> torch.dtype | None:
-    """The CPU autocast dtype when CPU autocast is on, else None (torch >= 2.4 API, older names as fallback)."""
-    try:
-        return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
-    except (TypeError, AttributeError):  # torch < 2.4
-        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
-
-
-_LINEAR_POINTWISE, _FUSED_DTYPES = _onednn_linear_pointwise()
-
-
-class _CriticMLP(torch.autograd.Function):
-    """One critic on the CPU, ``relu(... relu(x @ w0 + b0) ...) @ w_head + b_head``, with a hand-written backward.
-
-    Forward: each hidden layer is one oneDNN product with the bias and the ReLU in its epilogue.
-    ``torch.addmm(b, x, w).relu_()`` first writes the broadcast bias into the (N, width) output, then runs the
-    product on top of it, then passes over the output again for the ReLU: two full memory passes that, at the
-    critic's (7680, 256) activations, cost as much as a quarter of the product itself under bf16.
-
-    Backward: the chain autograd would run (ReLU mask, then the weight, bias and input gradients of each
-    layer), in one function, written to make as few passes over the (N, width) tensors as it can, since at
-    the critic's (7936, 256) activations those passes, not the products, are what a bf16 step waits on:
-
-    * every gradient buffer is one this backward made itself, so ReLU masks are applied in place
-      (``threshold_backward`` into its own input) instead of into a new buffer;
-    * the width-1 head's input gradient, the outer product ``grad w_head^T``, is never formed: the last hidden
-      layer's masked gradient is kept as ``mask * grad`` (one pass, from ``grad`` broadcast) times the
-      column scale ``w_head``, which that layer applies to its small results (weight and bias gradients,
-      (width, width) and (1, width)) and to its weight before the input-gradient product. This saves the
-      outer product's pass and the in-place mask's read-modify-write of it.
-
-    One autograd node per critic instead of one per layer. Results equal the plain ``addmm`` + ReLU path to
-    float round-off (tests/test_speed_correctness.py); measured effect in benchmarks/NOTES.md.
-
-    ``params`` = ``w0, b0, w1, b1, ..., w_head, b_head``, each ``w`` (in, out) and ``b`` (1, out) or None (no
-    bias: :class:`CriticEnsemble` folds the first layer's bias into its weight), all in ``x``'s dtype (the
-    ensemble's layout, one critic's slices).
-    """
-
-    @staticmethod
-    def forward(ctx, x, *params):
-        ws, bs = params[0::2], params[1::2]
-        hs = [x]
-        for w, b in zip(ws[:-1], bs[:-1]):
-            hs.append(_LINEAR_POINTWISE(hs[-1], w.t(), None if b is None else b.reshape(-1), "relu", [], ""))
-        q = torch.addmm(bs[-1], hs[-1], ws[-1])
-        ctx.save_for_backward(*hs, *params)
-        ctx.depth = len(hs)
-        return q
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable  # (a second derivative through it is an error, never wrong)
-    def backward(ctx, grad):
-        saved = ctx.saved_tensors
-        hs, params = saved[:ctx.depth], saved[ctx.depth:]
-        ws = params[0::2]
-        need = ctx.needs_input_grad  # (x, w0, b0, w1, b1, ...)
-        n = len(ws)
-        grads: list = [None] * (1 + 2 * n)
-        # the head (layer n - 1): its weight and bias gradients from the output gradient itself
-        if need[2 * n - 1]:
-            grads[2 * n - 1] = torch.mm(hs[n - 1].t(), grad)
-        if need[2 * n]:
-            grads[2 * n] = grad.sum(0, keepdim=True)
-        if n == 1:  # no hidden layer: the head's input gradient is all there is (and x has no ReLU to undo)
-            if need[0]:
-                grads[0] = torch.mm(grad, ws[0].t())
-            return tuple(grads)
-        # g: the gradient at the pre-activation of the layer below, ReLU mask applied, times ``scale`` by column
-        # where that is set. For the width-1 head the gradient at its input is the outer product grad * w_head^T;
-        # it is kept factored: g = mask * grad (one pass, from the broadcast grad) and scale = w_head, which the
-        # next layer folds into its small (in, out) results and weight instead of a pass over (N, width).
-        if ws[-1].shape[1] == 1:
-            scale = ws[-1][:, 0]
-            g = torch.ops.aten.threshold_backward(grad.expand(-1, scale.shape[0]), hs[n - 1], 0)
-        else:
-            scale = None
-            g = torch.mm(grad, ws[-1].t())
-            torch.ops.aten.threshold_backward.grad_input(g, hs[n - 1], 0, grad_input=g)
-        for i in reversed(range(n - 1)):
-            if need[1 + 2 * i]:
-                grads[1 + 2 * i] = torch.mm(hs[i].t(), g)
-                if scale is not None:
-                    grads[1 + 2 * i].mul_(scale)
-            if need[2 + 2 * i]:
-                grads[2 + 2 * i] = g.sum(0, keepdim=True)
-                if scale is not None:
-                    grads[2 + 2 * i].mul_(scale)
-            if i == 0 and not need[0]:
-                break
-            g = torch.mm(g, (ws[i] if scale is None else ws[i] * scale).t())  # a fresh buffer: masked in place
-            scale = None
-            if i > 0:
-                torch.ops.aten.threshold_backward.grad_input(g, hs[i], 0, grad_input=g)
-        if need[0]:
-            grads[0] = g
-        return tuple(grads)
-
-
-def _fused_ok(x: torch.Tensor, dtype: torch.dtype) -> bool:
-    """Whether the fused CPU layers serve a critic call on ``x`` computed in ``dtype``."""
-    return _LINEAR_POINTWISE is not None and x.device.type == "cpu" and dtype in _FUSED_DTYPES
-
-
 class CriticEnsemble(nn.Module):
     """``n_critics`` Q-networks ``Q_j(s, a)``, each an MLP on ``[s, a]``, evaluated together.
 
@@ -205,14 +56,9 @@ class CriticEnsemble(nn.Module):
     * ``critic(states (B, M, ds), actions (B, M, da)) -> (E, B, M)``
 
     The first layer's weights are kept as a state block and an action block, ``W1 = [W_s; W_a]`` (the layout
-    of the checkpoints), and joined for the product on ``[s, a]``: an earlier version ran the state block on
-    the B distinct states only and broadcast it over the M actions, which saved a K=17 product but cost two
-    extra passes over the (B*M, width) activation and, with the in-place ReLU on the broadcast view, a full
-    copy in the backward; joined, the critic's forward and backward ran 1.15x (fp32) to 1.2x (bf16) faster
-    (benchmarks/NOTES.md). On the CPU path the bias ``b_in`` joins them as a last row, against a column of
-    ones in the input ``[s, a, 1]``, so its gradient comes out of the first layer's weight-gradient product
-    (one pass over the (N, width) gradient fewer). The layers are applied per critic on the slices
-    ``weights[i][j]``.
+    of the checkpoints), and joined for the product on ``[s, a]``: running the state block once per state and
+    broadcasting it over the M actions would save a small product but cost extra passes over the (B*M, width)
+    activation. The layers are applied per critic on the slices ``weights[i][j]``.
     """
 
     def __init__(self, state_dim: int, action_dim: int, hidden=(256, 256), n_critics: int = 2):
@@ -261,21 +107,9 @@ class CriticEnsemble(nn.Module):
         if states.ndim == 2 and actions.ndim == 3:  # M actions per state: repeat the (narrow) state rows
             states = states.unsqueeze(1).expand(-1, actions.shape[1], -1)
         actions = actions.to(states.dtype)
-        dtype = (_cpu_autocast_dtype() if states.device.type == "cpu" else None) or states.dtype
-        if _fused_ok(states, dtype):
-            # CPU: each hidden layer is one oneDNN product with the bias and ReLU in its epilogue; under autocast
-            # the operands are cast here (autocast does not see custom functions), the master weights stay fp32.
-            # The first layer's bias rides in its product, as a last row of the weight times a column of ones
-            # in the input ([s, a, 1]): its gradient then comes out of the weight gradient's product instead of
-            # a separate pass over the (N, width) gradient.
-            ones = states.new_ones(()).expand(*states.shape[:-1], 1)
-            x = torch.cat([states, actions, ones], dim=-1).reshape(-1, self.state_dim + self.action_dim + 1)
-            w_in = torch.cat([self.w_state, self.w_action, self.b_in], dim=1)  # (E, ds + da + 1, h0)
-            x = x.to(dtype)
-            params = [(w_in, None), *zip(self.weights, self.biases)]
-            qs = [_CriticMLP.apply(x, *(None if t is None else t[j].to(dtype) for pair in params for t in pair))
-                  for j in range(E)]
-            return torch.stack(qs).view(out_shape)
+        dtype = (_fused.cpu_autocast_dtype() if states.device.type == "cpu" else None) or states.dtype
+        if _fused.serves(states, dtype):  # the CPU speed path: the same numbers, fewer memory passes
+            return _fused.critic_forward(self, states, actions, dtype).view(out_shape)
         x = torch.cat([states, actions], dim=-1).reshape(-1, self.state_dim + self.action_dim)
         w_in = torch.cat([self.w_state, self.w_action], dim=1)  # (E, ds + da, h0): the first layer on [s, a]
         ws, bs = [w_in, *self.weights], [self.b_in, *self.biases]
