@@ -1,4 +1,5 @@
 """Checks for notebook 05 (KFC on D4RL)."""
+
 import numpy as np
 
 from kfc_lite.exercises import Wrong, exercise, multiple_choice
@@ -9,8 +10,10 @@ def _eval_rows():
     from kfc_lite.data import normalized_score
 
     returns = [210.0, 480.0, 905.5, 1210.0, 1105.0, 1330.25]
-    return [{"kind": "eval", "step": 5000 * (i + 1), "return": r, "normalized": normalized_score("hopper", r)}
-            for i, r in enumerate(returns)]
+    return [
+        {"kind": "eval", "step": 5000 * (i + 1), "return": r, "normalized": normalized_score("hopper", r)}
+        for i, r in enumerate(returns)
+    ]
 
 
 def _reference_final(rows, k):
@@ -41,14 +44,20 @@ def check_final_score(fn):
         elif np.isclose(value, unsorted):
             hint = "the rows are not in step order here: sort them by 'step' before taking the last k"
         elif np.isclose(value, float(np.max([r["normalized"] for r in rows]))):
-            hint = "the best evaluation over training is an optimistic pick (it selects on the test episodes); average the last k"
+            hint = (
+                "the best evaluation over training is an optimistic pick (it selects on the test episodes); "
+                "average the last k"
+            )
         raise Wrong(f"for k = {k} the final score differs", expected=expected, got=value, hint=hint)
-    return ("right: the mean of the last k evaluations is less noisy than the last one alone and, unlike the best "
-            "one, does not pick on the test episodes.")
+    return (
+        "right: the mean of the last k evaluations is less noisy than the last one alone and, unlike the best "
+        "one, does not pick on the test episodes."
+    )
 
 
 _what_quick_says = multiple_choice(
-    "05", "what_quick_says",
+    "05",
+    "what_quick_says",
     "A quick-mode run (a few thousand locally generated hopper transitions, a few hundred gradient steps, one seed) "
     "ends with KFC++ a few points above CQL. What does it tell you about the paper's claim that KFC++ beats CQL "
     "on hopper-medium?",
@@ -56,7 +65,7 @@ _what_quick_says = multiple_choice(
         "a": "it confirms the claim on a smaller scale",
         "b": "it refutes the claim if the gap is smaller than the paper's 36 points",
         "c": "nothing: the data are a small local replica (not hopper-medium-v0), the budget is a tiny fraction of "
-             "1M steps, and one seed cannot separate methods whose scores vary by more than that between seeds",
+        "1M steps, and one seed cannot separate methods whose scores vary by more than that between seeds",
         "d": "it says that the Koopman model is accurate",
     },
     "c",
@@ -64,13 +73,14 @@ _what_quick_says = multiple_choice(
         "a": "a few hundred steps on a tiny replica is a smoke test of the pipeline, not a measurement of the method.",
         "b": "neither direction: a different dataset, a different budget and a single seed make the numbers incomparable.",
         "c": "a comparison needs the same dataset version (v0), the paper's budget, and several seeds; quick mode only "
-             "shows that every step of the pipeline runs.",
+        "shows that every step of the pipeline runs.",
         "d": "the RL score says little about the model; its validation loss and multi-step error do (notebook 02).",
     },
 )
 
 _next_action_state = multiple_choice(
-    "05", "next_action_state",
+    "05",
+    "next_action_state",
     "In the TD target r + γ (1 − d) [min_j Q̄_j(s~', a') − α log π(a'|s')], at which state is the next action a' sampled "
     "in the authors' KFC code?",
     {
@@ -88,3 +98,80 @@ _next_action_state = multiple_choice(
 
 check_what_quick_says = _what_quick_says
 check_next_action_state = _next_action_state
+
+
+def _paired_cases():
+    """(a, b) pairs of seed -> score mappings; b lists its seeds in another order, so pairing by position is wrong."""
+    rng = np.random.default_rng(5)
+    cases = []
+    for n, effect in ((10, 4.0), (3, -2.0), (6, 0.5)):
+        base = 50 + 12 * rng.standard_normal(n)
+        a = {s: float(base[s] + effect + 3 * rng.standard_normal()) for s in range(n)}
+        b = {s: float(base[s]) for s in reversed(range(n))}
+        cases.append((a, b))
+    return cases
+
+
+def _near(got, x) -> bool:
+    """A mistake is recognised to three digits (1.96 for 1.959964 is still "used z")."""
+    return np.allclose(got, x, rtol=1e-3, atol=1e-6)
+
+
+def _t_interval(d: np.ndarray, ddof: int = 1, z: bool = False) -> tuple[float, float, float]:
+    from scipy import stats as st
+
+    m = float(d.mean())
+    q = 1.959963984540054 if z else float(st.t.ppf(0.975, d.size - 1))
+    half = q * float(d.std(ddof=ddof)) / np.sqrt(d.size)
+    return m, m - half, m + half
+
+
+@exercise("05", "paired_interval")
+def check_paired_interval(fn):
+    """``fn(a, b)`` with ``a``, ``b`` mappings seed -> run score -> ``(mean, low, high)``: the mean of a - b over the
+    seeds and its Student-t 95 % interval: the decision rule of the course's pre-registered experiments."""
+    for a, b in _paired_cases():
+        got = fn(dict(a), dict(b))
+        if got is None:
+            raise Wrong("your function returned None", hint="did you forget `return`?")
+        got = np.asarray(got, dtype=np.float64).reshape(-1)
+        if got.size != 3:
+            raise Wrong(
+                f"return three numbers (mean, low, high); you returned {got.size}",
+                hint="the estimate and both ends of the interval",
+            )
+        seeds = sorted(a)
+        d = np.array([a[s] - b[s] for s in seeds])
+        expected = _t_interval(d)
+        if np.allclose(got, expected, rtol=1e-6, atol=1e-9):
+            continue
+        n = d.size
+        by_position = np.array(list(a.values())) - np.array(list(b.values()))
+        xa, xb = np.array([a[s] for s in seeds]), np.array([b[s] for s in seeds])
+        from scipy import stats as st
+
+        half_unpaired = float(st.t.ppf(0.975, n - 1)) * np.sqrt(xa.var(ddof=1) / n + xb.var(ddof=1) / n)
+        unpaired = (float(d.mean()), float(d.mean()) - half_unpaired, float(d.mean()) + half_unpaired)
+        hint = "take d = a[s] - b[s] seed by seed; the interval is mean(d) +- t(0.975, n-1) * SD(d) / sqrt(n)"
+        if _near(got, _t_interval(by_position)):
+            hint = (
+                "you paired the runs by position; dictionaries here list their seeds in different orders: pair "
+                "them by seed (a[s] - b[s] for s in sorted(a))"
+            )
+        elif _near(got, unpaired):
+            hint = (
+                "that is the unpaired interval (each method's spread added up): the seeds are paired, so the "
+                "spread that counts is that of the differences a[s] - b[s], which is much smaller"
+            )
+        elif _near(got, _t_interval(d, z=True)):
+            hint = (
+                f"you used 1.96; with n = {n} seeds the quantile is Student's t with n - 1 degrees of freedom "
+                f"({float(st.t.ppf(0.975, n - 1)):.2f}): scipy.stats.t.ppf(0.975, n - 1)"
+            )
+        elif _near(got, _t_interval(d, ddof=0)):
+            hint = "use the sample SD of the differences (ddof=1), not the population SD"
+        raise Wrong(f"with {n} seeds the interval differs", expected=np.array(expected), got=got, hint=hint)
+    return (
+        "right: pairing by seed removes what the two runs of a seed share, and Student's t keeps the interval "
+        "honest with few seeds. If it includes 0, the two methods are not distinguishable at this budget."
+    )

@@ -1,0 +1,72 @@
+"""Notebook 05's exercise on the paired interval: the solution passes, each typical mistake gets its own hint."""
+
+import numpy as np
+import pytest
+from scipy import stats as st
+
+from kfc_lite.exercises import nb05
+
+
+def solution(a, b):
+    d = np.array([a[s] - b[s] for s in sorted(a)])
+    half = st.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
+    return d.mean(), d.mean() - half, d.mean() + half
+
+
+def by_position(a, b):
+    return solution(dict(enumerate(a.values())), dict(enumerate(b.values())))
+
+
+def unpaired(a, b):
+    xa, xb = np.array([a[s] for s in sorted(a)]), np.array([b[s] for s in sorted(a)])
+    n, m = xa.size, xa.mean() - xb.mean()
+    half = st.t.ppf(0.975, n - 1) * np.sqrt(xa.var(ddof=1) / n + xb.var(ddof=1) / n)
+    return m, m - half, m + half
+
+
+def with_z(a, b):
+    d = np.array([a[s] - b[s] for s in sorted(a)])
+    half = 1.96 * d.std(ddof=1) / np.sqrt(d.size)
+    return d.mean(), d.mean() - half, d.mean() + half
+
+
+def population_sd(a, b):
+    d = np.array([a[s] - b[s] for s in sorted(a)])
+    half = st.t.ppf(0.975, d.size - 1) * d.std() / np.sqrt(d.size)
+    return d.mean(), d.mean() - half, d.mean() + half
+
+
+def test_the_solution_passes_and_agrees_with_kfc_lite_stats():
+    fb = nb05.check_paired_interval(solution)
+    assert fb.passed, fb
+    from kfc_lite import stats
+
+    a, b = nb05._paired_cases()[0]
+    iv = stats.paired_difference(a, b).difference
+    assert np.allclose(solution(a, b), (iv.estimate, iv.low, iv.high))
+
+
+@pytest.mark.parametrize(
+    "wrong, words",
+    [
+        (by_position, "by position"),
+        (unpaired, "unpaired"),
+        (with_z, "Student's t"),
+        (population_sd, "ddof=1"),
+        (lambda a, b: None, "return"),
+        (lambda a, b: (1.0, 2.0), "three numbers"),
+    ],
+)
+def test_each_mistake_is_named(wrong, words):
+    fb = nb05.check_paired_interval(wrong)
+    assert not fb.passed
+    assert words in str(fb), str(fb)
+
+
+def test_a_stub_is_not_done():
+    def stub(a, b):
+        raise NotImplementedError
+
+    from kfc_lite.exercises import NOT_DONE
+
+    assert nb05.check_paired_interval(stub).status == NOT_DONE
