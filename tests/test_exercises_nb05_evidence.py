@@ -70,3 +70,56 @@ def test_a_stub_is_not_done():
     from kfc_lite.exercises import NOT_DONE
 
     assert nb05.check_paired_interval(stub).status == NOT_DONE
+
+
+def shift_solution(model, s, a, s_next, eps):
+    from kfc_lite.symmetry import kfcpp_symmetry
+
+    sigma, _ = kfcpp_symmetry(model.operator(a), eps)
+    move = lambda z: z + (sigma @ z.unsqueeze(-1)).squeeze(-1)  # noqa: E731
+    return model.decode(move(model.encode(s))), model.decode(move(model.encode(s_next)))
+
+
+def shift_without_identity(model, s, a, s_next, eps):
+    from kfc_lite.symmetry import kfcpp_symmetry
+
+    sigma, _ = kfcpp_symmetry(model.operator(a), eps)
+    move = lambda z: (sigma @ z.unsqueeze(-1)).squeeze(-1)  # noqa: E731
+    return model.decode(move(model.encode(s))), model.decode(move(model.encode(s_next)))
+
+
+def shift_transposed(model, s, a, s_next, eps):
+    from kfc_lite.symmetry import kfcpp_symmetry
+
+    sigma, _ = kfcpp_symmetry(model.operator(a), eps)
+    move = lambda z: z + (z.unsqueeze(-2) @ sigma).squeeze(-2)  # noqa: E731
+    return model.decode(move(model.encode(s))), model.decode(move(model.encode(s_next)))
+
+
+def shift_only_s(model, s, a, s_next, eps):
+    return shift_solution(model, s, a, s_next, eps)[0], s_next
+
+
+def shift_not_moved(model, s, a, s_next, eps):
+    return model.decode(model.encode(s)), model.decode(model.encode(s_next))
+
+
+def test_the_augmenter_solution_passes():
+    fb = nb05.check_kfcpp_shift(shift_solution)
+    assert fb.passed, fb
+
+
+@pytest.mark.parametrize(
+    "wrong, words",
+    [
+        (shift_without_identity, "(I + sigma) z"),
+        (shift_transposed, "other side"),
+        (shift_only_s, "s' must move too"),
+        (shift_not_moved, "did not move"),
+        (lambda *args: None, "return"),
+    ],
+)
+def test_each_augmenter_mistake_is_named(wrong, words):
+    fb = nb05.check_kfcpp_shift(wrong)
+    assert not fb.passed
+    assert words in str(fb), str(fb)

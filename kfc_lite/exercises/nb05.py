@@ -175,3 +175,71 @@ def check_paired_interval(fn):
         "right: pairing by seed removes what the two runs of a seed share, and Student's t keeps the interval "
         "honest with few seeds. If it includes 0, the two methods are not distinguishable at this budget."
     )
+
+
+def _shift_case(seed: int = 0):
+    """A small random Koopman model and a batch of transitions with their KFC++ draws, in float64."""
+    import torch
+
+    from kfc_lite.koopman import KoopmanForwardModel
+
+    torch.manual_seed(seed)
+    model = KoopmanForwardModel(state_dim=3, action_dim=1, latent_dim=6, hidden_dim=16).double()
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(8, 3, generator=g, dtype=torch.float64)
+    s_next = s + 0.05 * torch.randn(8, 3, generator=g, dtype=torch.float64)
+    a = torch.rand(8, 1, generator=g, dtype=torch.float64) * 2 - 1
+    eps = 0.3 * torch.randn(8, 6, generator=g, dtype=torch.float64)
+    return model, s, a, s_next, eps
+
+
+@exercise("05", "kfcpp_shift")
+def check_kfcpp_shift(fn):
+    """``fn(model, s, a, s_next, eps)`` -> ``(s~, s~')``: both states moved along the KFC++ symmetry of ``K(a)``
+    with the same draw ``eps`` (docs/paper.md, 'The symmetry augmentation')."""
+    import torch
+
+    from kfc_lite.symmetry import kfcpp_shift, kfcpp_symmetry
+
+    model, s, a, s_next, eps = _shift_case()
+    with torch.no_grad():
+        got = fn(model, s.clone(), a.clone(), s_next.clone(), eps.clone())
+        if got is None:
+            raise Wrong("your function returned None", hint="did you forget `return`?")
+        if not isinstance(got, (tuple, list)) or len(got) != 2:
+            raise Wrong("return two batches, (s~, s~')", hint="the moved state and the moved next state")
+        moved, moved_next, _ = kfcpp_shift(model, s, a, s_next, eps)
+        got_s, got_next = (torch.as_tensor(x, dtype=torch.float64) for x in got)
+        if got_s.shape != moved.shape or got_next.shape != moved_next.shape:
+            raise Wrong(
+                f"shapes {tuple(got_s.shape)}, {tuple(got_next.shape)}; expected {tuple(moved.shape)} twice",
+                hint="one moved state per row of s, in state space (decode the moved latent)",
+            )
+        ok_s = torch.allclose(got_s, moved, atol=1e-8)
+        ok_next = torch.allclose(got_next, moved_next, atol=1e-8)
+        if ok_s and ok_next:
+            return (
+                "right: encode both states, move both latents with the same (I + sigma), decode. The training "
+                "run below now uses your function."
+            )
+        z, z_next = model.encode(s), model.encode(s_next)
+        sigma, _ = kfcpp_symmetry(model.operator(a), eps)
+        hint = "z = E(s); sigma from K(a) and eps (kfcpp_symmetry); s~ = D(z + sigma z); the same for s'"
+        if torch.allclose(got_s, model.decode(z), atol=1e-8):
+            hint = "your s~ is just D(E(s)): the symmetry did not move it (did you apply I + sigma to the latent?)"
+        elif torch.allclose(got_s, model.decode((sigma @ z.unsqueeze(-1)).squeeze(-1)), atol=1e-8):
+            hint = "you decoded sigma z; the symmetry of the paper moves z to (I + sigma) z = z + sigma z"
+        elif torch.allclose(got_s, model.decode(z + (z.unsqueeze(-2) @ sigma).squeeze(-2)), atol=1e-8):
+            hint = "you multiplied z from the other side (z sigma is sigma^T z): apply sigma @ z, a column vector"
+        elif torch.allclose(got_s, s + (sigma @ z.unsqueeze(-1)).squeeze(-1)[..., : s.shape[-1]], atol=1e-8):
+            hint = "sigma acts on the latent z = E(s), not on the state: encode, move, then decode"
+        elif ok_s and torch.allclose(got_next, s_next, atol=1e-8):
+            hint = "s' must move too, with the same sigma: a moved transition is (s~, a, r, s~')"
+        elif ok_s and torch.allclose(got_next, model.decode(model.encode(s_next)), atol=1e-8):
+            hint = "s' was only encoded and decoded: move its latent with the same (I + sigma) as s"
+        raise Wrong(
+            "the moved states differ from KFC++'s" if not ok_s else "s~ is right, s~' is not",
+            expected=(moved if not ok_s else moved_next),
+            got=(got_s if not ok_s else got_next),
+            hint=hint,
+        )
