@@ -222,7 +222,7 @@ def check_kfcpp_shift(fn):
                 "right: encode both states, move both latents with the same (I + sigma), decode. The training "
                 "run below now uses your function."
             )
-        z, z_next = model.encode(s), model.encode(s_next)
+        z = model.encode(s)
         sigma, _ = kfcpp_symmetry(model.operator(a), eps)
         hint = "z = E(s); sigma from K(a) and eps (kfcpp_symmetry); s~ = D(z + sigma z); the same for s'"
         if torch.allclose(got_s, model.decode(z), atol=1e-8):
