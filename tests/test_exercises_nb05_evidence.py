@@ -123,3 +123,43 @@ def test_each_augmenter_mistake_is_named(wrong, words):
     fb = nb05.check_kfcpp_shift(wrong)
     assert not fb.passed
     assert words in str(fb), str(fb)
+
+
+def test_the_training_run_uses_the_learners_function_once_it_passes(capsys):
+    import torch
+
+    from kfc_lite.rl.augment import KoopmanAugmenter
+    from kfc_lite.symmetry import kfcpp_shift
+
+    model, s, a, s_next, _ = nb05._shift_case()
+    batch = {
+        "observations": s,
+        "actions": a,
+        "next_observations": s_next,
+        "rewards": torch.zeros(8),
+        "terminals": torch.zeros(8, dtype=torch.bool),
+    }
+    calls = []
+
+    def counted(*args):
+        calls.append(1)
+        return shift_solution(*args)
+
+    yours = nb05.augmenter_with(counted, model)
+    assert "moves its batches with your kfcpp_shift" in capsys.readouterr().out
+    calls.clear()
+    torch.manual_seed(3)
+    moved = yours(batch)
+    assert calls == [1]
+    torch.manual_seed(3)
+    eps = torch.randn(8, model.latent_dim, dtype=torch.float64) * 3e-3
+    expected, expected_next, _ = kfcpp_shift(model, s, a, s_next, eps)
+    assert torch.allclose(moved["observations"], expected) and torch.allclose(moved["next_observations"], expected_next)
+    assert moved["actions"] is a  # only the states move
+
+    def stub(*args):
+        raise NotImplementedError
+
+    library = nb05.augmenter_with(stub, model)
+    assert isinstance(library, KoopmanAugmenter)
+    assert "does not pass its check yet" in capsys.readouterr().out

@@ -243,3 +243,32 @@ def check_kfcpp_shift(fn):
             got=(got_s if not ok_s else got_next),
             hint=hint,
         )
+
+
+def augmenter_with(fn, model, shift_sigma: float = 1.0):
+    """An augmenter that moves every batch with the learner's ``fn(model, s, a, s_next, eps)`` once
+    :func:`check_kfcpp_shift` passes it, and the library's KFC++ augmenter (with a one-line message) until then, so the
+    notebook's training run works in the student edition too.
+
+    The learner's version takes the symmetry branch on every batch (the library's takes it with probability
+    ``p_koopman`` and S4RL's noise otherwise) and draws ``eps`` as the library does: one N(0, (3e-3 rho)^2) value per
+    latent dimension and transition, from the global RNG.
+    """
+    import torch
+
+    from kfc_lite.rl.augment import KFCPP_EPS_UNIT, Augmenter, make_augmenter
+
+    if not check_kfcpp_shift(fn).passed:
+        print("your kfcpp_shift does not pass its check yet: this run uses the library's KFC++ augmenter")
+        return make_augmenter("kfc++", model, shift_sigma=shift_sigma)
+
+    class YourKFCpp(Augmenter):
+        name = "kfc++ (yours)"
+
+        def _transform(self, s, s_next, batch):
+            eps = torch.randn(s.shape[0], model.latent_dim, dtype=s.dtype) * (KFCPP_EPS_UNIT * shift_sigma)
+            return fn(model, s, batch["actions"], s_next, eps)
+
+    model.eval()
+    print("this run moves its batches with your kfcpp_shift")
+    return YourKFCpp()
