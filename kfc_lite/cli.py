@@ -5,7 +5,7 @@ function, so the command line stays next to the code it drives:
 
 * ``kfc-lite info``                       versions, device, dataset cache (here)
 * ``kfc-lite data list|download|info|make`` (``kfc_lite.data.cli``)
-* ``kfc-lite train``, ``kfc-lite eval`` and ``kfc-lite train-online`` (``kfc_lite.train``)
+* ``kfc-lite train``, ``kfc-lite eval`` and ``kfc-lite train-online`` (``kfc_lite.train.cli``)
 * ``kfc-lite sweep``                      many runs on Ray (``kfc_lite.sweep.cli``)
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 import sys
 
 #: Modules that add sub-commands; each defines ``register(subparsers)``.
-COMMAND_MODULES = ["kfc_lite.data.cli", "kfc_lite.train", "kfc_lite.sweep.cli"]
+COMMAND_MODULES = ["kfc_lite.data.cli", "kfc_lite.train.cli", "kfc_lite.sweep.cli"]
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -38,6 +38,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from kfc_lite.validators import number
 from kfc_lite.symmetry import (DEFAULT_KFC_SCALE, Eigendecomposition, commutation_error, eigendecompose,
                                kfc_generator)
 
@@ -80,8 +81,7 @@ class TableSettings:
             raise ValueError(f"storage must be one of {sorted(STORAGE_DTYPES)}, got {self.storage!r}")
         if self.cond_threshold is not None and not self.cond_threshold > 1:
             raise ValueError(f"cond_threshold must be > 1 (a condition number is at least 1), got {self.cond_threshold}")
-        if not (isinstance(self.kfc_scale, (int, float)) and math.isfinite(self.kfc_scale) and self.kfc_scale > 0):
-            raise ValueError(f"kfc_scale must be a positive number, got {self.kfc_scale!r}")
+        number("kfc_scale", self.kfc_scale, 0.0, low_open=True)
 
 
 class SymmetryRows(NamedTuple):

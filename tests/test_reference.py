@@ -63,7 +63,7 @@ def reference_parameters(ref):
 
 def max_difference(xs, ys):
     assert len(xs) == len(ys)
-    return max(float((x - y).abs().max()) for x, y in zip(xs, ys, strict=True))
+    return max(float((x - y).detach().abs().max()) for x, y in zip(xs, ys, strict=True))
 
 
 def run(config, *, change_fast=None):

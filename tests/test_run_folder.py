@@ -1,4 +1,4 @@
-"""Run folders that cannot be corrupted (kfc_lite.run_folder, kfc_lite.files): one owner, verified checkpoints kept
+"""Run folders that cannot be corrupted (kfc_lite.train.run_folder, kfc_lite.files): one owner, verified checkpoints kept
 in pairs, runs that go non-finite stop, resumes that refuse what they cannot honour, Koopman pre-training that
 resumes. Each case goes through the command line and checks the exit code, the message and that nothing was lost."""
 import json
@@ -166,7 +166,7 @@ def test_unverified_old_checkpoint_that_torch_cannot_read_is_a_sentence(dataset,
 # -- 2. one writer per run folder ---------------------------------------------------------------------------------
 def hold_folder(run: pathlib.Path) -> subprocess.Popen:
     """Another process that owns ``run`` (as a running `kfc-lite train` would), until it is killed."""
-    code = ("import sys, time\nfrom kfc_lite.run_folder import owned\n"
+    code = ("import sys, time\nfrom kfc_lite.train.run_folder import owned\n"
             "with owned(sys.argv[1], create=True):\n    print('held', flush=True)\n    time.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert proc.stdout.readline().strip() == "held"
@@ -336,7 +336,7 @@ def test_diverging_run_stops_names_step_and_loss_and_keeps_the_last_good_checkpo
 
 
 def run_folder_first_nonfinite(state):
-    from kfc_lite.run_folder import first_nonfinite
+    from kfc_lite.train.run_folder import first_nonfinite
 
     return first_nonfinite(state)
 

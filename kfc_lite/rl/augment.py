@@ -18,14 +18,14 @@ in :meth:`Augmenter.state_dict`, so a training loop that checkpoints both resume
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 
 import torch
 
+from kfc_lite.methods import METHODS
 from kfc_lite.symmetry import DEFAULT_KFC_SCALE
 from kfc_lite.symmetry_table import (SymmetryRows, SymmetryTable, TableSettings, build_rows, model_device_dtype,
                                      moved_latents)
+from kfc_lite.validators import is_integer, number
 
 __all__ = ["Augmenter", "NoAugmentation", "GaussianNoise", "KoopmanAugmenter", "make_augmenter", "METHODS",
            "S4RL_SIGMA", "KFCPP_EPS_UNIT"]
@@ -176,9 +176,7 @@ class GaussianNoise(Augmenter):
     name = "s4rl"
 
     def __init__(self, sigma: float = S4RL_SIGMA):
-        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma >= 0):
-            raise ValueError(f"sigma must be a finite non-negative number (raw state units), got {sigma!r}")
-        self.sigma = float(sigma)
+        self.sigma = number("sigma (raw state units)", sigma, 0.0)
         super().__init__()
 
     def _transform(self, s, s_next, batch):
@@ -254,11 +252,9 @@ class KoopmanAugmenter(Augmenter):
             raise ValueError(f"variant must be one of {self.VARIANTS}, got {variant!r}")
         if per not in self.PER:
             raise ValueError(f"per must be 'batch' (one draw per batch, as the authors' code) or 'sample', got {per!r}")
-        if not (isinstance(p_koopman, (int, float)) and 0.0 <= p_koopman <= 1.0):
-            raise ValueError(f"p_koopman is a probability in [0, 1], got {p_koopman!r}")
-        for name, value in (("shift_sigma", shift_sigma), ("noise_sigma", noise_sigma)):
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
+        number("p_koopman (a probability)", p_koopman, 0.0, 1.0)
+        number("shift_sigma", shift_sigma, 0.0)
+        number("noise_sigma", noise_sigma, 0.0)
         if cond_threshold is not None and not cond_threshold > 1:
             raise ValueError(f"cond_threshold must be > 1 (a condition number is at least 1), got {cond_threshold}")
         if eig_dtype is not None and eig_dtype not in (torch.float32, torch.float64):
@@ -279,7 +275,7 @@ class KoopmanAugmenter(Augmenter):
         self.bounds = bounds
         if seed is None:
             seed = (torch.initial_seed() + _BRANCH_SEED_OFFSET) % 2**63
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
+        if not (is_integer(seed) and 0 <= seed < 2**63):
             raise ValueError(f"seed must be an integer in [0, 2**63) (the branch draw's generator), got {seed!r}")
         self.branch_generator = torch.Generator().manual_seed(int(seed))  # host: no device sync for the branch
         self.name = variant
@@ -411,9 +407,6 @@ class KoopmanAugmenter(Augmenter):
             s_out = torch.maximum(torch.minimum(s_out, high), low)
             s_next_out = torch.maximum(torch.minimum(s_next_out, high), low)
         return s_out, s_next_out
-
-
-METHODS = ("cql", "s4rl", "kfc", "kfc++")
 
 
 def make_augmenter(method: str, model=None, **kwargs) -> Augmenter:

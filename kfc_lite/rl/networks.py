@@ -20,23 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from kfc_lite.rl import _fused
+from kfc_lite.validators import integer, widths
 
 __all__ = ["CriticEnsemble", "TanhGaussianActor", "LOG_STD_MIN", "LOG_STD_MAX", "tanh_log_det", "observation_batch"]
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
-
-
-def _check_hidden(hidden) -> tuple[int, ...]:
-    hidden = tuple(hidden)
-    if not hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
-        raise ValueError(f"hidden must be a non-empty sequence of positive layer widths such as (256, 256), got {hidden!r}")
-    return hidden
-
-
-def _check_dim(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def xavier_init_(layer: nn.Linear) -> nn.Linear:
@@ -63,9 +51,9 @@ class CriticEnsemble(nn.Module):
 
     def __init__(self, state_dim: int, action_dim: int, hidden=(256, 256), n_critics: int = 2):
         super().__init__()
-        self.state_dim, self.action_dim = _check_dim("state_dim", state_dim), _check_dim("action_dim", action_dim)
-        self.hidden = _check_hidden(hidden)
-        self.n_critics = _check_dim("n_critics", n_critics)
+        self.state_dim, self.action_dim = integer("state_dim", state_dim, 1), integer("action_dim", action_dim, 1)
+        self.hidden = widths("hidden", hidden)
+        self.n_critics = integer("n_critics", n_critics, 1)
         E, h0 = self.n_critics, self.hidden[0]
         self.w_state = nn.Parameter(torch.empty(E, state_dim, h0))
         self.w_action = nn.Parameter(torch.empty(E, action_dim, h0))
@@ -154,8 +142,8 @@ class TanhGaussianActor(nn.Module):
 
     def __init__(self, state_dim: int, action_dim: int, hidden=(256, 256)):
         super().__init__()
-        self.state_dim, self.action_dim = _check_dim("state_dim", state_dim), _check_dim("action_dim", action_dim)
-        self.hidden = _check_hidden(hidden)
+        self.state_dim, self.action_dim = integer("state_dim", state_dim, 1), integer("action_dim", action_dim, 1)
+        self.hidden = widths("hidden", hidden)
         dims = (state_dim, *self.hidden)
         layers: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:]):

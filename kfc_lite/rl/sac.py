@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from kfc_lite.rl.networks import CriticEnsemble, TanhGaussianActor, observation_batch
+from kfc_lite.validators import flag, integer, number, one_of, widths
 
 __all__ = ["SACConfig", "PRESETS", "SACCQL", "td_target", "td_loss", "cql_penalty", "lagrange_loss", "actor_loss",
            "bc_actor_loss", "alpha_loss", "polyak_update"]
@@ -89,39 +90,23 @@ class SACConfig:
     compile: bool = False
 
     def __post_init__(self):
-        if isinstance(self.hidden, list):
-            self.hidden = tuple(self.hidden)
-        if (not isinstance(self.hidden, tuple) or not self.hidden
-                or any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in self.hidden)):
-            raise ValueError(f"SACConfig.hidden must be a tuple of positive layer widths such as (256, 256), got {self.hidden!r}")
-        self.hidden = tuple(int(h) for h in self.hidden)
+        self.hidden = widths("SACConfig.hidden", self.hidden)
         for name in ("n_critics", "batch_size", "cql_n_actions"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"SACConfig.{name} must be a positive integer, got {v!r}")
-        if isinstance(self.bc_steps, bool) or not isinstance(self.bc_steps, (int, np.integer)) or self.bc_steps < 0:
-            raise ValueError(f"SACConfig.bc_steps must be a non-negative integer (0 turns the warm-up off), got {self.bc_steps!r}")
+            integer(f"SACConfig.{name}", getattr(self, name), 1)
+        integer("SACConfig.bc_steps (0 turns the warm-up off)", self.bc_steps, 0)
         for name in ("policy_lr", "q_lr", "alpha_lr", "alpha_prime_lr", "cql_temperature", "alpha_prime_max"):
-            v = getattr(self, name)
-            if not _is_number(v) or not v > 0:
-                raise ValueError(f"SACConfig.{name} must be a positive number, got {v!r}")
-        if not _is_number(self.gamma) or not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"SACConfig.gamma is a discount in [0, 1], got {self.gamma!r}")
-        if not _is_number(self.tau) or not 0.0 < self.tau <= 1.0:
-            raise ValueError(f"SACConfig.tau is the Polyak rate in (0, 1] (1 copies the critic), got {self.tau!r}")
-        if not _is_number(self.alpha) or self.alpha < 0 or (self.auto_alpha and self.alpha == 0):
-            raise ValueError(f"SACConfig.alpha must be >= 0 (and > 0 with auto_alpha, it is tuned in log space), got {self.alpha!r}")
-        if not _is_number(self.cql_weight) or self.cql_weight < 0:
-            raise ValueError(f"SACConfig.cql_weight must be >= 0 (0 turns CQL off), got {self.cql_weight!r}")
-        if not _is_number(self.lagrange_threshold):
-            raise ValueError(f"SACConfig.lagrange_threshold must be a number, got {self.lagrange_threshold!r}")
-        if self.target_entropy is not None and not _is_number(self.target_entropy):
-            raise ValueError(f"SACConfig.target_entropy must be a number or None (-action_dim), got {self.target_entropy!r}")
+            number(f"SACConfig.{name}", getattr(self, name), 0.0, low_open=True)
+        number("SACConfig.gamma (a discount)", self.gamma, 0.0, 1.0)
+        number("SACConfig.tau (the Polyak rate; 1 copies the critic)", self.tau, 0.0, 1.0, low_open=True)
+        number("SACConfig.alpha", self.alpha, 0.0)
+        if self.auto_alpha and self.alpha == 0:
+            raise ValueError("SACConfig.alpha must be > 0 with auto_alpha (it is tuned in log space), got 0")
+        number("SACConfig.cql_weight (0 turns CQL off)", self.cql_weight, 0.0)
+        number("SACConfig.lagrange_threshold", self.lagrange_threshold)
+        number("SACConfig.target_entropy (None: -action_dim)", self.target_entropy, allow_none=True)
         for name in ("auto_alpha", "backup_entropy", "lagrange", "online", "compile"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ValueError(f"SACConfig.{name} must be True or False, got {getattr(self, name)!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"SACConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
+            flag(f"SACConfig.{name}", getattr(self, name))
+        one_of("SACConfig.precision", self.precision, PRECISIONS)
 
     @property
     def use_cql(self) -> bool:
@@ -144,10 +129,6 @@ class SACConfig:
         values = dict(PRESETS[name])
         values.update(_checked_fields(cls, overrides, "SACConfig"))
         return cls(**values)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _checked_fields(cls, d: dict, what: str) -> dict:

@@ -29,9 +29,9 @@ import os
 import pathlib
 import re
 
+from kfc_lite.methods import METHODS
 from kfc_lite.sweep.budgets import BUDGET_FIELDS, BUDGETS, Budget
 
-METHODS = ("cql", "s4rl", "kfc", "kfc++")
 #: diagnostic variants: the residual ("gauged") symmetry s + D((I+sigma)E(s)) - D(E(s)), without the decoder's
 #: reconstruction offset that the plain form adds to every augmented state
 VARIANTS = ("kfc-gauged", "kfc++-gauged")

@@ -59,7 +59,7 @@ def checkpoint_step(run_dir: pathlib.Path) -> int | None:
     exist but none can be used; ``train()`` then stops with the sentence that says why.
     """
     from kfc_lite.files import CheckpointError, load_verified
-    from kfc_lite.run_folder import CHECKPOINT_NAME
+    from kfc_lite.train.run_folder import CHECKPOINT_NAME
 
     try:
         found = load_verified(pathlib.Path(run_dir) / CHECKPOINT_NAME, what="training checkpoint")
@@ -75,7 +75,7 @@ def read_attempts(run_dir: pathlib.Path) -> list[dict]:
 
 def _holder(run_dir: pathlib.Path) -> str:
     """Who holds ``run_dir``, in words: the process in its lock file, and the node of the attempt that was it."""
-    from kfc_lite.run_folder import LOCK_NAME
+    from kfc_lite.train.run_folder import LOCK_NAME
 
     try:
         pid = (run_dir / LOCK_NAME).read_text().strip()
@@ -94,7 +94,7 @@ def hold_run_folder(run_dir, wait_s: float = LOCK_WAIT_S, poll_s: float = 1.0, s
 
     Raises :class:`kfc_lite.run_folder.RunLockedError` naming the holder when it still holds the folder by then.
     """
-    from kfc_lite.run_folder import RunLockedError, owned
+    from kfc_lite.train.run_folder import RunLockedError, owned
 
     run_dir = pathlib.Path(run_dir)
     deadline = time.monotonic() + wait_s

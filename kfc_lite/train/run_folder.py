@@ -1,6 +1,6 @@
 """A training run's folder: owned by one process, resumed only when it can be, never left half-written.
 
-:func:`kfc_lite.train.train` writes a run into one folder (``config.json``, ``metrics.jsonl``, the checkpoint
+:func:`kfc_lite.train.train` and :func:`kfc_lite.train.train_online_sac` write a run into one folder (``config.json``, ``metrics.jsonl``, the checkpoint
 pair, ``policy.pt``...). This module holds the rules that keep such a folder whole:
 
 * **one writer** (:func:`owned`): an exclusive ``fcntl.flock`` on ``<run>/.lock``, taken before anything in
@@ -16,6 +16,8 @@ pair, ``policy.pt``...). This module holds the rules that keep such a folder who
   checkpoints were written and are gone, or whose run finished, is not silently started over.
 * **metrics** (:func:`repair_metrics`, :func:`read_metrics`): a line cut off by a stopped write (a full disk)
   is dropped when the run resumes, and said so.
+* **what both loops write** (:func:`json_line`, :func:`write_json_atomic`, :func:`rng_state`,
+  :func:`set_rng_state`): a metrics line, a JSON file replaced whole, every RNG state a checkpoint holds;
 * **non-finite values stop a run** (:func:`nonfinite_metrics`, :func:`first_nonfinite`): checked where the loop
   already synchronises with the device (the logged metrics) and before every checkpoint (the parameters), so
   a NaN is caught at the next log or checkpoint step and never written into a checkpoint.
@@ -30,8 +32,11 @@ import json
 import math
 import os
 import pathlib
+import random
 import sys
 import warnings
+
+import numpy as np
 
 try:
     import fcntl
@@ -40,7 +45,8 @@ except ImportError:  # pragma: no cover - Windows: no lock is taken
 
 __all__ = ["RunFolderError", "RunExistsError", "RunLockedError", "NothingToResumeError", "TrainingDivergedError",
            "owned", "note", "read_config", "check_fresh", "load_checkpoint", "check_restart", "check_metrics",
-           "repair_metrics", "read_metrics", "nonfinite_metrics", "first_nonfinite", "LOCK_NAME", "CHECKPOINT_NAME"]
+           "repair_metrics", "read_metrics", "nonfinite_metrics", "first_nonfinite", "diverged_error", "json_line",
+           "write_json_atomic", "rng_state", "set_rng_state", "LOCK_NAME", "CHECKPOINT_NAME"]
 
 LOCK_NAME = ".lock"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -327,3 +333,57 @@ def first_nonfinite(state, prefix: str = "") -> str | None:
         if bad is not None:
             return bad
     return None
+
+
+# -- what both loops write -------------------------------------------------------------------------------------
+def json_line(row: dict) -> str:
+    """One strict-JSON line: NaN and infinities (e.g. a statistic with no samples yet) become null."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+    return json.dumps(clean) + "\n"
+
+
+def write_json_atomic(obj, path: pathlib.Path) -> None:
+    """``path`` holds ``obj`` as JSON, written beside it and renamed, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def rng_state(device) -> dict:
+    """Every random generator a step draws from (Python, NumPy, torch's CPU and, on CUDA, the device's)."""
+    import torch
+
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),
+                  float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device) -> None:
+    """Put back what :func:`rng_state` saved."""
+    import torch
+
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def diverged_error(step: int, what: str, run_dir: pathlib.Path, last_checkpoint: int | None) -> TrainingDivergedError:
+    """The error of a run that went non-finite: where, what, what was kept, and what to do."""
+    kept = (f"checkpoint.pt (step {last_checkpoint}) is the last good checkpoint and was not overwritten"
+            if last_checkpoint is not None else "no checkpoint had been written")
+    return TrainingDivergedError(
+        f"training diverged at step {step}: {what}. Nothing after that was saved; in {run_dir}, {kept}. Resuming "
+        "would repeat the same steps: lower the learning rates (e.g. --set q_lr=1e-4 --set policy_lr=3e-5) or check "
+        "the data's scale, and start again in another --out folder")
