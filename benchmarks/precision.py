@@ -124,8 +124,10 @@ def main(argv=None) -> int:
                 + f" | {'yes' if within else '**no**'} |"
             )
     text = (
-        f"# bf16 autocast vs fp32: learning curves\n\nCommand: `{' '.join(['precision.py'] + (argv or sys.argv[1:]))}`; "
-        f"torch {torch.__version__}; {', '.join(a.methods)} (kfc-code preset, {'x'.join(map(str, a.hidden))}, BC warm-up {a.bc_steps} steps"
+        "# bf16 autocast vs fp32: learning curves\n\n"
+        f"Command: `{' '.join(['precision.py'] + (argv or sys.argv[1:]))}`; torch {torch.__version__}; "
+        f"{', '.join(a.methods)} (kfc-code preset, {'x'.join(map(str, a.hidden))}, "
+        f"BC warm-up {a.bc_steps} steps"
         + (f"; KFC's Koopman model {a.koopman_steps} steps" if model is not None else "")
         + ") on the first "
         f"{len(q['observations'])} transitions of {a.dataset}, {a.steps} steps, {a.threads} thread(s).\n\n"
