@@ -7,12 +7,14 @@ STAMP  := $(VENV)/.kfc-lite-installed
 TORCH_LOCAL ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: lab test install student clean-venv help ci-browser
+.PHONY: lab test install student nbgrader book clean-venv help ci-browser
 
 help:
 	@echo "make lab      set up .venv and start JupyterLab on notebooks/"
 	@echo "make test     set up .venv and run the whole test suite, notebooks included (quick mode)"
 	@echo "make student  write the student edition of every notebook to build/student/"
+	@echo "make nbgrader write an nbgrader course (an assignment per notebook, autograded checks) to build/nbgrader/"
+	@echo "make book     execute the notebooks (quick mode; KFC_QUICK=0 for full) into a website in build/book/html/"
 
 install: $(STAMP)
 
@@ -45,6 +47,14 @@ ci-browser:
 
 student: $(STAMP)
 	$(BIN)/python -m kfc_lite.student notebooks build/student
+
+# For teachers (docs/teaching.md). The course's source/ and nbgrader_config.py are rewritten; a gradebook, releases
+# and submissions already in build/nbgrader/ stay.
+nbgrader: $(STAMP)
+	$(BIN)/python -m kfc_lite.nbgrader_course notebooks build/nbgrader
+
+book: $(STAMP)
+	KFC_QUICK=$${KFC_QUICK:-1} MPLBACKEND=Agg $(BIN)/python -m tools.book --out build/book
 
 clean-venv:
 	rm -rf $(VENV)
