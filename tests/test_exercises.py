@@ -85,3 +85,21 @@ def test_conventions_catch_a_broken_notebook():
     assert any("carries outputs" in p for p in problems)
     assert any("not preceded by a learner stub" in p for p in problems)
     assert student_edition(nb).cells[first_code].outputs == []
+
+
+def test_training_diagnosis_names_the_mistake_of_each_wrong_answer():
+    from kfc_lite.exercises import nb02
+
+    check = nb02.check_training_diagnosis
+    assert check(lambda: "c").status == PASSED
+    overfit = check("a")
+    assert overfit.status == FAILED and "validation loss" in str(overfit)
+    unstable = check("b")
+    assert unstable.status == FAILED and "20 times" in str(unstable)
+    assert "validation split" in str(check("d"))
+    assert check(stub_raising).status == NOT_DONE
+    assert check("e").status == FAILED
+
+
+def stub_raising():
+    raise NotImplementedError

@@ -156,3 +156,18 @@ def test_stated_seconds_and_timing_problems():
     problems = timing_problems(nb)
     assert len(problems) == 2 and "cell 2" in problems[1] and "20 s" in problems[1]
     assert "the notebook" in problems[0] and "30 s" in problems[0]
+
+
+#: notebooks that end with their references (03 and 05 join once they do)
+WITH_REFERENCES = ["00_start_here.ipynb", "01_koopman_on_toy_systems.ipynb", "02_learning_koopman_with_control.ipynb",
+                   "04_offline_rl_with_cql.ipynb"]
+
+
+@pytest.mark.parametrize("name", WITH_REFERENCES)
+def test_notebook_ends_with_its_references(name):
+    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    last = nb.cells[-1]
+    assert last.cell_type == "markdown" and re.search(r"^## (Course bibliography|References)", last.source, re.M), (
+        f"{name} must end with a '## References' markdown cell")
+    entries = [line for line in last.source.splitlines() if line.startswith("* ")]
+    assert entries and all(re.search(r"\b(19|20)\d\d\b", e) for e in entries), "every reference names its year"

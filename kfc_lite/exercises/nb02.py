@@ -93,8 +93,8 @@ def check_rollout(fn):
 
 _failure_mode = multiple_choice(
     "02", "failure_mode",
-    question="The one-step error is tiny, but the 50-step prediction drifts further from the truth the longer the "
-             "horizon. Which explanation fits the plot?",
+    question="The paper's model predicts one step well, but its errors after 10 and 50 steps are many times larger. "
+             "Which explanation fits the plots?",
     options={
         "a": "the model overfits the training set",
         "b": "small one-step errors are fed back through K(a) at every step and compound over the horizon",
@@ -118,3 +118,37 @@ _failure_mode = multiple_choice(
 
 check_failure_mode = _failure_mode
 
+
+
+_training_diagnosis = multiple_choice(
+    "02", "training_diagnosis",
+    question="While the validation one-step loss falls (in quick mode about a thousandfold), the validation 20-step "
+             "error of the same model rises during training (in quick mode it about doubles). Which diagnosis fits?",
+    options={
+        "a": "the model overfits: it memorises the training transitions and fails on the validation ones",
+        "b": "the learning rate is too high, so training is unstable",
+        "c": "at first the model predicts almost nothing, and its 20-step rollout settles near the mean state, "
+             "whose error is only the spread of the states; once training makes K(a) keep the swing going, small "
+             "errors in phase and amplitude compound over 20 steps until the prediction is off by a whole swing, "
+             "worse than a constant guess; the one-step loss never applies K(a) twice, so it cannot see this",
+        "d": "the 20-step error is measured on other data than the one-step loss, so the two curves cannot be compared",
+    },
+    correct="c",
+    explanations={
+        "a": "overfitting shows as a validation loss that stops falling or rises while the training loss keeps "
+             "falling; here the validation one-step loss falls with the training loss. Look at the multi-step "
+             "error of an untrained model instead: what does it predict after 20 steps?",
+        "b": "an unstable optimiser shows as a noisy or rising loss; the one-step losses fall smoothly. The rise is "
+             "in a quantity that the loss does not contain: the error of K(a) applied 20 times to its own output.",
+        "c": "the one-step loss rewards a model that gets one step right, and a model that gets one step right "
+             "keeps the pendulum swinging; a 20-step rollout of a swinging model with a slightly wrong frequency "
+             "is out of phase, which costs more than predicting the mean. To train what you measure, put the "
+             "multi-step error (or a latent-consistency term) in the loss; for KFC, which moves single "
+             "transitions, the one-step model is what matters.",
+        "d": "both are computed on the validation split: the one-step loss on its transitions, the 20-step error "
+             "on contiguous stretches of the same validation episodes.",
+    },
+)
+
+
+check_training_diagnosis = _training_diagnosis
