@@ -25,7 +25,6 @@ import copy
 import pathlib
 import re
 import sys
-import textwrap
 
 import nbformat
 
@@ -131,9 +130,14 @@ def merge_stub_and_solution(stub: str, solution: str) -> str | None:
             start = body[0].lineno - 1
             while start - 1 >= node.lineno and sol_lines[start - 1].strip().startswith("#"):
                 start -= 1  # comments above the first statement belong to the body (a header line never starts so)
-        block = textwrap.dedent("\n".join(sol_lines[start : node.end_lineno])).strip("\n")
+        block = "\n".join(sol_lines[start : node.end_lineno]).strip("\n")
         indent = " " * raises[0].col_offset
-        new = [indent + BEGIN] + [indent + line if line.strip() else "" for line in block.split("\n")] + [indent + END]
+        own = " " * body[0].col_offset
+        if own != indent:
+            # from the solution's indentation to the stub's, line by line: a line of a multi-line string that does
+            # not start with the body's indentation keeps its text
+            block = "\n".join(indent + ln[len(own) :] if ln.startswith(own) else ln for ln in block.split("\n"))
+        new = [indent + BEGIN, block, indent + END]
         replacements.append((raises[0].lineno - 1, raises[0].end_lineno, new))
     if not replacements:
         return None

@@ -64,6 +64,16 @@ def test_the_solution_body_goes_where_the_stub_raised():
     assert namespace["f"](3) == 6
 
 
+def test_the_solution_body_takes_the_indentation_of_the_stub():
+    merged = merge_stub_and_solution(
+        "def f(x):\n  raise NotImplementedError", 'def f(x):\n    s = """a\nb"""\n\n    if x:\n        return s'
+    )
+    assert merged == 'def f(x):\n  ### BEGIN SOLUTION\n  s = """a\nb"""\n\n  if x:\n      return s\n  ### END SOLUTION'
+    namespace = {}
+    exec(merged, namespace)
+    assert namespace["f"](1) == "a\nb"
+
+
 @pytest.mark.parametrize(
     "solution",
     [
