@@ -36,8 +36,9 @@ def nbgrader(course: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
     # without the environment's bin/ on PATH: the config written with the course must find `alembic` itself
     bindir = os.path.dirname(sys.executable)
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != bindir)
+    # a generous limit: a run takes under a minute, ten times that on a machine shared with other work
     proc = subprocess.run(
-        [sys.executable, "-m", "nbgrader", *args], cwd=course, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "nbgrader", *args], cwd=course, env=env, capture_output=True, text=True, timeout=1200
     )
     assert proc.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     assert "ERROR" not in proc.stderr, proc.stderr[-5000:]
