@@ -6,8 +6,15 @@ import re
 import nbformat
 import pytest
 
-from kfc_lite.notebooks import (claim, convention_problems, draws_figure, notebook_paths, stated_seconds, student_edition,
-                                timing_problems)
+from kfc_lite.notebooks import (
+    claim,
+    convention_problems,
+    draws_figure,
+    notebook_paths,
+    stated_seconds,
+    student_edition,
+    timing_problems,
+)
 
 from conftest import ROOT
 
