@@ -328,14 +328,18 @@ def symmetry_explorer_update(
                         label=f"moved transitions, {f} (each its own σ)" if i == 0 else None,
                     )
         # the model's reconstruction: where the plain form puts s and s' before any symmetry acts
-        ax.plot([s[k, 0], rec[0]], [s[k, 1], rec[1]], ls=":", color="0.3", lw=1.2, label="reconstruction offset")
-        ax.plot([sn[k, 0], rec_n[0]], [sn[k, 1], rec_n[1]], ls=":", color="0.3", lw=1.2)
+        # drawn on top, as rings: at eps = 0 the plain pair starts exactly there and would hide them
+        ax.plot(
+            [s[k, 0], rec[0]], [s[k, 1], rec[1]], ls=":", color="0.2", lw=1.4, zorder=5, label="reconstruction offset"
+        )
+        ax.plot([sn[k, 0], rec_n[0]], [sn[k, 1], rec_n[1]], ls=":", color="0.2", lw=1.4, zorder=5)
         ax.scatter(
             *np.stack([rec, rec_n]).T,
-            s=46,
+            s=110,
             facecolors="none",
-            edgecolors="0.3",
-            zorder=3,
+            edgecolors="0.2",
+            linewidths=1.4,
+            zorder=5,
             label="D(E(s)), D(E(s')): reconstruction",
         )
         # the logged pair last, on top: at eps = 0 the gauged pair lies exactly on it
