@@ -77,6 +77,33 @@ def test_the_page_holds_the_executed_notebook_with_its_figures_and_folded_soluti
     assert page.count("hide-input") >= n_solutions, "solution cells are not folded"
 
 
+def test_a_build_stopped_by_a_stuck_kernel_runs_once_more_and_no_other_failure_does(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.setenv("KFC_QUICK", "1")  # build() passes the mode on to the kernels through the environment
+    import tools.book as book_tool
+
+    def fake(outputs):
+        calls = []
+
+        def run(cmd, cwd):
+            calls.append(cmd)
+            return outputs[len(calls) - 1]
+
+        return calls, run
+
+    monkeypatch.setattr(book_tool, "stage", lambda *args: {})
+    for outputs, code, n_calls in [
+        ([(2, "nbclient.exceptions.CellTimeoutError: A cell timed out"), (0, "build succeeded")], 0, 2),
+        ([(2, "DeadKernelError: Kernel died"), (2, "DeadKernelError: Kernel died")], 2, 2),
+        ([(2, "NameError: name 'x' is not defined")], 2, 1),
+    ]:
+        calls, run = fake(outputs)
+        monkeypatch.setattr(book_tool, "run_and_echo", run)
+        assert book_tool.build(tmp_path, only=["01"]) == code
+        assert len(calls) == n_calls
+        assert f"nb_execution_timeout={book_tool.QUICK_CELL_TIMEOUT}" in calls[0]
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
 @pytest.mark.skipif(not HAVE_PLAYWRIGHT, reason="playwright for Python is not installed (pip install playwright)")
 def test_chromium_shows_the_page_with_its_title_and_figures(book, tmp_path):

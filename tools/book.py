@@ -30,6 +30,10 @@ sys.path.insert(0, str(ROOT))  # run from anywhere: kfc_lite is importable from 
 from kfc_lite.notebooks import SOLUTION_TAG, notebook_paths, tags  # noqa: E402
 
 CONF_DIR = ROOT / "docs" / "book"
+#: seconds a quick-mode cell may run before its kernel is taken for stuck (the notebook tests allow 240)
+QUICK_CELL_TIMEOUT = 300
+#: how a build that failed on a stuck or dead kernel reads
+STUCK = re.compile(r"CellTimeoutError|DeadKernelError|timed out|Kernel died")
 #: what a solution cell is tagged with in the book (myst-nb's tags), by --solutions
 SOLUTION_TAGS = {"hide": ["hide-input"], "remove": ["remove-cell"], "show": []}
 
@@ -127,8 +131,27 @@ def build(book: pathlib.Path, only: list[str] | None = None, execute: str = "cac
            "-d", str(src_dir / f".doctrees-{mode}"),
            "-D", f"nb_execution_mode={execute}",
            "-D", f"nb_execution_cache_path={src_dir / f'.jupyter_cache-{mode}'}",
+           "-D", f"nb_execution_timeout={QUICK_CELL_TIMEOUT if quick else -1}",
            str(src_dir), str(book / "html")]  # fmt: skip
-    return subprocess.call(cmd, cwd=src_dir)
+    for attempt in range(2):
+        code, output = run_and_echo(cmd, cwd=src_dir)
+        if code == 0 or attempt == 1 or not STUCK.search(output):
+            return code
+        # a kernel that went quiet (see tests/test_notebooks.py): once more, on fresh kernels; in cache mode the
+        # notebooks already executed are not run again
+        print("a notebook's kernel stopped answering: building once more", file=sys.stderr)
+    return code
+
+
+def run_and_echo(cmd: list[str], cwd: pathlib.Path) -> tuple[int, str]:
+    """Run ``cmd``, its output passed through as it comes; returns its exit code and the last of its output."""
+    tail: list[str] = []
+    with subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            tail = (tail + [line])[-400:]
+    sys.stdout.flush()
+    return proc.returncode, "".join(tail)
 
 
 def main(argv=None) -> int:

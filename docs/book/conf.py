@@ -23,8 +23,9 @@ exclude_patterns = ["**/.ipynb_checkpoints"]
 # a cell that raises stops the build: a page must show what the notebook does, not a traceback
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
-# a quick-mode cell takes seconds; a full-mode training cell can take hours
-nb_execution_timeout = 24 * 3600
+# seconds a cell may run: tools/book.py sets it by mode (quick-mode cells take seconds, a full-mode training cell
+# hours); this is the limit of a build started without it
+nb_execution_timeout = 300
 nb_merge_streams = True
 # solution cells are tagged hide-input by tools/book.py: their code folds away under this label
 nb_code_prompt_show = "Show the code"
