@@ -13,7 +13,7 @@ from conftest import ROOT
 
 #: the notebooks that carry the badge and the setup cell; notebooks 03 and 05 join this list once they hold them
 #: (`python -m kfc_lite.colab insert notebooks/03_symmetries_of_dynamics.ipynb`)
-WITH_COLAB = ["02_learning_koopman_with_control.ipynb", "04_offline_rl_with_cql.ipynb"]
+WITH_COLAB = ["02_learning_koopman_with_control.ipynb", "04_offline_rl_with_cql.ipynb", "05_kfc_on_d4rl.ipynb"]
 
 
 class PipCalls:

@@ -145,17 +145,6 @@ def test_final_score_reference():
         paper.final_score(rows, last=0)
 
 
-def test_nb05_multiple_choice():
-    assert nb05.check_what_quick_says("c").status == PASSED
-    failed_with(nb05.check_what_quick_says("a"), "smoke test")
-    assert nb05.check_what_quick_says(None).status == NOT_DONE
-    assert nb05.check_next_action_state("b").status == PASSED
-    failed_with(nb05.check_next_action_state("a"), "clean")
-    assert nb05.check_next_action_state(NotImplemented).status == NOT_DONE
-    assert nb05.check_next_action_state(stub).status == NOT_DONE
-    assert nb05.check_what_quick_says(lambda: "c").status == PASSED
-
-
 def test_checks_never_raise_on_a_crashing_answer():
     def crash(*args):
         raise ZeroDivisionError("boom")

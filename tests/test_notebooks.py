@@ -165,9 +165,9 @@ def test_stated_seconds_and_timing_problems():
     assert "the notebook" in problems[0] and "30 s" in problems[0]
 
 
-#: notebooks that end with their references (03 and 05 join once they do)
+#: notebooks that end with their references (03 joins once it does)
 WITH_REFERENCES = ["00_start_here.ipynb", "01_koopman_on_toy_systems.ipynb", "02_learning_koopman_with_control.ipynb",
-                   "04_offline_rl_with_cql.ipynb"]
+                   "04_offline_rl_with_cql.ipynb", "05_kfc_on_d4rl.ipynb"]
 
 
 @pytest.mark.parametrize("name", WITH_REFERENCES)

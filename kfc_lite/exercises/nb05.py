@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from kfc_lite.exercises import Wrong, exercise, multiple_choice
+from kfc_lite.exercises import Wrong, exercise
 
 
 def _eval_rows():
@@ -53,52 +53,6 @@ def check_final_score(fn):
         "right: the mean of the last k evaluations is less noisy than the last one alone and, unlike the best "
         "one, does not pick on the test episodes."
     )
-
-
-_what_quick_says = multiple_choice(
-    "05",
-    "what_quick_says",
-    "A quick-mode run (a few thousand locally generated hopper transitions, a few hundred gradient steps, one seed) "
-    "ends with KFC++ a few points above CQL. What does it tell you about the paper's claim that KFC++ beats CQL "
-    "on hopper-medium?",
-    {
-        "a": "it confirms the claim on a smaller scale",
-        "b": "it refutes the claim if the gap is smaller than the paper's 36 points",
-        "c": "nothing: the data are a small local replica (not hopper-medium-v0), the budget is a tiny fraction of "
-        "1M steps, and one seed cannot separate methods whose scores vary by more than that between seeds",
-        "d": "it says that the Koopman model is accurate",
-    },
-    "c",
-    {
-        "a": "a few hundred steps on a tiny replica is a smoke test of the pipeline, not a measurement of the method.",
-        "b": "neither direction: a different dataset, a different budget and a single seed make the numbers incomparable.",
-        "c": "a comparison needs the same dataset version (v0), the paper's budget, and several seeds; quick mode only "
-        "shows that every step of the pipeline runs.",
-        "d": "the RL score says little about the model; its validation loss and multi-step error do (notebook 02).",
-    },
-)
-
-_next_action_state = multiple_choice(
-    "05",
-    "next_action_state",
-    "In the TD target r + γ (1 − d) [min_j Q̄_j(s~', a') − α log π(a'|s')], at which state is the next action a' sampled "
-    "in the authors' KFC code?",
-    {
-        "a": "at the augmented next state s~'",
-        "b": "at the clean next state s' from the dataset",
-        "c": "a' is the dataset's next action, a_{t+1}",
-    },
-    "b",
-    {
-        "a": "the target critic is evaluated at s~', but the policy is queried at the clean s' (KFC_prime.py).",
-        "b": "the policy never sees augmented states; only the critics do (docs/paper.md, 'Where augmented states go').",
-        "c": "that would be SARSA-style evaluation of the behaviour policy; SAC samples a' from the current policy.",
-    },
-)
-
-check_what_quick_says = _what_quick_says
-check_next_action_state = _next_action_state
-
 
 def _paired_cases():
     """(a, b) pairs of seed -> score mappings; b lists its seeds in another order, so pairing by position is wrong."""
