@@ -11,9 +11,10 @@ from kfc_lite import colab
 
 from conftest import ROOT
 
-#: the notebooks that carry the badge and the setup cell; notebooks 03 and 05 join this list once they hold them
-#: (`python -m kfc_lite.colab insert notebooks/03_symmetries_of_dynamics.ipynb`)
-WITH_COLAB = ["02_learning_koopman_with_control.ipynb", "04_offline_rl_with_cql.ipynb", "05_kfc_on_d4rl.ipynb"]
+#: the notebooks that carry the badge and the setup cell (`python -m kfc_lite.colab insert NOTEBOOK` puts them in);
+#: 00 and 01 run anywhere in seconds and need no GPU
+WITH_COLAB = ["02_learning_koopman_with_control.ipynb", "03_symmetries_of_dynamics.ipynb", "04_offline_rl_with_cql.ipynb",
+              "05_kfc_on_d4rl.ipynb"]
 
 
 class PipCalls:

@@ -165,9 +165,8 @@ def test_stated_seconds_and_timing_problems():
     assert "the notebook" in problems[0] and "30 s" in problems[0]
 
 
-#: notebooks that end with their references (03 joins once it does)
-WITH_REFERENCES = ["00_start_here.ipynb", "01_koopman_on_toy_systems.ipynb", "02_learning_koopman_with_control.ipynb",
-                   "04_offline_rl_with_cql.ipynb", "05_kfc_on_d4rl.ipynb"]
+#: every notebook ends with its references
+WITH_REFERENCES = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 @pytest.mark.parametrize("name", WITH_REFERENCES)
