@@ -8,6 +8,7 @@ function, so the command line stays next to the code it drives:
 * ``kfc-lite train``, ``kfc-lite eval`` and ``kfc-lite train-online`` (``kfc_lite.train.cli``)
 * ``kfc-lite sweep``                      many runs on Ray (``kfc_lite.sweep.cli``)
 """
+
 from __future__ import annotations
 
 import argparse

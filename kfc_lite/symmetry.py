@@ -22,6 +22,7 @@ device with ``torch.linalg.eig``, and marks the samples whose eigen-decompositio
 in a validity mask instead of silently returning a matrix that does not commute (the authors' code falls
 back to ``U = I`` there, which is *not* a symmetry; docs/paper.md, 'The symmetry augmentation').
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,8 +32,17 @@ from typing import NamedTuple
 import torch
 
 __all__ = [
-    "Eigendecomposition", "eigendecompose", "default_cond_threshold", "kfcpp_symmetry", "kfcpp_shift", "kfc_generator",
-    "kfc_symmetry", "commutation_error", "eigen_directions", "frobenius_norm", "DEFAULT_KFC_SCALE",
+    "Eigendecomposition",
+    "eigendecompose",
+    "default_cond_threshold",
+    "kfcpp_symmetry",
+    "kfcpp_shift",
+    "kfc_generator",
+    "kfc_symmetry",
+    "commutation_error",
+    "eigen_directions",
+    "frobenius_norm",
+    "DEFAULT_KFC_SCALE",
 ]
 
 #: RMS gain per latent direction of the KFC generator, ``||G||_F / sqrt(n)``; equal to the per-dimension
@@ -86,16 +96,17 @@ def frobenius_norm(x: torch.Tensor) -> torch.Tensor:
 
 def _check_square(K: torch.Tensor, name: str = "K") -> None:
     if not isinstance(K, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (..., n, n), got {type(K).__name__}; "
-                        "convert with torch.as_tensor(...)")
+        raise TypeError(
+            f"{name} must be a torch.Tensor of shape (..., n, n), got {type(K).__name__}; "
+            "convert with torch.as_tensor(...)"
+        )
     if K.ndim < 2 or K.shape[-1] != K.shape[-2]:
         raise ValueError(f"{name} must have shape (..., n, n) with square trailing dimensions, got {tuple(K.shape)}")
     if K.is_complex() or not K.is_floating_point():
         raise TypeError(f"{name} must be a real floating-point tensor (float32 or float64), got {K.dtype}")
 
 
-def eigendecompose(K: torch.Tensor, cond_threshold: float | None = None, exact_cond: bool = True
-                   ) -> Eigendecomposition:
+def eigendecompose(K: torch.Tensor, cond_threshold: float | None = None, exact_cond: bool = True) -> Eigendecomposition:
     """Batched eigen-decomposition of real ``K`` (..., n, n) on its device, with a validity guard.
 
     A sample is invalid when ``K`` holds NaN/inf, when the eigen-decomposition or the inverse of ``U`` is
@@ -162,8 +173,9 @@ def _from_eigenbasis(eig: Eigendecomposition, d: torch.Tensor, real_dtype: torch
     return _where_ok(eig.valid, sigma, torch.zeros((), dtype=sigma.dtype, device=sigma.device))
 
 
-def kfcpp_symmetry(K: torch.Tensor, eps: torch.Tensor, cond_threshold: float | None = None,
-                   eig: Eigendecomposition | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def kfcpp_symmetry(
+    K: torch.Tensor, eps: torch.Tensor, cond_threshold: float | None = None, eig: Eigendecomposition | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """KFC++ symmetry ``sigma = Re(U diag(eps) U^-1)`` for real ``K`` (..., n, n) and real ``eps`` (..., n).
 
     The leading dimensions of ``K`` and ``eps`` broadcast (one ``K`` with a batch of ``eps`` draws works).
@@ -185,8 +197,10 @@ def kfcpp_symmetry(K: torch.Tensor, eps: torch.Tensor, cond_threshold: float | N
     if eps.is_complex():
         raise TypeError("eps must be real: KFC++ draws one real parameter per latent dimension")
     if eps.ndim < 1 or eps.shape[-1] != K.shape[-1]:
-        raise ValueError(f"eps must have shape (..., n) with n = {K.shape[-1]} (one parameter per latent "
-                         f"dimension), got {tuple(eps.shape)}")
+        raise ValueError(
+            f"eps must have shape (..., n) with n = {K.shape[-1]} (one parameter per latent "
+            f"dimension), got {tuple(eps.shape)}"
+        )
     if eps.device != K.device:
         raise ValueError(f"eps is on {eps.device} but K on {K.device}: put both on the same device")
     if eig is None:
@@ -196,8 +210,14 @@ def kfcpp_symmetry(K: torch.Tensor, eps: torch.Tensor, cond_threshold: float | N
     return sigma, eig.valid.expand(batch)
 
 
-def kfcpp_shift(model, s: torch.Tensor, a: torch.Tensor, s_next: torch.Tensor, eps: torch.Tensor,
-                cond_threshold: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def kfcpp_shift(
+    model,
+    s: torch.Tensor,
+    a: torch.Tensor,
+    s_next: torch.Tensor,
+    eps: torch.Tensor,
+    cond_threshold: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """KFC++ in one place: move a batch of transitions ``(s, a, s')`` along a symmetry of the Koopman model.
 
     docs/paper.md, 'The symmetry augmentation'. ``model`` has ``encode``, ``decode`` and ``operator`` (a
@@ -220,8 +240,13 @@ def kfcpp_shift(model, s: torch.Tensor, a: torch.Tensor, s_next: torch.Tensor, e
 
 def _expand(eig: Eigendecomposition, batch) -> Eigendecomposition:
     n = eig.values.shape[-1]
-    return Eigendecomposition(eig.values.expand(*batch, n), eig.vectors.expand(*batch, n, n),
-                              eig.inverse.expand(*batch, n, n), eig.cond.expand(batch), eig.valid.expand(batch))
+    return Eigendecomposition(
+        eig.values.expand(*batch, n),
+        eig.vectors.expand(*batch, n, n),
+        eig.inverse.expand(*batch, n, n),
+        eig.cond.expand(batch),
+        eig.valid.expand(batch),
+    )
 
 
 def _reference_matrix(n: int, seed: int, dtype: torch.dtype, device) -> torch.Tensor:
@@ -238,9 +263,13 @@ def _reference_matrix_cached(n: int, seed: int, dtype: torch.dtype, device: torc
     return torch.randn(n, n, generator=generator, dtype=torch.float64).to(dtype=dtype, device=device)
 
 
-def kfc_generator(K: torch.Tensor, scale: float = DEFAULT_KFC_SCALE, seed: int = 0,
-                  cond_threshold: float | None = None, eig: Eigendecomposition | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def kfc_generator(
+    K: torch.Tensor,
+    scale: float = DEFAULT_KFC_SCALE,
+    seed: int = 0,
+    cond_threshold: float | None = None,
+    eig: Eigendecomposition | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """KFC's single commuting generator ``G`` per ``K`` (..., n, n); returns ``(G, valid)``.
 
     Construction: a fixed random real matrix ``R`` (seeded by ``seed``, the same for every ``K``) projected
@@ -275,14 +304,20 @@ def kfc_generator(K: torch.Tensor, scale: float = DEFAULT_KFC_SCALE, seed: int =
     # A generator that projects to (numerically) zero cannot be rescaled: mark it invalid, do not divide.
     tiny = torch.finfo(K.dtype).eps * n
     ok = eig.valid & (norm > tiny)
-    G = torch.where(ok[..., None, None], G * (scale * n ** 0.5 / norm.clamp_min(tiny))[..., None, None],
-                    torch.zeros_like(G))
+    G = torch.where(
+        ok[..., None, None], G * (scale * n**0.5 / norm.clamp_min(tiny))[..., None, None], torch.zeros_like(G)
+    )
     return G, ok
 
 
-def kfc_symmetry(K: torch.Tensor, eps: torch.Tensor | float, scale: float = DEFAULT_KFC_SCALE, seed: int = 0,
-                 cond_threshold: float | None = None, eig: Eigendecomposition | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def kfc_symmetry(
+    K: torch.Tensor,
+    eps: torch.Tensor | float,
+    scale: float = DEFAULT_KFC_SCALE,
+    seed: int = 0,
+    cond_threshold: float | None = None,
+    eig: Eigendecomposition | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """KFC symmetry ``sigma = eps * G(K)`` with one scalar ``eps`` per sample (shape broadcasting with
     ``K.shape[:-2]``) and the generator of :func:`kfc_generator`. Returns ``(sigma, valid)``."""
     G, valid = kfc_generator(K, scale=scale, seed=seed, cond_threshold=cond_threshold, eig=eig)
@@ -334,8 +369,9 @@ def eigen_directions(values: torch.Tensor, weights: torch.Tensor | None = None) 
         if abs(float(vals[i].imag)) <= tol:
             groups.append([i])
             continue
-        partner = min((j for j in range(n) if j not in used),
-                      key=lambda j: float((vals[j] - vals[i].conj()).abs()), default=None)
+        partner = min(
+            (j for j in range(n) if j not in used), key=lambda j: float((vals[j] - vals[i].conj()).abs()), default=None
+        )
         if partner is not None and float((vals[partner] - vals[i].conj()).abs()) <= 1e3 * tol:
             used.add(partner)
             groups.append([i, partner])

@@ -22,12 +22,12 @@ tabled dataset, such as a notebook's); :func:`symmetry_table` builds the rows of
 cores, stores them on disk beside the Koopman model under a key of model, data and settings, and loads them
 again (memory-mapped when larger than a budget) whenever the same key comes back.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import pathlib
 import shutil
@@ -38,12 +38,21 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from kfc_lite.symmetry import DEFAULT_KFC_SCALE, Eigendecomposition, commutation_error, eigendecompose, kfc_generator
 from kfc_lite.validators import number
-from kfc_lite.symmetry import (DEFAULT_KFC_SCALE, Eigendecomposition, commutation_error, eigendecompose,
-                               kfc_generator)
 
-__all__ = ["TableSettings", "SymmetryRows", "SymmetryTable", "build_rows", "moved_latents", "real_eigenbasis",
-           "symmetry_table", "table_key", "model_device_dtype", "STORAGE_DTYPES"]
+__all__ = [
+    "TableSettings",
+    "SymmetryRows",
+    "SymmetryTable",
+    "build_rows",
+    "moved_latents",
+    "real_eigenbasis",
+    "symmetry_table",
+    "table_key",
+    "model_device_dtype",
+    "STORAGE_DTYPES",
+]
 
 #: the on-disk layout's version: a table written under another version is rebuilt, never reinterpreted
 TABLE_FORMAT = 1
@@ -80,7 +89,9 @@ class TableSettings:
         if self.storage not in STORAGE_DTYPES:
             raise ValueError(f"storage must be one of {sorted(STORAGE_DTYPES)}, got {self.storage!r}")
         if self.cond_threshold is not None and not self.cond_threshold > 1:
-            raise ValueError(f"cond_threshold must be > 1 (a condition number is at least 1), got {self.cond_threshold}")
+            raise ValueError(
+                f"cond_threshold must be > 1 (a condition number is at least 1), got {self.cond_threshold}"
+            )
         number("kfc_scale", self.kfc_scale, 0.0, low_open=True)
 
 
@@ -101,15 +112,22 @@ class SymmetryRows(NamedTuple):
     valid: torch.Tensor
     commutation: torch.Tensor
 
-    def to(self, device=None, dtype=None) -> "SymmetryRows":
+    def to(self, device=None, dtype=None) -> SymmetryRows:
         """The rows on ``device``, the basis and coordinates in ``dtype`` (indices and masks keep theirs)."""
+
         def move(x, cast):
             if x is None:
                 return None
             return x.to(device=device, dtype=dtype if cast else None, non_blocking=True)
 
-        return SymmetryRows(move(self.latent, True), move(self.basis, True), move(self.coords, True),
-                            move(self.partner, False), move(self.valid, False), move(self.commutation, False))
+        return SymmetryRows(
+            move(self.latent, True),
+            move(self.basis, True),
+            move(self.coords, True),
+            move(self.partner, False),
+            move(self.valid, False),
+            move(self.commutation, False),
+        )
 
 
 def real_eigenbasis(eig: Eigendecomposition) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,8 +161,9 @@ def _probe_eps(n: int, dtype) -> torch.Tensor:
     return torch.randn(n, generator=g, dtype=torch.float64).to(dtype)
 
 
-def build_rows(model, s: torch.Tensor, a: torch.Tensor, s_next: torch.Tensor, settings: TableSettings,
-               storage_round: bool = False) -> SymmetryRows:
+def build_rows(
+    model, s: torch.Tensor, a: torch.Tensor, s_next: torch.Tensor, settings: TableSettings, storage_round: bool = False
+) -> SymmetryRows:
     """The rows of the transitions ``(s, a, s')`` (B rows) on the model's device, in the model's dtype.
 
     ``storage_round=True`` rounds the basis and coordinates to ``settings.storage`` as a table would store them
@@ -187,8 +206,14 @@ def build_rows(model, s: torch.Tensor, a: torch.Tensor, s_next: torch.Tensor, se
         basis = torch.where(valid[:, None, None], basis, zero)
         if coords is not None:
             coords = torch.where(valid[:, None, None], coords, zero)
-        return SymmetryRows(latent.to(model_dtype), basis.to(model_dtype),
-                            None if coords is None else coords.to(model_dtype), partner, valid, commutation)
+        return SymmetryRows(
+            latent.to(model_dtype),
+            basis.to(model_dtype),
+            None if coords is None else coords.to(model_dtype),
+            partner,
+            valid,
+            commutation,
+        )
 
 
 def moved_latents(rows: SymmetryRows, eps: torch.Tensor) -> torch.Tensor:
@@ -255,8 +280,15 @@ class SymmetryTable:
 
     ARRAYS = ("latent", "basis", "coords", "partner", "valid", "commutation")
 
-    def __init__(self, arrays: dict, settings: TableSettings, key: str, path=None, mapped: bool = False,
-                 build_seconds: float | None = None):
+    def __init__(
+        self,
+        arrays: dict,
+        settings: TableSettings,
+        key: str,
+        path=None,
+        mapped: bool = False,
+        build_seconds: float | None = None,
+    ):
         self.settings, self.key, self.path, self.mapped = settings, key, path, mapped
         self.build_seconds = build_seconds
         self.arrays = {k: v for k, v in arrays.items() if v is not None}
@@ -281,7 +313,7 @@ class SymmetryTable:
     def fallback_rate(self) -> float:
         return 1.0 - float(self.arrays["valid"].float().mean())
 
-    def to(self, device) -> "SymmetryTable":
+    def to(self, device) -> SymmetryTable:
         """Keep the arrays on ``device`` (gathers then happen there). A memory-mapped table stays on the host:
         its gathered rows are moved instead."""
         device = torch.device(device)
@@ -297,18 +329,26 @@ class SymmetryTable:
         where = self.arrays["latent"].device
         idx = indices.to(where)
         got = {k: v.index_select(0, idx) for k, v in self.arrays.items()}
-        rows = SymmetryRows(got["latent"], got["basis"], got.get("coords"), got.get("partner"), got["valid"],
-                            got["commutation"])
+        rows = SymmetryRows(
+            got["latent"], got["basis"], got.get("coords"), got.get("partner"), got["valid"], got["commutation"]
+        )
         rows = rows._replace(partner=None if rows.partner is None else rows.partner.long())
         return rows.to(device, dtype or torch.float32)
 
     def summary(self) -> dict:
         """Size, build time and guard statistics, for a run's records."""
-        return {"rows": self.n_rows, "bytes": self.nbytes, "bytes_per_row": self.bytes_per_row,
-                "mapped": self.mapped, "build_seconds": self.build_seconds, "fallback_rate": self.fallback_rate,
-                "commutation_error_mean": float(self.arrays["commutation"].double().mean()),
-                "path": None if self.path is None else str(self.path), "key": self.key,
-                "settings": dataclasses.asdict(self.settings)}
+        return {
+            "rows": self.n_rows,
+            "bytes": self.nbytes,
+            "bytes_per_row": self.bytes_per_row,
+            "mapped": self.mapped,
+            "build_seconds": self.build_seconds,
+            "fallback_rate": self.fallback_rate,
+            "commutation_error_mean": float(self.arrays["commutation"].double().mean()),
+            "path": None if self.path is None else str(self.path),
+            "key": self.key,
+            "settings": dataclasses.asdict(self.settings),
+        }
 
 
 class _NpyWriter:
@@ -338,8 +378,9 @@ class _NpyWriter:
         self.file.close()
 
 
-def _build_into(folder: pathlib.Path, model, transitions: dict, settings: TableSettings, workers: int,
-                progress: bool) -> dict:
+def _build_into(
+    folder: pathlib.Path, model, transitions: dict, settings: TableSettings, workers: int, progress: bool
+) -> dict:
     """Compute every row, chunk by chunk over ``workers`` threads, into ``.npy`` files in ``folder``."""
     from tqdm.auto import tqdm
 
@@ -356,8 +397,12 @@ def _build_into(folder: pathlib.Path, model, transitions: dict, settings: TableS
     storage = STORAGE_DTYPES[settings.storage]
     m = n if settings.variant == "kfc++" else 2
     np_storage = {torch.float32: np.float32, torch.float16: np.float16, torch.bfloat16: np.uint16}[storage]
-    shapes = {"latent": ((N, 2, n), np.float32), "basis": ((N, n, m), np_storage),
-              "valid": ((N,), np.bool_), "commutation": ((N,), np.float32)}
+    shapes = {
+        "latent": ((N, 2, n), np.float32),
+        "basis": ((N, n, m), np_storage),
+        "valid": ((N,), np.bool_),
+        "commutation": ((N,), np.float32),
+    }
     if settings.variant == "kfc++":
         shapes.update(coords=((N, n, 2), np_storage), partner=((N, n), np.int16 if n > 127 else np.int8))
     files = {k: _NpyWriter(folder / f"{k}.npy", shape, dt) for k, (shape, dt) in shapes.items()}
@@ -420,8 +465,10 @@ def _verify(folder: pathlib.Path, key: str) -> dict:
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path} cannot be read ({exc})") from None
     if manifest.get("format") != TABLE_FORMAT or manifest.get("key") != key:
-        raise ValueError(f"{folder} holds a table of format {manifest.get('format')} and key "
-                         f"{str(manifest.get('key'))[:16]}, not format {TABLE_FORMAT} and key {key[:16]}")
+        raise ValueError(
+            f"{folder} holds a table of format {manifest.get('format')} and key "
+            f"{str(manifest.get('key'))[:16]}, not format {TABLE_FORMAT} and key {key[:16]}"
+        )
     for name, info in manifest["arrays"].items():
         f = folder / f"{name}.npy"
         if not f.is_file() or _sha256_file(f) != info.get("sha256"):
@@ -429,8 +476,15 @@ def _verify(folder: pathlib.Path, key: str) -> dict:
     return manifest
 
 
-def symmetry_table(model, transitions: dict, settings: TableSettings, cache_dir, memory_budget_gb: float = 8.0,
-                   workers: int | None = None, progress: bool = True) -> SymmetryTable:
+def symmetry_table(
+    model,
+    transitions: dict,
+    settings: TableSettings,
+    cache_dir,
+    memory_budget_gb: float = 8.0,
+    workers: int | None = None,
+    progress: bool = True,
+) -> SymmetryTable:
     """The table of ``transitions`` under ``model`` and ``settings``: loaded from ``cache_dir`` when a table of
     the same key is there and intact, built (and stored there) otherwise.
 
@@ -459,8 +513,11 @@ def symmetry_table(model, transitions: dict, settings: TableSettings, cache_dir,
         try:
             manifest = _verify(folder, key)
         except ValueError as exc:
-            warnings.warn(f"the cached symmetry table in {folder} is not usable ({exc}): it is removed and built "
-                          "again", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"the cached symmetry table in {folder} is not usable ({exc}): it is removed and built again",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             shutil.rmtree(folder)
         else:
             arrays, mapped = _load(folder, manifest, budget)
@@ -476,9 +533,15 @@ def symmetry_table(model, transitions: dict, settings: TableSettings, cache_dir,
         release_cpu_memory()  # the chunks' temporaries, which the tuned C allocator would otherwise keep
         for name in arrays:
             arrays[name]["sha256"] = _sha256_file(tmp / f"{name}.npy")
-        manifest = {"format": TABLE_FORMAT, "key": key, "settings": dataclasses.asdict(settings),
-                    "rows": int(len(transitions["observations"])), "arrays": arrays, "build_seconds": seconds,
-                    "workers": workers}
+        manifest = {
+            "format": TABLE_FORMAT,
+            "key": key,
+            "settings": dataclasses.asdict(settings),
+            "rows": int(len(transitions["observations"])),
+            "arrays": arrays,
+            "build_seconds": seconds,
+            "workers": workers,
+        }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         try:
             os.rename(tmp, folder)

@@ -34,8 +34,15 @@ def integer(name: str, value, minimum: int = 0, *, allow_none: bool = False) -> 
     return int(value)
 
 
-def number(name: str, value, low: float | None = None, high: float | None = None, *, low_open: bool = False,
-           allow_none: bool = False) -> float | None:
+def number(
+    name: str,
+    value,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    allow_none: bool = False,
+) -> float | None:
     """``value`` as a float: finite, ``>= low`` (``> low`` where ``low_open``) and ``<= high`` where given."""
     if allow_none and value is None:
         return None

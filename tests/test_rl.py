@@ -1,4 +1,5 @@
 """Networks, SAC+CQL losses and updates, augmented-state routing, policy files (kfc_lite.rl)."""
+
 import copy
 import math
 
@@ -18,9 +19,13 @@ TINY = dict(hidden=(32, 32), batch_size=64)
 
 def make_batch(B=64, ds=DS, da=DA, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return dict(observations=torch.randn(B, ds, generator=g), actions=torch.rand(B, da, generator=g) * 2 - 1,
-                rewards=torch.randn(B, generator=g), next_observations=torch.randn(B, ds, generator=g),
-                terminals=torch.rand(B, generator=g) < 0.2)
+    return dict(
+        observations=torch.randn(B, ds, generator=g),
+        actions=torch.rand(B, da, generator=g) * 2 - 1,
+        rewards=torch.randn(B, generator=g),
+        next_observations=torch.randn(B, ds, generator=g),
+        terminals=torch.rand(B, generator=g) < 0.2,
+    )
 
 
 # -- networks -----------------------------------------------------------------------------------------------
@@ -30,7 +35,7 @@ def critic_by_loop(critic: CriticEnsemble, s, a):
     for j in range(critic.n_critics):
         h = torch.cat([s, a], -1) @ torch.cat([critic.w_state[j], critic.w_action[j]], 0) + critic.b_in[j, 0]
         h = F.relu(h)
-        for i, (w, b) in enumerate(zip(critic.weights, critic.biases)):
+        for i, (w, b) in enumerate(zip(critic.weights, critic.biases, strict=False)):
             h = h @ w[j] + b[j, 0]
             if i < len(critic.weights) - 1:
                 h = F.relu(h)
@@ -71,7 +76,8 @@ def test_actor_log_prob_matches_torch_tanh_normal():
     a, logp = actor.sample(s)
     mean, log_std = actor(s)
     dist = torch.distributions.TransformedDistribution(
-        torch.distributions.Normal(mean, log_std.exp()), [torch.distributions.TanhTransform(cache_size=1)])
+        torch.distributions.Normal(mean, log_std.exp()), [torch.distributions.TanhTransform(cache_size=1)]
+    )
     torch.testing.assert_close(logp, dist.log_prob(a).sum(-1), atol=1e-3, rtol=1e-4)
     torch.testing.assert_close(actor.log_prob(s, a), logp, atol=1e-3, rtol=1e-4)
     assert (a.abs() < 1).all()
@@ -114,8 +120,10 @@ def test_cql_penalty_is_the_importance_sampled_logsumexp_gap():
     for T in (1.0, 0.5):
         expect = torch.zeros(E)
         for j in range(E):
-            per_state = [T * math.log(sum(math.exp((float(q_ood[j, i, k]) - float(log_mu[i, k])) / T) for k in range(K)))
-                         for i in range(B)]
+            per_state = [
+                T * math.log(sum(math.exp((float(q_ood[j, i, k]) - float(log_mu[i, k])) / T) for k in range(K)))
+                for i in range(B)
+            ]
             expect[j] = sum(per_state) / B - float(q_data[j].mean())
         torch.testing.assert_close(sac.cql_penalty(q_data, q_ood, log_mu, T), expect)
 
@@ -131,7 +139,9 @@ def test_lagrange_actor_bc_alpha_losses():
     logp = torch.tensor([-1.0, -3.0])
     q_pi = torch.tensor([[1.0, 4.0], [2.0, 0.0]])
     assert float(sac.actor_loss(logp, q_pi, 0.5)) == pytest.approx(((-0.5 - 1.0) + (-1.5 - 0.0)) / 2)
-    assert float(sac.bc_actor_loss(logp, torch.tensor([-2.0, 1.0]), 0.5)) == pytest.approx(((-0.5 + 2) + (-1.5 - 1)) / 2)
+    assert float(sac.bc_actor_loss(logp, torch.tensor([-2.0, 1.0]), 0.5)) == pytest.approx(
+        ((-0.5 + 2) + (-1.5 - 1)) / 2
+    )
     log_alpha = torch.tensor(0.0, requires_grad=True)
     la = sac.alpha_loss(log_alpha, logp, target_entropy=-2.0)
     la.backward()
@@ -143,7 +153,7 @@ def test_polyak_update():
     a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
     before = [p.clone() for p in a.parameters()]
     sac.polyak_update(a, b, 0.1)
-    for p0, p, q in zip(before, a.parameters(), b.parameters()):
+    for p0, p, q in zip(before, a.parameters(), b.parameters(), strict=False):
         torch.testing.assert_close(p, 0.9 * p0 + 0.1 * q)
 
 
@@ -160,11 +170,20 @@ def test_config_defaults_are_the_kfc_code():
     assert SACConfig.from_dict(corl.to_dict()) == corl
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(q_lr=-1e-3), "q_lr"), (dict(gamma=1.5), "gamma"), (dict(tau=0.0), "tau"), (dict(hidden=(256, 0)), "hidden"),
-    (dict(precision="fp16"), "precision"), (dict(cql_weight=-1), "cql_weight"), (dict(batch_size=0), "batch_size"),
-    (dict(auto_alpha=True, alpha=0.0), "alpha"), (dict(bc_steps=-1), "bc_steps"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(q_lr=-1e-3), "q_lr"),
+        (dict(gamma=1.5), "gamma"),
+        (dict(tau=0.0), "tau"),
+        (dict(hidden=(256, 0)), "hidden"),
+        (dict(precision="fp16"), "precision"),
+        (dict(cql_weight=-1), "cql_weight"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(auto_alpha=True, alpha=0.0), "alpha"),
+        (dict(bc_steps=-1), "bc_steps"),
+    ],
+)
 def test_bad_config_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SACConfig(**kwargs)
@@ -187,8 +206,18 @@ def test_update_returns_floats_and_bc_then_sac_phase():
     agent.update(b)
     m3 = agent.update(b)
     assert m3["bc_phase"] == 0.0 and "q_pi" in m3 and m3["step"] == 3
-    for key in ("critic_loss", "td_loss", "cql_penalty", "cql_weight", "actor_loss", "alpha", "q_data", "q_random",
-                "q_policy", "q_next_policy"):
+    for key in (
+        "critic_loss",
+        "td_loss",
+        "cql_penalty",
+        "cql_weight",
+        "actor_loss",
+        "alpha",
+        "q_data",
+        "q_random",
+        "q_policy",
+        "q_next_policy",
+    ):
         assert isinstance(m3[key], float) and math.isfinite(m3[key]), key
     assert m3["cql_weight"] == pytest.approx(10.0, rel=0.01)  # alpha' starts at 1, times min_q_weight 10
     assert agent.update(b, metrics=False) == {}
@@ -207,6 +236,7 @@ def test_online_sac_has_no_penalty_and_tunes_alpha():
 def test_cql_pushes_ood_q_below_dataset_q():
     """A few hundred steps on data whose actions all sit near (0.5, -0.5): with the penalty, Q at the data's actions
     ends well above Q at uniform random actions; without it (same seed) the gap is much smaller."""
+
     def gap_after(cql_weight):
         torch.manual_seed(0)
         B = 128
@@ -215,13 +245,22 @@ def test_cql_pushes_ood_q_below_dataset_q():
         a = (torch.tensor([0.5, -0.5]) + 0.05 * torch.randn(512, DA, generator=g)).clamp(-1, 1)
         r = torch.randn(512, generator=g) * 0.1
         s2 = torch.randn(512, DS, generator=g)
-        cfg = SACConfig(hidden=(32, 32), batch_size=B, cql_weight=cql_weight, lagrange=False, bc_steps=50,
-                        q_lr=1e-3, policy_lr=1e-3)
+        cfg = SACConfig(
+            hidden=(32, 32), batch_size=B, cql_weight=cql_weight, lagrange=False, bc_steps=50, q_lr=1e-3, policy_lr=1e-3
+        )
         agent = SACCQL(DS, DA, cfg, "cpu")
         for _ in range(300):
             idx = torch.randint(0, 512, (B,), generator=g)
-            agent.update(dict(observations=s[idx], actions=a[idx], rewards=r[idx], next_observations=s2[idx],
-                              terminals=torch.zeros(B, dtype=torch.bool)), metrics=False)
+            agent.update(
+                dict(
+                    observations=s[idx],
+                    actions=a[idx],
+                    rewards=r[idx],
+                    next_observations=s2[idx],
+                    terminals=torch.zeros(B, dtype=torch.bool),
+                ),
+                metrics=False,
+            )
         with torch.no_grad():
             q_data = agent.critic(s, a).mean()
             q_rand = agent.critic(s, torch.rand(512, 16, DA, generator=g) * 2 - 1).mean()
@@ -235,8 +274,9 @@ def test_cql_pushes_ood_q_below_dataset_q():
 def marked(batch):
     """A test double of an augmenter's output: observations + 1000 and next observations + 2000, so every consumer
     shows which it saw."""
-    return dict(batch, observations=batch["observations"] + 1000.0,
-                next_observations=batch["next_observations"] + 2000.0)
+    return dict(
+        batch, observations=batch["observations"] + 1000.0, next_observations=batch["next_observations"] + 2000.0
+    )
 
 
 class Recorder(torch.nn.Module):
@@ -272,13 +312,15 @@ def test_augmented_states_go_where_the_authors_code_puts_them():
     joined_actions = log[3][2]  # the joined critic call: the dataset's action first, then the 3M sampled ones
     assert torch.equal(joined_actions[:, 0], b["actions"])
     assert not any(torch.equal(joined_actions[:, j], b["actions"]) for j in range(1, joined_actions.shape[1]))
-    assert seen == [("actor", "s"),          # the actor's distribution at clean s (CQL samples and actor loss)
-                    ("actor", "s'"),         # a' ~ pi(.|s') at the CLEAN next state
-                    ("target", "s~'"),       # target critic at the AUGMENTED next state
-                    # one call: the TD term and the CQL data term Q(s~, a), then the CQL log-sum-exp's 3M
-                    # sampled actions at the clean s
-                    ("critic", "[" + ", ".join(["s~"] + ["s"] * 3 * agent.config.cql_n_actions) + "]"),
-                    ("critic", "s")], seen   # actor loss at clean s
+    assert seen == [
+        ("actor", "s"),  # the actor's distribution at clean s (CQL samples and actor loss)
+        ("actor", "s'"),  # a' ~ pi(.|s') at the CLEAN next state
+        ("target", "s~'"),  # target critic at the AUGMENTED next state
+        # one call: the TD term and the CQL data term Q(s~, a), then the CQL log-sum-exp's 3M
+        # sampled actions at the clean s
+        ("critic", "[" + ", ".join(["s~"] + ["s"] * 3 * agent.config.cql_n_actions) + "]"),
+        ("critic", "s"),
+    ], seen  # actor loss at clean s
 
 
 def test_bf16_losses_close_to_fp32():
@@ -308,7 +350,7 @@ def test_state_dict_round_trip_continues_identically():
     torch.set_rng_state(rng)
     m2 = a2.update(b)
     assert m1 == m2
-    for p, q in zip(a1.critic_target.parameters(), a2.critic_target.parameters()):
+    for p, q in zip(a1.critic_target.parameters(), a2.critic_target.parameters(), strict=False):
         assert torch.equal(p, q)
     with pytest.raises(ValueError, match="state_dim"):
         SACCQL(DS + 1, DA, cfg, "cpu").load_state_dict(a1.state_dict())
@@ -369,7 +411,7 @@ def test_transition_sampler_state_round_trip(mode):
     s2.load_state_dict(state)
     torch.manual_seed(1)  # the global RNG does not matter
     b2 = [s2.sample() for _ in range(8)]
-    for x, y in zip(b1, b2):
+    for x, y in zip(b1, b2, strict=False):
         for k in x:
             assert torch.equal(x[k], y[k])
     assert b1[0]["terminals"].dtype == torch.bool and b1[0]["observations"].dtype == torch.float32
@@ -396,6 +438,6 @@ def test_lagrange_multiplier_moves_towards_the_threshold(threshold, direction):
     agent = SACCQL(DS, DA, SACConfig(**TINY, bc_steps=0, lagrange_threshold=threshold), "cpu")
     b = make_batch()
     weights = [agent.update(b)["cql_weight"] for _ in range(5)]
-    assert all(direction * (w2 - w1) > 0 for w1, w2 in zip(weights, weights[1:])), weights
+    assert all(direction * (w2 - w1) > 0 for w1, w2 in zip(weights, weights[1:], strict=False)), weights
     fixed = SACCQL(DS, DA, SACConfig(**TINY, bc_steps=0, lagrange=False, cql_weight=3.0), "cpu")
     assert {fixed.update(b)["cql_weight"] for _ in range(3)} == {3.0}

@@ -1,6 +1,7 @@
-"""Run folders that cannot be corrupted (kfc_lite.train.run_folder, kfc_lite.files): one owner, verified checkpoints kept
-in pairs, runs that go non-finite stop, resumes that refuse what they cannot honour, Koopman pre-training that
+"""Run folders that cannot be corrupted (kfc_lite.train.run_folder, kfc_lite.files): one owner, verified checkpoints
+kept in pairs, runs that go non-finite stop, resumes that refuse what they cannot honour, Koopman pre-training that
 resumes. Each case goes through the command line and checks the exit code, the message and that nothing was lost."""
+
 import json
 import os
 import pathlib
@@ -12,18 +13,44 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import checkpoint_tensors
 
 from kfc_lite.cli import main as cli_main
 from kfc_lite.files import checksum_path, load_verified, previous_path, save_verified
 from kfc_lite.train import read_metrics
-from conftest import checkpoint_tensors
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = ["--device", "cpu", "--no-progress", "--set", "eval_episodes=0", "--set", "log_every=3", "--set",
-        "checkpoint_every=6", "--set", "hidden=[16,16]", "--set", "batch_size=16", "--set", "bc_steps=2"]
-TINY_KOOPMAN = ["--set", "koopman.hidden_dim=16", "--set", "koopman.latent_dim=4", "--set", "koopman.multistep_k=2",
-                "--set", "koopman.max_epochs=4", "--set", "koopman.early_stopping=false", "--set",
-                "table_storage=float32"]
+TINY = [
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--set",
+    "eval_episodes=0",
+    "--set",
+    "log_every=3",
+    "--set",
+    "checkpoint_every=6",
+    "--set",
+    "hidden=[16,16]",
+    "--set",
+    "batch_size=16",
+    "--set",
+    "bc_steps=2",
+]
+TINY_KOOPMAN = [
+    "--set",
+    "koopman.hidden_dim=16",
+    "--set",
+    "koopman.latent_dim=4",
+    "--set",
+    "koopman.multistep_k=2",
+    "--set",
+    "koopman.max_epochs=4",
+    "--set",
+    "koopman.early_stopping=false",
+    "--set",
+    "table_storage=float32",
+]
 
 
 def cli(capsys, *args):
@@ -40,8 +67,11 @@ def train_args(dataset, out, steps, method="cql", *extra):
 
 def snapshot(folder: pathlib.Path) -> dict:
     """Every file under ``folder`` and its bytes (the lock file aside: it is the owner's, not the run's)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != ".lock"}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 def tensors(path) -> dict:
@@ -111,7 +141,10 @@ def test_failed_checkpoint_write_leaves_the_pair_and_no_temp_file(tmp_path, monk
     monkeypatch.setattr(torch, "save", full_disk)
     from kfc_lite.files import CheckpointWriteError
 
-    with pytest.raises(CheckpointWriteError, match=r"c\.pt: No space left on device\. The latest checkpoint, c\.pt \(step 1\), is untouched"):
+    with pytest.raises(
+        CheckpointWriteError,
+        match=r"c\.pt: No space left on device\. The latest checkpoint, c\.pt \(step 1\), is untouched",
+    ):
         save_verified({"step": 2}, path, label="step 2")
     assert snapshot(tmp_path) == before
 
@@ -124,7 +157,7 @@ def test_damaged_checkpoint_is_reported_and_the_previous_one_resumes_bit_exactly
     ckpt = run / "checkpoint.pt"
     data = bytearray(ckpt.read_bytes())
     mid = len(data) // 2
-    data[mid:mid + 64] = bytes(b ^ 0xA5 for b in data[mid:mid + 64])  # 64 bytes flipped in the middle
+    data[mid : mid + 64] = bytes(b ^ 0xA5 for b in data[mid : mid + 64])  # 64 bytes flipped in the middle
     ckpt.write_bytes(bytes(data))
     code, _, err = cli(capsys, "train", "--out", run, "--resume", "--steps", 18, "--no-progress")
     assert code == 0, err
@@ -166,8 +199,10 @@ def test_unverified_old_checkpoint_that_torch_cannot_read_is_a_sentence(dataset,
 # -- 2. one writer per run folder ---------------------------------------------------------------------------------
 def hold_folder(run: pathlib.Path) -> subprocess.Popen:
     """Another process that owns ``run`` (as a running `kfc-lite train` would), until it is killed."""
-    code = ("import sys, time\nfrom kfc_lite.train.run_folder import owned\n"
-            "with owned(sys.argv[1], create=True):\n    print('held', flush=True)\n    time.sleep(600)\n")
+    code = (
+        "import sys, time\nfrom kfc_lite.train.run_folder import owned\n"
+        "with owned(sys.argv[1], create=True):\n    print('held', flush=True)\n    time.sleep(600)\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert proc.stdout.readline().strip() == "held"
     return proc
@@ -211,8 +246,13 @@ def test_killed_run_resumes_past_its_stale_lock_and_temp_file(dataset, tmp_path,
     temporary file a killed write leaves, and continues from the checkpoint with every step logged once."""
     run = tmp_path / "run"
     args = train_args(dataset, run, 100_000)
-    proc = subprocess.Popen([sys.executable, "-m", "kfc_lite", *map(str, args)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kfc_lite", *map(str, args)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not (run / "checkpoint.prev.pt").is_file():  # two checkpoints written
         assert proc.poll() is None, proc.stderr.read()
@@ -311,17 +351,39 @@ def test_resume_to_fewer_steps_refuses_and_keeps_the_config(dataset, tmp_path, c
     assert snapshot(run) == before
 
 
-@pytest.mark.parametrize("lr, every, found, kept", [
-    (1e4, 3, "training diverged at step 3: critic_loss = nan", None),
-    (10.0, 1, "training diverged at step 2: agent.actor_optimizer.state.0.exp_avg_sq holds NaN or infinite values", 1),
-])
-def test_diverging_run_stops_names_step_and_loss_and_keeps_the_last_good_checkpoint(dataset, tmp_path, capsys, lr,
-                                                                                   every, found, kept):
+@pytest.mark.parametrize(
+    "lr, every, found, kept",
+    [
+        (1e4, 3, "training diverged at step 3: critic_loss = nan", None),
+        (
+            10.0,
+            1,
+            "training diverged at step 2: agent.actor_optimizer.state.0.exp_avg_sq holds NaN or infinite values",
+            1,
+        ),
+    ],
+)
+def test_diverging_run_stops_names_step_and_loss_and_keeps_the_last_good_checkpoint(
+    dataset, tmp_path, capsys, lr, every, found, kept
+):
     """A NaN in a logged loss is caught at its log step; one in the parameters (here Adam's second moments, between
     log steps) before the next checkpoint: either way the run stops, and no checkpoint or policy holds it."""
     run = tmp_path / "run"
-    code, _, err = cli(capsys, *train_args(dataset, run, 60, "cql", "--set", f"q_lr={lr}", "--set",
-                                           f"policy_lr={lr}", "--set", f"checkpoint_every={every}"))
+    code, _, err = cli(
+        capsys,
+        *train_args(
+            dataset,
+            run,
+            60,
+            "cql",
+            "--set",
+            f"q_lr={lr}",
+            "--set",
+            f"policy_lr={lr}",
+            "--set",
+            f"checkpoint_every={every}",
+        ),
+    )
     assert code == 1 and "Traceback" not in err
     assert found in err and "start again in another --out folder" in err
     assert not (run / "policy.pt").exists()
@@ -392,10 +454,22 @@ def test_fit_koopman_resumes_bit_exactly_from_its_checkpoint(tmp_path, monkeypat
     rng = np.random.default_rng(0)
     n = 300
     obs = rng.normal(size=(n, 3)).astype(np.float32)
-    data = {"observations": obs, "actions": rng.uniform(-1, 1, (n, 2)).astype(np.float32),
-            "next_observations": (0.9 * obs + 0.01).astype(np.float32), "terminals": np.zeros(n, bool)}
-    cfg = KoopmanTrainConfig(latent_dim=4, hidden_dim=8, batch_size=64, max_epochs=5, early_stopping=False,
-                             multistep_k=2, lr_decay_start=3, lr_decay_every=2)  # a decay inside the resumed part
+    data = {
+        "observations": obs,
+        "actions": rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+        "next_observations": (0.9 * obs + 0.01).astype(np.float32),
+        "terminals": np.zeros(n, bool),
+    }
+    cfg = KoopmanTrainConfig(
+        latent_dim=4,
+        hidden_dim=8,
+        batch_size=64,
+        max_epochs=5,
+        early_stopping=False,
+        multistep_k=2,
+        lr_decay_start=3,
+        lr_decay_every=2,
+    )  # a decay inside the resumed part
     straight, hist_a = fit_koopman(data, cfg, device="cpu", progress=False)
     real = fit_module._mean_losses  # once per epoch, after its minibatches
 
@@ -415,8 +489,9 @@ def test_fit_koopman_resumes_bit_exactly_from_its_checkpoint(tmp_path, monkeypat
     for k, v in straight.state_dict().items():
         assert torch.equal(resumed.state_dict()[k], v), k
     assert hist_a["val_forward"] == hist_b["val_forward"] and hist_b["epoch"] == [1, 2, 3, 4, 5]
-    other = KoopmanTrainConfig(latent_dim=4, hidden_dim=8, batch_size=64, max_epochs=6, early_stopping=False,
-                               multistep_k=2)
+    other = KoopmanTrainConfig(
+        latent_dim=4, hidden_dim=8, batch_size=64, max_epochs=6, early_stopping=False, multistep_k=2
+    )
     with pytest.raises(ValueError, match="other settings or other data: delete"):
         fit_koopman(data, other, device="cpu", progress=False, checkpoint=tmp_path / "k.pt")
 
@@ -458,8 +533,14 @@ def test_full_disk_during_a_checkpoint_is_a_sentence_and_loses_nothing(dataset, 
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    proc = subprocess.run([sys.executable, "-m", "kfc_lite", *map(str, train_args(dataset, run, 12))], cwd=ROOT,
-                          capture_output=True, text=True, preexec_fn=small_disk, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kfc_lite", *map(str, train_args(dataset, run, 12))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        preexec_fn=small_disk,
+        timeout=300,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert f"could not write the checkpoint of step 6 to {run / 'checkpoint.pt'}: File too large" in proc.stderr
     assert "then continue with --resume" in proc.stderr

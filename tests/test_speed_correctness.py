@@ -8,6 +8,7 @@ the same gradients and the same parameters after the step: to float round-off in
 tolerance under bf16 autocast. The fast paths of the Koopman augmenter (threaded eig, bounded condition
 guard) must give identical results to the plain ones.
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,9 +26,13 @@ DS, DA, B, HIDDEN = 5, 3, 32, (32, 32, 32)
 
 def batch_of(seed=0):
     g = torch.Generator().manual_seed(seed)
-    return {"observations": torch.randn(B, DS, generator=g), "actions": torch.rand(B, DA, generator=g) * 2 - 1,
-            "rewards": torch.randn(B, generator=g), "next_observations": torch.randn(B, DS, generator=g),
-            "terminals": (torch.rand(B, generator=g) < 0.1)}
+    return {
+        "observations": torch.randn(B, DS, generator=g),
+        "actions": torch.rand(B, DA, generator=g) * 2 - 1,
+        "rewards": torch.randn(B, generator=g),
+        "next_observations": torch.randn(B, DS, generator=g),
+        "terminals": (torch.rand(B, generator=g) < 0.1),
+    }
 
 
 class PlainCritic(nn.Module):
@@ -36,11 +41,11 @@ class PlainCritic(nn.Module):
     def __init__(self, ensemble, j):
         super().__init__()
         dims = (DS + DA, *HIDDEN, 1)
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=False))
         with torch.no_grad():
             self.layers[0].weight.copy_(torch.cat([ensemble.w_state[j], ensemble.w_action[j]], 0).T)
             self.layers[0].bias.copy_(ensemble.b_in[j, 0])
-            for layer, w, b in zip(self.layers[1:], ensemble.weights, ensemble.biases):
+            for layer, w, b in zip(self.layers[1:], ensemble.weights, ensemble.biases, strict=False):
                 layer.weight.copy_(w[j].T)
                 layer.bias.copy_(b[j, 0])
 
@@ -55,15 +60,18 @@ class PlainCritic(nn.Module):
     def grads(self):
         """Gradients in the ensemble's layout (w_state, w_action, b_in, weights..., biases...)."""
         w0 = self.layers[0].weight.grad.T
-        return ([w0[:DS], w0[DS:], self.layers[0].bias.grad]
-                + [l.weight.grad.T for l in self.layers[1:]] + [l.bias.grad for l in self.layers[1:]])
+        return (
+            [w0[:DS], w0[DS:], self.layers[0].bias.grad]
+            + [l.weight.grad.T for l in self.layers[1:]]
+            + [l.bias.grad for l in self.layers[1:]]
+        )
 
 
 def tanh_gaussian(mean, log_std, noise):
     """Reparameterised tanh-Gaussian sample and its log-density, the textbook way."""
     std = log_std.exp()
     u = mean + std * noise
-    logp = torch.distributions.Normal(mean, std).log_prob(u) - torch.log1p(-torch.tanh(u.double()) ** 2).float()
+    logp = torch.distributions.Normal(mean, std).log_prob(u) - torch.log1p(-(torch.tanh(u.double()) ** 2)).float()
     return torch.tanh(u), logp.sum(-1)
 
 
@@ -95,8 +103,11 @@ def reference_step(agent_before, cfg, batch, gen_seed):
         q_data = q(s, a)
         td = td + ((q_data - y) ** 2).mean()
         cat = []
-        for actions, log_density in ((random_a, torch.full((B, M), DA * math.log(0.5))),
-                                     (a_s[:, 1:], logp_s[:, 1:]), (a2[:, 1:], logp2[:, 1:])):
+        for actions, log_density in (
+            (random_a, torch.full((B, M), DA * math.log(0.5))),
+            (a_s[:, 1:], logp_s[:, 1:]),
+            (a2[:, 1:], logp2[:, 1:]),
+        ):
             q_ood = torch.stack([q(s, actions[:, k]) for k in range(M)], 1)  # one action at a time
             cat.append(q_ood - log_density)
         gaps.append(torch.logsumexp(torch.cat(cat, 1), 1).mean() - q_data.mean())
@@ -106,7 +117,7 @@ def reference_step(agent_before, cfg, batch, gen_seed):
     critic_params = [p for q in critics for p in q.parameters()]
     critic_opt = torch.optim.Adam(critic_params, lr=cfg.q_lr)
     critic_loss.backward()
-    critic_grads = [torch.stack(gs) for gs in zip(*[q.grads() for q in critics])]
+    critic_grads = [torch.stack(gs) for gs in zip(*[q.grads() for q in critics], strict=False)]
     critic_opt.step()
 
     gap = torch.stack(gaps).detach()
@@ -123,10 +134,21 @@ def reference_step(agent_before, cfg, batch, gen_seed):
     actor_loss.backward()
     actor_grads = [p.grad.clone() for p in actor.parameters()]
     actor_opt.step()
-    losses = {"critic_loss": critic_loss, "td_loss": td, "cql_penalty": cql, "actor_loss": actor_loss,
-              "lagrange_loss": lagrange}
-    return {k: float(v.detach()) for k, v in losses.items()}, critic_grads, actor_grads, \
-        [q for q in critics], actor, log_alpha_prime.grad
+    losses = {
+        "critic_loss": critic_loss,
+        "td_loss": td,
+        "cql_penalty": cql,
+        "actor_loss": actor_loss,
+        "lagrange_loss": lagrange,
+    }
+    return (
+        {k: float(v.detach()) for k, v in losses.items()},
+        critic_grads,
+        actor_grads,
+        [q for q in critics],
+        actor,
+        log_alpha_prime.grad,
+    )
 
 
 def run_both(precision, seed=0):
@@ -143,8 +165,11 @@ def run_both(precision, seed=0):
 
 def ensemble_grads(agent):
     c = agent.critic
-    return [c.w_state.grad, c.w_action.grad, c.b_in.grad.squeeze(1)] + \
-        [w.grad for w in c.weights] + [b.grad.squeeze(1) for b in c.biases]
+    return (
+        [c.w_state.grad, c.w_action.grad, c.b_in.grad.squeeze(1)]
+        + [w.grad for w in c.weights]
+        + [b.grad.squeeze(1) for b in c.biases]
+    )
 
 
 def rel(a, b):
@@ -155,15 +180,15 @@ def test_fp32_step_matches_the_reference_to_round_off():
     agent, out, (losses, critic_grads, actor_grads, critics, actor, g_lagrange) = run_both("fp32")
     for k, v in losses.items():
         assert out[k] == pytest.approx(v, rel=1e-5, abs=1e-5), k
-    for got, want in zip(ensemble_grads(agent), critic_grads):
+    for got, want in zip(ensemble_grads(agent), critic_grads, strict=False):
         assert rel(got, want) < 1e-5
-    for got, want in zip([p.grad for p in agent.actor.parameters()], actor_grads):
+    for got, want in zip([p.grad for p in agent.actor.parameters()], actor_grads, strict=False):
         assert rel(got, want) < 1e-5
     assert float(agent.log_alpha_prime.grad) == pytest.approx(float(g_lagrange), rel=1e-5)
     # and the parameters after the Adam steps
     for j, q in enumerate(critics):
         assert torch.allclose(agent.critic.weights[0][j].T, q.layers[1].weight, atol=1e-6)
-    for p, q in zip(agent.actor.parameters(), actor.parameters()):
+    for p, q in zip(agent.actor.parameters(), actor.parameters(), strict=False):
         assert torch.allclose(p, q, atol=1e-6)
 
 
@@ -187,7 +212,7 @@ def test_bf16_step_matches_the_reference_within_bf16_tolerance():
     flat = lambda ts: torch.cat([t.flatten() for t in ts])
     assert rel(flat(got_c), flat(critic_grads)) < 0.2
     assert rel(flat(got_a), flat(actor_grads)) < 0.2
-    assert min(cosine(g, w) for g, w in zip(got_c + got_a, critic_grads + actor_grads)) >= 0.97
+    assert min(cosine(g, w) for g, w in zip(got_c + got_a, critic_grads + actor_grads, strict=False)) >= 0.97
     # master weights and optimiser state stay in fp32
     assert all(p.dtype == torch.float32 for p in agent.critic.parameters())
     assert all(s["exp_avg"].dtype == torch.float32 for s in agent.critic_optimizer.state.values())
@@ -218,7 +243,7 @@ def _guard_cases() -> torch.Tensor:
       one does, whatever either decides.
     """
     g = torch.Generator().manual_seed(0)
-    K = torch.eye(8) + 0.3 * torch.randn(40, 8, 8, generator=g) / 8 ** 0.5
+    K = torch.eye(8) + 0.3 * torch.randn(40, 8, 8, generator=g) / 8**0.5
     K[3] = 0.9 * torch.eye(8) + torch.diag(torch.ones(7), 1)
     K[5, 0, 0] = float("nan")
     Q, _ = torch.linalg.qr(torch.randn(8, 8, generator=g, dtype=torch.float64))
@@ -246,7 +271,6 @@ def test_bounded_guard_decides_as_the_exact_guard():
 def test_adam_flags_by_device():
     """Fused Adam on CUDA, and on the CPU where torch has the kernel; check here that the fused kernel takes the
     same step as the default implementation (to round-off)."""
-    from kfc_lite.rl import sac
     from kfc_lite.rl.sac import adam_options
 
     assert adam_options("cuda") == {"fused": True} and adam_options(torch.device("cuda:0")) == {"fused": True}
@@ -268,9 +292,9 @@ def test_adam_flags_by_device():
     w2 = w.detach().clone().requires_grad_(True)
     opts = [torch.optim.Adam([w], lr=1e-2), torch.optim.Adam([w2], lr=1e-2, fused=True)]
     for _ in range(3):
-        for p, opt in zip((w, w2), opts):
+        for p, opt in zip((w, w2), opts, strict=False):
             opt.zero_grad()
-            (p.sin().sum() + (p ** 2).mean()).backward()
+            (p.sin().sum() + (p**2).mean()).backward()
             opt.step()
     assert torch.allclose(w, w2, atol=1e-6) and not torch.equal(w, torch.zeros_like(w))
 
@@ -311,7 +335,7 @@ def test_fused_cpu_layers_equal_the_plain_layers(monkeypatch, precision, hidden)
     assert not calls
     tol = 1e-5 if precision == "fp32" else 2e-2  # bf16: one rounding of 2^-9 here and there, summed
     assert rel(q_fused, q_plain) < tol
-    for got, want in zip(g_fused, g_plain):
+    for got, want in zip(g_fused, g_plain, strict=False):
         assert got.dtype == want.dtype == torch.float32
         assert rel(got, want) < (1e-5 if precision == "fp32" else 5e-2)
 
@@ -342,7 +366,7 @@ def test_fused_cpu_critic_gradients_with_frozen_weights(monkeypatch, frozen):
         grads = torch.autograd.grad((q * torch.linspace(-1, 1, q.numel()).view_as(q)).sum(), [a, *params])
         out.append(grads)
     assert len(out[0]) == (1 if frozen == "all" else 1 + 6)
-    for got, want in zip(*out):
+    for got, want in zip(*out, strict=False):
         assert rel(got, want) < 1e-5
 
 
@@ -384,8 +408,13 @@ def _faults(setting: str) -> dict:
     # glibc's own defaults, pinned (without them its thresholds move with the process's history and address
     # layout, so an untuned run faults on some runs and not on others); the setting must override them
     pinned = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
-    out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], capture_output=True, text=True, check=True,
-                         env=dict(os.environ, KFC_MALLOC_TUNING=setting, **pinned))
+    out = subprocess.run(
+        [sys.executable, "-c", _FAULTS_SCRIPT],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, KFC_MALLOC_TUNING=setting, **pinned),
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -408,8 +437,12 @@ def test_allocator_setting_rejects_an_unknown_value():
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-c", "from kfc_lite.settings import tune_cpu_allocator; tune_cpu_allocator()"],
-                       capture_output=True, text=True, env=dict(os.environ, KFC_MALLOC_TUNING="maybe"))
+    r = subprocess.run(
+        [sys.executable, "-c", "from kfc_lite.settings import tune_cpu_allocator; tune_cpu_allocator()"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, KFC_MALLOC_TUNING="maybe"),
+    )
     assert r.returncode != 0 and "KFC_MALLOC_TUNING='maybe' is not understood" in r.stderr
 
 
@@ -426,7 +459,7 @@ def test_cpu_critic_function_without_hidden_layers_matches_autograd():
         x, w, b = (t.clone().requires_grad_(True) for t in (x0, w0, b0))
         (fn(x, w, b) * torch.linspace(-1, 1, 5).view(5, 1)).sum().backward()
         out.append((x.grad, w.grad, b.grad))
-    for got, want in zip(*out):
+    for got, want in zip(*out, strict=False):
         assert rel(got, want) < 1e-6
 
 

@@ -1,5 +1,6 @@
 """The symmetry table: rows equal to the per-batch construction, a guard that decides as before, and a cache that
 never serves a stale or damaged table."""
+
 import json
 import math
 
@@ -10,8 +11,15 @@ import torch
 from kfc_lite.koopman import KoopmanForwardModel
 from kfc_lite.rl.augment import KoopmanAugmenter
 from kfc_lite.symmetry import eigendecompose, kfc_symmetry, kfcpp_shift, kfcpp_symmetry
-from kfc_lite.symmetry_table import (SymmetryTable, TableSettings, build_rows, moved_latents, real_eigenbasis,
-                                     symmetry_table, table_key)
+from kfc_lite.symmetry_table import (
+    SymmetryTable,
+    TableSettings,
+    build_rows,
+    moved_latents,
+    real_eigenbasis,
+    symmetry_table,
+    table_key,
+)
 
 DS, DA, N = 5, 2, 600
 
@@ -20,8 +28,11 @@ def model_and_data(seed=0, n=600):
     torch.manual_seed(seed)
     model = KoopmanForwardModel(DS, DA, latent_dim=8, hidden_dim=32).eval().requires_grad_(False)
     g = torch.Generator().manual_seed(seed + 1)
-    data = {"observations": torch.randn(n, DS, generator=g), "actions": torch.rand(n, DA, generator=g) * 2 - 1,
-            "next_observations": torch.randn(n, DS, generator=g)}
+    data = {
+        "observations": torch.randn(n, DS, generator=g),
+        "actions": torch.rand(n, DA, generator=g) * 2 - 1,
+        "next_observations": torch.randn(n, DS, generator=g),
+    }
     return model, {k: v.numpy() for k, v in data.items()}
 
 
@@ -111,8 +122,13 @@ def test_cache_is_reused_and_never_stale(tmp_path):
     other_model, _ = model_and_data(seed=7)
     other_data = dict(data, actions=data["actions"].copy())
     other_data["actions"][3, 0] += 1e-3
-    keys = {first.key, table_key(other_model, data, settings), table_key(model, other_data, settings),
-            table_key(model, data, TableSettings(storage="float32")), table_key(model, data, TableSettings(variant="kfc"))}
+    keys = {
+        first.key,
+        table_key(other_model, data, settings),
+        table_key(model, other_data, settings),
+        table_key(model, data, TableSettings(storage="float32")),
+        table_key(model, data, TableSettings(variant="kfc")),
+    }
     assert len(keys) == 5
     rebuilt = symmetry_table(model, other_data, settings, tmp_path, progress=False)
     assert rebuilt.build_seconds is not None and rebuilt.path != first.path
@@ -126,7 +142,7 @@ def test_a_damaged_table_is_refused_and_built_again(tmp_path):
     good = table.arrays["basis"].clone()
     path = table.path / "basis.npy"
     raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2: len(raw) // 2 + 64] = bytes(64)  # 64 bytes zeroed in the middle of the data
+    raw[len(raw) // 2 : len(raw) // 2 + 64] = bytes(64)  # 64 bytes zeroed in the middle of the data
     path.write_bytes(bytes(raw))
     with pytest.warns(RuntimeWarning, match="basis.npy is missing or damaged"):
         again = symmetry_table(model, data, TableSettings(), tmp_path, progress=False)
@@ -158,13 +174,12 @@ def test_an_interrupted_build_leaves_nothing_that_looks_whole(tmp_path, monkeypa
 def test_the_rows_do_not_depend_on_the_number_of_workers_or_on_memory_mapping(tmp_path):
     model, data = model_and_data(n=5000)  # several chunks
     one = symmetry_table(model, data, TableSettings(), tmp_path / "one", workers=1, progress=False)
-    two = symmetry_table(model, data, TableSettings(), tmp_path / "two", workers=2, memory_budget_gb=0,
-                         progress=False)
+    two = symmetry_table(model, data, TableSettings(), tmp_path / "two", workers=2, memory_budget_gb=0, progress=False)
     assert two.mapped and not one.mapped
     for k in one.arrays:
         assert torch.equal(one.arrays[k], two.arrays[k]), k
     idx = torch.tensor([4999, 0, 1024, 17])
-    for a, b in zip(one.rows(idx), two.rows(idx)):
+    for a, b in zip(one.rows(idx), two.rows(idx), strict=False):
         assert torch.equal(a, b)
     manifest = json.loads((one.path / "manifest.json").read_text())
     assert manifest["rows"] == 5000 and manifest["settings"]["storage"] == "float32" and manifest["workers"] == 1

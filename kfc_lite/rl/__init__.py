@@ -2,21 +2,31 @@
 
 Names are imported lazily from their submodules.
 """
+
 from kfc_lite._lazy import lazy_exports
 
 _EXPORTS = {
     # augment.py
-    "Augmenter": "augment", "NoAugmentation": "augment", "GaussianNoise": "augment", "KoopmanAugmenter": "augment",
+    "Augmenter": "augment",
+    "NoAugmentation": "augment",
+    "GaussianNoise": "augment",
+    "KoopmanAugmenter": "augment",
     "make_augmenter": "augment",
     # networks.py
-    "CriticEnsemble": "networks", "TanhGaussianActor": "networks",
+    "CriticEnsemble": "networks",
+    "TanhGaussianActor": "networks",
     # sac.py (SAC + CQL) and policy files (policy.py)
-    "SACConfig": "sac", "SACCQL": "sac", "PRESETS": "sac",
+    "SACConfig": "sac",
+    "SACCQL": "sac",
+    "PRESETS": "sac",
     # reference.py: the same step written plainly, to read first
     "ReferenceSACCQL": "reference",
-    "save_policy": "policy", "load_policy": "policy", "Policy": "policy",
+    "save_policy": "policy",
+    "load_policy": "policy",
+    "Policy": "policy",
     # replay.py: batches from device-resident transitions (offline) and a ring buffer (online)
-    "TransitionSampler": "replay", "ReplayBuffer": "replay",
+    "TransitionSampler": "replay",
+    "ReplayBuffer": "replay",
 }
 
 __all__ = sorted(_EXPORTS)

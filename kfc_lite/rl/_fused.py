@@ -87,7 +87,7 @@ class CriticMLP(torch.autograd.Function):
     def forward(ctx, x, *params):
         ws, bs = params[0::2], params[1::2]
         hs = [x]
-        for w, b in zip(ws[:-1], bs[:-1]):
+        for w, b in zip(ws[:-1], bs[:-1], strict=False):
             hs.append(LINEAR_POINTWISE(hs[-1], w.t(), None if b is None else b.reshape(-1), "relu", [], ""))
         q = torch.addmm(bs[-1], hs[-1], ws[-1])
         ctx.save_for_backward(*hs, *params)
@@ -98,7 +98,7 @@ class CriticMLP(torch.autograd.Function):
     @torch.autograd.function.once_differentiable  # (a second derivative through it is an error, never wrong)
     def backward(ctx, grad):
         saved = ctx.saved_tensors
-        hs, params = saved[:ctx.depth], saved[ctx.depth:]
+        hs, params = saved[: ctx.depth], saved[ctx.depth :]
         ws = params[0::2]
         need = ctx.needs_input_grad  # (x, w0, b0, w1, b1, ...)
         n = len(ws)
@@ -161,6 +161,8 @@ def critic_forward(ensemble, states: torch.Tensor, actions: torch.Tensor, dtype:
     w_in = torch.cat([ensemble.w_state, ensemble.w_action, ensemble.b_in], dim=1)  # (E, ds + da + 1, h0)
     x = x.to(dtype)
     params = [(w_in, None), *zip(ensemble.weights, ensemble.biases, strict=True)]
-    qs = [CriticMLP.apply(x, *(None if t is None else t[j].to(dtype) for pair in params for t in pair))
-          for j in range(ensemble.n_critics)]
+    qs = [
+        CriticMLP.apply(x, *(None if t is None else t[j].to(dtype) for pair in params for t in pair))
+        for j in range(ensemble.n_critics)
+    ]
     return torch.stack(qs)

@@ -15,6 +15,7 @@ the same order whatever branch it takes. The one exception is the Koopman augmen
 (symmetry or noise), drawn from its own host generator, so that choosing it never waits for a GPU. Its state is
 in :meth:`Augmenter.state_dict`, so a training loop that checkpoints both resumes exactly.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,12 +24,26 @@ import torch
 
 from kfc_lite.methods import METHODS
 from kfc_lite.symmetry import DEFAULT_KFC_SCALE
-from kfc_lite.symmetry_table import (SymmetryRows, SymmetryTable, TableSettings, build_rows, model_device_dtype,
-                                     moved_latents)
+from kfc_lite.symmetry_table import (
+    SymmetryRows,
+    SymmetryTable,
+    TableSettings,
+    build_rows,
+    model_device_dtype,
+    moved_latents,
+)
 from kfc_lite.validators import is_integer, number
 
-__all__ = ["Augmenter", "NoAugmentation", "GaussianNoise", "KoopmanAugmenter", "make_augmenter", "METHODS",
-           "S4RL_SIGMA", "KFCPP_EPS_UNIT"]
+__all__ = [
+    "Augmenter",
+    "NoAugmentation",
+    "GaussianNoise",
+    "KoopmanAugmenter",
+    "make_augmenter",
+    "METHODS",
+    "S4RL_SIGMA",
+    "KFCPP_EPS_UNIT",
+]
 
 #: S4RL's Gaussian noise scale in raw state units (the authors' ``noise_sigma``, "paper S4RL").
 S4RL_SIGMA = 3e-3
@@ -46,16 +61,22 @@ def _check_batch(batch) -> tuple[torch.Tensor, torch.Tensor]:
         raise TypeError(f"a batch is a dict of torch tensors, got {type(batch).__name__}")
     missing = [k for k in STATE_KEYS if k not in batch]
     if missing:
-        raise KeyError(f"the batch has no {missing}: an augmenter needs 'observations' and 'next_observations' "
-                       f"(keys present: {sorted(batch)})")
+        raise KeyError(
+            f"the batch has no {missing}: an augmenter needs 'observations' and 'next_observations' "
+            f"(keys present: {sorted(batch)})"
+        )
     s, s_next = batch["observations"], batch["next_observations"]
-    for name, x in zip(STATE_KEYS, (s, s_next)):
+    for name, x in zip(STATE_KEYS, (s, s_next), strict=False):
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"batch['{name}'] must be a torch tensor, got {type(x).__name__}; "
-                            "convert with torch.as_tensor(x, device=...)")
+            raise TypeError(
+                f"batch['{name}'] must be a torch tensor, got {type(x).__name__}; "
+                "convert with torch.as_tensor(x, device=...)"
+            )
         if x.ndim != 2 or not x.is_floating_point():
-            raise ValueError(f"batch['{name}'] must be a floating-point tensor of shape (batch, state_dim), got "
-                             f"{tuple(x.shape)} {x.dtype}")
+            raise ValueError(
+                f"batch['{name}'] must be a floating-point tensor of shape (batch, state_dim), got "
+                f"{tuple(x.shape)} {x.dtype}"
+            )
     if s.shape != s_next.shape:
         raise ValueError(f"observations {tuple(s.shape)} and next_observations {tuple(s_next.shape)} differ in shape")
     if s.device != s_next.device:
@@ -136,8 +157,10 @@ class Augmenter:
         if not isinstance(state, dict):
             raise TypeError(f"an augmenter's state is the dict its state_dict() gave, got {type(state).__name__}")
         if state:
-            raise ValueError(f"{type(self).__name__} keeps no state, got one with {sorted(state)}: was it saved by "
-                             "another method's augmenter?")
+            raise ValueError(
+                f"{type(self).__name__} keeps no state, got one with {sorted(state)}: was it saved by "
+                "another method's augmenter?"
+            )
 
     def augment(self, batch: dict) -> dict:
         """A new dict: ``batch`` with ``observations`` and ``next_observations`` replaced, all else as is."""
@@ -238,15 +261,29 @@ class KoopmanAugmenter(Augmenter):
     VARIANTS = ("kfc++", "kfc")
     PER = ("batch", "sample")
 
-    def __init__(self, model, variant: str = "kfc++", shift_sigma: float = 1.0, p_koopman: float = 0.8,
-                 per: str = "batch", gauged: bool = False, cond_threshold: float | None = None,
-                 noise_sigma: float = S4RL_SIGMA, eig_dtype: torch.dtype | None = None,
-                 kfc_scale: float = DEFAULT_KFC_SCALE, kfc_seed: int = 0, bounds=None, seed: int | None = None,
-                 table: SymmetryTable | None = None):
+    def __init__(
+        self,
+        model,
+        variant: str = "kfc++",
+        shift_sigma: float = 1.0,
+        p_koopman: float = 0.8,
+        per: str = "batch",
+        gauged: bool = False,
+        cond_threshold: float | None = None,
+        noise_sigma: float = S4RL_SIGMA,
+        eig_dtype: torch.dtype | None = None,
+        kfc_scale: float = DEFAULT_KFC_SCALE,
+        kfc_seed: int = 0,
+        bounds=None,
+        seed: int | None = None,
+        table: SymmetryTable | None = None,
+    ):
         for attr in ("encode", "decode", "operator"):
             if not callable(getattr(model, attr, None)):
-                raise TypeError(f"the Koopman model must have encode(s), decode(z) and operator(a); "
-                                f"{type(model).__name__} has no callable {attr!r}")
+                raise TypeError(
+                    f"the Koopman model must have encode(s), decode(z) and operator(a); "
+                    f"{type(model).__name__} has no callable {attr!r}"
+                )
         variant = str(variant).lower()
         if variant not in self.VARIANTS:
             raise ValueError(f"variant must be one of {self.VARIANTS}, got {variant!r}")
@@ -286,18 +323,25 @@ class KoopmanAugmenter(Augmenter):
         super().__init__()
 
     def __repr__(self) -> str:
-        return (f"KoopmanAugmenter(variant={self.variant!r}, shift_sigma={self.shift_sigma:g}, "
-                f"p_koopman={self.p_koopman:g}, per={self.per!r}, gauged={self.gauged}"
-                f"{', table of %d rows' % len(self.table) if self.table is not None else ''})")
+        return (
+            f"KoopmanAugmenter(variant={self.variant!r}, shift_sigma={self.shift_sigma:g}, "
+            f"p_koopman={self.p_koopman:g}, per={self.per!r}, gauged={self.gauged}"
+            f"{f', table of {len(self.table)} rows' if self.table is not None else ''})"
+        )
 
     @property
     def table_settings(self) -> TableSettings:
         """The settings a table for this augmenter is built with."""
         _, model_dtype = model_device_dtype(self.model)
         eig_dtype = self.eig_dtype or model_dtype or torch.float32
-        return TableSettings(variant=self.variant, cond_threshold=self.cond_threshold,
-                             eig_dtype=str(eig_dtype).removeprefix("torch."), kfc_scale=self.kfc_scale,
-                             kfc_seed=self.kfc_seed, storage=self.table.settings.storage if self.table else "float32")
+        return TableSettings(
+            variant=self.variant,
+            cond_threshold=self.cond_threshold,
+            eig_dtype=str(eig_dtype).removeprefix("torch."),
+            kfc_scale=self.kfc_scale,
+            kfc_seed=self.kfc_seed,
+            storage=self.table.settings.storage if self.table else "float32",
+        )
 
     def use_table(self, table: SymmetryTable) -> None:
         """Gather rows from ``table`` for batches that carry ``indices`` (a table of the same settings)."""
@@ -305,8 +349,10 @@ class KoopmanAugmenter(Augmenter):
             raise TypeError(f"table must be a SymmetryTable (kfc_lite.symmetry_table), got {type(table).__name__}")
         mine = dataclasses.replace(self.table_settings, storage=table.settings.storage)
         if table.settings != mine:
-            raise ValueError(f"the symmetry table was built with {table.settings}, but this augmenter needs {mine}: "
-                             "build the table from the augmenter's table_settings")
+            raise ValueError(
+                f"the symmetry table was built with {table.settings}, but this augmenter needs {mine}: "
+                "build the table from the augmenter's table_settings"
+            )
         self.table = table
 
     def state_dict(self) -> dict:
@@ -317,14 +363,22 @@ class KoopmanAugmenter(Augmenter):
         if not isinstance(state, dict):
             raise TypeError(f"an augmenter's state is the dict its state_dict() gave, got {type(state).__name__}")
         if "branch_generator" not in state:
-            raise ValueError(f"a Koopman augmenter's state holds 'branch_generator' (from state_dict()), got the keys "
-                             f"{sorted(state)}: was it saved by another method's augmenter?")
+            raise ValueError(
+                f"a Koopman augmenter's state holds 'branch_generator' (from state_dict()), got the keys "
+                f"{sorted(state)}: was it saved by another method's augmenter?"
+            )
         g = state["branch_generator"]
-        if not (isinstance(g, torch.Tensor) and g.dtype == torch.uint8 and g.device.type == "cpu"
-                and g.shape == self.branch_generator.get_state().shape):
-            raise ValueError("state['branch_generator'] is not a CPU generator state (a uint8 tensor of "
-                             f"{tuple(self.branch_generator.get_state().shape)} from state_dict()), got "
-                             f"{type(g).__name__} {tuple(getattr(g, 'shape', ()))}")
+        if not (
+            isinstance(g, torch.Tensor)
+            and g.dtype == torch.uint8
+            and g.device.type == "cpu"
+            and g.shape == self.branch_generator.get_state().shape
+        ):
+            raise ValueError(
+                "state['branch_generator'] is not a CPU generator state (a uint8 tensor of "
+                f"{tuple(self.branch_generator.get_state().shape)} from state_dict()), got "
+                f"{type(g).__name__} {tuple(getattr(g, 'shape', ()))}"
+            )
         self.branch_generator.set_state(g)
 
     # -- the pieces, each usable on its own (the notebook and the explorer call them) -----------------
@@ -360,20 +414,25 @@ class KoopmanAugmenter(Augmenter):
     def _check_model_matches(self, s: torch.Tensor) -> None:
         device, model_dtype = model_device_dtype(self.model)
         if model_dtype is not None and device != s.device:
-            raise ValueError(f"the Koopman model is on {device} but the batch on {s.device}: move the model with "
-                             f"model.to({str(s.device)!r}) (the augmenter never copies data between devices)")
+            raise ValueError(
+                f"the Koopman model is on {device} but the batch on {s.device}: move the model with "
+                f"model.to({str(s.device)!r}) (the augmenter never copies data between devices)"
+            )
         state_dim = getattr(self.model, "state_dim", None)
         if state_dim is not None and s.shape[-1] != state_dim:
-            raise ValueError(f"the batch has states of dimension {s.shape[-1]} but the Koopman model was built for "
-                             f"{state_dim}: was it trained on another dataset?")
+            raise ValueError(
+                f"the batch has states of dimension {s.shape[-1]} but the Koopman model was built for "
+                f"{state_dim}: was it trained on another dataset?"
+            )
 
     def _transform(self, s, s_next, batch):
         if "actions" not in batch:
             raise KeyError("the Koopman augmenter needs batch['actions'] to build K(a)")
         a = batch["actions"]
         if not isinstance(a, torch.Tensor) or a.shape[0] != s.shape[0]:
-            raise ValueError(f"batch['actions'] must be a tensor with {s.shape[0]} rows, got "
-                             f"{getattr(a, 'shape', type(a).__name__)}")
+            raise ValueError(
+                f"batch['actions'] must be a tensor with {s.shape[0]} rows, got {getattr(a, 'shape', type(a).__name__)}"
+            )
         self._check_model_matches(s)
         if self.model.training:  # frozen: someone may have called .train() on it since
             self.model.eval()
@@ -425,6 +484,8 @@ def make_augmenter(method: str, model=None, **kwargs) -> Augmenter:
     if key == "s4rl":
         return GaussianNoise(**kwargs)
     if model is None:
-        raise ValueError(f"method {key!r} moves states along symmetries of a Koopman model: pass model=... "
-                         "(train one with kfc_lite.koopman.fit_koopman, or load one with load_koopman)")
+        raise ValueError(
+            f"method {key!r} moves states along symmetries of a Koopman model: pass model=... "
+            "(train one with kfc_lite.koopman.fit_koopman, or load one with load_koopman)"
+        )
     return KoopmanAugmenter(model, variant=key, **kwargs)

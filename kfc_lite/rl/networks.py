@@ -10,6 +10,7 @@ come from a private speed path (:mod:`kfc_lite.rl._fused`: oneDNN layers with th
 a hand-written backward); on a GPU ``torch.compile`` (``SACConfig.compile``) fuses the loop. The plain step,
 without any of this, is :mod:`kfc_lite.rl.reference`.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,7 +60,8 @@ class CriticEnsemble(nn.Module):
         self.w_action = nn.Parameter(torch.empty(E, action_dim, h0))
         self.b_in = nn.Parameter(torch.zeros(E, 1, h0))
         dims = (*self.hidden, 1)
-        self.weights = nn.ParameterList([nn.Parameter(torch.empty(E, a, b)) for a, b in zip(dims[:-1], dims[1:])])
+        shapes = zip(dims[:-1], dims[1:], strict=True)
+        self.weights = nn.ParameterList([nn.Parameter(torch.empty(E, a, b)) for a, b in shapes])
         self.biases = nn.ParameterList([nn.Parameter(torch.zeros(E, 1, b)) for b in dims[1:]])
         self.reset_parameters()
 
@@ -77,16 +79,21 @@ class CriticEnsemble(nn.Module):
             b.zero_()
 
     def extra_repr(self) -> str:
-        return f"state_dim={self.state_dim}, action_dim={self.action_dim}, hidden={self.hidden}, n_critics={self.n_critics}"
+        dims = f"state_dim={self.state_dim}, action_dim={self.action_dim}"
+        return f"{dims}, hidden={self.hidden}, n_critics={self.n_critics}"
 
     def _check(self, states: torch.Tensor, actions: torch.Tensor) -> None:
         if states.shape[-1] != self.state_dim or actions.shape[-1] != self.action_dim:
-            raise ValueError(f"the critic takes states (..., {self.state_dim}) and actions (..., {self.action_dim}), "
-                             f"got {tuple(states.shape)} and {tuple(actions.shape)}")
-        ok = ((states.ndim == 2 and actions.ndim in (2, 3)) or (states.ndim == 3 and actions.ndim == 3))
+            raise ValueError(
+                f"the critic takes states (..., {self.state_dim}) and actions (..., {self.action_dim}), "
+                f"got {tuple(states.shape)} and {tuple(actions.shape)}"
+            )
+        ok = (states.ndim == 2 and actions.ndim in (2, 3)) or (states.ndim == 3 and actions.ndim == 3)
         if not ok or states.shape[0] != actions.shape[0] or (states.ndim == 3 and states.shape[1] != actions.shape[1]):
-            raise ValueError("the critic takes states (B, ds) with actions (B, da) or (B, M, da), or states (B, M, ds) "
-                             f"with actions (B, M, da); got states {tuple(states.shape)} and actions {tuple(actions.shape)}")
+            raise ValueError(
+                "the critic takes states (B, ds) with actions (B, da) or (B, M, da), or states (B, M, ds) "
+                f"with actions (B, M, da); got states {tuple(states.shape)} and actions {tuple(actions.shape)}"
+            )
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         self._check(states, actions)
@@ -106,7 +113,7 @@ class CriticEnsemble(nn.Module):
             # Biases are cast to the activations' dtype: under bf16 autocast an fp32 bias would promote the
             # whole (N, width) activation to fp32 and the next product would cast it back (two full copies).
             h = x
-            for i, (w, b) in enumerate(zip(ws, bs)):
+            for i, (w, b) in enumerate(zip(ws, bs, strict=False)):
                 h = torch.addmm(b[j].to(h.dtype), h, w[j])
                 if i < len(ws) - 1:
                     h = F.relu_(h)  # in place on a fresh (non-view) tensor: ReLU's backward needs only its output
@@ -146,7 +153,7 @@ class TanhGaussianActor(nn.Module):
         self.hidden = widths("hidden", hidden)
         dims = (state_dim, *self.hidden)
         layers: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:]):
+        for a, b in zip(dims[:-1], dims[1:], strict=False):
             layers += [xavier_init_(nn.Linear(a, b)), nn.ReLU()]
         self.trunk = nn.Sequential(*layers)
         self.mean_head = xavier_init_(nn.Linear(self.hidden[-1], action_dim))
@@ -163,8 +170,9 @@ class TanhGaussianActor(nn.Module):
         return self.mean_head(h), log_std
 
     @staticmethod
-    def sample_from(mean: torch.Tensor, log_std: torch.Tensor, n: int | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_from(
+        mean: torch.Tensor, log_std: torch.Tensor, n: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw from given parameters: ``(B, da)``/``(B,)``, or ``(B, n, da)``/``(B, n)`` with ``n`` draws each."""
         if n is not None:
             mean, log_std = mean.unsqueeze(-2), log_std.unsqueeze(-2)
@@ -206,6 +214,8 @@ def observation_batch(obs, state_dim: int, device) -> tuple[torch.Tensor, bool]:
     if single:
         x = x.unsqueeze(0)
     if x.ndim != 2 or x.shape[1] != state_dim:
-        raise ValueError(f"this policy takes observations of shape ({state_dim},) or (N, {state_dim}), "
-                         f"got {tuple(np.shape(obs))}: was it trained on another task?")
+        raise ValueError(
+            f"this policy takes observations of shape ({state_dim},) or (N, {state_dim}), "
+            f"got {tuple(np.shape(obs))}: was it trained on another task?"
+        )
     return x, single

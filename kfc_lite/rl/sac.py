@@ -1,8 +1,9 @@
 """SAC + CQL(H), with the state augmentation of S4RL, KFC and KFC++ routed as in the authors' code.
 
 Read top to bottom: the configuration and its presets, the losses as small functions, then the agent whose
-``update(batch, augmented)`` is one gradient step. References: docs/paper.md, 'The offline RL base' (the authors' ``KFC_prime.py``)
-and section 2, "Where the augmented states go".
+``update(batch, augmented)`` is one gradient step. References: docs/paper.md, 'The offline RL base' (the authors'
+``KFC_prime.py``) and 'Where augmented states go'. The same step written plainly, without the speed-ups below, is
+:mod:`kfc_lite.rl.reference`.
 
 One update, in the authors' order:
 
@@ -23,6 +24,7 @@ while the actor's loss is differentiated, so no gradient is computed to be throw
 runs forward passes under ``torch.autocast`` (bf16 compute, fp32 weights, Adam states and losses);
 ``compile=True`` wraps the networks in ``torch.compile``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,8 +40,19 @@ import torch
 from kfc_lite.rl.networks import CriticEnsemble, TanhGaussianActor, observation_batch
 from kfc_lite.validators import flag, integer, number, one_of, widths
 
-__all__ = ["SACConfig", "PRESETS", "SACCQL", "td_target", "td_loss", "cql_penalty", "lagrange_loss", "actor_loss",
-           "bc_actor_loss", "alpha_loss", "polyak_update"]
+__all__ = [
+    "SACConfig",
+    "PRESETS",
+    "SACCQL",
+    "td_target",
+    "td_loss",
+    "cql_penalty",
+    "lagrange_loss",
+    "actor_loss",
+    "bc_actor_loss",
+    "alpha_loss",
+    "polyak_update",
+]
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -118,11 +131,11 @@ class SACConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SACConfig":
+    def from_dict(cls, d: dict) -> SACConfig:
         return cls(**_checked_fields(cls, d, "SACConfig"))
 
     @classmethod
-    def preset(cls, name: str, **overrides) -> "SACConfig":
+    def preset(cls, name: str, **overrides) -> SACConfig:
         """A preset of :data:`PRESETS` with some fields changed: ``SACConfig.preset("corl", bc_steps=1000)``."""
         if name not in PRESETS:
             raise ValueError(f"unknown SAC preset {name!r}: choose one of {sorted(PRESETS)}")
@@ -135,8 +148,12 @@ def _checked_fields(cls, d: dict, what: str) -> dict:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = [k for k in d if k not in names]
     if unknown:
-        hints = [f"{k!r} (did you mean {difflib.get_close_matches(k, names, n=1)[0]!r}?)"
-                 if difflib.get_close_matches(k, names, n=1) else repr(k) for k in unknown]
+        hints = [
+            f"{k!r} (did you mean {difflib.get_close_matches(k, names, n=1)[0]!r}?)"
+            if difflib.get_close_matches(k, names, n=1)
+            else repr(k)
+            for k in unknown
+        ]
         raise ValueError(f"{what} has no field {', '.join(hints)}; its fields are {sorted(names)}")
     return dict(d)
 
@@ -146,18 +163,55 @@ def _checked_fields(cls, d: dict, what: str) -> dict:
 #: reproduced (our networks keep Xavier init; no normalisation, as in the KFC code).
 PRESETS: dict[str, dict] = {
     "kfc-code": {},
-    "cql-paper": dict(hidden=(256, 256, 256), policy_lr=1e-4, q_lr=3e-4, alpha=1.0, auto_alpha=True, alpha_lr=1e-4,
-                      backup_entropy=False, cql_weight=1.0, lagrange=True, lagrange_threshold=5.0, bc_steps=40_000),
-    "corl": dict(hidden=(256, 256, 256), policy_lr=3e-5, q_lr=3e-4, alpha=1.0, auto_alpha=True, alpha_lr=3e-5,
-                 backup_entropy=False, cql_weight=10.0, lagrange=False, bc_steps=0),
-    "online-sac": dict(policy_lr=3e-4, q_lr=3e-4, alpha=1.0, auto_alpha=True, alpha_lr=3e-4, backup_entropy=True,
-                       cql_weight=0.0, lagrange=False, bc_steps=0, online=True),
+    "cql-paper": dict(
+        hidden=(256, 256, 256),
+        policy_lr=1e-4,
+        q_lr=3e-4,
+        alpha=1.0,
+        auto_alpha=True,
+        alpha_lr=1e-4,
+        backup_entropy=False,
+        cql_weight=1.0,
+        lagrange=True,
+        lagrange_threshold=5.0,
+        bc_steps=40_000,
+    ),
+    "corl": dict(
+        hidden=(256, 256, 256),
+        policy_lr=3e-5,
+        q_lr=3e-4,
+        alpha=1.0,
+        auto_alpha=True,
+        alpha_lr=3e-5,
+        backup_entropy=False,
+        cql_weight=10.0,
+        lagrange=False,
+        bc_steps=0,
+    ),
+    "online-sac": dict(
+        policy_lr=3e-4,
+        q_lr=3e-4,
+        alpha=1.0,
+        auto_alpha=True,
+        alpha_lr=3e-4,
+        backup_entropy=True,
+        cql_weight=0.0,
+        lagrange=False,
+        bc_steps=0,
+        online=True,
+    ),
 }
 
 
 # -- the losses ---------------------------------------------------------------------------------------------
-def td_target(rewards: torch.Tensor, terminals: torch.Tensor, next_q: torch.Tensor, next_log_prob: torch.Tensor,
-              gamma: float, alpha: float | torch.Tensor) -> torch.Tensor:
+def td_target(
+    rewards: torch.Tensor,
+    terminals: torch.Tensor,
+    next_q: torch.Tensor,
+    next_log_prob: torch.Tensor,
+    gamma: float,
+    alpha: float | torch.Tensor,
+) -> torch.Tensor:
     """``y = r + gamma (1 - d) (min_j Qbar_j(s', a') - alpha log pi(a'|s'))`` for ``next_q`` of shape (E, B).
 
     Pass ``alpha=0`` for a backup without entropy. No gradient flows through the target.
@@ -171,8 +225,9 @@ def td_loss(q_data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (q_data - target.unsqueeze(0)).pow(2).mean(dim=1).sum()
 
 
-def cql_penalty(q_data: torch.Tensor, q_ood: torch.Tensor, log_density: torch.Tensor, temperature: float = 1.0
-                ) -> torch.Tensor:
+def cql_penalty(
+    q_data: torch.Tensor, q_ood: torch.Tensor, log_density: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """The CQL(H) gap per critic, shape (E,): ``T * mean_s logsumexp_k((Q(s, a_k) - log mu(a_k|s)) / T) - mean Q_data``.
 
     ``q_ood`` (E, B, K) are the critics at K sampled actions per state, ``log_density`` (B, K) the log-density
@@ -186,8 +241,9 @@ def cql_penalty(q_data: torch.Tensor, q_ood: torch.Tensor, log_density: torch.Te
     return lse.mean(dim=1) - q_data.mean(dim=1)
 
 
-def lagrange_loss(log_alpha_prime: torch.Tensor, gap: torch.Tensor, cql_weight: float, threshold: float,
-                  max_value: float = 1e6) -> torch.Tensor:
+def lagrange_loss(
+    log_alpha_prime: torch.Tensor, gap: torch.Tensor, cql_weight: float, threshold: float, max_value: float = 1e6
+) -> torch.Tensor:
     """``-alpha' (cql_weight * gap - threshold)``, averaged over critics; ``gap`` (E,) is detached.
 
     Minimising it raises alpha' while the weighted gap exceeds the threshold and lowers it otherwise, so the
@@ -198,7 +254,9 @@ def lagrange_loss(log_alpha_prime: torch.Tensor, gap: torch.Tensor, cql_weight: 
 
 
 def actor_loss(log_prob: torch.Tensor, q_pi: torch.Tensor, alpha: float | torch.Tensor) -> torch.Tensor:
-    """SAC's policy loss ``mean(alpha log pi(a|s) - min_j Q_j(s, a))``, ``a ~ pi(.|s)`` reparameterised; ``q_pi`` (E, B)."""
+    """SAC's policy loss ``mean(alpha log pi(a|s) - min_j Q_j(s, a))``, ``a ~ pi(.|s)`` reparameterised.
+
+    ``q_pi`` (E, B): the critics at the policy's actions."""
     return (alpha * log_prob - q_pi.min(dim=0).values).mean()
 
 
@@ -232,7 +290,7 @@ def adam_options(device) -> dict:
     return {}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cpu_fused_adam() -> bool:
     """Whether this torch has Adam's fused CPU kernel (probed once on a tiny tensor)."""
     try:
@@ -273,16 +331,23 @@ class SACCQL:
         self.actor = TanhGaussianActor(state_dim, action_dim, config.hidden).to(self.device)
         self.critic = CriticEnsemble(state_dim, action_dim, config.hidden, config.n_critics).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.policy_lr,
-                                                **adam_options(self.device))
+        self.actor_optimizer = torch.optim.Adam(
+            self.actor.parameters(), lr=config.policy_lr, **adam_options(self.device)
+        )
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.q_lr, **adam_options(self.device))
-        self.log_alpha = torch.tensor(math.log(config.alpha) if config.alpha > 0 else -math.inf, device=self.device,
-                                      requires_grad=config.auto_alpha)
+        self.log_alpha = torch.tensor(
+            math.log(config.alpha) if config.alpha > 0 else -math.inf,
+            device=self.device,
+            requires_grad=config.auto_alpha,
+        )
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr) if config.auto_alpha else None
         self.target_entropy = float(-action_dim if config.target_entropy is None else config.target_entropy)
         self.log_alpha_prime = torch.zeros((), device=self.device, requires_grad=config.lagrange and config.use_cql)
-        self.alpha_prime_optimizer = (torch.optim.Adam([self.log_alpha_prime], lr=config.alpha_prime_lr)
-                                      if config.lagrange and config.use_cql else None)
+        self.alpha_prime_optimizer = (
+            torch.optim.Adam([self.log_alpha_prime], lr=config.alpha_prime_lr)
+            if config.lagrange and config.use_cql
+            else None
+        )
         self.step = 0  # gradient updates done
         self._actor_fn, self._critic_fn, self._target_fn = self.actor, self.critic, self.critic_target
         if config.compile:
@@ -291,13 +356,15 @@ class SACCQL:
             self._target_fn = torch.compile(self.critic_target)
 
     def __repr__(self) -> str:
-        return (f"SACCQL(state_dim={self.state_dim}, action_dim={self.action_dim}, device={self.device}, "
-                f"step={self.step})")
+        return (
+            f"SACCQL(state_dim={self.state_dim}, action_dim={self.action_dim}, device={self.device}, step={self.step})"
+        )
 
     # -- helpers -----------------------------------------------------------------------------------------
     def _autocast(self):
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
-                              enabled=self.config.precision == "bf16")
+        return torch.autocast(
+            device_type=self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"
+        )
 
     @property
     def alpha(self) -> float:
@@ -308,7 +375,10 @@ class SACCQL:
         if not self.config.use_cql:
             return 0.0
         if self.config.lagrange:
-            return float(self.log_alpha_prime.detach().exp().clamp(0.0, self.config.alpha_prime_max)) * self.config.cql_weight
+            return (
+                float(self.log_alpha_prime.detach().exp().clamp(0.0, self.config.alpha_prime_max))
+                * self.config.cql_weight
+            )
         return float(self.config.cql_weight)
 
     def _check_batch(self, batch: dict) -> None:
@@ -317,13 +387,19 @@ class SACCQL:
             raise KeyError(f"the batch has no {missing}; a batch holds {list(BATCH_KEYS)}")
         s, a = batch["observations"], batch["actions"]
         if s.ndim != 2 or s.shape[1] != self.state_dim or a.ndim != 2 or a.shape[1] != self.action_dim:
-            raise ValueError(f"this agent takes observations (B, {self.state_dim}) and actions (B, {self.action_dim}), "
-                             f"got {tuple(s.shape)} and {tuple(a.shape)}")
+            raise ValueError(
+                f"this agent takes observations (B, {self.state_dim}) and actions (B, {self.action_dim}), "
+                f"got {tuple(s.shape)} and {tuple(a.shape)}"
+            )
         if batch["rewards"].shape != (s.shape[0],) or batch["terminals"].shape != (s.shape[0],):
-            raise ValueError(f"rewards and terminals must have shape ({s.shape[0]},), got "
-                             f"{tuple(batch['rewards'].shape)} and {tuple(batch['terminals'].shape)}")
+            raise ValueError(
+                f"rewards and terminals must have shape ({s.shape[0]},), got "
+                f"{tuple(batch['rewards'].shape)} and {tuple(batch['terminals'].shape)}"
+            )
         if s.device != self.device:
-            raise ValueError(f"the batch is on {s.device} but the agent on {self.device}: sample batches on the agent's device")
+            raise ValueError(
+                f"the batch is on {s.device} but the agent on {self.device}: sample batches on the agent's device"
+            )
 
     @staticmethod
     def _augmented_states(batch: dict, augmented: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -332,12 +408,16 @@ class SACCQL:
         if augmented is None:
             return s, s_next
         if not isinstance(augmented, dict) or any(k not in augmented for k in ("observations", "next_observations")):
-            raise TypeError("augmented must be the dict an augmenter returns for this batch (augmenter(batch)), with "
-                            f"'observations' and 'next_observations'; got {type(augmented).__name__}")
+            raise TypeError(
+                "augmented must be the dict an augmenter returns for this batch (augmenter(batch)), with "
+                f"'observations' and 'next_observations'; got {type(augmented).__name__}"
+            )
         s_aug, s_next_aug = augmented["observations"], augmented["next_observations"]
         if s_aug.shape != s.shape or s_next_aug.shape != s_next.shape or s_aug.device != s.device:
-            raise ValueError(f"the augmented states {tuple(s_aug.shape)} on {s_aug.device} do not match the batch's "
-                             f"{tuple(s.shape)} on {s.device}: pass augmenter(batch) of this very batch")
+            raise ValueError(
+                f"the augmented states {tuple(s_aug.shape)} on {s_aug.device} do not match the batch's "
+                f"{tuple(s.shape)} on {s.device}: pass augmenter(batch) of this very batch"
+            )
         return s_aug, s_next_aug
 
     # -- one gradient step -------------------------------------------------------------------------------
@@ -365,21 +445,23 @@ class SACCQL:
             pi_s, logp_s = TanhGaussianActor.sample_from(mean.float(), log_std.float(), n=n_s)  # (B, n_s, da)
             with torch.no_grad():
                 mean_n, log_std_n = self._actor_fn(s_next)
-                pi_n, logp_n = TanhGaussianActor.sample_from(mean_n.float(), log_std_n.float(),
-                                                             n=1 + (M if use_cql else 0))
+                pi_n, logp_n = TanhGaussianActor.sample_from(
+                    mean_n.float(), log_std_n.float(), n=1 + (M if use_cql else 0)
+                )
 
                 # TD target: next action from the clean s', target critic at the augmented s~'
                 next_q = self._target_fn(s_next_aug, pi_n[:, 0]).float()
-                target = td_target(r, done, next_q, logp_n[:, 0], cfg.gamma,
-                                   alpha if cfg.backup_entropy else 0.0)
+                target = td_target(r, done, next_q, logp_n[:, 0], cfg.gamma, alpha if cfg.backup_entropy else 0.0)
 
             # critic: TD term at the augmented s~ and the dataset's action; CQL's 3M sampled actions at the clean
             # s; all 1 + 3M rows per state in one call (one product per layer and critic, not two)
             if use_cql:
                 random_a = torch.rand(B, M, da, device=s.device) * 2.0 - 1.0
                 ood_a = torch.cat([random_a, pi_s[:, 1:].detach(), pi_n[:, 1:]], dim=1)  # (B, 3M, da)
-                log_density = torch.cat([torch.full((B, M), da * math.log(0.5), device=s.device),
-                                         logp_s[:, 1:].detach(), logp_n[:, 1:]], dim=1)
+                log_density = torch.cat(
+                    [torch.full((B, M), da * math.log(0.5), device=s.device), logp_s[:, 1:].detach(), logp_n[:, 1:]],
+                    dim=1,
+                )
                 states = torch.cat([s_aug.unsqueeze(1), s.unsqueeze(1).expand(-1, 3 * M, -1)], dim=1)
                 q_all = self._critic_fn(states, torch.cat([a.unsqueeze(1), ood_a], dim=1)).float()  # (E, B, 1 + 3M)
                 q_data, q_ood = q_all[..., 0], q_all[..., 1:]  # (E, B), (E, B, 3M)
@@ -402,8 +484,9 @@ class SACCQL:
         self.critic_optimizer.step()
 
         if use_cql and cfg.lagrange:
-            loss_lagrange = lagrange_loss(self.log_alpha_prime, gap, cfg.cql_weight, cfg.lagrange_threshold,
-                                          cfg.alpha_prime_max)
+            loss_lagrange = lagrange_loss(
+                self.log_alpha_prime, gap, cfg.cql_weight, cfg.lagrange_threshold, cfg.alpha_prime_max
+            )
             self.alpha_prime_optimizer.zero_grad(set_to_none=True)
             loss_lagrange.backward()
             self.alpha_prime_optimizer.step()
@@ -441,19 +524,37 @@ class SACCQL:
         if not metrics:
             return {}
 
-        names = ["critic_loss", "td_loss", "cql_penalty", "actor_loss", "alpha_loss", "lagrange_loss", "q_data",
-                 "target", "log_prob"]
-        values = [loss_critic, loss_td, loss_cql, loss_actor, loss_alpha, loss_lagrange, q_data.mean(),
-                  target.mean(), logp_pi.mean()]
+        names = [
+            "critic_loss",
+            "td_loss",
+            "cql_penalty",
+            "actor_loss",
+            "alpha_loss",
+            "lagrange_loss",
+            "q_data",
+            "target",
+            "log_prob",
+        ]
+        values = [
+            loss_critic,
+            loss_td,
+            loss_cql,
+            loss_actor,
+            loss_alpha,
+            loss_lagrange,
+            q_data.mean(),
+            target.mean(),
+            logp_pi.mean(),
+        ]
         if use_cql:
             q_ood = q_ood.detach()
             names += ["cql_gap", "q_random", "q_policy", "q_next_policy"]
-            values += [gap.mean(), q_ood[..., :M].mean(), q_ood[..., M:2 * M].mean(), q_ood[..., 2 * M:].mean()]
+            values += [gap.mean(), q_ood[..., :M].mean(), q_ood[..., M : 2 * M].mean(), q_ood[..., 2 * M :].mean()]
         if q_pi is not None:
             names.append("q_pi")
             values.append(q_pi.mean())
         floats = torch.stack([v.detach().float() for v in values]).tolist()  # one device synchronisation
-        out = dict(zip(names, floats))
+        out = dict(zip(names, floats, strict=False))
         out.update(step=self.step, alpha=float(alpha), cql_weight=self.cql_weight(), bc_phase=float(bc_phase))
         return out
 
@@ -487,8 +588,9 @@ class SACCQL:
     def load_state_dict(self, state: dict) -> None:
         dims = tuple(state.get("dims", ()))
         if dims != (self.state_dim, self.action_dim):
-            raise ValueError(f"this state is for state_dim, action_dim = {dims}, the agent has "
-                             f"{(self.state_dim, self.action_dim)}")
+            raise ValueError(
+                f"this state is for state_dim, action_dim = {dims}, the agent has {(self.state_dim, self.action_dim)}"
+            )
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
         self.critic_target.load_state_dict(state["critic_target"])

@@ -11,7 +11,8 @@ One file per job, read in this order:
 * :mod:`~kfc_lite.train.offline`: :func:`train`, the loop: ``augmented = augmenter(batch)``, then
   ``agent.update(batch, augmented)``, with logging, evaluation and checkpoints;
 * :mod:`~kfc_lite.train.online`: :func:`train_online_sac`;
-* :mod:`~kfc_lite.train.run_folder`: the folder both loops write, its rules and its files;
+* :mod:`~kfc_lite.train.run_folder`: the folder both loops write and its rules (one owner, verified checkpoints);
+* :mod:`~kfc_lite.train.records`: what both loops write (metrics lines, JSON files, RNG states);
 * :mod:`~kfc_lite.train.result`: :class:`RunResult` and :func:`evaluate_run`;
 * :mod:`~kfc_lite.train.cli`: ``kfc-lite train``, ``kfc-lite eval``, ``kfc-lite train-online``.
 """
@@ -24,6 +25,19 @@ from kfc_lite.train.online import ONLINE_CHECKPOINT_FORMAT, train_online_sac
 from kfc_lite.train.result import RunResult, evaluate_run
 from kfc_lite.train.run_folder import read_metrics
 
-__all__ = ["TrainConfig", "RunResult", "train", "evaluate_run", "read_metrics", "train_online_sac", "register",
-           "METHODS", "KOOPMAN_METHODS", "KOOPMAN_GATES", "RESUMABLE_CHANGES", "REMOVED_FIELDS", "CHECKPOINT_FORMAT",
-           "ONLINE_CHECKPOINT_FORMAT"]
+__all__ = [
+    "TrainConfig",
+    "RunResult",
+    "train",
+    "evaluate_run",
+    "read_metrics",
+    "train_online_sac",
+    "register",
+    "METHODS",
+    "KOOPMAN_METHODS",
+    "KOOPMAN_GATES",
+    "RESUMABLE_CHANGES",
+    "REMOVED_FIELDS",
+    "CHECKPOINT_FORMAT",
+    "ONLINE_CHECKPOINT_FORMAT",
+]

@@ -44,15 +44,21 @@ def _parse_sets(items) -> dict:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     run_dir = pathlib.Path(args.out)
-    given = {k: getattr(args, k) for k in ("dataset", "method", "env", "seed", "steps", "device")
-             if getattr(args, k) is not None}
+    given = {
+        k: getattr(args, k)
+        for k in ("dataset", "method", "env", "seed", "steps", "device")
+        if getattr(args, k) is not None
+    }
     sets = _parse_sets(args.set)
     if "out" in sets:
         raise ValueError(f"--set out={sets['out']}: the run folder is given by --out (here {run_dir}), not by --set")
     twice = sorted(set(given) & set(sets))
     if twice:
-        raise ValueError("given twice: " + ", ".join(f"--{k} {given[k]} and --set {k}={sets[k]}" for k in twice)
-                         + "; give each setting once")
+        raise ValueError(
+            "given twice: "
+            + ", ".join(f"--{k} {given[k]} and --set {k}={sets[k]}" for k in twice)
+            + "; give each setting once"
+        )
     if args.resume:
         # the saved config, read while holding the folder, with whatever was given again; train() refuses changes
         # other than steps, device, ...
@@ -65,15 +71,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ValueError("--dataset is required (a name such as hopper-medium-v2, or an HDF5 path)")
         config = TrainConfig(dataset=given.pop("dataset"), out=str(run_dir)).with_overrides(**given, **sets)
         result = train(config, resume=False, progress=not args.no_progress)
-    summary = {"run": str(result.run_dir), "steps": result.agent.step, "final_return": result.final_return,
-               "final_normalized": result.final_normalized, "steps_per_second": result.steps_per_second}
+    summary = {
+        "run": str(result.run_dir),
+        "steps": result.agent.step,
+        "final_return": result.final_return,
+        "final_normalized": result.final_normalized,
+        "steps_per_second": result.steps_per_second,
+    }
     print(json.dumps(summary))
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    res = evaluate_run(args.run_dir, episodes=args.episodes, env=args.env, seed=args.seed,
-                       max_episode_steps=args.max_episode_steps)
+    res = evaluate_run(
+        args.run_dir, episodes=args.episodes, env=args.env, seed=args.seed, max_episode_steps=args.max_episode_steps
+    )
     print(json.dumps(res))
     return 0
 
@@ -82,29 +94,53 @@ def _cmd_train_online(args: argparse.Namespace) -> int:
     from kfc_lite.rl.sac import SACConfig
 
     config = SACConfig.preset("online-sac", **_parse_sets(args.set))
-    result = train_online_sac(args.env, args.steps, seed=args.seed, out=args.out, config=config,
-                              start_steps=args.start_steps, device=args.device, resume=args.resume,
-                              progress=not args.no_progress)
-    print(json.dumps({"run": str(result.run_dir), "steps_per_second": result.steps_per_second,
-                      "final_return": result.evals[-1]["return"] if result.evals else None}))
+    result = train_online_sac(
+        args.env,
+        args.steps,
+        seed=args.seed,
+        out=args.out,
+        config=config,
+        start_steps=args.start_steps,
+        device=args.device,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    print(
+        json.dumps(
+            {
+                "run": str(result.run_dir),
+                "steps_per_second": result.steps_per_second,
+                "final_return": result.evals[-1]["return"] if result.evals else None,
+            }
+        )
+    )
     return 0
 
 
 def register(subparsers) -> None:
     """Add ``kfc-lite train``, ``kfc-lite eval`` and ``kfc-lite train-online``."""
-    p = subparsers.add_parser("train", help="train CQL / S4RL / KFC / KFC++ on a dataset (resumable run folder)",
-                              description="Train an offline RL agent; writes config.json, metrics.jsonl, checkpoint.pt, "
-                                          "policy.pt (and koopman.pt) under --out.")
+    p = subparsers.add_parser(
+        "train",
+        help="train CQL / S4RL / KFC / KFC++ on a dataset (resumable run folder)",
+        description="Train an offline RL agent; writes config.json, metrics.jsonl, checkpoint.pt, "
+        "policy.pt (and koopman.pt) under --out.",
+    )
     p.add_argument("--dataset", help="dataset name (hopper-medium-v2, hopper-medium-replica) or HDF5 path")
     p.add_argument("--method", default=None, choices=METHODS, help="default kfc++")
-    p.add_argument("--steps", type=int, default=None, help="total gradient steps (default 1,000,000; on --resume the new total)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="total gradient steps (default 1,000,000; on --resume the new total)"
+    )
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--env", default=None, help="D4RL family or gymnasium id, when the dataset does not say")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=None, help="default 0")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="any TrainConfig or SACConfig field, or koopman.<field>: --set q_lr=1e-4 --set eval_every=10000")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="any TrainConfig or SACConfig field, or koopman.<field>: --set q_lr=1e-4 --set eval_every=10000",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 

@@ -27,8 +27,19 @@ __all__ = ["TrainConfig", "METHODS", "KOOPMAN_METHODS", "KOOPMAN_GATES", "RESUMA
 #: what train() does when the Koopman report's gate is triggered (kfc_lite.koopman.report)
 KOOPMAN_GATES = ("warn", "error", "off")
 #: fields that may change between a run and its resumption (they do not change what is computed per step)
-RESUMABLE_CHANGES = ("steps", "device", "eval_every", "eval_episodes", "eval_max_steps", "checkpoint_every",
-                     "log_every", "out", "download", "table_memory_gb", "koopman_gate")
+RESUMABLE_CHANGES = (
+    "steps",
+    "device",
+    "eval_every",
+    "eval_episodes",
+    "eval_max_steps",
+    "checkpoint_every",
+    "log_every",
+    "out",
+    "download",
+    "table_memory_gb",
+    "koopman_gate",
+)
 #: fields of earlier versions that no longer exist: a saved config that has them loads without them, with a note
 REMOVED_FIELDS = {"eig_workers": "the symmetry table replaced the look-ahead decomposition workers"}
 
@@ -41,14 +52,14 @@ class TrainConfig:
     path), ``env`` (a D4RL family or gymnasium id, only needed when the dataset's name and metadata do not
     tell), ``download`` (fetch a D4RL file that is not in the cache).
 
-    Method: ``method`` in cql, s4rl, kfc, kfc++. Augmentation (docs/paper.md, 'The symmetry augmentation'): ``noise_sigma`` is
-    S4RL's noise (also KFC's fall-back branch), ``shift_sigma`` the symmetry scale (units of 3e-3 for KFC++),
-    ``p_koopman`` the probability of the symmetry branch, drawn once ``per`` batch (the authors' code) or sample,
-    ``gauged`` the residual form ``s + D((I+sigma)E(s)) - D(E(s))``. KFC and KFC++ read each transition's
+    Method: ``method`` in cql, s4rl, kfc, kfc++. Augmentation (docs/paper.md, 'The symmetry augmentation'):
+    ``noise_sigma`` is S4RL's noise (also KFC's fall-back branch), ``shift_sigma`` the symmetry scale (units of 3e-3
+    for KFC++), ``p_koopman`` the probability of the symmetry branch, drawn once ``per`` batch (the authors' code)
+    or sample, ``gauged`` the residual form ``s + D((I+sigma)E(s)) - D(E(s))``. KFC and KFC++ read each transition's
     symmetry from a table computed once per dataset (:mod:`kfc_lite.symmetry_table`), cached beside the Koopman
-    model: ``table_storage`` is the dtype of its stored bases ("float16", "float32" or "bfloat16"; the error
-    each gives is in benchmarks/results/memory.md), ``table_memory_gb`` the size above which the table is
-    memory-mapped from disk instead of read into memory.
+    model: ``table_storage`` is the dtype of its stored bases ("float16", "float32" or "bfloat16"; the error each
+    gives is in benchmarks/results/memory.md), ``table_memory_gb`` the size above which the table is memory-mapped
+    from disk instead of read into memory.
 
     Agent: ``preset`` (``kfc-code``, ``cql-paper``, ``corl``) and ``sac`` (a dict of :class:`SACConfig`
     fields that override it). ``precision`` ("auto", "fp32", "bf16"): "auto" is fp32 for every method on every
@@ -108,8 +119,10 @@ class TrainConfig:
 
     def __post_init__(self):
         if not isinstance(self.dataset, (str, os.PathLike)) or not str(self.dataset).strip():
-            raise ValueError(f"TrainConfig.dataset must be a dataset name (e.g. 'hopper-medium-v2') or an HDF5 path, "
-                             f"got {self.dataset!r}")
+            raise ValueError(
+                f"TrainConfig.dataset must be a dataset name (e.g. 'hopper-medium-v2') or an HDF5 path, "
+                f"got {self.dataset!r}"
+            )
         self.dataset = os.fspath(self.dataset)
         self.method = str(self.method).strip().lower()
         if self.method not in METHODS:
@@ -121,8 +134,10 @@ class TrainConfig:
         integer("TrainConfig.log_every", self.log_every, 1)
         integer("TrainConfig.eval_max_steps", self.eval_max_steps, 1, allow_none=True)
         if self.sampling not in ("epoch", "uniform"):
-            raise ValueError(f"TrainConfig.sampling must be 'epoch' (shuffled passes, the authors' loader) or 'uniform' "
-                             f"(with replacement), got {self.sampling!r}")
+            raise ValueError(
+                f"TrainConfig.sampling must be 'epoch' (shuffled passes, the authors' loader) or 'uniform' "
+                f"(with replacement), got {self.sampling!r}"
+            )
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"TrainConfig.precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
         if self.compile not in ("auto", True, False):
@@ -135,32 +150,44 @@ class TrainConfig:
         from kfc_lite.symmetry_table import STORAGE_DTYPES
 
         if self.table_storage not in STORAGE_DTYPES:
-            raise ValueError(f"TrainConfig.table_storage must be one of {sorted(STORAGE_DTYPES)}, got "
-                             f"{self.table_storage!r}")
+            raise ValueError(
+                f"TrainConfig.table_storage must be one of {sorted(STORAGE_DTYPES)}, got {self.table_storage!r}"
+            )
         number("TrainConfig.table_memory_gb", self.table_memory_gb, 0.0)
         if not isinstance(self.sac, dict) or not isinstance(self.koopman, dict):
-            raise ValueError("TrainConfig.sac and TrainConfig.koopman are dicts of field overrides, e.g. sac={'q_lr': 1e-4}")
+            raise ValueError(
+                "TrainConfig.sac and TrainConfig.koopman are dicts of field overrides, e.g. sac={'q_lr': 1e-4}"
+            )
         for key in ("precision", "compile"):
             if key in self.sac:
                 raise ValueError(f"set {key} on TrainConfig (TrainConfig.{key}), not inside TrainConfig.sac")
         self.sac_config("cpu")  # validates the preset and every override now, with SACConfig's messages
         if self.koopman_path is not None and self.method not in KOOPMAN_METHODS:
-            raise ValueError(f"koopman_path is only used by kfc and kfc++, not by {self.method!r}; drop it or change the method")
+            raise ValueError(
+                f"koopman_path is only used by kfc and kfc++, not by {self.method!r}; drop it or change the method"
+            )
         if self.koopman_path is not None and self.koopman:
-            raise ValueError("give either koopman_path (a pre-trained model, used as is) or koopman (settings to "
-                             "pre-train one), not both")
+            raise ValueError(
+                "give either koopman_path (a pre-trained model, used as is) or koopman (settings to "
+                "pre-train one), not both"
+            )
         self.koopman_config()  # validates the Koopman overrides
         if self.koopman_gate not in KOOPMAN_GATES:
-            raise ValueError(f"TrainConfig.koopman_gate must be one of {KOOPMAN_GATES} (what to do when the Koopman "
-                             f"model's reconstruction offset dominates the plain augmentation), got {self.koopman_gate!r}")
+            raise ValueError(
+                f"TrainConfig.koopman_gate must be one of {KOOPMAN_GATES} (what to do when the Koopman "
+                f"model's reconstruction offset dominates the plain augmentation), got {self.koopman_gate!r}"
+            )
         if self.out is None:
-            stem = pathlib.Path(self.dataset).stem if os.sep in self.dataset or self.dataset.endswith((".hdf5", ".h5")) \
+            stem = (
+                pathlib.Path(self.dataset).stem
+                if os.sep in self.dataset or self.dataset.endswith((".hdf5", ".h5"))
                 else self.dataset
+            )
             self.out = os.path.join("runs", f"{stem}-{self.method}-seed{self.seed}")
         self.out = os.fspath(self.out)
 
     # -- derived configs --------------------------------------------------------------------------------
-    def sac_config(self, device) -> "SACConfig":
+    def sac_config(self, device) -> SACConfig:
         """The agent's :class:`SACConfig`: the preset, the overrides, and precision/compile resolved for ``device``."""
         from kfc_lite.rl.sac import SACConfig
 
@@ -175,7 +202,9 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(KoopmanTrainConfig)}
         unknown = sorted(set(self.koopman) - names)
         if unknown:
-            raise ValueError(f"TrainConfig.koopman has unknown field(s) {unknown}; KoopmanTrainConfig's fields are {sorted(names)}")
+            raise ValueError(
+                f"TrainConfig.koopman has unknown field(s) {unknown}; KoopmanTrainConfig's fields are {sorted(names)}"
+            )
         values = dict(seed=self.seed)
         values.update(self.koopman)
         for k in ("stop_recon_and_forward",):
@@ -188,15 +217,20 @@ class TrainConfig:
             return {}
         if self.method == "s4rl":
             return {"sigma": self.noise_sigma}
-        return {"shift_sigma": self.shift_sigma, "p_koopman": self.p_koopman, "per": self.per, "gauged": self.gauged,
-                "noise_sigma": self.noise_sigma}
+        return {
+            "shift_sigma": self.shift_sigma,
+            "p_koopman": self.p_koopman,
+            "per": self.per,
+            "gauged": self.gauged,
+            "noise_sigma": self.noise_sigma,
+        }
 
     # -- (de)serialisation ------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         for old in sorted(set(d) & set(REMOVED_FIELDS) - names):
             warnings.warn(f"TrainConfig.{old} is no longer a setting ({REMOVED_FIELDS[old]}): ignored", stacklevel=2)
@@ -206,7 +240,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig has no field(s) {unknown}; its fields are {sorted(names)}")
         return cls(**d)
 
-    def with_overrides(self, **kv) -> "TrainConfig":
+    def with_overrides(self, **kv) -> TrainConfig:
         """A copy with fields changed; SACConfig fields go to ``sac`` and ``koopman.X`` keys to ``koopman``.
 
         ``cfg.with_overrides(steps=10, q_lr=1e-3, **{"koopman.max_epochs": 5})``
@@ -224,11 +258,15 @@ class TrainConfig:
                 d["sac"][name] = value
             elif prefix == "koopman":
                 if name not in koop_names:
-                    raise ValueError(f"koopman.{name}: KoopmanTrainConfig has no such field; its fields are {sorted(koop_names)}")
+                    raise ValueError(
+                        f"koopman.{name}: KoopmanTrainConfig has no such field; its fields are {sorted(koop_names)}"
+                    )
                 d["koopman"][name] = value
             elif not prefix and key in own:
                 d[key] = value
             else:
-                raise ValueError(f"unknown setting {key!r}: use a TrainConfig field ({', '.join(sorted(own))}), "
-                                 f"a SACConfig field (e.g. q_lr, bc_steps, cql_weight) or koopman.<field>")
+                raise ValueError(
+                    f"unknown setting {key!r}: use a TrainConfig field ({', '.join(sorted(own))}), "
+                    f"a SACConfig field (e.g. q_lr, bc_steps, cql_weight) or koopman.<field>"
+                )
         return type(self).from_dict(d)

@@ -39,9 +39,9 @@ import warnings
 
 from kfc_lite.train import prepare, run_folder
 from kfc_lite.train.config import KOOPMAN_METHODS, RESUMABLE_CHANGES, TrainConfig
+from kfc_lite.train.records import json_line, rng_state, set_rng_state, write_json_atomic
 from kfc_lite.train.result import RunResult
-from kfc_lite.train.run_folder import (RunFolderError, diverged_error, json_line, note, read_metrics, rng_state,
-                                       set_rng_state, write_json_atomic)
+from kfc_lite.train.run_folder import RunFolderError, diverged_error, note, read_metrics
 
 __all__ = ["train", "CHECKPOINT_FORMAT"]
 
@@ -51,16 +51,29 @@ CHECKPOINT_FORMAT = "kfc-lite-train-checkpoint"
 def _evaluate(agent, env_name, config: TrainConfig, step: int) -> dict:
     from kfc_lite.envs import evaluate
 
-    res = evaluate(agent, env_name, episodes=config.eval_episodes, seed=config.seed,
-                   max_episode_steps=config.eval_max_steps)
-    return {"kind": "eval", "step": step, "return": res["mean_return"], "normalized": res["mean_normalized"],
-            "returns": [float(x) for x in res["returns"]], "normalized_scores": [float(x) for x in res["normalized"]],
-            "lengths": [int(x) for x in res["lengths"]]}
+    res = evaluate(
+        agent, env_name, episodes=config.eval_episodes, seed=config.seed, max_episode_steps=config.eval_max_steps
+    )
+    return {
+        "kind": "eval",
+        "step": step,
+        "return": res["mean_return"],
+        "normalized": res["mean_normalized"],
+        "returns": [float(x) for x in res["returns"]],
+        "normalized_scores": [float(x) for x in res["normalized"]],
+        "lengths": [int(x) for x in res["lengths"]],
+    }
 
 
 def _checkpoint_payload(agent, sampler, step: int, device, extra: dict | None = None) -> dict:
-    return {"format": CHECKPOINT_FORMAT, "step": step, "agent": agent.state_dict(), "sampler": sampler.state_dict(),
-            "rng": rng_state(device), **(extra or {})}
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "step": step,
+        "agent": agent.state_dict(),
+        "sampler": sampler.state_dict(),
+        "rng": rng_state(device),
+        **(extra or {}),
+    }
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> RunResult:
@@ -87,9 +100,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
 
 def _write_failed(exc: OSError, run_dir: pathlib.Path) -> RuntimeError:
     """A write the system refused (a full disk, a lost permission), as a sentence with the way on."""
-    return RuntimeError(f"could not write {exc.filename or 'to ' + str(run_dir)}: {exc.strerror or exc}. The run "
-                        f"stopped; its last checkpoint is intact: fix the cause (free disk space), then continue with "
-                        f"kfc-lite train --out {run_dir} --resume")
+    return RuntimeError(
+        f"could not write {exc.filename or 'to ' + str(run_dir)}: {exc.strerror or exc}. The run "
+        f"stopped; its last checkpoint is intact: fix the cause (free disk space), then continue with "
+        f"kfc-lite train --out {run_dir} --resume"
+    )
 
 
 def _check_resume(config: TrainConfig, run_dir: pathlib.Path):
@@ -98,10 +113,12 @@ def _check_resume(config: TrainConfig, run_dir: pathlib.Path):
     mine = config.to_dict()
     diff = sorted(k for k in mine if k not in RESUMABLE_CHANGES and saved.get(k) != mine[k])
     if diff:
-        raise RunFolderError(f"the run in {run_dir} was started with a different config ({', '.join(diff)}: "
-                             f"{ {k: saved.get(k) for k in diff} } there, { {k: mine[k] for k in diff} } now); "
-                             f"only {', '.join(RESUMABLE_CHANGES)} may change on resume. To train with the new "
-                             "settings, start a run in another --out folder")
+        raise RunFolderError(
+            f"the run in {run_dir} was started with a different config ({', '.join(diff)}: "
+            f"{ {k: saved.get(k) for k in diff} } there, { {k: mine[k] for k in diff} } now); "
+            f"only {', '.join(RESUMABLE_CHANGES)} may change on resume. To train with the new "
+            "settings, start a run in another --out folder"
+        )
     found = run_folder.load_checkpoint(run_dir, CHECKPOINT_FORMAT)
     if found is None:
         run_folder.check_restart(run_dir)
@@ -109,9 +126,11 @@ def _check_resume(config: TrainConfig, run_dir: pathlib.Path):
     run_folder.check_metrics(run_dir / "metrics.jsonl")
     at = int(found.obj["step"])
     if config.steps < at:
-        raise RunFolderError(f"the run in {run_dir} is at step {at} ({found.path.name}) and --steps {config.steps} is "
-                             f"below it: a run cannot go back. Give the new total (--steps {at} or more); the "
-                             "policies of earlier evaluations are in its policies/ folder")
+        raise RunFolderError(
+            f"the run in {run_dir} is at step {at} ({found.path.name}) and --steps {config.steps} is "
+            f"below it: a run cannot go back. Give the new total (--steps {at} or more); the "
+            "policies of earlier evaluations are in its policies/ folder"
+        )
     return found.obj
 
 
@@ -141,9 +160,19 @@ def _train(config: TrainConfig, run_dir: pathlib.Path, device, resume: bool, pro
     seed_everything(config.seed)
     q, env_name, ds, da = prepare.load_transitions(config, progress)
     sac_config = config.sac_config(device)
-    write_json_atomic({"train": config.to_dict(), "sac": sac_config.to_dict(), "env": env_name,
-                        "state_dim": ds, "action_dim": da, "transitions": int(len(q["observations"])),
-                        "device": str(device), "torch": torch.__version__}, run_dir / "config.json")
+    write_json_atomic(
+        {
+            "train": config.to_dict(),
+            "sac": sac_config.to_dict(),
+            "env": env_name,
+            "state_dim": ds,
+            "action_dim": da,
+            "transitions": int(len(q["observations"])),
+            "device": str(device),
+            "torch": torch.__version__,
+        },
+        run_dir / "config.json",
+    )
 
     model, koopman_history = None, None
     if config.method in KOOPMAN_METHODS:
@@ -165,9 +194,13 @@ def _train(config: TrainConfig, run_dir: pathlib.Path, device, resume: bool, pro
         if "augmenter" in ckpt:
             augmenter.load_state_dict(ckpt["augmenter"])
         elif isinstance(augmenter, KoopmanAugmenter):
-            warnings.warn(f"{ckpt_path} was written before checkpoints held the Koopman augmenter's branch draw: the "
-                          "run goes on with that draw's stream from its seed, so it will not repeat an uninterrupted "
-                          "run", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"{ckpt_path} was written before checkpoints held the Koopman augmenter's branch draw: the "
+                "run goes on with that draw's stream from its seed, so it will not repeat an uninterrupted "
+                "run",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         set_rng_state(ckpt["rng"], device)
         start = int(ckpt["step"])
         run_folder.repair_metrics(metrics_path, start)
@@ -177,8 +210,14 @@ def _train(config: TrainConfig, run_dir: pathlib.Path, device, resume: bool, pro
         with open(metrics_path, "a") as f:
             f.write(json_line(row))
 
-    bar = tqdm(total=config.steps, initial=start, desc=f"{config.method} on {pathlib.Path(config.dataset).name}",
-               unit="step", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=config.steps,
+        initial=start,
+        desc=f"{config.method} on {pathlib.Path(config.dataset).name}",
+        unit="step",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     postfix: dict = {}
     # steps per second count training only: time spent evaluating and checkpointing is "paused" time
     t_begin = t_log = time.perf_counter()
@@ -199,32 +238,50 @@ def _train(config: TrainConfig, run_dir: pathlib.Path, device, resume: bool, pro
                 metrics.update(kind="train", step=step, steps_per_second=sps)
                 bad = run_folder.nonfinite_metrics(metrics)
                 if bad:
-                    raise diverged_error(step, ", ".join(f"{k} = {v}" for k, v in bad.items()), run_dir, last_checkpoint)
+                    raise diverged_error(
+                        step, ", ".join(f"{k} = {v}" for k, v in bad.items()), run_dir, last_checkpoint
+                    )
                 log(metrics)
                 augmenter.reset_stats()  # augmentation statistics per logging interval
                 postfix.update(sps=f"{sps:.1f}", q=f"{metrics['q_data']:.1f}")
                 bar.set_postfix(postfix, refresh=False)
-            do_eval = config.eval_episodes > 0 and (step == config.steps or bool(config.eval_every and step % config.eval_every == 0))
+            do_eval = config.eval_episodes > 0 and (
+                step == config.steps or bool(config.eval_every and step % config.eval_every == 0)
+            )
             do_ckpt = step == config.steps or bool(config.checkpoint_every and step % config.checkpoint_every == 0)
             if do_eval or do_ckpt:
                 t0 = time.perf_counter()
                 # no policy or checkpoint is written from parameters that are not finite
                 bad_tensor = run_folder.first_nonfinite(agent.state_dict(), "agent")
                 if bad_tensor is not None:
-                    raise diverged_error(step, f"{bad_tensor} holds NaN or infinite values (the losses logged before "
-                                    "were finite)", run_dir, last_checkpoint)
+                    raise diverged_error(
+                        step,
+                        f"{bad_tensor} holds NaN or infinite values (the losses logged before were finite)",
+                        run_dir,
+                        last_checkpoint,
+                    )
                 if do_eval:
                     row = _evaluate(agent, env_name, config, step)
                     log(row)
                     evaluated_at = step
-                    save_policy(agent, run_dir / "policies" / f"step_{step}.pt",
-                                meta={"step": step, "method": config.method, "dataset": config.dataset,
-                                      "env": env_name, "normalized": row["normalized"], "return": row["return"]})
+                    save_policy(
+                        agent,
+                        run_dir / "policies" / f"step_{step}.pt",
+                        meta={
+                            "step": step,
+                            "method": config.method,
+                            "dataset": config.dataset,
+                            "env": env_name,
+                            "normalized": row["normalized"],
+                            "return": row["return"],
+                        },
+                    )
                     postfix["score"] = f"{row['normalized']:.1f}"
                     bar.set_postfix(postfix, refresh=False)
                 if do_ckpt:
-                    payload = _checkpoint_payload(agent, sampler, step, device,
-                                                  extra={"augmenter": augmenter.state_dict()})
+                    payload = _checkpoint_payload(
+                        agent, sampler, step, device, extra={"augmenter": augmenter.state_dict()}
+                    )
                     save_verified(payload, ckpt_path, label=f"step {step}")
                     last_checkpoint = step
                 dt = time.perf_counter() - t0
@@ -236,20 +293,39 @@ def _train(config: TrainConfig, run_dir: pathlib.Path, device, resume: bool, pro
         release_cpu_memory()  # what the steps' temporaries kept in the C heap (kfc_lite.settings)
     train_time = time.perf_counter() - t_begin - total_paused
 
-    final_meta = {"step": agent.step, "method": config.method, "dataset": config.dataset, "env": env_name,
-                  "seed": config.seed}
+    final_meta = {
+        "step": agent.step,
+        "method": config.method,
+        "dataset": config.dataset,
+        "env": env_name,
+        "seed": config.seed,
+    }
     rows = read_metrics(run_dir) if metrics_path.is_file() else []
     evals = [r for r in rows if r["kind"] == "eval"]
     if evals and evals[-1]["step"] == agent.step:
         final_meta.update(normalized=evals[-1]["normalized"], **{"return": evals[-1]["return"]})
     policy_path = save_policy(agent, run_dir / "policy.pt", meta=final_meta)
     done = config.steps - start
-    result = RunResult(run_dir=run_dir, config=config, metrics=[r for r in rows if r["kind"] == "train"], evals=evals,
-                       policy_path=policy_path, steps_per_second=done / train_time if train_time > 0 else float("nan"),
-                       agent=agent, koopman_history=koopman_history)
-    write_json_atomic({"step": agent.step, "final_return": result.final_return,
-                        "final_normalized": result.final_normalized, "steps_per_second": result.steps_per_second,
-                        "evaluated_at": evaluated_at, "torch_threads": torch.get_num_threads(),
-                        "symmetry_table": table.summary() if table is not None else None},
-                       run_dir / "result.json")
+    result = RunResult(
+        run_dir=run_dir,
+        config=config,
+        metrics=[r for r in rows if r["kind"] == "train"],
+        evals=evals,
+        policy_path=policy_path,
+        steps_per_second=done / train_time if train_time > 0 else float("nan"),
+        agent=agent,
+        koopman_history=koopman_history,
+    )
+    write_json_atomic(
+        {
+            "step": agent.step,
+            "final_return": result.final_return,
+            "final_normalized": result.final_normalized,
+            "steps_per_second": result.steps_per_second,
+            "evaluated_at": evaluated_at,
+            "torch_threads": torch.get_num_threads(),
+            "symmetry_table": table.summary() if table is not None else None,
+        },
+        run_dir / "result.json",
+    )
     return result

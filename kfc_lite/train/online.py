@@ -13,8 +13,9 @@ import time
 import numpy as np
 
 from kfc_lite.train import run_folder
+from kfc_lite.train.records import json_line, rng_state, set_rng_state, write_json_atomic
 from kfc_lite.train.result import RunResult
-from kfc_lite.train.run_folder import RunExistsError, json_line, rng_state, set_rng_state, write_json_atomic
+from kfc_lite.train.run_folder import RunExistsError
 from kfc_lite.validators import integer
 
 __all__ = ["train_online_sac", "ONLINE_CHECKPOINT_FORMAT"]
@@ -22,10 +23,23 @@ __all__ = ["train_online_sac", "ONLINE_CHECKPOINT_FORMAT"]
 ONLINE_CHECKPOINT_FORMAT = "kfc-lite-online-checkpoint"
 
 
-def train_online_sac(env_name: str, steps: int, seed: int = 0, out=None, config=None, *, start_steps: int = 10_000,
-                     buffer_size: int = 1_000_000, eval_every: int = 10_000, eval_episodes: int = 5,
-                     checkpoint_every: int = 50_000, max_episode_steps: int | None = None, device="auto",
-                     progress: bool = True, resume: bool = False) -> RunResult:
+def train_online_sac(
+    env_name: str,
+    steps: int,
+    seed: int = 0,
+    out=None,
+    config=None,
+    *,
+    start_steps: int = 10_000,
+    buffer_size: int = 1_000_000,
+    eval_every: int = 10_000,
+    eval_episodes: int = 5,
+    checkpoint_every: int = 50_000,
+    max_episode_steps: int | None = None,
+    device="auto",
+    progress: bool = True,
+    resume: bool = False,
+) -> RunResult:
     """Plain online SAC in a gymnasium environment, on the same networks as the offline agent.
 
     The agent is :class:`SACCQL` with the ``online-sac`` preset (no penalty, no warm-up, auto-tuned entropy)
@@ -43,8 +57,10 @@ def train_online_sac(env_name: str, steps: int, seed: int = 0, out=None, config=
     integer("start_steps", start_steps, 0)
     config = SACConfig.preset("online-sac") if config is None else config
     if config.use_cql:
-        raise ValueError("train_online_sac runs plain SAC: pass a config with online=True or cql_weight=0 "
-                         "(SACConfig.preset('online-sac'))")
+        raise ValueError(
+            "train_online_sac runs plain SAC: pass a config with online=True or cql_weight=0 "
+            "(SACConfig.preset('online-sac'))"
+        )
     device = resolve_device(device)
     run_dir = pathlib.Path(out if out is not None else os.path.join("runs", f"online-sac-{env_name}-seed{seed}"))
     ckpt_path = run_dir / "checkpoint.pt"
@@ -52,14 +68,41 @@ def train_online_sac(env_name: str, steps: int, seed: int = 0, out=None, config=
         if not resume and ckpt_path.exists():
             raise RunExistsError(f"{run_dir} already holds a run: pass resume=True or another out folder")
         found = run_folder.load_checkpoint(run_dir, ONLINE_CHECKPOINT_FORMAT) if resume else None
-        return _train_online_sac(env_name, steps, seed, run_dir, config, device, found, start_steps=start_steps,
-                                 buffer_size=buffer_size, eval_every=eval_every, eval_episodes=eval_episodes,
-                                 checkpoint_every=checkpoint_every, max_episode_steps=max_episode_steps,
-                                 progress=progress)
+        return _train_online_sac(
+            env_name,
+            steps,
+            seed,
+            run_dir,
+            config,
+            device,
+            found,
+            start_steps=start_steps,
+            buffer_size=buffer_size,
+            eval_every=eval_every,
+            eval_episodes=eval_episodes,
+            checkpoint_every=checkpoint_every,
+            max_episode_steps=max_episode_steps,
+            progress=progress,
+        )
 
 
-def _train_online_sac(env_name, steps, seed, run_dir, config, device, found, *, start_steps, buffer_size, eval_every,
-                      eval_episodes, checkpoint_every, max_episode_steps, progress) -> RunResult:
+def _train_online_sac(
+    env_name,
+    steps,
+    seed,
+    run_dir,
+    config,
+    device,
+    found,
+    *,
+    start_steps,
+    buffer_size,
+    eval_every,
+    eval_episodes,
+    checkpoint_every,
+    max_episode_steps,
+    progress,
+) -> RunResult:
     """train_online_sac() in a folder this process owns; ``found`` is the checkpoint to resume from (or None)."""
     from tqdm.auto import tqdm
 
@@ -87,8 +130,19 @@ def _train_online_sac(env_name, steps, seed, run_dir, config, device, found, *, 
         set_rng_state(ckpt["rng"], device)
         start = int(ckpt["step"])
         run_folder.repair_metrics(metrics_path, start)
-    write_json_atomic({"online": True, "env": env_name, "steps": steps, "seed": seed, "start_steps": start_steps,
-                        "sac": config.to_dict(), "state_dim": ds, "action_dim": da}, run_dir / "config.json")
+    write_json_atomic(
+        {
+            "online": True,
+            "env": env_name,
+            "steps": steps,
+            "seed": seed,
+            "start_steps": start_steps,
+            "sac": config.to_dict(),
+            "state_dim": ds,
+            "action_dim": da,
+        },
+        run_dir / "config.json",
+    )
     act_rng = np.random.default_rng(seed + start)
     obs, _ = env.reset(seed=seed + start)
     ep_return, evals, rows = 0.0, [], []
@@ -118,26 +172,57 @@ def _train_online_sac(env_name, steps, seed, run_dir, config, device, found, *, 
             if eval_episodes and (step == steps or (eval_every and step % eval_every == 0)):
                 from kfc_lite.envs import evaluate
 
-                res = evaluate(agent, env_name, episodes=eval_episodes, seed=seed + 1000,
-                               max_episode_steps=max_episode_steps)
-                row = {"kind": "eval", "step": step, "return": res["mean_return"], "normalized": res["mean_normalized"],
-                       "returns": [float(x) for x in res["returns"]]}
+                res = evaluate(
+                    agent, env_name, episodes=eval_episodes, seed=seed + 1000, max_episode_steps=max_episode_steps
+                )
+                row = {
+                    "kind": "eval",
+                    "step": step,
+                    "return": res["mean_return"],
+                    "normalized": res["mean_normalized"],
+                    "returns": [float(x) for x in res["returns"]],
+                }
                 evals.append(row)
                 with open(metrics_path, "a") as f:
                     f.write(json_line(row))
-                save_policy(agent, run_dir / "policies" / f"step_{step}.pt",
-                            meta={"step": step, "env": env_name, "return": row["return"], "normalized": row["normalized"],
-                                  "algorithm": "online SAC"})
+                save_policy(
+                    agent,
+                    run_dir / "policies" / f"step_{step}.pt",
+                    meta={
+                        "step": step,
+                        "env": env_name,
+                        "return": row["return"],
+                        "normalized": row["normalized"],
+                        "algorithm": "online SAC",
+                    },
+                )
             if step == steps or (checkpoint_every and step % checkpoint_every == 0):
-                save_verified({"format": ONLINE_CHECKPOINT_FORMAT, "step": step, "agent": agent.state_dict(),
-                               "buffer": buffer.state_dict(), "rng": rng_state(device)}, ckpt_path,
-                              label=f"step {step}")
+                save_verified(
+                    {
+                        "format": ONLINE_CHECKPOINT_FORMAT,
+                        "step": step,
+                        "agent": agent.state_dict(),
+                        "buffer": buffer.state_dict(),
+                        "rng": rng_state(device),
+                    },
+                    ckpt_path,
+                    label=f"step {step}",
+                )
             bar.update(1)
     finally:
         bar.close()
         env.close()
         release_cpu_memory()
     elapsed = time.perf_counter() - t0
-    policy_path = save_policy(agent, run_dir / "policy.pt", meta={"step": steps, "env": env_name, "algorithm": "online SAC"})
-    return RunResult(run_dir=run_dir, config=None, metrics=rows, evals=evals, policy_path=policy_path,
-                     steps_per_second=(steps - start) / elapsed, agent=agent)
+    policy_path = save_policy(
+        agent, run_dir / "policy.pt", meta={"step": steps, "env": env_name, "algorithm": "online SAC"}
+    )
+    return RunResult(
+        run_dir=run_dir,
+        config=None,
+        metrics=rows,
+        evals=evals,
+        policy_path=policy_path,
+        steps_per_second=(steps - start) / elapsed,
+        agent=agent,
+    )

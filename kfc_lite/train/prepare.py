@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 from kfc_lite.train.config import TrainConfig
-from kfc_lite.train.run_folder import write_json_atomic
+from kfc_lite.train.records import write_json_atomic
 
 __all__ = ["load_transitions", "koopman_model", "koopman_report", "run_symmetry_table"]
 
@@ -29,8 +29,10 @@ def load_transitions(config: TrainConfig, progress: bool):
             env_name = raw.get("metadata/d4rl_env") or envs.env_family(raw)
             envs.env_family(env_name)
         except (ValueError, KeyError):
-            raise ValueError(f"cannot tell which environment {config.dataset!r} comes from (no usable metadata): "
-                             "pass env, e.g. --env hopper or --env Hopper-v4") from None
+            raise ValueError(
+                f"cannot tell which environment {config.dataset!r} comes from (no usable metadata): "
+                "pass env, e.g. --env hopper or --env Hopper-v4"
+            ) from None
     q = kdata.qlearning_dataset(raw)
     env = envs.make_env(env_name)
     try:
@@ -39,16 +41,22 @@ def load_transitions(config: TrainConfig, progress: bool):
     finally:
         env.close()
     if q["observations"].shape[1] != ds or q["actions"].shape[1] != da:
-        raise ValueError(f"the dataset {config.dataset!r} has states of dimension {q['observations'].shape[1]} and "
-                         f"actions of dimension {q['actions'].shape[1]}, but {envs.gym_id(env_name)} has {ds} and {da}: "
-                         "is env right? (pass the environment the data was collected in)")
+        raise ValueError(
+            f"the dataset {config.dataset!r} has states of dimension {q['observations'].shape[1]} and "
+            f"actions of dimension {q['actions'].shape[1]}, but {envs.gym_id(env_name)} has {ds} and {da}: "
+            "is env right? (pass the environment the data was collected in)"
+        )
     if not (np.allclose(low, -1) and np.allclose(high, 1)):
-        raise ValueError(f"{envs.gym_id(env_name)} has actions in [{low.min()}, {high.max()}]; this agent's tanh policy "
-                         "acts in [-1, 1] (all D4RL MuJoCo tasks do)")
+        raise ValueError(
+            f"{envs.gym_id(env_name)} has actions in [{low.min()}, {high.max()}]; this agent's tanh policy "
+            "acts in [-1, 1] (all D4RL MuJoCo tasks do)"
+        )
     amax = float(np.abs(q["actions"]).max())
     if amax > 1.0 + 1e-5:
-        raise ValueError(f"the dataset's actions reach |a| = {amax:.3g} > 1, outside the action box [-1, 1]: "
-                         "the data do not fit this environment, or need rescaling before training")
+        raise ValueError(
+            f"the dataset's actions reach |a| = {amax:.3g} > 1, outside the action box [-1, 1]: "
+            "the data do not fit this environment, or need rescaling before training"
+        )
     return q, env_name, ds, da
 
 
@@ -67,8 +75,9 @@ def koopman_model(config: TrainConfig, run_dir: pathlib.Path, q: dict, ds: int, 
             shutil.copyfile(config.koopman_path, path)
         else:
             partial = run_dir / "koopman.partial.pt"
-            model, history = fit_koopman(q, config.koopman_config(), device=device, progress=progress,
-                                         checkpoint=partial)
+            model, history = fit_koopman(
+                q, config.koopman_config(), device=device, progress=progress, checkpoint=partial
+            )
             save_koopman(model, path, history=history, dataset=config.dataset)
             remove_verified(partial)
     model = load_koopman(path, map_location=device, state_dim=ds, action_dim=da)
@@ -83,12 +92,14 @@ def run_symmetry_table(config: TrainConfig, augmenter, model, q: dict, run_dir: 
 
     cache_dir = pathlib.Path(config.koopman_path).parent if config.koopman_path is not None else run_dir
     settings = dataclasses.replace(augmenter.table_settings, storage=config.table_storage)
-    table = symmetry_table(model, q, settings, cache_dir, memory_budget_gb=config.table_memory_gb,
-                           progress=progress)
-    how = (f"built in {table.build_seconds:.1f} s" if table.build_seconds is not None else "loaded from the cache")
-    print(f"symmetry table: {len(table):,} rows, {table.nbytes / 2**20:.1f} MiB ({table.bytes_per_row} bytes a row, "
-          f"{'memory-mapped' if table.mapped else 'in memory'}), {how}; guard fall-back rate "
-          f"{table.fallback_rate:.2%} ({table.path})", flush=True)
+    table = symmetry_table(model, q, settings, cache_dir, memory_budget_gb=config.table_memory_gb, progress=progress)
+    how = f"built in {table.build_seconds:.1f} s" if table.build_seconds is not None else "loaded from the cache"
+    print(
+        f"symmetry table: {len(table):,} rows, {table.nbytes / 2**20:.1f} MiB ({table.bytes_per_row} bytes a row, "
+        f"{'memory-mapped' if table.mapped else 'in memory'}), {how}; guard fall-back rate "
+        f"{table.fallback_rate:.2%} ({table.path})",
+        flush=True,
+    )
     return table.to(device)
 
 
@@ -108,7 +119,9 @@ def koopman_report(config: TrainConfig, augmenter, model, q: dict, run_dir: path
     if config.koopman_path is not None:
         message += f" (The model comes from koopman_path={config.koopman_path}: train that file longer.)"
     if config.koopman_gate == "error":
-        raise ValueError(f"{message} No symmetry table was built and no agent trained; {run_dir} keeps the Koopman "
-                         "model (koopman.pt) and koopman_report.json: start again in another out folder.")
+        raise ValueError(
+            f"{message} No symmetry table was built and no agent trained; {run_dir} keeps the Koopman "
+            "model (koopman.pt) and koopman_report.json: start again in another out folder."
+        )
     warnings.warn(message, RuntimeWarning, stacklevel=4)
     return report

@@ -39,8 +39,9 @@ class RunResult:
         return f"RunResult({str(self.run_dir)!r}, {method}, {len(self.metrics)} metric rows{score})"
 
 
-def evaluate_run(run_dir, episodes: int = 10, env: str | None = None, seed: int = 0,
-                 max_episode_steps: int | None = None) -> dict:
+def evaluate_run(
+    run_dir, episodes: int = 10, env: str | None = None, seed: int = 0, max_episode_steps: int | None = None
+) -> dict:
     """Evaluate a run's final policy (``run_dir/policy.pt``) in its environment; D4RL normalized scores."""
     from kfc_lite.envs import evaluate
     from kfc_lite.rl.policy import load_policy
@@ -53,6 +54,12 @@ def evaluate_run(run_dir, episodes: int = 10, env: str | None = None, seed: int 
         env = run_folder.read_config(run_dir, need="env")["env"]
     policy = load_policy(run_dir / "policy.pt")
     res = evaluate(policy, env, episodes=episodes, seed=seed, max_episode_steps=max_episode_steps)
-    return {"run": str(run_dir), "env": env, "episodes": episodes, "mean_return": res["mean_return"],
-            "mean_normalized": res["mean_normalized"], "returns": [float(x) for x in res["returns"]],
-            "normalized": [float(x) for x in res["normalized"]]}
+    return {
+        "run": str(run_dir),
+        "env": env,
+        "episodes": episodes,
+        "mean_return": res["mean_return"],
+        "mean_normalized": res["mean_normalized"],
+        "returns": [float(x) for x in res["returns"]],
+        "normalized": [float(x) for x in res["normalized"]],
+    }

@@ -1,7 +1,8 @@
 """A training run's folder: owned by one process, resumed only when it can be, never left half-written.
 
-:func:`kfc_lite.train.train` and :func:`kfc_lite.train.train_online_sac` write a run into one folder (``config.json``, ``metrics.jsonl``, the checkpoint
-pair, ``policy.pt``...). This module holds the rules that keep such a folder whole:
+:func:`kfc_lite.train.train` and :func:`kfc_lite.train.train_online_sac` write a run into one folder
+(``config.json``, ``metrics.jsonl``, the checkpoint pair, ``policy.pt``...). This module holds the rules that
+keep such a folder whole:
 
 * **one writer** (:func:`owned`): an exclusive ``fcntl.flock`` on ``<run>/.lock``, taken before anything in
   the folder is read or written. A second process is refused with the owner's process id; two runs writing one
@@ -16,8 +17,6 @@ pair, ``policy.pt``...). This module holds the rules that keep such a folder who
   checkpoints were written and are gone, or whose run finished, is not silently started over.
 * **metrics** (:func:`repair_metrics`, :func:`read_metrics`): a line cut off by a stopped write (a full disk)
   is dropped when the run resumes, and said so.
-* **what both loops write** (:func:`json_line`, :func:`write_json_atomic`, :func:`rng_state`,
-  :func:`set_rng_state`): a metrics line, a JSON file replaced whole, every RNG state a checkpoint holds;
 * **non-finite values stop a run** (:func:`nonfinite_metrics`, :func:`first_nonfinite`): checked where the loop
   already synchronises with the device (the logged metrics) and before every checkpoint (the parameters), so
   a NaN is caught at the next log or checkpoint step and never written into a checkpoint.
@@ -25,6 +24,7 @@ pair, ``policy.pt``...). This module holds the rules that keep such a folder who
 Every error here is a sentence that names the file and the fix: a ``ValueError`` for a folder that cannot be used
 as asked, a ``RuntimeError`` for a run that diverged.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,27 +32,49 @@ import json
 import math
 import os
 import pathlib
-import random
 import sys
 import warnings
-
-import numpy as np
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no lock is taken
     fcntl = None
 
-__all__ = ["RunFolderError", "RunExistsError", "RunLockedError", "NothingToResumeError", "TrainingDivergedError",
-           "owned", "note", "read_config", "check_fresh", "load_checkpoint", "check_restart", "check_metrics",
-           "repair_metrics", "read_metrics", "nonfinite_metrics", "first_nonfinite", "diverged_error", "json_line",
-           "write_json_atomic", "rng_state", "set_rng_state", "LOCK_NAME", "CHECKPOINT_NAME"]
+__all__ = [
+    "RunFolderError",
+    "RunExistsError",
+    "RunLockedError",
+    "NothingToResumeError",
+    "TrainingDivergedError",
+    "owned",
+    "note",
+    "read_config",
+    "check_fresh",
+    "load_checkpoint",
+    "check_restart",
+    "check_metrics",
+    "repair_metrics",
+    "read_metrics",
+    "nonfinite_metrics",
+    "first_nonfinite",
+    "diverged_error",
+    "LOCK_NAME",
+    "CHECKPOINT_NAME",
+]
 
 LOCK_NAME = ".lock"
 CHECKPOINT_NAME = "checkpoint.pt"
 #: files whose presence means that a folder holds (part of) a run
-RUN_FILES = ("config.json", "checkpoint.pt", "checkpoint.prev.pt", "checkpoint.sha256", "metrics.jsonl",
-             "policy.pt", "result.json", "koopman.partial.pt")
+RUN_FILES = (
+    "config.json",
+    "checkpoint.pt",
+    "checkpoint.prev.pt",
+    "checkpoint.sha256",
+    "metrics.jsonl",
+    "policy.pt",
+    "result.json",
+    "koopman.partial.pt",
+)
 
 
 class RunFolderError(ValueError):
@@ -101,12 +123,15 @@ def owned(run_dir, *, create: bool):
     """
     run_dir = pathlib.Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
-        raise RunFolderError(f"--out {run_dir} is a file, not a folder: a run needs a folder of its own; choose a "
-                             "path that does not exist yet (it is created) or an empty folder")
+        raise RunFolderError(
+            f"--out {run_dir} is a file, not a folder: a run needs a folder of its own; choose a "
+            "path that does not exist yet (it is created) or an empty folder"
+        )
     if not run_dir.exists():
         if not create:
-            raise NothingToResumeError(f"nothing to resume in {run_dir}: no such folder (start the run without "
-                                       "--resume)")
+            raise NothingToResumeError(
+                f"nothing to resume in {run_dir}: no such folder (start the run without --resume)"
+            )
         run_dir.mkdir(parents=True)
     key = os.path.realpath(run_dir)
     if fcntl is None or key in _held:
@@ -123,12 +148,15 @@ def owned(run_dir, *, create: bool):
             f"{run_dir} is in use by another process (pid {owner}, lock file {path}): two processes writing one run "
             "folder would mix their results. Wait for it to end, or stop it "
             f"(kill {owner if owner != 'unknown' else 'PID'}) and resume; to train something else at the same time, "
-            "choose another --out") from None
+            "choose another --out"
+        ) from None
     try:
         stale = _pid_in(fd)
         if stale and stale != str(os.getpid()):
-            note(f"{path} names process {stale}, which ended without releasing {run_dir} (it was killed or crashed); "
-                 "the system dropped its lock, so this process takes the folder over")
+            note(
+                f"{path} names process {stale}, which ended without releasing {run_dir} (it was killed or crashed); "
+                "the system dropped its lock, so this process takes the folder over"
+            )
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -155,14 +183,17 @@ def check_fresh(run_dir) -> None:
         return
     if "config.json" not in found:
         _no_config(run_dir, found)
-    raise RunExistsError(f"{run_dir} already holds a run ({', '.join(found)}): resume it (--resume / resume=True), "
-                         "or choose another out folder")
+    raise RunExistsError(
+        f"{run_dir} already holds a run ({', '.join(found)}): resume it (--resume / resume=True), "
+        "or choose another out folder"
+    )
 
 
 def _no_config(run_dir: pathlib.Path, found: list[str]):
     raise RunFolderError(
         f"{run_dir} holds a run's files ({', '.join(found)}) but no config.json, so the run's settings are unknown: it "
-        "can be neither resumed nor started again there. Put its config.json back, or start in another --out folder")
+        "can be neither resumed nor started again there. Put its config.json back, or start in another --out folder"
+    )
 
 
 def read_config(run_dir, need: str = "train") -> dict:
@@ -183,7 +214,8 @@ def read_config(run_dir, need: str = "train") -> dict:
         raise RunFolderError(
             f"{path} cannot be read ({exc}); kfc-lite writes it atomically, so it was changed or damaged after it was "
             "written. Put back a good copy (the run's settings cannot be guessed), or start again in another --out "
-            "folder") from None
+            "folder"
+        ) from None
     return saved
 
 
@@ -197,8 +229,10 @@ def load_checkpoint(run_dir, fmt: str):
 
     run_dir = pathlib.Path(run_dir)
     path = run_dir / CHECKPOINT_NAME
-    fix = (f"Start the run again in another --out folder (its metrics and policies stay in {run_dir} for reference), "
-           "or put back a good copy of the checkpoint")
+    fix = (
+        f"Start the run again in another --out folder (its metrics and policies stay in {run_dir} for reference), "
+        "or put back a good copy of the checkpoint"
+    )
     found = load_verified(path, what="training checkpoint", fix=fix)
     if found is None:
         return None
@@ -209,9 +243,15 @@ def load_checkpoint(run_dir, fmt: str):
     if found.fell_back:
         if path.is_file():
             os.replace(path, path.with_name(path.name + ".damaged"))
-        note("; ".join(found.problems) + f". Resuming from {found.path.name} ({found.label or 'the previous one'})"
-             + (f"; the damaged file is kept as {path.name}.damaged" if (path.with_name(path.name + '.damaged')).is_file()
-                else ""))
+        note(
+            "; ".join(found.problems)
+            + f". Resuming from {found.path.name} ({found.label or 'the previous one'})"
+            + (
+                f"; the damaged file is kept as {path.name}.damaged"
+                if (path.with_name(path.name + ".damaged")).is_file()
+                else ""
+            )
+        )
     return found
 
 
@@ -224,10 +264,13 @@ def check_restart(run_dir) -> None:
         raise RunFolderError(
             f"cannot resume {run_dir}: its checkpoints (checkpoint.pt, checkpoint.prev.pt) are gone, but it has "
             f"{', '.join(evidence)}, so it had written some; resuming would start from step 0 and replace its metrics "
-            "and policy. Put the checkpoint back, or start again in another --out folder")
+            "and policy. Put the checkpoint back, or start again in another --out folder"
+        )
     if (run_dir / "metrics.jsonl").is_file():
-        note(f"{run_dir} was stopped before its first checkpoint: it starts again from step 0 (metrics.jsonl is "
-             "written anew)")
+        note(
+            f"{run_dir} was stopped before its first checkpoint: it starts again from step 0 (metrics.jsonl is "
+            "written anew)"
+        )
         (run_dir / "metrics.jsonl").unlink()
 
 
@@ -251,7 +294,8 @@ def _parse_lines(path: pathlib.Path):
                 continue
             raise RunFolderError(
                 f"{path}, line {i + 1} is not a metrics row ({exc}); a stopped write only ever cuts the last line, so "
-                "the file was changed by hand or damaged: delete or fix that line") from None
+                "the file was changed by hand or damaged: delete or fix that line"
+            ) from None
         rows.append((line, row))
     return rows, torn
 
@@ -289,8 +333,12 @@ def read_metrics(run_dir, kind: str | None = None) -> list[dict]:
         raise FileNotFoundError(f"no metrics.jsonl in {run_dir}: is it a run folder written by kfc_lite.train?")
     rows, torn = _parse_lines(path)
     if torn is not None:
-        warnings.warn(f"{path}: the last line is incomplete (a stopped write, or one in progress) and is left out; "
-                      "resuming the run drops it", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"{path}: the last line is incomplete (a stopped write, or one in progress) and is left out; "
+            "resuming the run drops it",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return [row for _, row in rows if kind is None or row.get("kind") == kind]
 
 
@@ -298,8 +346,11 @@ def read_metrics(run_dir, kind: str | None = None) -> list[dict]:
 def nonfinite_metrics(metrics: dict) -> dict:
     """The agent's logged values that are NaN or infinite (augmentation statistics are not the agent's and may
     be NaN when there was nothing to measure)."""
-    return {k: v for k, v in metrics.items()
-            if isinstance(v, float) and not math.isfinite(v) and not k.startswith("aug_") and k != "steps_per_second"}
+    return {
+        k: v
+        for k, v in metrics.items()
+        if isinstance(v, float) and not math.isfinite(v) and not k.startswith("aug_") and k != "steps_per_second"
+    }
 
 
 def first_nonfinite(state, prefix: str = "") -> str | None:
@@ -325,65 +376,25 @@ def first_nonfinite(state, prefix: str = "") -> str | None:
 
     walk(prefix, state)
     by_device: dict = {}
-    for name, verdict in zip(names, tensors):
+    for name, verdict in zip(names, tensors, strict=False):
         by_device.setdefault(verdict.device, []).append((name, verdict))
     for pairs in by_device.values():
         ok = torch.stack([v for _, v in pairs]).tolist()
-        bad = next((name for (name, _), good in zip(pairs, ok) if not good), None)
+        bad = next((name for (name, _), good in zip(pairs, ok, strict=False) if not good), None)
         if bad is not None:
             return bad
     return None
 
 
-# -- what both loops write -------------------------------------------------------------------------------------
-def json_line(row: dict) -> str:
-    """One strict-JSON line: NaN and infinities (e.g. a statistic with no samples yet) become null."""
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
-    return json.dumps(clean) + "\n"
-
-
-def write_json_atomic(obj, path: pathlib.Path) -> None:
-    """``path`` holds ``obj`` as JSON, written beside it and renamed, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
-def rng_state(device) -> dict:
-    """Every random generator a step draws from (Python, NumPy, torch's CPU and, on CUDA, the device's)."""
-    import torch
-
-    py = random.getstate()
-    np_state = np.random.get_state()
-    state = {
-        "python": [py[0], list(py[1]), py[2]],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),
-                  float(np_state[4])],
-        "torch": torch.get_rng_state(),
-    }
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: dict, device) -> None:
-    """Put back what :func:`rng_state` saved."""
-    import torch
-
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = state["numpy"]
-    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
 def diverged_error(step: int, what: str, run_dir: pathlib.Path, last_checkpoint: int | None) -> TrainingDivergedError:
     """The error of a run that went non-finite: where, what, what was kept, and what to do."""
-    kept = (f"checkpoint.pt (step {last_checkpoint}) is the last good checkpoint and was not overwritten"
-            if last_checkpoint is not None else "no checkpoint had been written")
+    kept = (
+        f"checkpoint.pt (step {last_checkpoint}) is the last good checkpoint and was not overwritten"
+        if last_checkpoint is not None
+        else "no checkpoint had been written"
+    )
     return TrainingDivergedError(
         f"training diverged at step {step}: {what}. Nothing after that was saved; in {run_dir}, {kept}. Resuming "
         "would repeat the same steps: lower the learning rates (e.g. --set q_lr=1e-4 --set policy_lr=3e-5) or check "
-        "the data's scale, and start again in another --out folder")
+        "the data's scale, and start again in another --out folder"
+    )
