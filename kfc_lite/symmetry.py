@@ -31,6 +31,8 @@ from typing import NamedTuple
 
 import torch
 
+from kfc_lite.validators import number
+
 __all__ = [
     "Eigendecomposition",
     "eigendecompose",
@@ -292,8 +294,7 @@ def kfc_generator(
     shift_sigma)^2)`` when ``U`` is well conditioned, so the two variants are compared at equal shift size.
     """
     _check_square(K)
-    if not (scale > 0):
-        raise ValueError(f"scale must be positive, got {scale}")
+    number("scale", scale, 0.0, low_open=True)
     n = K.shape[-1]
     if eig is None:
         eig = eigendecompose(K, cond_threshold)

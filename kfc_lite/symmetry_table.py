@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from kfc_lite.symmetry import DEFAULT_KFC_SCALE, Eigendecomposition, commutation_error, eigendecompose, kfc_generator
-from kfc_lite.validators import number
+from kfc_lite.validators import integer, number
 
 __all__ = [
     "TableSettings",
@@ -498,11 +498,8 @@ def symmetry_table(
 
     if not isinstance(settings, TableSettings):
         raise TypeError(f"settings must be a TableSettings, got {type(settings).__name__}")
-    if not (isinstance(memory_budget_gb, (int, float)) and memory_budget_gb >= 0):
-        raise ValueError(f"memory_budget_gb must be a non-negative number of GiB, got {memory_budget_gb!r}")
-    workers = available_cores() if workers is None else int(workers)
-    if workers < 1:
-        raise ValueError(f"workers must be a positive number of threads, got {workers}")
+    number("memory_budget_gb (GiB)", memory_budget_gb, 0.0)
+    workers = available_cores() if workers is None else integer("workers (threads)", workers, 1)
     if hasattr(model, "eval"):
         model.eval()
     key = table_key(model, transitions, settings)

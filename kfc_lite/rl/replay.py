@@ -3,10 +3,13 @@
 Both draw indices with their own ``torch.Generator`` on the data's device, so the sampler's state is one
 tensor to checkpoint (``state_dict``) and a resumed run draws exactly the batches an uninterrupted one would.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from kfc_lite.validators import integer
 
 __all__ = ["TransitionSampler", "ReplayBuffer"]
 
@@ -30,8 +33,10 @@ class TransitionSampler:
         if missing:
             raise KeyError(f"transitions need {list(KEYS)}; missing {missing} (use kfc_lite.data.qlearning_dataset)")
         if mode not in self.MODES:
-            raise ValueError(f"mode must be 'epoch' (shuffled passes, the authors' loader) or 'uniform' (with "
-                             f"replacement), got {mode!r}")
+            raise ValueError(
+                f"mode must be 'epoch' (shuffled passes, the authors' loader) or 'uniform' (with "
+                f"replacement), got {mode!r}"
+            )
         self.device = torch.device(device)
         self.data = {}
         for k in KEYS:
@@ -44,8 +49,10 @@ class TransitionSampler:
         if n == 0:
             raise ValueError("no transitions to sample from")
         if batch_size < 1 or (mode == "epoch" and batch_size > n):
-            raise ValueError(f"batch_size must be between 1 and the number of transitions ({n}) for mode='epoch', "
-                             f"got {batch_size}; use a smaller batch or mode='uniform'")
+            raise ValueError(
+                f"batch_size must be between 1 and the number of transitions ({n}) for mode='epoch', "
+                f"got {batch_size}; use a smaller batch or mode='uniform'"
+            )
         self.size, self.batch_size, self.seed, self.mode = n, int(batch_size), int(seed), mode
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
         self._perm, self._cursor = None, 0
@@ -59,7 +66,7 @@ class TransitionSampler:
         if self._perm is None or self._cursor + self.batch_size > self.size:
             self._perm = torch.randperm(self.size, generator=self.generator, device=self.device)
             self._cursor = 0
-        idx = self._perm[self._cursor:self._cursor + self.batch_size]
+        idx = self._perm[self._cursor : self._cursor + self.batch_size]
         self._cursor += self.batch_size
         return idx
 
@@ -79,8 +86,13 @@ class TransitionSampler:
     def state_dict(self, snapshot: tuple | None = None) -> dict:
         """The state to checkpoint: as of now, or as of an earlier :meth:`snapshot`."""
         generator, perm, cursor = self.snapshot() if snapshot is None else snapshot
-        return {"generator": generator, "device_type": self.device.type, "mode": self.mode,
-                "perm": None if perm is None else perm.cpu(), "cursor": cursor}
+        return {
+            "generator": generator,
+            "device_type": self.device.type,
+            "mode": self.mode,
+            "perm": None if perm is None else perm.cpu(),
+            "cursor": cursor,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("mode", self.mode) != self.mode:
@@ -90,8 +102,12 @@ class TransitionSampler:
             # CPU and CUDA generators have different states (and streams): continue with a fresh, seeded stream
             import warnings
 
-            warnings.warn(f"the batch sampler was saved on {saved} and resumes on {self.device.type}: its random stream "
-                          "restarts, so this run will not match an uninterrupted one exactly", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"the batch sampler was saved on {saved} and resumes on {self.device.type}: its random stream "
+                "restarts, so this run will not match an uninterrupted one exactly",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             self.generator.manual_seed(self.seed + 1)
             self._perm, self._cursor = None, 0
             return
@@ -105,13 +121,16 @@ class ReplayBuffer:
     """A fixed-capacity ring buffer of transitions for online SAC, stored as tensors on ``device``."""
 
     def __init__(self, state_dim: int, action_dim: int, capacity: int, device="cpu", seed: int = 0):
-        if capacity < 1:
-            raise ValueError(f"capacity must be positive, got {capacity}")
+        integer("capacity", capacity, 1)
         self.device, self.capacity = torch.device(device), int(capacity)
         f = dict(device=self.device, dtype=torch.float32)
-        self.data = {"observations": torch.zeros(capacity, state_dim, **f), "actions": torch.zeros(capacity, action_dim, **f),
-                     "rewards": torch.zeros(capacity, **f), "next_observations": torch.zeros(capacity, state_dim, **f),
-                     "terminals": torch.zeros(capacity, dtype=torch.bool, device=self.device)}
+        self.data = {
+            "observations": torch.zeros(capacity, state_dim, **f),
+            "actions": torch.zeros(capacity, action_dim, **f),
+            "rewards": torch.zeros(capacity, **f),
+            "next_observations": torch.zeros(capacity, state_dim, **f),
+            "terminals": torch.zeros(capacity, dtype=torch.bool, device=self.device),
+        }
         self.pos, self.size = 0, 0
         self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
 
@@ -135,8 +154,12 @@ class ReplayBuffer:
         return {k: v[idx] for k, v in self.data.items()}
 
     def state_dict(self) -> dict:
-        return {"data": {k: v[: self.size].cpu() for k, v in self.data.items()}, "pos": self.pos, "size": self.size,
-                "generator": self.generator.get_state()}
+        return {
+            "data": {k: v[: self.size].cpu() for k, v in self.data.items()},
+            "pos": self.pos,
+            "size": self.size,
+            "generator": self.generator.get_state(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         n = int(state["size"])
