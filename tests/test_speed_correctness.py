@@ -271,7 +271,7 @@ def test_bounded_guard_decides_as_the_exact_guard():
 def test_adam_flags_by_device():
     """Fused Adam on CUDA, and on the CPU where torch has the kernel; check here that the fused kernel takes the
     same step as the default implementation (to round-off)."""
-    from kfc_lite.rl.sac import adam_options
+    from kfc_lite.rl._fused import adam_options
 
     assert adam_options("cuda") == {"fused": True} and adam_options(torch.device("cuda:0")) == {"fused": True}
     has_fused_cpu = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4)

@@ -16,9 +16,9 @@ _EXPORTS = {
     "CriticEnsemble": "networks",
     "TanhGaussianActor": "networks",
     # sac.py (SAC + CQL) and policy files (policy.py)
-    "SACConfig": "sac",
+    "SACConfig": "config",
     "SACCQL": "sac",
-    "PRESETS": "sac",
+    "PRESETS": "config",
     # reference.py: the same step written plainly, to read first
     "ReferenceSACCQL": "reference",
     "save_policy": "policy",

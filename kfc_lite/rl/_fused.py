@@ -1,4 +1,5 @@
-"""The critic's CPU speed path: each hidden layer one oneDNN product with its bias and ReLU, one hand-written backward.
+"""Speed paths of the agent: the critic's CPU layers (each hidden layer one oneDNN product with its bias and ReLU, one
+hand-written backward) and Adam's fused kernels (:func:`adam_options`).
 
 Private: a reader learning SAC+CQL needs none of this (:mod:`kfc_lite.rl.networks` has the plain layers, which
 compute the same numbers; tests/test_speed_correctness.py checks that they do). It exists because on a CPU the
@@ -13,9 +14,19 @@ build without it, or a CPU whose oneDNN refuses a dtype, gets the plain path for
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
-__all__ = ["LINEAR_POINTWISE", "FUSED_DTYPES", "CriticMLP", "cpu_autocast_dtype", "serves", "critic_forward"]
+__all__ = [
+    "adam_options",
+    "LINEAR_POINTWISE",
+    "FUSED_DTYPES",
+    "CriticMLP",
+    "cpu_autocast_dtype",
+    "serves",
+    "critic_forward",
+]
 
 
 def _onednn_linear_pointwise():
@@ -166,3 +177,28 @@ def critic_forward(ensemble, states: torch.Tensor, actions: torch.Tensor, dtype:
         for j in range(ensemble.n_critics)
     ]
     return torch.stack(qs)
+
+
+def adam_options(device) -> dict:
+    """Adam's implementation flags for a device: ``fused=True`` (one kernel for all parameters instead of several
+    passes per tensor) on CUDA, where a small network's step is launch-bound, and on the CPU where this torch has
+    the fused CPU kernel (torch >= 2.4), where it replaces several passes over every parameter by one. Same update
+    rule either way, up to round-off."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return {"fused": True}
+    if dev.type == "cpu" and _cpu_fused_adam():
+        return {"fused": True}
+    return {}
+
+
+@functools.cache
+def _cpu_fused_adam() -> bool:
+    """Whether this torch has Adam's fused CPU kernel (probed once on a tiny tensor)."""
+    try:
+        w = torch.zeros(2, requires_grad=True)
+        w.grad = torch.ones(2)
+        torch.optim.Adam([w], lr=1e-3, fused=True).step()
+        return True
+    except (RuntimeError, TypeError, ValueError):
+        return False

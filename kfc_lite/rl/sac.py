@@ -1,9 +1,9 @@
 """SAC + CQL(H), with the state augmentation of S4RL, KFC and KFC++ routed as in the authors' code.
 
-Read top to bottom: the configuration and its presets, the losses as small functions, then the agent whose
-``update(batch, augmented)`` is one gradient step. References: docs/paper.md, 'The offline RL base' (the authors'
-``KFC_prime.py``) and 'Where augmented states go'. The same step written plainly, without the speed-ups below, is
-:mod:`kfc_lite.rl.reference`.
+Read top to bottom: the losses as small functions, then the agent whose ``update(batch, augmented)`` is one gradient
+step (its settings, :class:`SACConfig` and :data:`PRESETS`, are in :mod:`kfc_lite.rl.config`). References:
+docs/paper.md, 'The offline RL base' (the authors' ``KFC_prime.py``) and 'Where augmented states go'. The same step
+written plainly, without the speed-ups below, is :mod:`kfc_lite.rl.reference`.
 
 One update, in the authors' order:
 
@@ -28,17 +28,14 @@ runs forward passes under ``torch.autocast`` (bf16 compute, fp32 weights, Adam s
 from __future__ import annotations
 
 import copy
-import dataclasses
-import difflib
-import functools
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from kfc_lite.rl._fused import adam_options
+from kfc_lite.rl.config import PRESETS, SACConfig
 from kfc_lite.rl.networks import CriticEnsemble, TanhGaussianActor, observation_batch
-from kfc_lite.validators import flag, integer, number, one_of, widths
 
 __all__ = [
     "SACConfig",
@@ -53,154 +50,6 @@ __all__ = [
     "alpha_loss",
     "polyak_update",
 ]
-
-PRECISIONS = ("fp32", "bf16")
-
-
-@dataclass
-class SACConfig:
-    """Every hyperparameter of SAC+CQL. The defaults are the authors' KFC code (docs/paper.md, 'The offline RL base').
-
-    Entropy: ``alpha`` is the temperature, fixed unless ``auto_alpha`` (then it is the initial value, tuned
-    towards ``target_entropy``, default ``-action_dim``). ``backup_entropy`` keeps ``-alpha log pi(a'|s')``
-    in the TD target (the KFC code does; official CQL and CORL do not). Open question 11.
-
-    CQL: the penalty per critic is ``cql_weight * (T logsumexp(Q_ood / T) - Q_data)`` (importance-sampled,
-    ``T = cql_temperature``, ``cql_n_actions`` actions from each of: uniform, pi(.|s), pi(.|s')). With
-    ``lagrange=True`` it is multiplied by ``alpha' = exp(log alpha')``, learned so that the gap approaches
-    ``lagrange_threshold`` (the KFC code: threshold 10, initial alpha' 1, so an initial weight of 10);
-    with ``lagrange=False`` the weight stays ``cql_weight``. ``cql_weight=0`` or ``online=True`` turns the
-    penalty off (plain SAC); ``online=True`` also skips the behaviour-cloning warm-up. Open question 12.
-
-    ``bc_steps``: for the first updates the actor minimises ``alpha log pi - log pi(a_data|s)``.
-    """
-
-    hidden: tuple = (256, 256)
-    n_critics: int = 2
-    policy_lr: float = 1e-4
-    q_lr: float = 3e-4
-    gamma: float = 0.99
-    tau: float = 5e-3
-    batch_size: int = 256
-    # entropy
-    alpha: float = 0.2
-    auto_alpha: bool = False
-    alpha_lr: float = 1e-4  # the KFC code tunes alpha with the policy's lr
-    target_entropy: float | None = None
-    backup_entropy: bool = True
-    # CQL
-    cql_weight: float = 10.0
-    cql_n_actions: int = 10
-    cql_temperature: float = 1.0
-    lagrange: bool = True
-    lagrange_threshold: float = 10.0
-    alpha_prime_lr: float = 3e-4
-    alpha_prime_max: float = 1e6
-    bc_steps: int = 40_000
-    online: bool = False
-    # speed
-    precision: str = "fp32"
-    compile: bool = False
-
-    def __post_init__(self):
-        self.hidden = widths("SACConfig.hidden", self.hidden)
-        for name in ("n_critics", "batch_size", "cql_n_actions"):
-            integer(f"SACConfig.{name}", getattr(self, name), 1)
-        integer("SACConfig.bc_steps (0 turns the warm-up off)", self.bc_steps, 0)
-        for name in ("policy_lr", "q_lr", "alpha_lr", "alpha_prime_lr", "cql_temperature", "alpha_prime_max"):
-            number(f"SACConfig.{name}", getattr(self, name), 0.0, low_open=True)
-        number("SACConfig.gamma (a discount)", self.gamma, 0.0, 1.0)
-        number("SACConfig.tau (the Polyak rate; 1 copies the critic)", self.tau, 0.0, 1.0, low_open=True)
-        number("SACConfig.alpha", self.alpha, 0.0)
-        if self.auto_alpha and self.alpha == 0:
-            raise ValueError("SACConfig.alpha must be > 0 with auto_alpha (it is tuned in log space), got 0")
-        number("SACConfig.cql_weight (0 turns CQL off)", self.cql_weight, 0.0)
-        number("SACConfig.lagrange_threshold", self.lagrange_threshold)
-        number("SACConfig.target_entropy (None: -action_dim)", self.target_entropy, allow_none=True)
-        for name in ("auto_alpha", "backup_entropy", "lagrange", "online", "compile"):
-            flag(f"SACConfig.{name}", getattr(self, name))
-        one_of("SACConfig.precision", self.precision, PRECISIONS)
-
-    @property
-    def use_cql(self) -> bool:
-        return not self.online and self.cql_weight > 0
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["hidden"] = list(self.hidden)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SACConfig:
-        return cls(**_checked_fields(cls, d, "SACConfig"))
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> SACConfig:
-        """A preset of :data:`PRESETS` with some fields changed: ``SACConfig.preset("corl", bc_steps=1000)``."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown SAC preset {name!r}: choose one of {sorted(PRESETS)}")
-        values = dict(PRESETS[name])
-        values.update(_checked_fields(cls, overrides, "SACConfig"))
-        return cls(**values)
-
-
-def _checked_fields(cls, d: dict, what: str) -> dict:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = [k for k in d if k not in names]
-    if unknown:
-        hints = [
-            f"{k!r} (did you mean {difflib.get_close_matches(k, names, n=1)[0]!r}?)"
-            if difflib.get_close_matches(k, names, n=1)
-            else repr(k)
-            for k in unknown
-        ]
-        raise ValueError(f"{what} has no field {', '.join(hints)}; its fields are {sorted(names)}")
-    return dict(d)
-
-
-#: Named settings (docs/paper.md, 'The offline RL base'): the authors' KFC code, the official CQL script, CORL's CQL,
-#: and plain online SAC (for behaviour policies). CORL's orthogonal init and state normalisation are not
-#: reproduced (our networks keep Xavier init; no normalisation, as in the KFC code).
-PRESETS: dict[str, dict] = {
-    "kfc-code": {},
-    "cql-paper": dict(
-        hidden=(256, 256, 256),
-        policy_lr=1e-4,
-        q_lr=3e-4,
-        alpha=1.0,
-        auto_alpha=True,
-        alpha_lr=1e-4,
-        backup_entropy=False,
-        cql_weight=1.0,
-        lagrange=True,
-        lagrange_threshold=5.0,
-        bc_steps=40_000,
-    ),
-    "corl": dict(
-        hidden=(256, 256, 256),
-        policy_lr=3e-5,
-        q_lr=3e-4,
-        alpha=1.0,
-        auto_alpha=True,
-        alpha_lr=3e-5,
-        backup_entropy=False,
-        cql_weight=10.0,
-        lagrange=False,
-        bc_steps=0,
-    ),
-    "online-sac": dict(
-        policy_lr=3e-4,
-        q_lr=3e-4,
-        alpha=1.0,
-        auto_alpha=True,
-        alpha_lr=3e-4,
-        backup_entropy=True,
-        cql_weight=0.0,
-        lagrange=False,
-        bc_steps=0,
-        online=True,
-    ),
-}
 
 
 # -- the losses ---------------------------------------------------------------------------------------------
@@ -275,31 +124,6 @@ def polyak_update(target: torch.nn.Module, source: torch.nn.Module, tau: float) 
     """``target <- (1 - tau) target + tau source``, all tensors in one fused call."""
     t = list(target.parameters())
     torch._foreach_lerp_(t, list(source.parameters()), tau)
-
-
-def adam_options(device) -> dict:
-    """Adam's implementation flags for a device: ``fused=True`` (one kernel for all parameters instead of several
-    passes per tensor) on CUDA, where a small network's step is launch-bound, and on the CPU where this torch has
-    the fused CPU kernel (torch >= 2.4): there it measured 0.25 against 0.95 ms per critic update (2 threads),
-    ~3% of a bf16 step (benchmarks/NOTES.md, session 4). Same update rule either way, up to round-off."""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return {"fused": True}
-    if dev.type == "cpu" and _cpu_fused_adam():
-        return {"fused": True}
-    return {}
-
-
-@functools.cache
-def _cpu_fused_adam() -> bool:
-    """Whether this torch has Adam's fused CPU kernel (probed once on a tiny tensor)."""
-    try:
-        w = torch.zeros(2, requires_grad=True)
-        w.grad = torch.ones(2)
-        torch.optim.Adam([w], lr=1e-3, fused=True).step()
-        return True
-    except (RuntimeError, TypeError, ValueError):
-        return False
 
 
 # -- the agent ----------------------------------------------------------------------------------------------
