@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kfc_lite.methods import KOOPMAN_METHODS, METHODS
-from kfc_lite.validators import integer, number
+from kfc_lite.validators import flag, integer, number, one_of
 
 if TYPE_CHECKING:  # imported where used: building a config should not load torch
     from kfc_lite.rl.sac import SACConfig
@@ -138,15 +138,15 @@ class TrainConfig:
                 f"TrainConfig.sampling must be 'epoch' (shuffled passes, the authors' loader) or 'uniform' "
                 f"(with replacement), got {self.sampling!r}"
             )
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"TrainConfig.precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
-        if self.compile not in ("auto", True, False):
+        one_of("TrainConfig.precision", self.precision, ("auto", "fp32", "bf16"))
+        if self.compile != "auto" and not isinstance(self.compile, bool):
             raise ValueError(f"TrainConfig.compile must be 'auto', True or False, got {self.compile!r}")
+        flag("TrainConfig.gauged", self.gauged)
+        flag("TrainConfig.download", self.download)
         number("TrainConfig.noise_sigma", self.noise_sigma, 0.0)
         number("TrainConfig.shift_sigma", self.shift_sigma, 0.0)
         number("TrainConfig.p_koopman", self.p_koopman, 0.0, 1.0)
-        if self.per not in ("batch", "sample"):
-            raise ValueError(f"TrainConfig.per must be 'batch' (the authors' code) or 'sample', got {self.per!r}")
+        one_of("TrainConfig.per", self.per, ("batch", "sample"), "'batch': one draw per batch, the authors' code")
         from kfc_lite.symmetry_table import STORAGE_DTYPES
 
         if self.table_storage not in STORAGE_DTYPES:
