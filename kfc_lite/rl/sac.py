@@ -140,7 +140,9 @@ class SACCQL:
     device : ``"cpu"``, ``"cuda"``, ``"auto"``... (``kfc_lite.settings.resolve_device``).
 
     A batch is a dict of tensors on ``device``: ``observations`` (B, ds), ``actions`` (B, da), ``rewards`` (B,),
-    ``next_observations`` (B, ds), ``terminals`` (B,) bool or float (true terminations only).
+    ``next_observations`` (B, ds), ``terminals`` (B,) bool or float (true terminations only). A batch from
+    :class:`~kfc_lite.rl.replay.TransitionSampler` also holds ``indices`` (its rows in the dataset, which only the
+    Koopman augmenter reads); the agent ignores it.
     """
 
     def __init__(self, state_dim: int, action_dim: int, config: SACConfig | None = None, device="cpu"):
