@@ -18,6 +18,7 @@ both reach the same parameters (tests/test_reference.py): the fast agent is test
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -74,18 +75,20 @@ class ReferenceSACCQL:
     """SAC + CQL as plainly as it can be written: ``update(batch, augmented=None) -> dict`` of the step's losses.
 
     The networks have the fast agent's shapes and initialisation is left to PyTorch; :meth:`from_agent` copies a
-    :class:`~kfc_lite.rl.sac.SACCQL`'s weights and state, so both can take the same step. Float32, one device.
+    :class:`~kfc_lite.rl.sac.SACCQL`'s weights and state, so both can take the same step. Float32, on ``device``
+    (batches from another device are copied to it).
     """
 
-    def __init__(self, state_dim: int, action_dim: int, config: SACConfig | None = None):
+    def __init__(self, state_dim: int, action_dim: int, config: SACConfig | None = None, device="cpu"):
         cfg = self.config = SACConfig() if config is None else config
-        self.action_dim = action_dim
-        self.actor = Actor(state_dim, action_dim, cfg.hidden)
-        self.critics = nn.ModuleList(mlp(state_dim + action_dim, cfg.hidden, 1) for _ in range(cfg.n_critics))
-        self.targets = nn.ModuleList(mlp(state_dim + action_dim, cfg.hidden, 1) for _ in range(cfg.n_critics))
-        self.targets.load_state_dict(self.critics.state_dict())
-        self.log_alpha = torch.tensor(math.log(cfg.alpha) if cfg.alpha > 0 else -math.inf, requires_grad=True)
-        self.log_alpha_prime = torch.tensor(0.0, requires_grad=True)
+        self.action_dim, self.device = action_dim, torch.device(device)
+        self.actor = Actor(state_dim, action_dim, cfg.hidden).to(self.device)
+        critics = [mlp(state_dim + action_dim, cfg.hidden, 1) for _ in range(cfg.n_critics)]
+        self.critics = nn.ModuleList(critics).to(self.device)
+        self.targets = copy.deepcopy(self.critics)  # the target critics start as the critics
+        log_alpha = math.log(cfg.alpha) if cfg.alpha > 0 else -math.inf
+        self.log_alpha = torch.tensor(log_alpha, device=self.device, requires_grad=True)
+        self.log_alpha_prime = torch.tensor(0.0, device=self.device, requires_grad=True)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.policy_lr)
         self.critic_opt = torch.optim.Adam(self.critics.parameters(), lr=cfg.q_lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
@@ -99,6 +102,8 @@ class ReferenceSACCQL:
 
     def update(self, batch: dict, augmented: dict | None = None) -> dict:
         cfg, M, da = self.config, self.config.cql_n_actions, self.action_dim
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        augmented = None if augmented is None else {k: v.to(self.device) for k, v in augmented.items()}
         s, a, r = batch["observations"], batch["actions"], batch["rewards"]
         s_next, done = batch["next_observations"], batch["terminals"].float()
         s_aug, s_next_aug = (
@@ -173,7 +178,7 @@ class ReferenceSACCQL:
     def from_agent(cls, agent) -> ReferenceSACCQL:
         """A reference agent holding a :class:`~kfc_lite.rl.sac.SACCQL`'s weights, temperature, multiplier and step
         (its optimisers start fresh: copy an agent before its first update to compare the two)."""
-        ref = cls(agent.state_dim, agent.action_dim, agent.config)
+        ref = cls(agent.state_dim, agent.action_dim, agent.config, agent.device)
         ref.actor.load_state_dict(agent.actor.state_dict())
         for plain, ensemble in ((ref.critics, agent.critic), (ref.targets, agent.critic_target)):
             for j, critic in enumerate(plain):
