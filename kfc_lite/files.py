@@ -89,7 +89,7 @@ def remove_temp_files(folder) -> list[str]:
     """Delete the temporary files that writes killed mid-way left in ``folder`` (``.<name>.<random>.tmp`` and
     ``.<name>.tmp``); return their names.
 
-    Only call this while holding the folder (:func:`kfc_lite.run_folder.owned`): a temporary file of a live writer
+    Only call this while holding the folder (:func:`kfc_lite.train.run_folder.owned`): a temporary file of a live writer
     looks the same as a dead one's.
     """
     folder = pathlib.Path(folder)

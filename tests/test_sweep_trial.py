@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from kfc_lite.files import save_verified
-from kfc_lite.run_folder import RunLockedError
+from kfc_lite.train.run_folder import RunLockedError
 from kfc_lite.sweep.trial import ATTEMPTS, checkpoint_step, hold_run_folder
 
 # Holds a run folder the way a trial's process does, says so on stdout, and lets go after argv[2] seconds by ending
 HOLDER = """
 import sys, time
-from kfc_lite.run_folder import owned
+from kfc_lite.train.run_folder import owned
 with owned(sys.argv[1], create=True):
     print("holding", flush=True)
     time.sleep(float(sys.argv[2]))
@@ -77,7 +77,7 @@ def test_a_folder_held_past_the_wait_fails_the_attempt_naming_the_holder(tmp_pat
 
 
 def test_a_free_folder_is_taken_at_once_and_is_reentrant_for_train(tmp_path):
-    from kfc_lite.run_folder import owned
+    from kfc_lite.train.run_folder import owned
 
     run = tmp_path / "new" / "run"
     said = io.StringIO()

@@ -5,7 +5,7 @@ from its last good checkpoint and drops the metrics rows logged after it, so a t
 and that Tune starts again (``FailureConfig.max_failures``) counts no step twice and loses none. The same folder is
 what ``kfc-lite train --resume`` would continue by hand.
 
-**One writer, also across a retry.** A run folder has one owner at a time (:func:`kfc_lite.run_folder.owned`, an
+**One writer, also across a retry.** A run folder has one owner at a time (:func:`kfc_lite.train.run_folder.owned`, an
 ``flock`` on ``<run>/.lock``), and ``train()`` refuses a folder that another process holds. A retried trial can
 meet the process of its previous attempt still holding it: Tune gives up on an attempt as soon as Ray reports its
 node or actor dead, and a process that Ray counts as dead (its node cut off from the cluster, not powered off) runs
@@ -89,10 +89,10 @@ def _holder(run_dir: pathlib.Path) -> str:
 
 @contextlib.contextmanager
 def hold_run_folder(run_dir, wait_s: float = LOCK_WAIT_S, poll_s: float = 1.0, stream=None):
-    """Own ``run_dir`` (:func:`kfc_lite.run_folder.owned`) for the ``with`` block, waiting up to ``wait_s`` seconds
+    """Own ``run_dir`` (:func:`kfc_lite.train.run_folder.owned`) for the ``with`` block, waiting up to ``wait_s`` seconds
     for another process to let it go; the wait is said once on ``stream`` (default stderr).
 
-    Raises :class:`kfc_lite.run_folder.RunLockedError` naming the holder when it still holds the folder by then.
+    Raises :class:`kfc_lite.train.run_folder.RunLockedError` naming the holder when it still holds the folder by then.
     """
     from kfc_lite.train.run_folder import RunLockedError, owned
 
