@@ -11,6 +11,7 @@ random weights: its cost, not its quality, is what is timed here. Batches come f
 from ``--table-cache``) before the timing; its build time is in the record. A baseline revision from before the
 table decomposes each batch's ``K(a)`` in the step, as it did then.
 """
+
 import json
 import pathlib
 import resource
@@ -59,9 +60,13 @@ def main():
     torch.manual_seed(a.seed)
     dev = torch.device(a.device)
     n, ds, da = a.n, a.state_dim, a.action_dim
-    data = {"observations": torch.randn(n, ds, device=dev), "actions": torch.rand(n, da, device=dev) * 2 - 1,
-            "rewards": torch.randn(n, device=dev), "next_observations": torch.randn(n, ds, device=dev),
-            "terminals": torch.zeros(n, dtype=torch.bool, device=dev)}
+    data = {
+        "observations": torch.randn(n, ds, device=dev),
+        "actions": torch.rand(n, da, device=dev) * 2 - 1,
+        "rewards": torch.randn(n, device=dev),
+        "next_observations": torch.randn(n, ds, device=dev),
+        "terminals": torch.zeros(n, dtype=torch.bool, device=dev),
+    }
     model = None
     if a.method in ("kfc", "kfc++"):
         model = KoopmanForwardModel(ds, da).to(dev).eval().requires_grad_(False)
@@ -83,6 +88,7 @@ def main():
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
+
     def block() -> float:
         sync()
         t0 = time.perf_counter()
@@ -92,10 +98,18 @@ def main():
         return time.perf_counter() - t0
 
     rates = measure(block, a.steps, a.repeats, a.serve)
-    rec = {"implementation": "kfc_lite", "method": a.method, "precision": a.precision, "device": str(dev),
-           "threads": a.threads, "symmetry_table": table_info, "steps_per_second": statistics.median(rates),
-           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "torch": torch.__version__,
-           "kfc_lite_path": str(pathlib.Path(kfc_lite.__file__).parent)}
+    rec = {
+        "implementation": "kfc_lite",
+        "method": a.method,
+        "precision": a.precision,
+        "device": str(dev),
+        "threads": a.threads,
+        "symmetry_table": table_info,
+        "steps_per_second": statistics.median(rates),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "torch": torch.__version__,
+        "kfc_lite_path": str(pathlib.Path(kfc_lite.__file__).parent),
+    }
     if dev.type == "cuda":
         rec["peak_device_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
     print(json.dumps(rec))

@@ -1,6 +1,7 @@
 """What the benchmark scripts share: the throughput workers' timing loop and arguments, and the writing of a
 result table with its raw records (imported from the scripts' own folder, so it also works in d3rlpy's separate
 environment, where kfc_lite is not installed)."""
+
 import argparse
 import json
 import pathlib

@@ -50,9 +50,13 @@ import sys
 import time
 
 from kfc_lite.sweep.budgets import BUDGETS, Budget  # noqa: F401  (the budgets live with the sweep)
-from kfc_lite.sweep.report import (PAPER_V0, aggregate, carried_diagnostics, compare, evaluations,  # noqa: F401
-                                   report_meta, run_scores, score_records, score_tables, split_records, summarize,
-                                   write_report)
+from kfc_lite.sweep.report import (
+    carried_diagnostics,
+    evaluations,  # noqa: F401
+    report_meta,
+    split_records,
+    write_report,
+)
 from kfc_lite.sweep.spec import ALL_METHODS, METHODS, VARIANTS, base_method  # noqa: F401
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -71,10 +75,20 @@ def sweep_spec(budget: Budget, methods, runs: pathlib.Path, device: str):
     """The benchmark as a sweep: the budget's datasets and seeds, one run folder per (dataset, method, seed)."""
     from kfc_lite.sweep.spec import spec_from_dict
 
-    return spec_from_dict({"name": f"learning-{budget.name}", "out": str(runs / f"{budget.name}-{budget.steps}steps"),
-                           "data": str(runs / "data"), "datasets": list(budget.datasets), "methods": list(methods),
-                           "seeds": list(budget.seeds), "budget": budget, "koopman": dict(budget.koopman),
-                           "device": device, "resources": {"cpus": 1, "gpus": 0 if device == "cpu" else 1}})
+    return spec_from_dict(
+        {
+            "name": f"learning-{budget.name}",
+            "out": str(runs / f"{budget.name}-{budget.steps}steps"),
+            "data": str(runs / "data"),
+            "datasets": list(budget.datasets),
+            "methods": list(methods),
+            "seeds": list(budget.seeds),
+            "budget": budget,
+            "koopman": dict(budget.koopman),
+            "device": device,
+            "resources": {"cpus": 1, "gpus": 0 if device == "cpu" else 1},
+        }
+    )
 
 
 def command(argv) -> str:
@@ -82,7 +96,7 @@ def command(argv) -> str:
     words = list(sys.argv[1:] if argv is None else argv)
     if "--note" in words:
         i = words.index("--note")
-        del words[i:i + 2]
+        del words[i : i + 2]
     return " ".join([os.path.relpath(sys.argv[0], ROOT) if argv is None else "benchmarks/learning.py"] + words)
 
 
@@ -91,21 +105,37 @@ def main(argv=None) -> int:
     p.add_argument("--budget", choices=sorted(BUDGETS), help="default: cpu, or the budget named in --from-json")
     p.add_argument("--full", action="store_true", help="the same as --budget full (the paper's budget, for a GPU)")
     p.add_argument("--datasets", nargs="+", help="replica names, optionally name:size (default: the budget's)")
-    p.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=list(METHODS),
-                   help="default: the four methods; kfc-gauged and kfc++-gauged are diagnostic variants")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        choices=ALL_METHODS,
+        default=list(METHODS),
+        help="default: the four methods; kfc-gauged and kfc++-gauged are diagnostic variants",
+    )
     p.add_argument("--seeds", nargs="+", type=int, help="default: the budget's")
     p.add_argument("--steps", type=int, help="gradient steps per run (default: the budget's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--runs", default=str(ROOT / "runs" / "learning"), help="run folders and built datasets")
-    p.add_argument("--results", help="where learning.json/.md/.png go (default: benchmarks/results, or the folder of "
-                                      "--from-json)")
-    p.add_argument("--address", default=None, help="a Ray cluster, host:port (default: RAY_ADDRESS, else an embedded "
-                                                   "Ray instance on this machine)")
-    p.add_argument("--cpus", type=int, default=None, help="CPUs of the embedded Ray instance, i.e. runs trained at "
-                                                          "once (default: all)")
-    p.add_argument("--report-only", action="store_true", help="write the results from the runs there are; train nothing")
-    p.add_argument("--from-json", help="rewrite the results from this learning.json instead of the run folders; "
-                                       "train nothing")
+    p.add_argument(
+        "--results", help="where learning.json/.md/.png go (default: benchmarks/results, or the folder of --from-json)"
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="a Ray cluster, host:port (default: RAY_ADDRESS, else an embedded Ray instance on this machine)",
+    )
+    p.add_argument(
+        "--cpus",
+        type=int,
+        default=None,
+        help="CPUs of the embedded Ray instance, i.e. runs trained at once (default: all)",
+    )
+    p.add_argument(
+        "--report-only", action="store_true", help="write the results from the runs there are; train nothing"
+    )
+    p.add_argument(
+        "--from-json", help="rewrite the results from this learning.json instead of the run folders; train nothing"
+    )
     p.add_argument("--note", default="", help="a line for the report (e.g. which calls trained the runs)")
     args = p.parse_args(argv)
 
@@ -117,11 +147,20 @@ def main(argv=None) -> int:
             p.error(f"{args.from_json} holds budgets {sorted(named)}; expected one" + (f": {name}" if name else ""))
         name = named.pop()
     budget = BUDGETS[name or "cpu"]
-    over = {k: v for k, v in (("datasets", tuple(args.datasets) if args.datasets else None),
-                              ("seeds", tuple(args.seeds) if args.seeds else None), ("steps", args.steps)) if v}
+    over = {
+        k: v
+        for k, v in (
+            ("datasets", tuple(args.datasets) if args.datasets else None),
+            ("seeds", tuple(args.seeds) if args.seeds else None),
+            ("steps", args.steps),
+        )
+        if v
+    }
     budget = dataclasses.replace(budget, **over)
     runs = pathlib.Path(args.runs)
-    results = pathlib.Path(args.results or (pathlib.Path(args.from_json).parent if args.from_json else HERE / "results"))
+    results = pathlib.Path(
+        args.results or (pathlib.Path(args.from_json).parent if args.from_json else HERE / "results")
+    )
     if loaded is not None:
         records, diag, koopman = split_records(loaded)
         meta, carried = report_meta(command(argv), diag, 0.0, args.note), None
@@ -140,12 +179,21 @@ def main(argv=None) -> int:
         from kfc_lite.sweep.runner import run_sweep
 
         # resume=True: rerunning the command continues the runs there are and skips the finished ones
-        outcome = run_sweep(spec, address=args.address, resume=True, local_cpus=args.cpus, results=results,
-                            command=command(argv), note=args.note)
+        outcome = run_sweep(
+            spec,
+            address=args.address,
+            resume=True,
+            local_cpus=args.cpus,
+            results=results,
+            command=command(argv),
+            note=args.note,
+        )
         md = outcome.report
         if outcome.unfinished:
             print(md.read_text())
-            print(f"unfinished: {', '.join(outcome.unfinished)}: rerun the same command to resume them", file=sys.stderr)
+            print(
+                f"unfinished: {', '.join(outcome.unfinished)}: rerun the same command to resume them", file=sys.stderr
+            )
             return 1
     print(md.read_text())
     return 0

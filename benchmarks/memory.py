@@ -19,6 +19,7 @@ size and build time are reported beside the ratio, and the ratio is also given w
 runs KFC++ with the table memory-mapped from disk (``table_memory_gb=0``) instead of read into memory.
 Results: ``benchmarks/results/memory.md`` and ``memory.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,22 +66,54 @@ def child(args) -> None:
     from kfc_lite.train import TrainConfig, train
 
     method, _, mode = args.method.partition(":")
-    cfg = TrainConfig(dataset=args.file, method=method, env="halfcheetah", steps=args.steps, seed=0,
-                      device="cpu", out=args.out, eval_episodes=0, eval_every=0, log_every=args.steps,
-                      checkpoint_every=0, precision="fp32", compile=False,
-                      koopman={"max_steps": args.koopman_steps, "max_epochs": 1} if method in ("kfc", "kfc++") else {},
-                      table_memory_gb=0.0 if mode == "mapped" else 8.0)
+    cfg = TrainConfig(
+        dataset=args.file,
+        method=method,
+        env="halfcheetah",
+        steps=args.steps,
+        seed=0,
+        device="cpu",
+        out=args.out,
+        eval_episodes=0,
+        eval_every=0,
+        log_every=args.steps,
+        checkpoint_every=0,
+        precision="fp32",
+        compile=False,
+        koopman={"max_steps": args.koopman_steps, "max_epochs": 1} if method in ("kfc", "kfc++") else {},
+        table_memory_gb=0.0 if mode == "mapped" else 8.0,
+    )
     t0 = time.time()
     train(cfg, progress=False)
     table = json.loads((pathlib.Path(args.out) / "result.json").read_text()).get("symmetry_table")
-    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "seconds": time.time() - t0, "table": table}))
+    print(
+        json.dumps(
+            {
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "seconds": time.time() - t0,
+                "table": table,
+            }
+        )
+    )
 
 
 def run_child(file: pathlib.Path, method: str, a, out: pathlib.Path) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
-    cmd = [sys.executable, __file__, "--child", "--file", str(file), "--method", method, "--steps", str(a.steps),
-           "--koopman-steps", str(a.koopman_steps), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--file",
+        str(file),
+        "--method",
+        method,
+        "--steps",
+        str(a.steps),
+        "--koopman-steps",
+        str(a.koopman_steps),
+        "--out",
+        str(out),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
         raise RuntimeError(f"training on {file.name} with {method} failed:\n{res.stderr[-3000:]}")
@@ -113,36 +146,59 @@ def main(argv=None) -> int:
         for n in (a.small, a.n):
             sizes[n] = make_file(tmp / f"random-{n}.hdf5", n)
         for method in a.methods:
-            peaks = {n: run_child(tmp / f"random-{n}.hdf5", method, a, tmp / f"run-{method}-{n}") for n in (a.small, a.n)}
+            peaks = {
+                n: run_child(tmp / f"random-{n}.hdf5", method, a, tmp / f"run-{method}-{n}") for n in (a.small, a.n)
+            }
             data_mb = (sizes[a.n] - sizes[a.small]) / 2**20
             extra_mb = peaks[a.n]["peak_rss_mb"] - peaks[a.small]["peak_rss_mb"]
             table, small_table = peaks[a.n]["table"], peaks[a.small]["table"]
-            held = (lambda t: 0.0 if t is None or t["mapped"] else t["bytes"] / 2**20)
+            held = lambda t: 0.0 if t is None or t["mapped"] else t["bytes"] / 2**20
             table_mb = held(table) - held(small_table)  # what the table adds to the process, mapped: nothing held
-            rec = {"method": method, "transitions": a.n, "file_array_mb": sizes[a.n] / 2**20,
-                   "peak_rss_mb": peaks[a.n]["peak_rss_mb"], "small_transitions": a.small,
-                   "small_file_array_mb": sizes[a.small] / 2**20, "small_peak_rss_mb": peaks[a.small]["peak_rss_mb"],
-                   "data_cost_ratio": extra_mb / data_mb, "data_cost_ratio_without_table": (extra_mb - table_mb) / data_mb,
-                   "table": table, "steps": a.steps, "threads": a.threads}
+            rec = {
+                "method": method,
+                "transitions": a.n,
+                "file_array_mb": sizes[a.n] / 2**20,
+                "peak_rss_mb": peaks[a.n]["peak_rss_mb"],
+                "small_transitions": a.small,
+                "small_file_array_mb": sizes[a.small] / 2**20,
+                "small_peak_rss_mb": peaks[a.small]["peak_rss_mb"],
+                "data_cost_ratio": extra_mb / data_mb,
+                "data_cost_ratio_without_table": (extra_mb - table_mb) / data_mb,
+                "table": table,
+                "steps": a.steps,
+                "threads": a.threads,
+            }
             records.append(rec)
             print(json.dumps(rec), file=sys.stderr)
     import torch
 
-    rows = ["| method | transitions | file arrays MB | peak RSS MB | peak RSS MB, small file | data cost ratio | "
-            "without the table | symmetry table |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| method | transitions | file arrays MB | peak RSS MB | peak RSS MB, small file | data cost ratio | "
+        "without the table | symmetry table |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in records:
         t = r["table"]
-        table = "–" if t is None else (f"{t['bytes'] / 2**20:.0f} MB ({t['bytes_per_row']} B a row, "
-                                       f"{t['bytes_per_row'] * 1e6 / 2**30:.2f} GiB per 1M rows), built in "
-                                       f"{t['build_seconds']:.0f} s, {'memory-mapped' if t['mapped'] else 'in memory'}")
-        rows.append(f"| {r['method']} | {r['transitions']} | {r['file_array_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
-                    f"{r['small_peak_rss_mb']:.0f} ({r['small_transitions']}) | {r['data_cost_ratio']:.2f} | "
-                    f"{r['data_cost_ratio_without_table']:.2f} | {table} |")
-    text = (f"# Memory: peak RSS of kfc_lite.train against the dataset's size\n\n"
-            f"Command: `{' '.join(['memory.py'] + (argv or sys.argv[1:]))}`; torch {torch.__version__}; "
-            f"{a.steps} gradient steps per run, CPU, fp32. Data cost ratio = (peak RSS - peak RSS on the small file) / "
-            f"(file arrays - small file arrays); target <= 1.5.\n\n" + "\n".join(rows) + "\n")
+        table = (
+            "–"
+            if t is None
+            else (
+                f"{t['bytes'] / 2**20:.0f} MB ({t['bytes_per_row']} B a row, "
+                f"{t['bytes_per_row'] * 1e6 / 2**30:.2f} GiB per 1M rows), built in "
+                f"{t['build_seconds']:.0f} s, {'memory-mapped' if t['mapped'] else 'in memory'}"
+            )
+        )
+        rows.append(
+            f"| {r['method']} | {r['transitions']} | {r['file_array_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
+            f"{r['small_peak_rss_mb']:.0f} ({r['small_transitions']}) | {r['data_cost_ratio']:.2f} | "
+            f"{r['data_cost_ratio_without_table']:.2f} | {table} |"
+        )
+    text = (
+        f"# Memory: peak RSS of kfc_lite.train against the dataset's size\n\n"
+        f"Command: `{' '.join(['memory.py'] + (argv or sys.argv[1:]))}`; torch {torch.__version__}; "
+        f"{a.steps} gradient steps per run, CPU, fp32. Data cost ratio = (peak RSS - peak RSS on the small file) / "
+        f"(file arrays - small file arrays); target <= 1.5.\n\n" + "\n".join(rows) + "\n"
+    )
     print(text)
     write_results(a.out, "memory", text, records)
     return 0

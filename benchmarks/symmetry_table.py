@@ -19,6 +19,7 @@ circle than a random model's.
 
 Results: a table on stdout and ``symmetry_table.md`` / ``symmetry_table.json`` in ``--out``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,11 +48,12 @@ def storage_errors(model, data: dict, variant: str, sample: int, seed: int = 0) 
     from kfc_lite.symmetry_table import STORAGE_DTYPES, TableSettings, build_rows, moved_latents
 
     device = next(model.parameters()).device
-    s, a, s2 = (torch.as_tensor(data[k][:sample], device=device) for k in ("observations", "actions",
-                                                                            "next_observations"))
+    s, a, s2 = (
+        torch.as_tensor(data[k][:sample], device=device) for k in ("observations", "actions", "next_observations")
+    )
     g = torch.Generator().manual_seed(seed)
     n = model.latent_dim
-    eps = (torch.randn(sample, n, generator=g) * 3e-3 if variant == "kfc++" else torch.randn(sample, generator=g))
+    eps = torch.randn(sample, n, generator=g) * 3e-3 if variant == "kfc++" else torch.randn(sample, generator=g)
     eps = eps.to(device)
     with torch.no_grad():
         K = model.operator(a)
@@ -69,14 +71,22 @@ def storage_errors(model, data: dict, variant: str, sample: int, seed: int = 0) 
             size = STORAGE_DTYPES[storage].itemsize
             m = n if variant == "kfc++" else 2
             per_row = 2 * n * 4 + n * m * size + 1 + 4 + ((n * 2 * size + n) if variant == "kfc++" else 0)
-            out.append({"variant": variant, "storage": storage, "bytes_per_row": per_row,
-                        "gb_per_million_rows": per_row * 1e6 / 2**30,
-                        "commutation_error_median": float(rows.commutation[ok].median()),
-                        "commutation_error_max": float(rows.commutation[ok].max()),
-                        "latent_error_median": float(latent_err.median()), "latent_error_max": float(latent_err.max()),
-                        "state_error_median": float(state_err.median()), "state_error_max": float(state_err.max()),
-                        "verdicts_as_per_batch": float((rows.valid == valid).float().mean()),
-                        "fallback_rate": 1 - float(rows.valid.float().mean())})
+            out.append(
+                {
+                    "variant": variant,
+                    "storage": storage,
+                    "bytes_per_row": per_row,
+                    "gb_per_million_rows": per_row * 1e6 / 2**30,
+                    "commutation_error_median": float(rows.commutation[ok].median()),
+                    "commutation_error_max": float(rows.commutation[ok].max()),
+                    "latent_error_median": float(latent_err.median()),
+                    "latent_error_max": float(latent_err.max()),
+                    "state_error_median": float(state_err.median()),
+                    "state_error_max": float(state_err.max()),
+                    "verdicts_as_per_batch": float((rows.valid == valid).float().mean()),
+                    "fallback_rate": 1 - float(rows.valid.float().mean()),
+                }
+            )
         return out
 
 
@@ -111,9 +121,11 @@ def main(argv=None) -> int:
         model = KoopmanForwardModel(ds, da).to(a.device)
     model = model.eval().requires_grad_(False)
     rng = np.random.default_rng(0)
-    data = {"observations": rng.standard_normal((a.n, ds), dtype=np.float32),
-            "actions": rng.uniform(-1, 1, (a.n, da)).astype(np.float32),
-            "next_observations": rng.standard_normal((a.n, ds), dtype=np.float32)}
+    data = {
+        "observations": rng.standard_normal((a.n, ds), dtype=np.float32),
+        "actions": rng.uniform(-1, 1, (a.n, da)).astype(np.float32),
+        "next_observations": rng.standard_normal((a.n, ds), dtype=np.float32),
+    }
     workers = a.workers or [available_cores()]
     builds = []
     for variant in a.variants:
@@ -121,42 +133,62 @@ def main(argv=None) -> int:
             folder = tempfile.mkdtemp(prefix="kfc-table-bench-")
             try:
                 t0 = time.perf_counter()
-                table = symmetry_table(model, data, TableSettings(variant=variant, storage="float16"), folder,
-                                       workers=w, progress=True)
+                table = symmetry_table(
+                    model, data, TableSettings(variant=variant, storage="float16"), folder, workers=w, progress=True
+                )
                 seconds = time.perf_counter() - t0  # key, build, checksums and load
-                builds.append({"variant": variant, "rows": a.n, "workers": w, "device": a.device,
-                               "seconds": seconds, "build_seconds": table.build_seconds,
-                               "rows_per_second": a.n / seconds, "minutes_per_million_rows": 1e6 / (a.n / seconds) / 60,
-                               "bytes_per_row": table.bytes_per_row, "fallback_rate": table.fallback_rate})
+                builds.append(
+                    {
+                        "variant": variant,
+                        "rows": a.n,
+                        "workers": w,
+                        "device": a.device,
+                        "seconds": seconds,
+                        "build_seconds": table.build_seconds,
+                        "rows_per_second": a.n / seconds,
+                        "minutes_per_million_rows": 1e6 / (a.n / seconds) / 60,
+                        "bytes_per_row": table.bytes_per_row,
+                        "fallback_rate": table.fallback_rate,
+                    }
+                )
                 print(builds[-1], file=sys.stderr)
             finally:
                 del table
                 shutil.rmtree(folder, ignore_errors=True)
     errors = [row for variant in a.variants for row in storage_errors(model, data, variant, min(a.sample, a.n))]
 
-    lines = [f"# The symmetry table: build time, size and storage error\n",
-             f"Command: `{' '.join(['symmetry_table.py'] + (argv if argv is not None else sys.argv[1:]))}`  ",
-             f"Machine: {cpu_name()}, {os.cpu_count()} logical CPUs ({available_cores()} usable); torch "
-             f"{torch.__version__}; device {a.device}; model: "
-             f"{a.koopman or 'paper-sized KoopmanForwardModel with random weights'} ({ds}-d states, {da}-d actions, "
-             f"latent {model.latent_dim})\n",
-             "## Build (float16 storage; seconds include the key, the checksums and loading the result)\n",
-             "| variant | rows | workers | device | seconds | rows/s | minutes per 1M rows | bytes per row | fall-back rate |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# The symmetry table: build time, size and storage error\n",
+        f"Command: `{' '.join(['symmetry_table.py'] + (argv if argv is not None else sys.argv[1:]))}`  ",
+        f"Machine: {cpu_name()}, {os.cpu_count()} logical CPUs ({available_cores()} usable); torch "
+        f"{torch.__version__}; device {a.device}; model: "
+        f"{a.koopman or 'paper-sized KoopmanForwardModel with random weights'} ({ds}-d states, {da}-d actions, "
+        f"latent {model.latent_dim})\n",
+        "## Build (float16 storage; seconds include the key, the checksums and loading the result)\n",
+        "| variant | rows | workers | device | seconds | rows/s | minutes per 1M rows | bytes per row | fall-back rate |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for b in builds:
-        lines.append(f"| {b['variant']} | {b['rows']} | {b['workers']} | {b['device']} | {b['seconds']:.1f} | "
-                     f"{b['rows_per_second']:.0f} | {b['minutes_per_million_rows']:.2f} | {b['bytes_per_row']} | "
-                     f"{b['fallback_rate']:.4f} |")
-    lines += ["", f"## Storage dtype (on {min(a.sample, a.n)} rows; errors relative to the size of the shift, against "
-              "the per-batch construction with the same eps)\n",
-              "| variant | storage | bytes per row | GiB per 1M rows | commutation error (median / max) | "
-              "moved-latent error (median / max) | augmented-state error (median / max) | verdicts as per batch |",
-              "|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {b['variant']} | {b['rows']} | {b['workers']} | {b['device']} | {b['seconds']:.1f} | "
+            f"{b['rows_per_second']:.0f} | {b['minutes_per_million_rows']:.2f} | {b['bytes_per_row']} | "
+            f"{b['fallback_rate']:.4f} |"
+        )
+    lines += [
+        "",
+        f"## Storage dtype (on {min(a.sample, a.n)} rows; errors relative to the size of the shift, against "
+        "the per-batch construction with the same eps)\n",
+        "| variant | storage | bytes per row | GiB per 1M rows | commutation error (median / max) | "
+        "moved-latent error (median / max) | augmented-state error (median / max) | verdicts as per batch |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for e in errors:
-        lines.append(f"| {e['variant']} | {e['storage']} | {e['bytes_per_row']} | {e['gb_per_million_rows']:.2f} | "
-                     f"{e['commutation_error_median']:.1e} / {e['commutation_error_max']:.1e} | "
-                     f"{e['latent_error_median']:.1e} / {e['latent_error_max']:.1e} | "
-                     f"{e['state_error_median']:.1e} / {e['state_error_max']:.1e} | {e['verdicts_as_per_batch']:.4f} |")
+        lines.append(
+            f"| {e['variant']} | {e['storage']} | {e['bytes_per_row']} | {e['gb_per_million_rows']:.2f} | "
+            f"{e['commutation_error_median']:.1e} / {e['commutation_error_max']:.1e} | "
+            f"{e['latent_error_median']:.1e} / {e['latent_error_max']:.1e} | "
+            f"{e['state_error_median']:.1e} / {e['state_error_max']:.1e} | {e['verdicts_as_per_batch']:.4f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     write_results(a.out, "symmetry_table", text, {"builds": builds, "storage": errors})

@@ -30,6 +30,7 @@ kfc_lite sets the C allocator so that a step's large temporaries stay in the hea
 ``--no-d3rlpy-tuned``, once more with the same setting, so the table shows how much of the lead is that
 setting (the "× d3rlpy CQL" column is always against d3rlpy as installed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,14 +55,16 @@ TABLE_CACHE = HERE / ".cache" / "symmetry-tables"
 
 def export_baseline(rev: str) -> tuple[pathlib.Path, str]:
     """kfc_lite as it was at git revision ``rev``, exported under benchmarks/.baseline/<commit>/ (once)."""
+
     def git(*args, **kw):
         return subprocess.run(["git", "-C", str(HERE.parent), *args], check=True, capture_output=True, **kw)
 
     try:
         commit = git("rev-parse", "--verify", f"{rev}^{{commit}}", text=True).stdout.strip()
     except (subprocess.CalledProcessError, FileNotFoundError) as e:
-        raise SystemExit(f"--baseline {rev}: not a git revision of this repository ({e}); "
-                         "give a commit, a tag or e.g. HEAD~1") from None
+        raise SystemExit(
+            f"--baseline {rev}: not a git revision of this repository ({e}); give a commit, a tag or e.g. HEAD~1"
+        ) from None
     dest = BASELINES / commit
     if not (dest / "kfc_lite" / "__init__.py").is_file():
         dest.mkdir(parents=True, exist_ok=True)
@@ -84,14 +87,21 @@ def ensure_d3rlpy() -> pathlib.Path:
 class Worker:
     """One configuration in its own process, serving timed blocks on request (``--serve``)."""
 
-    def __init__(self, python: str, script: pathlib.Path, args: list[str], threads: int,
-                 kfc_lite_dir: pathlib.Path | None = None):
+    def __init__(
+        self, python: str, script: pathlib.Path, args: list[str], threads: int, kfc_lite_dir: pathlib.Path | None = None
+    ):
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         if kfc_lite_dir is not None:  # a baseline: its kfc_lite comes first on the path (the script's folder aside)
             env["PYTHONPATH"] = os.pathsep.join([str(kfc_lite_dir), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         self.name, self.args = f"{script.name} {' '.join(args)}", list(args)
-        self.proc = subprocess.Popen([python, str(script), *args, "--serve"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.proc = subprocess.Popen(
+            [python, str(script), *args, "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         self.seconds: list[float] = []
 
     def _read(self) -> dict:
@@ -127,17 +137,22 @@ def paired_ratio(num: list[float], den: list[float]) -> float:
 
 def table(records: list[dict]) -> str:
     baseline = any(r.get("x_baseline") is not None for r in records)
-    rows = ["| implementation | method | precision | device | threads | steps/s | × d3rlpy CQL | step time × kfc_lite CQL | "
-            + ("× baseline | " if baseline else "") + "peak RSS MB |",
-            "|---|---|---|---|---|---|---|---|" + ("---|" if baseline else "") + "---|"]
+    rows = [
+        "| implementation | method | precision | device | threads | steps/s | × d3rlpy CQL | step time × kfc_lite CQL | "
+        + ("× baseline | " if baseline else "")
+        + "peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|" + ("---|" if baseline else "") + "---|",
+    ]
     for r in records:
         x_d3 = f"{r['x_d3rlpy_cql']:.2f}" if r.get("x_d3rlpy_cql") is not None else "n/a"
         x_cql = f"{r['step_time_x_cql']:.2f}" if r.get("step_time_x_cql") is not None else "–"
         dev = f" (peak device {r['peak_device_mb']:.0f} MB)" if "peak_device_mb" in r else ""
         x_base = (f"{r['x_baseline']:.2f} | " if r.get("x_baseline") is not None else "– | ") if baseline else ""
         method = r["method"]
-        rows.append(f"| {r['implementation']} | {method} | {r['precision']} | {r['device']} | {r['threads']} | "
-                    f"{r['steps_per_second']:.2f} | {x_d3} | {x_cql} | {x_base}{r['peak_rss_mb']:.0f}{dev} |")
+        rows.append(
+            f"| {r['implementation']} | {method} | {r['precision']} | {r['device']} | {r['threads']} | "
+            f"{r['steps_per_second']:.2f} | {x_d3} | {x_cql} | {x_base}{r['peak_rss_mb']:.0f}{dev} |"
+        )
     return "\n".join(rows)
 
 
@@ -147,20 +162,58 @@ def measure(threads: int, a, common: list[str]) -> list[dict]:
     workers: list[tuple[Worker, str | None, str, str | None]] = []
     if not a.no_d3rlpy:
         py = ensure_d3rlpy()
-        workers.append((Worker(str(py), HERE / "_d3rlpy_worker.py", common + ["--threads", str(threads)], threads),
-                        None, "fp32", None))
+        workers.append(
+            (
+                Worker(str(py), HERE / "_d3rlpy_worker.py", common + ["--threads", str(threads)], threads),
+                None,
+                "fp32",
+                None,
+            )
+        )
         if not a.no_d3rlpy_tuned:
-            workers.append((Worker(str(py), HERE / "_d3rlpy_worker.py",
-                                   common + ["--threads", str(threads), "--tune-malloc"], threads), "d3rlpy", "fp32", None))
+            workers.append(
+                (
+                    Worker(
+                        str(py),
+                        HERE / "_d3rlpy_worker.py",
+                        common + ["--threads", str(threads), "--tune-malloc"],
+                        threads,
+                    ),
+                    "d3rlpy",
+                    "fp32",
+                    None,
+                )
+            )
     trees = [(None, None)] + ([export_baseline(a.baseline)[::-1]] if a.baseline else [])
     for precision in a.precisions:
         for method in a.methods:
-            args = common + ["--threads", str(threads), "--method", method, "--precision", precision,
-                             "--device", a.device, "--table-storage", a.table_storage,
-                             "--table-cache", str(TABLE_CACHE)] + (["--compile"] if a.compile else [])
+            args = (
+                common
+                + [
+                    "--threads",
+                    str(threads),
+                    "--method",
+                    method,
+                    "--precision",
+                    precision,
+                    "--device",
+                    a.device,
+                    "--table-storage",
+                    a.table_storage,
+                    "--table-cache",
+                    str(TABLE_CACHE),
+                ]
+                + (["--compile"] if a.compile else [])
+            )
             for label, tree in trees:  # each configuration also at the baseline revision, if one is given
-                workers.append((Worker(sys.executable, HERE / "_kfc_worker.py", args, threads, kfc_lite_dir=tree),
-                                method, precision, label))
+                workers.append(
+                    (
+                        Worker(sys.executable, HERE / "_kfc_worker.py", args, threads, kfc_lite_dir=tree),
+                        method,
+                        precision,
+                        label,
+                    )
+                )
     for w, *_ in workers:  # warm-ups run one after another too (each waits for its "run")
         w.ready()
     for i in range(a.repeats):
@@ -177,8 +230,11 @@ def measure(threads: int, a, common: list[str]) -> list[dict]:
             rec["implementation"] = f"kfc_lite@{label}"
         rec["rounds_seconds"] = w.seconds
         rec["x_d3rlpy_cql"] = paired_ratio(d3.seconds, w.seconds) if d3 is not None else None
-        rec["step_time_x_cql"] = (paired_ratio(w.seconds, cql[precision].seconds)
-                                  if method not in (None, "d3rlpy") and label is None and precision in cql else None)
+        rec["step_time_x_cql"] = (
+            paired_ratio(w.seconds, cql[precision].seconds)
+            if method not in (None, "d3rlpy") and label is None and precision in cql
+            else None
+        )
         key = (method, precision)
         rec["x_baseline"] = paired_ratio(base[key].seconds, w.seconds) if label is None and key in base else None
         records.append(rec)
@@ -196,13 +252,21 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=20, help="updates per timed block")
     p.add_argument("--repeats", type=int, default=5, help="rounds of interleaved blocks (medians over rounds)")
     p.add_argument("--n", type=int, default=100_000)
-    p.add_argument("--table-storage", default="float16", choices=["float16", "float32", "bfloat16"],
-                   help="KFC/KFC++: dtype of the symmetry table's bases (default float16, as training)")
+    p.add_argument(
+        "--table-storage",
+        default="float16",
+        choices=["float16", "float32", "bfloat16"],
+        help="KFC/KFC++: dtype of the symmetry table's bases (default float16, as training)",
+    )
     p.add_argument("--no-d3rlpy", action="store_true", help="skip d3rlpy (it needs its own environment)")
-    p.add_argument("--no-d3rlpy-tuned", action="store_true",
-                   help="skip the second d3rlpy run with kfc_lite's C-allocator setting")
-    p.add_argument("--baseline", metavar="REV", help="also time kfc_lite at this git revision (e.g. HEAD~1), "
-                   "interleaved: the table gains a speed-up column")
+    p.add_argument(
+        "--no-d3rlpy-tuned", action="store_true", help="skip the second d3rlpy run with kfc_lite's C-allocator setting"
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also time kfc_lite at this git revision (e.g. HEAD~1), interleaved: the table gains a speed-up column",
+    )
     p.add_argument("--out", default=str(RESULTS))
     a = p.parse_args(argv)
     common = ["--steps", str(a.steps), "--n", str(a.n)]
@@ -218,19 +282,29 @@ def main(argv=None) -> int:
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    head = (f"# Throughput: gradient steps per second\n\nCommand: `{' '.join([pathlib.Path(sys.argv[0]).name] + (argv or sys.argv[1:]))}`  \n"
-            f"Machine: {cpu}, {os.cpu_count()} logical CPUs; torch {torch.__version__}; "
-            f"device {a.device}; wall time {time.time() - t0:.0f} s; load average (1 min) {load0[0]:.1f} at start, "
-            f"{load1[0]:.1f} at end (the machine is shared)  \n"
-            f"Workload: batch 256, actor and 2 critics of 3x256, 10 sampled actions per source, 17-d states, 6-d actions, "
-            f"{a.n} transitions; {a.repeats} interleaved rounds of {a.steps} steps after warm-up; steps/s is the median "
-            f"over rounds, ratios are medians of per-round ratios.\n\n")
+    head = (
+        f"# Throughput: gradient steps per second\n\nCommand: `{' '.join([pathlib.Path(sys.argv[0]).name] + (argv or sys.argv[1:]))}`  \n"
+        f"Machine: {cpu}, {os.cpu_count()} logical CPUs; torch {torch.__version__}; "
+        f"device {a.device}; wall time {time.time() - t0:.0f} s; load average (1 min) {load0[0]:.1f} at start, "
+        f"{load1[0]:.1f} at end (the machine is shared)  \n"
+        f"Workload: batch 256, actor and 2 critics of 3x256, 10 sampled actions per source, 17-d states, 6-d actions, "
+        f"{a.n} transitions; {a.repeats} interleaved rounds of {a.steps} steps after warm-up; steps/s is the median "
+        f"over rounds, ratios are medians of per-round ratios.\n\n"
+    )
     # (build times are not shown: the workers of a thread count start, and build their tables, side by side;
     # benchmarks/symmetry_table.py measures the build alone)
-    sizes = sorted({(r["method"], r["symmetry_table"]["rows"], r["symmetry_table"]["bytes_per_row"])
-                    for r in records if r.get("symmetry_table")})
-    notes = "".join(f"\n{method}: symmetry table of {rows} rows, {per_row} bytes a row, built before the timing "
-                    "(its build time: benchmarks/results/symmetry_table.md)  " for method, rows, per_row in sizes)
+    sizes = sorted(
+        {
+            (r["method"], r["symmetry_table"]["rows"], r["symmetry_table"]["bytes_per_row"])
+            for r in records
+            if r.get("symmetry_table")
+        }
+    )
+    notes = "".join(
+        f"\n{method}: symmetry table of {rows} rows, {per_row} bytes a row, built before the timing "
+        "(its build time: benchmarks/results/symmetry_table.md)  "
+        for method, rows, per_row in sizes
+    )
     text = head + table(records) + "\n" + notes + "\n"
     print(text)
     write_results(a.out, "throughput", text, records)

@@ -11,6 +11,7 @@ The library holds the heavy pieces the notebooks import:
 * ``kfc_lite.viz``      figures and ipywidgets explorers
 * ``kfc_lite.exercises`` the checks behind the coursework exercises
 """
+
 from kfc_lite.settings import quick_mode, resolve_device, seed_everything
 
 __version__ = "0.1.0"

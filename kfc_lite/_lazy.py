@@ -1,5 +1,6 @@
 """Lazy package namespaces: ``from kfc_lite.koopman import DMD`` imports only the submodule that defines it,
 so the NumPy-only parts of the course do not pay for importing torch."""
+
 import importlib
 
 

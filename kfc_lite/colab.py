@@ -9,6 +9,7 @@ Put the badge and the cell into a notebook (again after a change here, to refres
 
     python -m kfc_lite.colab insert notebooks/03_symmetries_of_dynamics.ipynb
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -48,8 +49,10 @@ def colab_url(notebook_name: str) -> str:
 
 def badge(notebook_name: str) -> str:
     """The Markdown line with the "Open in Colab" badge for one notebook."""
-    return (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(notebook_name)})"
-            " runs this notebook in Google Colab, with a GPU; its first code cell installs the course there.")
+    return (
+        f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(notebook_name)})"
+        " runs this notebook in Google Colab, with a GPU; its first code cell installs the course there."
+    )
 
 
 def _tags(cell) -> list[str]:
@@ -73,8 +76,10 @@ def problems(nb, notebook_name: str) -> list[str]:
     elif code[0] is not cells[0]:
         out.append(f"the cell tagged '{TAG}' must be the first code cell (it installs what the others import)")
     elif cells[0].source != CELL_SOURCE:
-        out.append(f"the '{TAG}' cell differs from kfc_lite.colab.CELL_SOURCE: run "
-                   f"`python -m kfc_lite.colab insert notebooks/{notebook_name}`")
+        out.append(
+            f"the '{TAG}' cell differs from kfc_lite.colab.CELL_SOURCE: run "
+            f"`python -m kfc_lite.colab insert notebooks/{notebook_name}`"
+        )
     return out
 
 

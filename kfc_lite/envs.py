@@ -4,6 +4,7 @@ Which gymnasium version stands in for D4RL's environments (``-v4``) and why is e
 :mod:`kfc_lite.data.registry`. The library's own small task, ``pendulum``, is gymnasium's ``Pendulum-v1`` with its
 torque box [-2, 2] rescaled to [-1, 1], the box every agent here acts in (docs/pendulum.md).
 """
+
 from __future__ import annotations
 
 import re
@@ -37,9 +38,11 @@ def env_family(name_or_data) -> str:
                         return m.group(1)
                     continue
                 return registry.family_of(value)
-        raise ValueError("cannot tell which environment this dataset comes from: it has none of "
-                         f"{', '.join(_METADATA_KEYS)}. Load it by name (kfc_lite.data.load('hopper-medium-v2')) or "
-                         "pass the name yourself, e.g. env_family('hopper').")
+        raise ValueError(
+            "cannot tell which environment this dataset comes from: it has none of "
+            f"{', '.join(_METADATA_KEYS)}. Load it by name (kfc_lite.data.load('hopper-medium-v2')) or "
+            "pass the name yourself, e.g. env_family('hopper')."
+        )
     return registry.family_of(name_or_data)
 
 
@@ -107,22 +110,32 @@ def policy_fn(policy):
         return lambda obs: policy.act(obs, deterministic=True)
     if callable(policy):
         return policy
-    raise TypeError(f"policy must have act(obs, deterministic=True) or be a callable obs -> action, got "
-                    f"{type(policy).__name__}")
+    raise TypeError(
+        f"policy must have act(obs, deterministic=True) or be a callable obs -> action, got {type(policy).__name__}"
+    )
 
 
 def _check_action(action, space, where: str) -> np.ndarray:
     action = np.asarray(action, dtype=np.float32)
     if action.shape != space.shape:
-        raise ValueError(f"{where}: the policy returned an action of shape {action.shape}, the environment "
-                         f"expects {space.shape}; return one 1-D action per 1-D observation")
+        raise ValueError(
+            f"{where}: the policy returned an action of shape {action.shape}, the environment "
+            f"expects {space.shape}; return one 1-D action per 1-D observation"
+        )
     if not np.all(np.isfinite(action)):
         raise ValueError(f"{where}: the policy returned a non-finite action {action}")
     return action
 
 
-def evaluate(policy, env_name: str, episodes: int = 10, seed: int = 0, *, max_episode_steps: int | None = None,
-             progress: bool = False) -> dict:
+def evaluate(
+    policy,
+    env_name: str,
+    episodes: int = 10,
+    seed: int = 0,
+    *,
+    max_episode_steps: int | None = None,
+    progress: bool = False,
+) -> dict:
     """Roll ``policy`` out for ``episodes`` episodes and score them like D4RL.
 
     Episode ``i`` starts from ``reset(seed=seed + i)``, so two policies evaluated with one seed face the same
@@ -156,5 +169,10 @@ def evaluate(policy, env_name: str, episodes: int = 10, seed: int = 0, *, max_ep
         normalized = normalized_score(env_name, returns)
     except UnknownDatasetError:  # a bare gymnasium id (e.g. Pendulum-v1): there are no reference returns to scale by
         normalized = np.full(episodes, np.nan)
-    return {"returns": returns, "lengths": lengths, "normalized": normalized,
-            "mean_return": float(returns.mean()), "mean_normalized": float(normalized.mean())}
+    return {
+        "returns": returns,
+        "lengths": lengths,
+        "normalized": normalized,
+        "mean_return": float(returns.mean()),
+        "mean_normalized": float(normalized.mean()),
+    }

@@ -20,6 +20,7 @@ whose hash the checksum file lists: a stop during the rotation leaves a checkpoi
 "damaged". A file verifies when its hash is any of the listed ones (a file moved from ``checkpoint.pt`` to
 ``checkpoint.prev.pt`` keeps its hash).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,9 +30,19 @@ import os
 import pathlib
 import tempfile
 
-__all__ = ["atomic_torch_save", "save_verified", "load_verified", "remove_verified", "previous_path",
-           "checksum_path", "verified_paths", "remove_temp_files", "CheckpointError", "CheckpointWriteError",
-           "VerifiedLoad"]
+__all__ = [
+    "atomic_torch_save",
+    "save_verified",
+    "load_verified",
+    "remove_verified",
+    "previous_path",
+    "checksum_path",
+    "verified_paths",
+    "remove_temp_files",
+    "CheckpointError",
+    "CheckpointWriteError",
+    "VerifiedLoad",
+]
 
 CHECKSUMS_FORMAT = "kfc-lite-checksums"
 
@@ -138,7 +149,11 @@ def _read_checksums(path: pathlib.Path) -> dict | None:
         return None
     try:
         data = json.loads(sums.read_text())
-        if not isinstance(data, dict) or data.get("format") != CHECKSUMS_FORMAT or not isinstance(data.get("files"), dict):
+        if (
+            not isinstance(data, dict)
+            or data.get("format") != CHECKSUMS_FORMAT
+            or not isinstance(data.get("files"), dict)
+        ):
             raise ValueError(f"not a {CHECKSUMS_FORMAT} file")
         for entry in data["files"].values():
             if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
@@ -148,7 +163,8 @@ def _read_checksums(path: pathlib.Path) -> dict | None:
             f"{sums} (the checksums of {path.name} and {previous_path(path).name}) cannot be read ({exc}); it is "
             "written atomically, so something else changed or damaged it. Without it the checkpoints cannot be "
             f"verified: delete {sums} to load them unverified (at your own risk), or start again in another "
-            "folder") from None
+            "folder"
+        ) from None
     return data["files"]
 
 
@@ -175,11 +191,15 @@ def save_verified(obj, path, *, label: str = "") -> pathlib.Path:
         tmp = _write_temp(obj, path)
     except (OSError, RuntimeError) as exc:  # torch reports a failed write as RuntimeError("... file write failed")
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[0]
-        kept = (f"The latest checkpoint, {path.name} ({files.get('latest', {}).get('label') or 'unverified'}), is "
-                "untouched" if path.is_file() else "No earlier checkpoint was changed")
+        kept = (
+            f"The latest checkpoint, {path.name} ({files.get('latest', {}).get('label') or 'unverified'}), is untouched"
+            if path.is_file()
+            else "No earlier checkpoint was changed"
+        )
         raise CheckpointWriteError(
             f"could not write the checkpoint{' of ' + label if label else ''} to {path}: {reason}. {kept}; free disk "
-            "space (or fix the folder's permissions), then continue with --resume") from exc
+            "space (or fix the folder's permissions), then continue with --resume"
+        ) from exc
     try:
         new = {"sha256": sha256_of(tmp), "bytes": tmp.stat().st_size, "label": label}
         latest = files.get("latest")
@@ -200,7 +220,8 @@ def save_verified(obj, path, *, label: str = "") -> pathlib.Path:
         raise CheckpointWriteError(
             f"could not put the checkpoint{' of ' + label if label else ''} in place at {path}: {exc.strerror or exc}. "
             f"The checkpoints there still verify (their checksums are in {checksum_path(path).name}); fix the "
-            "cause, then continue with --resume") from exc
+            "cause, then continue with --resume"
+        ) from exc
     return path
 
 
@@ -244,8 +265,10 @@ def load_verified(path, *, what: str = "checkpoint", fix: str = "") -> VerifiedL
         if files is not None:
             digest = sha256_of(p)
             if digest not in known:
-                problems.append(f"{p} is damaged: its SHA-256 ({digest[:12]}...) is not the one recorded in "
-                                f"{checksum_path(path).name} when it was written")
+                problems.append(
+                    f"{p} is damaged: its SHA-256 ({digest[:12]}...) is not the one recorded in "
+                    f"{checksum_path(path).name} when it was written"
+                )
                 continue
             label = known[digest].get("label") or ""
         try:

@@ -1,4 +1,5 @@
 """A report of versions, the device and the dataset cache, for notebook 00 and ``kfc-lite info``."""
+
 from __future__ import annotations
 
 import importlib
@@ -68,8 +69,11 @@ def _cpu_has_bf16() -> bool:
 def format_report(info: dict | None = None) -> str:
     info = info or report()
     lines = [f"kfc-lite {info['kfc_lite']} on Python {info['python']} ({info['platform']})"]
-    lines.append(f"device: {info.get('device')}" + (f" ({info['gpu']})" if "gpu" in info else "")
-                 + (f", {info['threads']} torch threads" if "threads" in info else ""))
+    lines.append(
+        f"device: {info.get('device')}"
+        + (f" ({info['gpu']})" if "gpu" in info else "")
+        + (f", {info['threads']} torch threads" if "threads" in info else "")
+    )
     lines.append(f"quick mode: {'on' if info['quick_mode'] else 'off'}")
     lines.append(f"dataset cache: {info['dataset_dir']}")
     lines.append("packages: " + ", ".join(f"{k} {v}" for k, v in info["packages"].items()))

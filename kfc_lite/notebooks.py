@@ -9,6 +9,7 @@
   right after the output it reads from;
 * a stated run time carries a hidden marker ``<!-- seconds: quick=Q full=F -->`` (:func:`stated_seconds`).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -35,8 +36,7 @@ _WIDGET = re.compile(r"explorer|interact|widgets\.")
 
 def draws_figure(cell) -> bool:
     """Whether a code cell draws a static figure, which must then show up as an image in its outputs."""
-    return (cell.cell_type == "code" and bool(_FIGURE_CALL.search(cell.source))
-            and not _WIDGET.search(cell.source))
+    return cell.cell_type == "code" and bool(_FIGURE_CALL.search(cell.source)) and not _WIDGET.search(cell.source)
 
 
 def convention_problems(nb) -> list[str]:
@@ -49,9 +49,13 @@ def convention_problems(nb) -> list[str]:
     if not first.lstrip().startswith("# "):
         problems.append("the first cell must start with a '# ' title")
     low = first.lower()
-    for needle, what in [("kfc_quick", "the quick-mode switch (KFC_QUICK)"), ("cpu", "the run time on a CPU"),
-                         ("gpu", "the run time on a GPU"), ("prerequisite", "the prerequisites"),
-                         ("able to", "what the learner will be able to do")]:
+    for needle, what in [
+        ("kfc_quick", "the quick-mode switch (KFC_QUICK)"),
+        ("cpu", "the run time on a CPU"),
+        ("gpu", "the run time on a GPU"),
+        ("prerequisite", "the prerequisites"),
+        ("able to", "what the learner will be able to do"),
+    ]:
         if needle not in low:
             problems.append(f"the first cell does not state {what}")
     params = [c for c in cells if c.cell_type == "code" and PARAMETERS_TAG in tags(c)]
@@ -60,17 +64,20 @@ def convention_problems(nb) -> list[str]:
     elif "quick" not in params[0].source.lower():
         problems.append("the parameters cell does not set quick mode")
     if any(draws_figure(c) for c in cells) and not any(
-            c.cell_type == "code" and "%matplotlib inline" in c.source for c in cells):
-        problems.append("the notebook draws figures but never sets '%matplotlib inline': under another backend "
-                        "(MPLBACKEND=Agg, a user's setting) its figures would not appear")
+        c.cell_type == "code" and "%matplotlib inline" in c.source for c in cells
+    ):
+        problems.append(
+            "the notebook draws figures but never sets '%matplotlib inline': under another backend "
+            "(MPLBACKEND=Agg, a user's setting) its figures would not appear"
+        )
     for i, cell in enumerate(cells):
         if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count") is not None):
             problems.append(f"cell {i} carries outputs: strip them before committing")
         if SOLUTION_TAG in tags(cell):
-            before = [c for c in cells[max(0, i - 3):i] if c.cell_type == "code"]
+            before = [c for c in cells[max(0, i - 3) : i] if c.cell_type == "code"]
             if not any("NotImplementedError" in c.source for c in before):
                 problems.append(f"solution cell {i} is not preceded by a learner stub raising NotImplementedError")
-            after = [c for c in cells[i + 1:i + 3] if c.cell_type == "code"]
+            after = [c for c in cells[i + 1 : i + 3] if c.cell_type == "code"]
             if not any("check" in c.source for c in after):
                 problems.append(f"solution cell {i} is not followed by a check cell")
     return problems
@@ -98,9 +105,11 @@ def claim(holds, sentence: str, **numbers) -> None:
     """
     shown = ", ".join(f"{k} = {_fmt(v)}" for k, v in numbers.items())
     if not bool(holds):
-        raise AssertionError(f"the text says: \"{sentence}\", but this run disagrees"
-                             + (f" ({shown})" if shown else "")
-                             + ". Fix the text (or compute it from the run), not the check.")
+        raise AssertionError(
+            f'the text says: "{sentence}", but this run disagrees'
+            + (f" ({shown})" if shown else "")
+            + ". Fix the text (or compute it from the run), not the check."
+        )
     print(f"✔ as the text says: {sentence}" + (f" ({shown})" if shown else ""))
 
 
@@ -165,6 +174,8 @@ def timing_problems(executed, factor: float = 4.0, floor: float = 5.0) -> list[s
             continue
         took, what = sum(times), ("the notebook" if index is None else f"cell {index}")
         if took > factor * max(quick, floor) or (quick >= floor and took < quick / factor):
-            problems.append(f"{what} is stated to take about {quick:g} s in quick mode but took {took:.1f} s: "
-                            "measure it again and update the text and its marker")
+            problems.append(
+                f"{what} is stated to take about {quick:g} s in quick mode but took {took:.1f} s: "
+                "measure it again and update the text and its marker"
+            )
     return problems

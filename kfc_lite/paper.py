@@ -15,13 +15,24 @@ traced to a set of tasks and is deliberately not recorded here.
     94.2
     >>> paper.table1_row("hopper-medium-v2")      # a v2 name finds the v0 row; compare() says the versions differ
 """
+
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["Table1Row", "TABLE1", "METHODS", "CQL_PAPER_UNVERIFIED", "table1_row", "task_of", "version_of",
-           "compare", "format_comparison", "final_score"]
+__all__ = [
+    "Table1Row",
+    "TABLE1",
+    "METHODS",
+    "CQL_PAPER_UNVERIFIED",
+    "table1_row",
+    "task_of",
+    "version_of",
+    "compare",
+    "format_comparison",
+    "final_score",
+]
 
 #: The columns of Table 1, in the paper's order (S4RL-(N) is Gaussian noise, S4RL-(Adv) adversarial noise).
 METHODS = ("cql", "s4rl", "s4rl-adv", "kfc", "kfc++")
@@ -58,10 +69,18 @@ TABLE1: tuple[Table1Row, ...] = (
 #: CQL-paper scores (-v0) for rows whose KFC numbers were not recovered. Written down from memory in the notes
 #: ("recollection, verify before use"): shown only as context, never as the paper's claim.
 CQL_PAPER_UNVERIFIED: dict[str, float] = {
-    "halfcheetah-random": 35.4, "hopper-random": 10.8, "walker2d-random": 7.0,
-    "halfcheetah-medium-replay": 46.2, "hopper-medium-replay": 48.6, "walker2d-medium-replay": 26.7,
-    "halfcheetah-medium-expert": 62.4, "hopper-medium-expert": 111.0, "walker2d-medium-expert": 98.7,
-    "halfcheetah-expert": 104.8, "hopper-expert": 109.9, "walker2d-expert": 153.9,
+    "halfcheetah-random": 35.4,
+    "hopper-random": 10.8,
+    "walker2d-random": 7.0,
+    "halfcheetah-medium-replay": 46.2,
+    "hopper-medium-replay": 48.6,
+    "walker2d-medium-replay": 26.7,
+    "halfcheetah-medium-expert": 62.4,
+    "hopper-medium-expert": 111.0,
+    "walker2d-medium-expert": 98.7,
+    "halfcheetah-expert": 104.8,
+    "hopper-expert": 109.9,
+    "walker2d-expert": 153.9,
 }
 
 _VERSION = re.compile(r"^(?P<task>.+?)-(?P<version>v\d+|replica)$")
@@ -108,8 +127,10 @@ def compare(dataset: str, ours: dict, against: str | None = None) -> list[dict]:
         raise TypeError(f"ours must map a method name to a normalized score, got {type(ours).__name__}")
     row = table1_row(dataset if against is None else against)
     if against is not None and row is None:
-        raise ValueError(f"Table 1 has no recovered row for {against!r}; the recovered rows are "
-                         f"{', '.join(r.dataset for r in TABLE1)}")
+        raise ValueError(
+            f"Table 1 has no recovered row for {against!r}; the recovered rows are "
+            f"{', '.join(r.dataset for r in TABLE1)}"
+        )
     same_task = row is not None and task_of(dataset) == row.task
     version = version_of(dataset)
     out = []
@@ -134,9 +155,17 @@ def compare(dataset: str, ours: dict, against: str | None = None) -> list[dict]:
             note = f"dataset versions differ ({version or 'unknown'} vs the paper's {row.version}): not directly comparable"
         else:
             note = "same task and dataset version"
-        out.append({"method": method, "ours": None if score is None else float(score), "ours_dataset": dataset,
-                    "paper": paper, "paper_dataset": row.dataset if row is not None else None,
-                    "comparable": comparable, "note": note})
+        out.append(
+            {
+                "method": method,
+                "ours": None if score is None else float(score),
+                "ours_dataset": dataset,
+                "paper": paper,
+                "paper_dataset": row.dataset if row is not None else None,
+                "comparable": comparable,
+                "note": note,
+            }
+        )
     return out
 
 

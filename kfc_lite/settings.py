@@ -2,6 +2,7 @@
 
 One code path serves the CPU and the GPU: the device is a parameter, never a fork in the code.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,7 +28,9 @@ def quick_mode(default: bool = False) -> bool:
             return True
         if v in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"{QUICK_ENV}={value!r} is not understood: use {QUICK_ENV}=1 for quick mode or {QUICK_ENV}=0 for full mode")
+        raise ValueError(
+            f"{QUICK_ENV}={value!r} is not understood: use {QUICK_ENV}=1 for quick mode or {QUICK_ENV}=0 for full mode"
+        )
     if os.environ.get(BINDER_ENV):
         return True
     return default
@@ -134,8 +137,10 @@ def tune_cpu_allocator() -> bool:
         return _allocator_tuned
     value = os.environ.get(MALLOC_ENV, "1").strip().lower()
     if value not in ("", "1", "true", "yes", "on", "0", "false", "no", "off"):
-        raise ValueError(f"{MALLOC_ENV}={value!r} is not understood: use {MALLOC_ENV}=0 to leave the C allocator "
-                         f"as it is, or {MALLOC_ENV}=1 (the default)")
+        raise ValueError(
+            f"{MALLOC_ENV}={value!r} is not understood: use {MALLOC_ENV}=0 to leave the C allocator "
+            f"as it is, or {MALLOC_ENV}=1 (the default)"
+        )
     _allocator_tuned = False
     if value in ("0", "false", "no", "off"):
         return False

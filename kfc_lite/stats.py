@@ -38,6 +38,7 @@ at three seeds is not evidence of a difference), but not a sound basis for a ver
 
 Every bootstrap uses a fixed seed (:data:`BOOTSTRAP_SEED`), so a table rewritten from the same scores is the same.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -115,8 +116,10 @@ def _paired(a: Mapping, b: Mapping, min_n: int, what: str) -> tuple[np.ndarray, 
     if not isinstance(a, Mapping) or not isinstance(b, Mapping):
         raise TypeError("paired statistics take two mappings seed -> score, so that seeds can be matched")
     if set(a) != set(b):
-        raise ValueError(f"paired statistics need the same seeds for both methods: A has {sorted(a)}, B has "
-                         f"{sorted(b)}; compare only the seeds both finished")
+        raise ValueError(
+            f"paired statistics need the same seeds for both methods: A has {sorted(a)}, B has "
+            f"{sorted(b)}; compare only the seeds both finished"
+        )
     seeds = sorted(a)
     return _scores([a[s] for s in seeds], min_n, what), _scores([b[s] for s in seeds], min_n, what)
 
@@ -151,8 +154,9 @@ def sample_sd(x) -> float:
 
 
 # -- bootstrap ---------------------------------------------------------------------------------------------------
-def _bootstrap(samples: list[np.ndarray], statistic, paired: bool, seed: int, n_resamples: int, level: float,
-               method: str) -> tuple[float, float]:
+def _bootstrap(
+    samples: list[np.ndarray], statistic, paired: bool, seed: int, n_resamples: int, level: float, method: str
+) -> tuple[float, float]:
     """scipy's bootstrap interval of ``statistic(*samples, axis)``; a statistic that never varies is its own interval.
 
     ``paired=False`` resamples every sample on its own (the stratified bootstrap, one sample per dataset);
@@ -163,9 +167,17 @@ def _bootstrap(samples: list[np.ndarray], statistic, paired: bool, seed: int, n_
         # BCa's acceleration 0/0; scipy warns and returns nan, which is handled below
         warnings.simplefilter("ignore", scipy.stats.DegenerateDataWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
-        res = scipy.stats.bootstrap(tuple(samples), statistic, paired=paired, vectorized=True, axis=-1,
-                                    n_resamples=n_resamples, confidence_level=level, method=method,
-                                    **{_RNG_KEYWORD: np.random.default_rng(seed)})
+        res = scipy.stats.bootstrap(
+            tuple(samples),
+            statistic,
+            paired=paired,
+            vectorized=True,
+            axis=-1,
+            n_resamples=n_resamples,
+            confidence_level=level,
+            method=method,
+            **{_RNG_KEYWORD: np.random.default_rng(seed)},
+        )
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
     dist = np.asarray(res.bootstrap_distribution)
     if not (np.isfinite(low) and np.isfinite(high)) and np.ptp(dist) == 0:
@@ -184,15 +196,18 @@ def _stratified_ci(x, statistic, what: str, seed: int, n_resamples: int, level: 
     return Interval(estimate, low, high, sum(s.size for s in strata), level)
 
 
-def mean_ci(x, seed: int = BOOTSTRAP_SEED, n_resamples: int = N_RESAMPLES, level: float = LEVEL,
-            method: str = "percentile") -> Interval:
+def mean_ci(
+    x, seed: int = BOOTSTRAP_SEED, n_resamples: int = N_RESAMPLES, level: float = LEVEL, method: str = "percentile"
+) -> Interval:
     """The mean with its (stratified) bootstrap interval; ``x`` is one array of run scores or ``dataset -> scores``."""
     return _stratified_ci(x, np.mean, "the mean", seed, n_resamples, level, method)
 
 
-def iqm_ci(x, seed: int = BOOTSTRAP_SEED, n_resamples: int = N_RESAMPLES, level: float = LEVEL,
-           method: str = "percentile") -> Interval:
+def iqm_ci(
+    x, seed: int = BOOTSTRAP_SEED, n_resamples: int = N_RESAMPLES, level: float = LEVEL, method: str = "percentile"
+) -> Interval:
     """The IQM with its (stratified) bootstrap interval; ``x`` is one array of run scores or ``dataset -> scores``."""
+
     def trimmed(x, axis=-1):
         return scipy.stats.trim_mean(x, 0.25, axis=axis)
 
@@ -217,8 +232,15 @@ def t_interval(x, level: float = LEVEL) -> Interval:
     return Interval(m, m - half, m + half, x.size, level)
 
 
-def paired_difference(a: Mapping, b: Mapping, names: tuple[str, str] = ("A", "B"), method: str = "t",
-                      seed: int = BOOTSTRAP_SEED, n_resamples: int = N_RESAMPLES, level: float = LEVEL) -> Comparison:
+def paired_difference(
+    a: Mapping,
+    b: Mapping,
+    names: tuple[str, str] = ("A", "B"),
+    method: str = "t",
+    seed: int = BOOTSTRAP_SEED,
+    n_resamples: int = N_RESAMPLES,
+    level: float = LEVEL,
+) -> Comparison:
     """Mean of A - B over the seeds both ran (``a``, ``b``: seed -> score), its interval, and the verdict.
 
     Differencing seed by seed removes what the two runs of a seed share (data order, initial weights), which an
@@ -236,8 +258,7 @@ def paired_difference(a: Mapping, b: Mapping, names: tuple[str, str] = ("A", "B"
     if method == "t":
         diff = t_interval(d, level)
     else:
-        low, high = _bootstrap([d], lambda x, axis=-1: np.mean(x, axis=axis), False, seed, n_resamples, level,
-                               method)
+        low, high = _bootstrap([d], lambda x, axis=-1: np.mean(x, axis=axis), False, seed, n_resamples, level, method)
         diff = Interval(float(d.mean()), low, high, d.size, level)
     return Comparison(diff, verdict(diff, *names))
 
@@ -250,8 +271,14 @@ def _p_improvement(xa: np.ndarray, xb: np.ndarray, axis: int = -1) -> np.ndarray
     return greater + 0.5 * ties
 
 
-def probability_of_improvement(a: Mapping, b: Mapping, seed: int = BOOTSTRAP_SEED, n_resamples: int = N_RESAMPLES,
-                               level: float = LEVEL, method: str = "percentile") -> Interval:
+def probability_of_improvement(
+    a: Mapping,
+    b: Mapping,
+    seed: int = BOOTSTRAP_SEED,
+    n_resamples: int = N_RESAMPLES,
+    level: float = LEVEL,
+    method: str = "percentile",
+) -> Interval:
     """P(a run of A scores above a run of B), ties counted 1/2, with a bootstrap interval over the shared seeds.
 
     The resamples draw seeds, and both methods' runs of a drawn seed come together, as in :func:`paired_difference`.

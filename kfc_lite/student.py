@@ -4,6 +4,7 @@ Solution cells (tagged ``solution``) are removed and outputs stripped; everythin
 the checks included, stays as it is, so the student edition runs top to bottom with every check
 saying "not done yet".
 """
+
 from __future__ import annotations
 
 import pathlib

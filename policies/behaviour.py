@@ -16,6 +16,7 @@ Sub-commands (run from the repository root; every one is safe to rerun)::
     # copy one into policies/<env>-<level>.pt and write its card (.json and .md)
     .venv/bin/python policies/behaviour.py select hopper medium --step 80000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,11 +42,11 @@ def cmd_train(args) -> int:
 
     out = run_dir(args.env, args.seed)
     resume = args.resume or (out / "checkpoint.pt").exists()
-    res = train_online_sac(args.env, args.steps, seed=args.seed, out=out, resume=resume, progress=False,
-                           **TRAIN_DEFAULTS)
+    res = train_online_sac(
+        args.env, args.steps, seed=args.seed, out=out, resume=resume, progress=False, **TRAIN_DEFAULTS
+    )
     print(f"done: {res.steps_per_second:.1f} steps/s, policy {res.policy_path}")
     return 0
-
 
 
 #: 20 evaluation episodes start from reset(seed=EVAL_SEED + i): disjoint from the training run's own evaluations
@@ -69,9 +70,15 @@ def _stats(env: str, returns) -> dict:
 
     r = np.asarray(returns, dtype=float)
     n = normalized_score(env, r)
-    return {"mean_return": float(r.mean()), "std_return": float(r.std()), "min_return": float(r.min()),
-            "max_return": float(r.max()), "mean_normalized": float(n.mean()), "std_normalized": float(n.std()),
-            "returns": [round(float(x), 2) for x in r]}
+    return {
+        "mean_return": float(r.mean()),
+        "std_return": float(r.std()),
+        "min_return": float(r.min()),
+        "max_return": float(r.max()),
+        "mean_normalized": float(n.mean()),
+        "std_normalized": float(n.std()),
+        "returns": [round(float(x), 2) for x in r],
+    }
 
 
 def evaluate_policy(path, env: str, torch_seed: int = 0) -> dict:
@@ -85,8 +92,12 @@ def evaluate_policy(path, env: str, torch_seed: int = 0) -> dict:
     torch.manual_seed(torch_seed)
     sampled = evaluate(Sampled(pol), env, episodes=EVAL_EPISODES, seed=EVAL_SEED)
     mean = evaluate(pol, env, episodes=EVAL_EPISODES, seed=EVAL_SEED)
-    return {"episodes": EVAL_EPISODES, "seed": EVAL_SEED, "sampled": _stats(env, sampled["returns"]),
-            "deterministic": _stats(env, mean["returns"])}
+    return {
+        "episodes": EVAL_EPISODES,
+        "seed": EVAL_SEED,
+        "sampled": _stats(env, sampled["returns"]),
+        "deterministic": _stats(env, mean["returns"]),
+    }
 
 
 def _eval_cache(env: str, seed: int) -> pathlib.Path:
@@ -109,8 +120,10 @@ def cmd_evaluate(args) -> int:
             cache[key] = evaluate_policy(path, args.env)
             cache_file.write_text(json.dumps(cache, indent=1))
         s, d = cache[key]["sampled"], cache[key]["deterministic"]
-        print(f"{step:>8} {s['mean_return']:>12.1f} +- {s['std_return']:>6.1f} {s['mean_normalized']:>11.1f} "
-              f"{d['mean_return']:>12.1f} +- {d['std_return']:>6.1f} {d['mean_normalized']:>11.1f}")
+        print(
+            f"{step:>8} {s['mean_return']:>12.1f} +- {s['std_return']:>6.1f} {s['mean_normalized']:>11.1f} "
+            f"{d['mean_return']:>12.1f} +- {d['std_return']:>6.1f} {d['mean_normalized']:>11.1f}"
+        )
     return 0
 
 
@@ -140,8 +153,10 @@ def cmd_select(args) -> int:
     out = run_dir(args.env, args.seed)
     src = out / "policies" / f"step_{args.step}.pt"
     if not src.is_file():
-        raise SystemExit(f"{src} does not exist: pick a step that the run evaluated (python policies/behaviour.py "
-                         f"evaluate {args.env})")
+        raise SystemExit(
+            f"{src} does not exist: pick a step that the run evaluated (python policies/behaviour.py "
+            f"evaluate {args.env})"
+        )
     cache_file = _eval_cache(args.env, args.seed)
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     ev = cache.get(str(args.step)) or evaluate_policy(src, args.env)
@@ -151,23 +166,37 @@ def cmd_select(args) -> int:
     shutil.copyfile(src, dst)
     rel_run = out.relative_to(ROOT)
     card = {
-        "name": name, "env": args.env, "gym_id": GYM_IDS[args.env], "level": args.level,
-        "policy_file": dst.name, "sha256": file_sha256(dst),
+        "name": name,
+        "env": args.env,
+        "gym_id": GYM_IDS[args.env],
+        "level": args.level,
+        "policy_file": dst.name,
+        "sha256": file_sha256(dst),
         "algorithm": "online SAC, kfc_lite.train.train_online_sac (SACConfig preset 'online-sac')",
-        "training_steps": args.step, "seed": args.seed, "run_steps_planned": cfg["steps"],
-        "start_steps": cfg["start_steps"], "sac": cfg["sac"], "train_settings": TRAIN_DEFAULTS,
+        "training_steps": args.step,
+        "seed": args.seed,
+        "run_steps_planned": cfg["steps"],
+        "start_steps": cfg["start_steps"],
+        "sac": cfg["sac"],
+        "train_settings": TRAIN_DEFAULTS,
         "evaluation": ev,
         "selection": "the step whose 20-episode mean return with sampled actions (the data's behaviour) is nearest "
-                     "the D4RL dataset of this level" if args.level == "medium" else "best evaluated step",
+        "the D4RL dataset of this level"
+        if args.level == "medium"
+        else "best evaluated step",
         "selection_note": args.note or "",
         "d4rl_reference": D4RL_PUBLISHED.get(f"{args.env}-{args.level}-v2"),
         "run_dir": str(rel_run),
-        "command": (f"OMP_NUM_THREADS=1 python policies/behaviour.py train {args.env} --steps {cfg['steps']} "
-                    f"--seed {args.seed}  # then: python policies/behaviour.py select {args.env} {args.level} "
-                    f"--step {args.step}"),
+        "command": (
+            f"OMP_NUM_THREADS=1 python policies/behaviour.py train {args.env} --steps {cfg['steps']} "
+            f"--seed {args.seed}  # then: python policies/behaviour.py select {args.env} {args.level} "
+            f"--step {args.step}"
+        ),
         "note": "online SAC is not bit-exact across machines or after a resume; the command reproduces the recipe, "
-                "the committed .pt file is the policy",
-        "versions": _versions(), "torch": __import__("torch").__version__, "kfc_lite": kfc_lite.__version__,
+        "the committed .pt file is the policy",
+        "versions": _versions(),
+        "torch": __import__("torch").__version__,
+        "kfc_lite": kfc_lite.__version__,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
@@ -186,7 +215,8 @@ def card_markdown(card: dict) -> str:
     s, d = card["evaluation"]["sampled"], card["evaluation"]["deterministic"]
     ref = card.get("d4rl_reference") or {}
     lines = [
-        f"# Behaviour policy `{card['name']}`", "",
+        f"# Behaviour policy `{card['name']}`",
+        "",
         f"* environment: {card['gym_id']} (gymnasium, mujoco bindings; D4RL used gym's -v3 on mujoco-py)",
         f"* algorithm: {card['algorithm']}",
         f"* training: {card['training_steps']} environment steps (one gradient step each after "
@@ -199,13 +229,22 @@ def card_markdown(card: dict) -> str:
         f"  * mean action: {d['mean_return']:.1f} +- {d['std_return']:.1f}; normalized {d['mean_normalized']:.1f}",
     ]
     if ref:
-        lines.append(f"* D4RL's {ref['dataset']} for comparison: mean return {ref['mean_return']}, normalized "
-                     f"{ref['normalized']} ({ref['source']})")
+        lines.append(
+            f"* D4RL's {ref['dataset']} for comparison: mean return {ref['mean_return']}, normalized "
+            f"{ref['normalized']} ({ref['source']})"
+        )
     if card.get("replay_buffer"):
-        lines.append(f"* replay buffer (medium-replay recipe): `{card['replay_buffer']}` rows 1..{card['replay_up_to_step']}"
-                     " (git-ignored; rerun the command to rebuild it)")
-    lines += [f"* selection: {card['selection']}" + (f". {card['selection_note']}" if card.get("selection_note") else ""), f"* reproduce: `{card['command']}`", f"* note: {card['note']}",
-              f"* versions: {card['versions']}, torch {card['torch']}; machine {card['machine']}; {card['created']}", ""]
+        lines.append(
+            f"* replay buffer (medium-replay recipe): `{card['replay_buffer']}` rows 1..{card['replay_up_to_step']}"
+            " (git-ignored; rerun the command to rebuild it)"
+        )
+    lines += [
+        f"* selection: {card['selection']}" + (f". {card['selection_note']}" if card.get("selection_note") else ""),
+        f"* reproduce: `{card['command']}`",
+        f"* note: {card['note']}",
+        f"* versions: {card['versions']}, torch {card['torch']}; machine {card['machine']}; {card['created']}",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -215,8 +254,10 @@ def cmd_table(args) -> int:
     from kfc_lite.data.registry import normalized_score
     from kfc_lite.data.replicas import D4RL_PUBLISHED
 
-    print("| replica | transitions | episodes | mean return | normalized | D4RL v2 dataset | transitions | "
-          "mean return | normalized |")
+    print(
+        "| replica | transitions | episodes | mean return | normalized | D4RL v2 dataset | transitions | "
+        "mean return | normalized |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for path in args.files:
         d = load(path, progress=False)
@@ -224,10 +265,12 @@ def cmd_table(args) -> int:
         returns, _ = episode_returns(d, complete_only=True)
         ref = D4RL_PUBLISHED.get(name.replace("-replica", "-v2"), {})
         env = name.split("-")[0]
-        print(f"| {name} | {len(d['observations']):,} | {len(returns)} | {returns.mean():.1f} | "
-              f"{normalized_score(env, returns).mean():.1f} | {ref.get('dataset', '-')} | "
-              f"{format(ref['transitions'], ',') if ref else '-'} | {ref.get('mean_return', '-')} | "
-              f"{ref.get('normalized', '-')} |")
+        print(
+            f"| {name} | {len(d['observations']):,} | {len(returns)} | {returns.mean():.1f} | "
+            f"{normalized_score(env, returns).mean():.1f} | {ref.get('dataset', '-')} | "
+            f"{format(ref['transitions'], ',') if ref else '-'} | {ref.get('mean_return', '-')} | "
+            f"{ref.get('normalized', '-')} |"
+        )
     return 0
 
 

@@ -16,6 +16,7 @@ Sub-commands (run from the repository root; one thread is plenty)::
     # copy a step into policies/pendulum-<level>.pt and write its card (.json and .md)
     .venv/bin/python policies/pendulum.py select medium --step N
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,17 @@ def cmd_train(args) -> int:
 
     out = behaviour_module().run_dir(ENV, args.seed)
     resume = (out / "checkpoint.pt").exists()
-    res = train_online_sac(ENV, args.steps, seed=args.seed, out=out, config=sac_config(), resume=resume,
-                           buffer_size=args.steps, progress=False, **TRAIN_SETTINGS)
+    res = train_online_sac(
+        ENV,
+        args.steps,
+        seed=args.seed,
+        out=out,
+        config=sac_config(),
+        resume=resume,
+        buffer_size=args.steps,
+        progress=False,
+        **TRAIN_SETTINGS,
+    )
     for row in res.evals:
         print(f"step {row['step']:>6}: return {row['return']:8.1f}  normalized {row['normalized']:6.1f}")
     print(f"done: {res.steps_per_second:.1f} steps/s, policy {res.policy_path}")
@@ -93,10 +103,15 @@ def cmd_references(args) -> int:
     out = {"episodes": args.episodes, "reset_seeds": f"{REFERENCE_SEED}+i"}
     for name, policy in (("random", random_policy), ("expert", load_policy(expert_file))):
         r = _returns(policy, args.episodes, REFERENCE_SEED)
-        out[name] = {"mean_return": float(r.mean()), "std_return": float(r.std(ddof=1)),
-                     "standard_error": float(r.std(ddof=1) / np.sqrt(len(r)))}
-        print(f"{name:>7}: mean return {r.mean():9.2f} +- {r.std(ddof=1) / np.sqrt(len(r)):.2f} (standard error; "
-              f"SD {r.std(ddof=1):.1f}) over {len(r)} episodes")
+        out[name] = {
+            "mean_return": float(r.mean()),
+            "std_return": float(r.std(ddof=1)),
+            "standard_error": float(r.std(ddof=1) / np.sqrt(len(r))),
+        }
+        print(
+            f"{name:>7}: mean return {r.mean():9.2f} +- {r.std(ddof=1) / np.sqrt(len(r)):.2f} (standard error; "
+            f"SD {r.std(ddof=1):.1f}) over {len(r)} episodes"
+        )
     out["expert_policy"] = str(expert_file.relative_to(HERE.parent))
     path = expert_file.parents[1] / "references.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
@@ -117,16 +132,24 @@ def cmd_select(args) -> int:
     card.update(
         algorithm=f"online SAC, kfc_lite.train.train_online_sac (SACConfig preset 'online-sac', hidden {list(HIDDEN)})",
         train_settings=TRAIN_SETTINGS,
-        selection=(f"the step whose 20-episode normalized score with sampled actions (the data's behaviour) is "
-                   f"nearest {MEDIUM_TARGET:.0f}, D4RL's medium level" if args.level == "medium"
-                   else "the best evaluated step"),
-        command=(f"OMP_NUM_THREADS=1 python policies/pendulum.py train --steps {cfg['steps']} --seed {args.seed}  "
-                 f"# then: python policies/pendulum.py select {args.level} --step {args.step}"),
+        selection=(
+            f"the step whose 20-episode normalized score with sampled actions (the data's behaviour) is "
+            f"nearest {MEDIUM_TARGET:.0f}, D4RL's medium level"
+            if args.level == "medium"
+            else "the best evaluated step"
+        ),
+        command=(
+            f"OMP_NUM_THREADS=1 python policies/pendulum.py train --steps {cfg['steps']} --seed {args.seed}  "
+            f"# then: python policies/pendulum.py select {args.level} --step {args.step}"
+        ),
     )
     card_file.write_text(json.dumps(card, indent=1) + "\n")
-    card_file.with_suffix(".md").write_text(bh.card_markdown(card).replace(
-        "(gymnasium, mujoco bindings; D4RL used gym's -v3 on mujoco-py)",
-        "(gymnasium; torque rescaled to [-1, 1] by kfc_lite.envs.make_env)"))
+    card_file.with_suffix(".md").write_text(
+        bh.card_markdown(card).replace(
+            "(gymnasium, mujoco bindings; D4RL used gym's -v3 on mujoco-py)",
+            "(gymnasium; torque rescaled to [-1, 1] by kfc_lite.envs.make_env)",
+        )
+    )
     print(f"rewrote {card_file.name} and {name}.md for the pendulum recipe")
     return 0
 

@@ -25,8 +25,15 @@ def dataset(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("data") / "hopper-tiny.hdf5"
     env = make_env("hopper")
-    collect("hopper-random", RandomPolicy(env.action_space, seed=0), 400, seed=0, path=path, progress=False,
-            max_episode_steps=50)
+    collect(
+        "hopper-random",
+        RandomPolicy(env.action_space, seed=0),
+        400,
+        seed=0,
+        path=path,
+        progress=False,
+        max_episode_steps=50,
+    )
     env.close()
     return str(path)
 

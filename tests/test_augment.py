@@ -1,5 +1,6 @@
 """Augmenters: only states change, the same symmetry moves s and s', an augmented transition of a linear
 system is a transition of that system, p_koopman is respected, defective operators fall back to noise."""
+
 import math
 import re
 
@@ -8,8 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from kfc_lite.rl.augment import (GaussianNoise, KoopmanAugmenter, NoAugmentation, S4RL_SIGMA, make_augmenter)
-from kfc_lite.symmetry import commutation_error
+from kfc_lite.rl.augment import S4RL_SIGMA, GaussianNoise, KoopmanAugmenter, NoAugmentation, make_augmenter
 
 
 class LinearKoopman(nn.Module):
@@ -54,8 +54,13 @@ def make_batch(system, B=64, seed=1):
     dtype = system.A0.dtype
     s = torch.randn(B, system.state_dim, generator=g, dtype=torch.float64).to(dtype)
     a = torch.rand(B, system.A_actions.shape[0], generator=g, dtype=torch.float64).to(dtype) * 2 - 1
-    return {"observations": s, "actions": a, "rewards": torch.randn(B, generator=g, dtype=torch.float64).to(dtype),
-            "next_observations": system.true_step(s, a), "terminals": torch.zeros(B, dtype=torch.bool)}
+    return {
+        "observations": s,
+        "actions": a,
+        "rewards": torch.randn(B, generator=g, dtype=torch.float64).to(dtype),
+        "next_observations": system.true_step(s, a),
+        "terminals": torch.zeros(B, dtype=torch.bool),
+    }
 
 
 def unchanged_keys_are_identical(before, after):
@@ -144,7 +149,9 @@ def test_noise_branch_when_p_is_zero():
     aug = KoopmanAugmenter(system, p_koopman=0.0)
     out = aug(make_batch(system, B=4000))
     assert aug.stats["koopman_fraction"] == 0.0
-    assert (out["observations"] - make_batch(system, B=4000)["observations"]).std().item() == pytest.approx(S4RL_SIGMA, rel=0.05)
+    assert (out["observations"] - make_batch(system, B=4000)["observations"]).std().item() == pytest.approx(
+        S4RL_SIGMA, rel=0.05
+    )
 
 
 def test_defective_operator_falls_back_to_noise_and_is_counted():
@@ -217,8 +224,9 @@ def test_draws_are_the_global_rng_and_the_augmenters_state_and_repeat():
     before = torch.get_rng_state()
     a, b = KoopmanAugmenter(system), KoopmanAugmenter(system)
     assert torch.equal(torch.get_rng_state(), before)
-    assert torch.equal(a.draw_branch(64), b.draw_branch(64)) and torch.equal(a.state_dict()["branch_generator"],
-                                                                           b.state_dict()["branch_generator"])
+    assert torch.equal(a.draw_branch(64), b.draw_branch(64)) and torch.equal(
+        a.state_dict()["branch_generator"], b.state_dict()["branch_generator"]
+    )
     per_run = []
     for run_seed in (1, 1, 2):  # the default stream follows the run's seed
         torch.manual_seed(run_seed)
@@ -240,6 +248,7 @@ def test_draws_are_the_global_rng_and_the_augmenters_state_and_repeat():
     for bad in (1.5, -1, 2**64, True):
         with pytest.raises(ValueError, match="seed must be an integer"):
             KoopmanAugmenter(system, seed=bad)
+
 
 def test_float32_model_and_kfc_shift_size():
     system = make_system(dtype=torch.float32)
@@ -264,8 +273,13 @@ def test_model_is_frozen_and_no_grad():
     model.train()
     aug = KoopmanAugmenter(model, p_koopman=1.0)
     assert not model.training
-    batch = {"observations": torch.randn(8, 3), "actions": torch.rand(8, 1), "rewards": torch.zeros(8),
-             "next_observations": torch.randn(8, 3), "terminals": torch.zeros(8, dtype=torch.bool)}
+    batch = {
+        "observations": torch.randn(8, 3),
+        "actions": torch.rand(8, 1),
+        "rewards": torch.zeros(8),
+        "next_observations": torch.randn(8, 3),
+        "terminals": torch.zeros(8, dtype=torch.bool),
+    }
     model.train()
     out = aug(batch)
     assert not model.training and not out["observations"].requires_grad

@@ -3,6 +3,7 @@
 Needs Debian's ``chromium`` (``/usr/bin/chromium``) and Playwright for Python (driven with
 ``executable_path``; no browser download). Without them these tests are skipped and say why.
 """
+
 import json
 import os
 import pathlib
@@ -14,12 +15,12 @@ import time
 import urllib.request
 
 import pytest
-
 from conftest import ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 try:
     import playwright.sync_api as pw  # noqa: F401
+
     HAVE_PLAYWRIGHT = True
 except ImportError:
     HAVE_PLAYWRIGHT = False
@@ -30,8 +31,16 @@ pytestmark = [
     pytest.mark.skipif(not HAVE_PLAYWRIGHT, reason="playwright for Python is not installed (pip install playwright)"),
 ]
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TOKEN = "kfc-lite-test"
 
 
@@ -51,11 +60,26 @@ def lab(tmp_path_factory):
     env = dict(os.environ, KFC_QUICK="1", JUPYTER_RUNTIME_DIR=str(folder / ".runtime"))
     env.pop("MPLBACKEND", None)  # the notebook picks the inline backend, as a learner's would
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", *(["--allow-root"] if os.geteuid() == 0 else []), f"--port={port}", "--ServerApp.ip=127.0.0.1",
-         f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={folder}", "--LabApp.expose_app_in_browser=True",
-         "--ServerApp.open_browser=False", "--LabApp.news_url=None",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(folder / "lab.log", "w"))
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            *(["--allow-root"] if os.geteuid() == 0 else []),
+            f"--port={port}",
+            "--ServerApp.ip=127.0.0.1",
+            f"--IdentityProvider.token={TOKEN}",
+            f"--ServerApp.root_dir={folder}",
+            "--LabApp.expose_app_in_browser=True",
+            "--ServerApp.open_browser=False",
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(folder / "lab.log", "w"),
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -105,7 +129,10 @@ def run_notebook_and_move_slider(lab, browser, name: str, shots: pathlib.Path, s
     # every code cell gets an execution count, none is still running ("[*]")
     page.wait_for_function(
         """() => { const p = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim());
-                   return p.length > 0 && p.every(t => /\\[\\d+\\]/.test(t)); }""", timeout=600_000, polling=1000)
+                   return p.length > 0 && p.every(t => /\\[\\d+\\]/.test(t)); }""",
+        timeout=600_000,
+        polling=1000,
+    )
     page.screenshot(path=str(shots / f"{name}-ran.png"))
     handles = page.locator(f"{ACTIVE} .widget-slider .noUi-handle")
     assert handles.count() > slider_index, f"{name}: no slider widget on the page"
@@ -115,15 +142,22 @@ def run_notebook_and_move_slider(lab, browser, name: str, shots: pathlib.Path, s
     handle.focus()
     for _ in range(8):
         page.keyboard.press("ArrowRight")
-    page.wait_for_function("([sel, b]) => { const now = [...document.querySelectorAll(sel)]"
-                           ".map(e => e.src); return JSON.stringify(now) !== JSON.stringify(b); }",
-                           arg=[f"{ACTIVE} .jp-OutputArea-output img", before], timeout=60_000)
+    page.wait_for_function(
+        "([sel, b]) => { const now = [...document.querySelectorAll(sel)]"
+        ".map(e => e.src); return JSON.stringify(now) !== JSON.stringify(b); }",
+        arg=[f"{ACTIVE} .jp-OutputArea-output img", before],
+        timeout=60_000,
+    )
     page.screenshot(path=str(shots / f"{name}-slider-moved.png"))
     page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
     time.sleep(2)
     saved = json.loads((folder / name).read_text())
-    errors = [(i, o.get("ename"), o.get("evalue")) for i, c in enumerate(saved["cells"])
-              for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    errors = [
+        (i, o.get("ename"), o.get("evalue"))
+        for i, c in enumerate(saved["cells"])
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert not errors, f"{name}: cells show errors in the browser: {errors}"
     page.close()
 

@@ -1,20 +1,24 @@
 """The Colab setup cell: inside Colab (a stand-in ``google.colab`` module) it installs the course with pip and reports
 the GPU or how to get one; anywhere else it does nothing. The notebooks that carry it hold today's source."""
+
 import subprocess
 import sys
 import types
 
 import nbformat
 import pytest
+from conftest import ROOT
 
 from kfc_lite import colab
 
-from conftest import ROOT
-
 #: the notebooks that carry the badge and the setup cell (`python -m kfc_lite.colab insert NOTEBOOK` puts them in);
 #: 00 and 01 run anywhere in seconds and need no GPU
-WITH_COLAB = ["02_learning_koopman_with_control.ipynb", "03_symmetries_of_dynamics.ipynb", "04_offline_rl_with_cql.ipynb",
-              "05_kfc_on_d4rl.ipynb"]
+WITH_COLAB = [
+    "02_learning_koopman_with_control.ipynb",
+    "03_symmetries_of_dynamics.ipynb",
+    "04_offline_rl_with_cql.ipynb",
+    "05_kfc_on_d4rl.ipynb",
+]
 
 
 class PipCalls:
@@ -48,8 +52,9 @@ def run_cell(monkeypatch, in_colab: bool, gpu: bool):
 
 def test_inside_colab_the_cell_installs_the_course_from_the_repository(monkeypatch, capsys):
     calls = run_cell(monkeypatch, in_colab=True, gpu=True)
-    assert calls == [[sys.executable, "-m", "pip", "install", "--quiet",
-                      "kfc-lite @ git+https://github.com/kfc-lite/kfc-lite@main"]]
+    assert calls == [
+        [sys.executable, "-m", "pip", "install", "--quiet", "kfc-lite @ git+https://github.com/kfc-lite/kfc-lite@main"]
+    ]
     out = capsys.readouterr().out
     assert "Tesla T4" in out and "device='auto'" in out
 

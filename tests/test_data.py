@@ -1,5 +1,6 @@
 """The D4RL data layer: registry and scores, HDF5 schema and its errors, qlearning_dataset, generated datasets,
 environments and the ``kfc-lite data`` commands. Everything runs on small crafted or generated files."""
+
 import os
 import pathlib
 import sys
@@ -10,8 +11,20 @@ import numpy as np
 import pytest
 
 from kfc_lite import data as kdata
-from kfc_lite.data import (DatasetError, RandomPolicy, collect, episode_returns, load, load_hdf5,
-                           normalized_score, qlearning_dataset, registry, split_episodes, validate, write_hdf5)
+from kfc_lite.data import (
+    DatasetError,
+    RandomPolicy,
+    collect,
+    episode_returns,
+    load,
+    load_hdf5,
+    normalized_score,
+    qlearning_dataset,
+    registry,
+    split_episodes,
+    validate,
+    write_hdf5,
+)
 from kfc_lite.envs import env_family, evaluate, gym_id, make_env
 
 D4RL_DIMS = {"halfcheetah": (17, 6), "hopper": (11, 3), "walker2d": (17, 6)}
@@ -99,16 +112,23 @@ def d4rl_qlearning_loop(data, terminate_on_end=False, max_episode_steps=1000):
         rew.append(data["rewards"][i])
         done.append(done_bool)
         episode_step += 1
-    return {"observations": np.array(obs, np.float32).reshape(-1, data["observations"].shape[1]),
-            "actions": np.array(act, np.float32).reshape(-1, data["actions"].shape[1]),
-            "next_observations": np.array(next_obs, np.float32).reshape(-1, data["observations"].shape[1]),
-            "rewards": np.array(rew, np.float32), "terminals": np.array(done, bool)}
+    return {
+        "observations": np.array(obs, np.float32).reshape(-1, data["observations"].shape[1]),
+        "actions": np.array(act, np.float32).reshape(-1, data["actions"].shape[1]),
+        "next_observations": np.array(next_obs, np.float32).reshape(-1, data["observations"].shape[1]),
+        "rewards": np.array(rew, np.float32),
+        "terminals": np.array(done, bool),
+    }
 
 
 def crafted(n, *, timeouts=True, seed=0, p_terminal=0.05, p_timeout=0.05):
     rng = np.random.default_rng(seed)
-    d = {"observations": rng.normal(size=(n, 3)), "actions": rng.normal(size=(n, 2)),
-         "rewards": rng.normal(size=n), "terminals": rng.random(n) < p_terminal}
+    d = {
+        "observations": rng.normal(size=(n, 3)),
+        "actions": rng.normal(size=(n, 2)),
+        "rewards": rng.normal(size=n),
+        "terminals": rng.random(n) < p_terminal,
+    }
     if timeouts:
         d["timeouts"] = (rng.random(n) < p_timeout) & ~d["terminals"]
     return d
@@ -125,8 +145,13 @@ def assert_same(a, b):
 def test_qlearning_by_hand():
     # two episodes: a time-out after 3 steps, then a terminal, then an episode cut by the end of the file
     obs = np.arange(8, dtype=np.float64)[:, None]
-    d = {"observations": obs, "actions": obs * 10, "rewards": np.arange(8.0),
-         "terminals": np.array([0, 0, 0, 0, 1, 0, 0, 0], bool), "timeouts": np.array([0, 0, 1, 0, 0, 0, 0, 0], bool)}
+    d = {
+        "observations": obs,
+        "actions": obs * 10,
+        "rewards": np.arange(8.0),
+        "terminals": np.array([0, 0, 0, 0, 1, 0, 0, 0], bool),
+        "timeouts": np.array([0, 0, 1, 0, 0, 0, 0, 0], bool),
+    }
     q = qlearning_dataset(d)
     np.testing.assert_array_equal(q["observations"][:, 0], [0, 1, 3, 4, 5, 6])  # row 2 (time-out) and 7 (last) go
     np.testing.assert_array_equal(q["next_observations"][:, 0], [1, 2, 4, 5, 6, 7])  # s' from the next row...
@@ -194,24 +219,37 @@ def bad(**changes):
     return d
 
 
-@pytest.mark.parametrize("changes, message", [
-    (dict(rewards=None), "missing key.*rewards"),
-    (dict(actions=np.zeros((19, 2))), "lengths disagree.*'actions' has 19"),
-    (dict(timeouts=np.zeros(21, bool)), "lengths disagree.*'timeouts' has 21"),
-    (dict(observations=np.zeros(20)), "'observations' has shape \\(20,\\)"),
-    (dict(terminals=np.zeros((20, 2), bool)), "'terminals' has shape"),
-    (dict(observations=np.where(np.arange(60).reshape(20, 3) == 37, np.nan, 1.0)),
-     "'observations' holds NaN at row 12, column 1 \\(the first NaN or inf\\)"),
-    (dict(rewards=np.r_[np.zeros(19), np.inf]), "'rewards' holds inf at row 19 \\(the first NaN or inf\\)"),
-    (dict(terminals=np.r_[np.zeros(7), np.nan, np.zeros(12)]), "'terminals' holds NaN at row 7"),
-    (dict(timeouts=np.r_[np.zeros(3), -np.inf, np.zeros(16)]), "'timeouts' holds -inf at row 3"),
-    (dict(observations=np.where(np.arange(60).reshape(20, 3) == 17, 1e30, 1.0)),
-     "'observations' holds 1e\\+30 at row 5, column 2, beyond the bound \\|x\\| <= 1e\\+06.*not clipped"),
-    (dict(actions=np.where(np.arange(40).reshape(20, 2) == 9, -2e6, 0.5)), "'actions' holds -2e\\+06 at row 4, column 1"),
-    (dict(rewards=np.r_[np.zeros(11), 1.5e6, np.zeros(8)]), "'rewards' holds 1.5e\\+06 at row 11"),
-    (dict(terminals=np.r_[np.zeros(4), 2.0, np.zeros(15)]), "'terminals' is a flag but holds 2.0 at row 4"),
-    (dict(timeouts=np.r_[np.zeros(9, np.int64), -1, np.zeros(10, np.int64)]), "'timeouts' is a flag but holds -1 at row 9"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(rewards=None), "missing key.*rewards"),
+        (dict(actions=np.zeros((19, 2))), "lengths disagree.*'actions' has 19"),
+        (dict(timeouts=np.zeros(21, bool)), "lengths disagree.*'timeouts' has 21"),
+        (dict(observations=np.zeros(20)), "'observations' has shape \\(20,\\)"),
+        (dict(terminals=np.zeros((20, 2), bool)), "'terminals' has shape"),
+        (
+            dict(observations=np.where(np.arange(60).reshape(20, 3) == 37, np.nan, 1.0)),
+            "'observations' holds NaN at row 12, column 1 \\(the first NaN or inf\\)",
+        ),
+        (dict(rewards=np.r_[np.zeros(19), np.inf]), "'rewards' holds inf at row 19 \\(the first NaN or inf\\)"),
+        (dict(terminals=np.r_[np.zeros(7), np.nan, np.zeros(12)]), "'terminals' holds NaN at row 7"),
+        (dict(timeouts=np.r_[np.zeros(3), -np.inf, np.zeros(16)]), "'timeouts' holds -inf at row 3"),
+        (
+            dict(observations=np.where(np.arange(60).reshape(20, 3) == 17, 1e30, 1.0)),
+            "'observations' holds 1e\\+30 at row 5, column 2, beyond the bound \\|x\\| <= 1e\\+06.*not clipped",
+        ),
+        (
+            dict(actions=np.where(np.arange(40).reshape(20, 2) == 9, -2e6, 0.5)),
+            "'actions' holds -2e\\+06 at row 4, column 1",
+        ),
+        (dict(rewards=np.r_[np.zeros(11), 1.5e6, np.zeros(8)]), "'rewards' holds 1.5e\\+06 at row 11"),
+        (dict(terminals=np.r_[np.zeros(4), 2.0, np.zeros(15)]), "'terminals' is a flag but holds 2.0 at row 4"),
+        (
+            dict(timeouts=np.r_[np.zeros(9, np.int64), -1, np.zeros(10, np.int64)]),
+            "'timeouts' is a flag but holds -1 at row 9",
+        ),
+    ],
+)
 def test_validate_names_key_and_problem(changes, message):
     with pytest.raises(DatasetError, match=message) as err:
         validate(bad(**changes), "my_file.hdf5")
@@ -256,9 +294,13 @@ def test_truncated_and_non_hdf5_files(tmp_path):
 def test_loading_holds_at_most_two_copies(tmp_path):
     n, dim = 200_000, 17
     rng = np.random.default_rng(0)
-    d = {"observations": rng.normal(size=(n, dim)).astype(np.float32),
-         "actions": rng.uniform(-1, 1, size=(n, 6)).astype(np.float32),
-         "rewards": rng.normal(size=n).astype(np.float32), "terminals": np.zeros(n, bool), "timeouts": np.zeros(n, bool)}
+    d = {
+        "observations": rng.normal(size=(n, dim)).astype(np.float32),
+        "actions": rng.uniform(-1, 1, size=(n, 6)).astype(np.float32),
+        "rewards": rng.normal(size=n).astype(np.float32),
+        "terminals": np.zeros(n, bool),
+        "timeouts": np.zeros(n, bool),
+    }
     size = sum(v.nbytes for v in d.values())
     write_hdf5(d, tmp_path / "big.hdf5", compression=None)
     del d
@@ -273,8 +315,11 @@ def test_loading_holds_at_most_two_copies(tmp_path):
 
 
 def test_episode_split():
-    d = {"rewards": np.ones(10), "terminals": np.array([0, 0, 1, 0, 0, 0, 0, 0, 0, 0], bool),
-         "timeouts": np.array([0, 0, 0, 0, 0, 1, 0, 0, 0, 0], bool)}
+    d = {
+        "rewards": np.ones(10),
+        "terminals": np.array([0, 0, 1, 0, 0, 0, 0, 0, 0, 0], bool),
+        "timeouts": np.array([0, 0, 0, 0, 0, 1, 0, 0, 0, 0], bool),
+    }
     starts, ends, complete = split_episodes(d)
     np.testing.assert_array_equal(starts, [0, 3, 6]) and np.testing.assert_array_equal(ends, [3, 6, 10])
     np.testing.assert_array_equal(complete, [True, True, False])
@@ -409,8 +454,25 @@ def test_make_replica_with_a_saved_policy(tmp_path, capsys):
     files = []
     for i in range(2):
         out = tmp_path / f"rep{i}.hdf5"
-        assert main(["data", "make", "hopper-medium-replica", "--size", "120", "--seed", "4", "--out", str(out),
-                     "--policy", str(tmp_path / "pi.pt"), "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "data",
+                    "make",
+                    "hopper-medium-replica",
+                    "--size",
+                    "120",
+                    "--seed",
+                    "4",
+                    "--out",
+                    str(out),
+                    "--policy",
+                    str(tmp_path / "pi.pt"),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         files.append(load(str(out)))
     a, b = files
     assert a["metadata/d4rl_env"] == "hopper-medium-replica" and a["metadata/policy"].endswith("pi.pt")
@@ -441,8 +503,14 @@ def test_minari_adapter_converts_episodes(monkeypatch):
         obs = np.arange((t + 1) * 2, dtype=np.float64).reshape(t + 1, 2) + 100 * i
         term, trunc = np.zeros(t, bool), np.zeros(t, bool)
         (term if terminated else trunc)[-1] = True
-        return types.SimpleNamespace(id=i, observations=obs, actions=np.ones((t, 1)), rewards=np.full(t, 1.0 + i),
-                                     terminations=term, truncations=trunc)
+        return types.SimpleNamespace(
+            id=i,
+            observations=obs,
+            actions=np.ones((t, 1)),
+            rewards=np.full(t, 1.0 + i),
+            terminations=term,
+            truncations=trunc,
+        )
 
     class FakeDataset:
         spec = types.SimpleNamespace(env_spec=types.SimpleNamespace(id="Hopper-v5"))
@@ -531,8 +599,12 @@ def test_cli_commands(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "hopper-medium-replay-v2" in out and "Hopper-v4" in out and "halfcheetah" not in out.split("\n", 1)[1]
     out_file = tmp_path / "w.hdf5"
-    assert main(["data", "make", "walker2d-random", "--size", "300", "--seed", "2", "--out", str(out_file),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            ["data", "make", "walker2d-random", "--size", "300", "--seed", "2", "--out", str(out_file), "--no-progress"]
+        )
+        == 0
+    )
     assert load(str(out_file))["metadata/seed"] == 2
     assert main(["data", "make", "hopper-random", "--size", "200", "--no-progress"]) == 0  # into the cache
     capsys.readouterr()
@@ -562,12 +634,17 @@ def run_cli(argv, capsys):
     return code, out.out, out.err
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(terminals=np.r_[np.zeros(7), np.nan, np.zeros(12)]), "'terminals' holds NaN at row 7"),
-    (dict(timeouts=np.r_[np.zeros(3), np.nan, np.zeros(16)]), "'timeouts' holds NaN at row 3"),
-    (dict(observations=np.where(np.arange(60).reshape(20, 3) == 50, 1e30, 0.0)),
-     "'observations' holds 1e+30 at row 16, column 2, beyond the bound |x| <= 1e+06"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(terminals=np.r_[np.zeros(7), np.nan, np.zeros(12)]), "'terminals' holds NaN at row 7"),
+        (dict(timeouts=np.r_[np.zeros(3), np.nan, np.zeros(16)]), "'timeouts' holds NaN at row 3"),
+        (
+            dict(observations=np.where(np.arange(60).reshape(20, 3) == 50, 1e30, 0.0)),
+            "'observations' holds 1e+30 at row 16, column 2, beyond the bound |x| <= 1e+06",
+        ),
+    ],
+)
 def test_cli_info_refuses_bad_values_and_keeps_the_file(tmp_path, capsys, change, message):
     d = crafted(20)
     d.update(change)
@@ -633,8 +710,9 @@ def test_a_killed_write_leaves_no_temp_file_behind(tmp_path, capsys):
 
     out = tmp_path / "d.hdf5"
     env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[1])}
-    writer = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(out)], stdout=subprocess.PIPE, text=True,
-                              env=env)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_WRITER, str(out)], stdout=subprocess.PIPE, text=True, env=env
+    )
     try:
         assert writer.stdout.readline().strip() == "writing"
         temp = tmp_path / f".d.hdf5.{writer.pid}.tmp"
@@ -647,8 +725,9 @@ def test_a_killed_write_leaves_no_temp_file_behind(tmp_path, capsys):
         if writer.poll() is None:
             writer.kill()
     assert writer.returncode == -signal.SIGKILL and temp.exists()  # killed: no finally ran, its temp is still there
-    code, _, _ = run_cli(["data", "make", "hopper-random", "--size", "20", "--out", str(out), "--overwrite",
-                          "--no-progress"], capsys)
+    code, _, _ = run_cli(
+        ["data", "make", "hopper-random", "--size", "20", "--out", str(out), "--overwrite", "--no-progress"], capsys
+    )
     assert code == 0
     assert os.listdir(tmp_path) == ["d.hdf5"]  # the next write of the file removed the dead writer's temp
     assert len(load(str(out))["observations"]) == 20
@@ -674,7 +753,8 @@ def test_load_by_name_checks_the_file_is_that_dataset(cheetah, tmp_path, monkeyp
     bare = {k: v for k, v in d.items() if not k.startswith("metadata/")}
     os.remove(walker)
     write_hdf5(bare, walker)
-    with pytest.raises(DatasetMismatchError, match="expected walker2d data: a torso height above 0.6 m.*data of "
-                                                   "halfcheetah"):
+    with pytest.raises(
+        DatasetMismatchError, match="expected walker2d data: a torso height above 0.6 m.*data of halfcheetah"
+    ):
         load("walker2d-random-replica")
     assert os.path.exists(walker) and os.path.exists(medium)  # refused, never deleted

@@ -4,6 +4,7 @@ The server can honour Range requests, ignore them, cut the connection mid-file, 
 the test lets it go, so every path of the resumable download is exercised without the network: resuming, files
 of the wrong dataset (fresh or cached), two processes on one file, and a server that stops sending.
 """
+
 import fcntl
 import http.server
 import os
@@ -35,9 +36,14 @@ def d4rl_like(family: str, rows: int, seed: int = 0, **metadata) -> dict:
     obs = np.zeros((rows, registry.OBS_DIM[family]), np.float32)
     obs[:, 0] = 1.25 if family in ("hopper", "walker2d") else -0.1
     obs[::1000, 1:] = rng.normal(size=(len(obs[::1000]), obs.shape[1] - 1))
-    data = {"observations": obs, "actions": np.zeros((rows, registry.ACT_DIM[family]), np.float32),
-            "rewards": np.ones(rows, np.float32), "terminals": np.zeros(rows, bool),
-            "timeouts": np.arange(rows) % 1000 == 999, "metadata/algorithm": "test"}
+    data = {
+        "observations": obs,
+        "actions": np.zeros((rows, registry.ACT_DIM[family]), np.float32),
+        "rewards": np.ones(rows, np.float32),
+        "terminals": np.zeros(rows, bool),
+        "timeouts": np.arange(rows) % 1000 == 999,
+        "metadata/algorithm": "test",
+    }
     data.update({f"metadata/{k}": v for k, v in metadata.items()})
     return data
 
@@ -91,7 +97,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if self.mode == "stall":  # went silent: the client gave up long ago
                 self.close_connection = True
                 return
-            chunk = chunk[self.cut_after:]
+            chunk = chunk[self.cut_after :]
         self.wfile.write(chunk)
 
 
@@ -260,8 +266,9 @@ def test_walker2d_file_served_for_hopper_is_refused_and_not_cached(server, tmp_p
     handler, base = server
     handler.files["/w.hdf5"] = file_bytes(tmp_path, d4rl_like("walker2d", 1_000_000))
     dest = tmp_path / "cache"
-    code, _, err = cli(["data", "download", NAME, "--dest", str(dest), "--url", base + "/w.hdf5", "--no-progress"],
-                       capsys)
+    code, _, err = cli(
+        ["data", "download", NAME, "--dest", str(dest), "--url", base + "/w.hdf5", "--no-progress"], capsys
+    )
     assert code == 1
     assert f"the file downloaded from {base}/w.hdf5 is not {NAME}" in err
     assert "expected hopper's sizes, 11-D observations and 3-D actions" in err
@@ -270,8 +277,7 @@ def test_walker2d_file_served_for_hopper_is_refused_and_not_cached(server, tmp_p
     assert os.listdir(dest) == []  # neither the file, nor its .part, nor the lock
 
 
-def test_file_of_another_dataset_in_the_cache_is_refused_and_kept(server, dataset_bytes, tmp_path, capsys,
-                                                                   monkeypatch):
+def test_file_of_another_dataset_in_the_cache_is_refused_and_kept(server, dataset_bytes, tmp_path, capsys, monkeypatch):
     handler, base = server
     handler.files["/d.hdf5"] = dataset_bytes
     walker = file_bytes(tmp_path, d4rl_like("walker2d", 1_000_000))
@@ -297,14 +303,12 @@ def test_row_count_of_d4rl_files_is_checked(server, tmp_path, capsys):
     handler, base = server
     short = file_bytes(tmp_path, d4rl_like("hopper", 3000))
     handler.files["/short.hdf5"] = short
-    code, _, err = cli(["data", "download", NAME, "--dest", str(tmp_path / "a"), "--url", base + "/short.hdf5"],
-                       capsys)
+    code, _, err = cli(["data", "download", NAME, "--dest", str(tmp_path / "a"), "--url", base + "/short.hdf5"], capsys)
     assert code == 1 and "expected D4RL's row count, 1000000 rows, found 3000 rows" in err
     assert os.listdir(tmp_path / "a") == []
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / FILE).write_bytes(short)
-    code, _, err = cli(["data", "download", NAME, "--dest", str(tmp_path / "b"), "--url", base + "/short.hdf5"],
-                       capsys)
+    code, _, err = cli(["data", "download", NAME, "--dest", str(tmp_path / "b"), "--url", base + "/short.hdf5"], capsys)
     assert code == 1 and "found 3000 rows" in err and (tmp_path / "b" / FILE).read_bytes() == short
 
 
@@ -313,11 +317,15 @@ def test_halfcheetah_and_walker2d_are_told_apart_by_the_torso_height(server, tmp
     cheetah = file_bytes(tmp_path, d4rl_like("halfcheetah", 1_000_000), "c.hdf5")
     walker = file_bytes(tmp_path, d4rl_like("walker2d", 1_000_000), "w.hdf5")
     handler.files.update({"/c.hdf5": cheetah, "/w.hdf5": walker})
-    with pytest.raises(DatasetMismatchError, match="expected walker2d data: a torso height above 0.6 m.*found a "
-                                                   "median of -0.1.*data of halfcheetah"):
+    with pytest.raises(
+        DatasetMismatchError,
+        match="expected walker2d data: a torso height above 0.6 m.*found a median of -0.1.*data of halfcheetah",
+    ):
         download("walker2d-medium-v2", dest=tmp_path / "a", url=base + "/c.hdf5", progress=False)
-    with pytest.raises(DatasetMismatchError, match="expected halfcheetah data.*found a median of 1.25, a torso "
-                                                   "height: data of hopper or walker2d"):
+    with pytest.raises(
+        DatasetMismatchError,
+        match="expected halfcheetah data.*found a median of 1.25, a torso height: data of hopper or walker2d",
+    ):
         download("halfcheetah-medium-v2", dest=tmp_path / "b", url=base + "/w.hdf5", progress=False)
     # the right pairs pass: the test tells the two apart, it does not refuse 17-D data
     assert download("walker2d-medium-v2", dest=tmp_path / "c", url=base + "/w.hdf5", progress=False)
@@ -328,11 +336,14 @@ def test_metadata_naming_another_dataset_is_refused(server, tmp_path):
     handler, base = server
     handler.files["/r.hdf5"] = file_bytes(tmp_path, d4rl_like("hopper", 1_000_000, d4rl_env="hopper-medium-replica"))
     handler.files["/e.hdf5"] = file_bytes(tmp_path, d4rl_like("hopper", 1_000_000, env_id="Walker2d-v4"), "e.hdf5")
-    with pytest.raises(DatasetMismatchError, match="expected a file of hopper-medium-v2, found metadata/d4rl_env = "
-                                                   "'hopper-medium-replica'"):
+    with pytest.raises(
+        DatasetMismatchError,
+        match="expected a file of hopper-medium-v2, found metadata/d4rl_env = 'hopper-medium-replica'",
+    ):
         download(NAME, dest=tmp_path / "a", url=base + "/r.hdf5", progress=False)
-    with pytest.raises(DatasetMismatchError, match="expected data of hopper, found metadata/env_id = 'Walker2d-v4' "
-                                                   "\\(walker2d\\)"):
+    with pytest.raises(
+        DatasetMismatchError, match="expected data of hopper, found metadata/env_id = 'Walker2d-v4' \\(walker2d\\)"
+    ):
         download(NAME, dest=tmp_path / "a", url=base + "/e.hdf5", progress=False)
 
 
@@ -363,8 +374,9 @@ def test_a_part_file_longer_than_the_source_is_refused(server, dataset_bytes, tm
     handler.gate.set()
     thread.join(30)
     assert isinstance(result.get("error"), DatasetError), result
-    assert f"has {len(dataset_bytes) + 1000} bytes but the server announced {len(dataset_bytes)}" in \
-        str(result["error"])
+    assert f"has {len(dataset_bytes) + 1000} bytes but the server announced {len(dataset_bytes)}" in str(
+        result["error"]
+    )
     assert os.listdir(tmp_path) == []
 
 
@@ -384,8 +396,9 @@ def test_a_held_lock_refuses_with_the_owner_pid(server, dataset_bytes, tmp_path,
     part.write_bytes(dataset_bytes[:1000])
     fd = hold_lock(tmp_path / (FILE + ".lock"), 424242)
     try:
-        code, _, err = cli(["data", "download", NAME, "--dest", str(tmp_path), "--url", base + "/d.hdf5",
-                            "--wait", "0"], capsys)
+        code, _, err = cli(
+            ["data", "download", NAME, "--dest", str(tmp_path), "--url", base + "/d.hdf5", "--wait", "0"], capsys
+        )
         assert code == 1
         assert f"the download of {NAME} into {tmp_path} is already running in another process (pid 424242" in err
         assert "run the command again" in err and "kill 424242" in err
@@ -398,8 +411,9 @@ def test_a_held_lock_refuses_with_the_owner_pid(server, dataset_bytes, tmp_path,
         os.close(fd)
     assert part.read_bytes() == dataset_bytes[:1000] and handler.requests == []  # the owner's .part untouched
     # once the owner is gone, the same call resumes the .part
-    assert pathlib.Path(download(NAME, dest=tmp_path, url=base + "/d.hdf5", progress=False)).read_bytes() == \
-        dataset_bytes
+    assert (
+        pathlib.Path(download(NAME, dest=tmp_path, url=base + "/d.hdf5", progress=False)).read_bytes() == dataset_bytes
+    )
     assert handler.requests == [("/d.hdf5", "bytes=1000-")]
     assert sorted(os.listdir(tmp_path)) == [FILE]  # the lock file went with its owner
 
@@ -419,8 +433,19 @@ def test_two_processes_resuming_one_part_file(server, dataset_bytes, tmp_path):
     handler.mode, handler.cut_after = "hold", 50_000  # the first process's response pauses after 50 kB
     k = len(dataset_bytes) // 3
     (tmp_path / (FILE + ".part")).write_bytes(dataset_bytes[:k])
-    argv = [sys.executable, "-m", "kfc_lite", "data", "download", NAME, "--dest", str(tmp_path), "--url",
-            base + "/d.hdf5", "--no-progress"]
+    argv = [
+        sys.executable,
+        "-m",
+        "kfc_lite",
+        "data",
+        "download",
+        NAME,
+        "--dest",
+        str(tmp_path),
+        "--url",
+        base + "/d.hdf5",
+        "--no-progress",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     second = None
@@ -451,14 +476,28 @@ def test_stall_reports_the_bytes_that_arrived(server, dataset_bytes, tmp_path, c
     handler, base = server
     handler.files["/d.hdf5"] = dataset_bytes
     handler.mode, handler.cut_after = "stall", 43_000
-    code, _, err = cli(["data", "download", NAME, "--dest", str(tmp_path), "--url", base + "/d.hdf5", "--timeout",
-                        "0.5", "--no-progress"], capsys)
+    code, _, err = cli(
+        [
+            "data",
+            "download",
+            NAME,
+            "--dest",
+            str(tmp_path),
+            "--url",
+            base + "/d.hdf5",
+            "--timeout",
+            "0.5",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert code == 1
     assert f"stopped after 43000 of {len(dataset_bytes)} bytes (no data for 0.5 s: the server stalled)" in err
     part = tmp_path / (FILE + ".part")
     assert part.read_bytes() == dataset_bytes[:43_000]  # what arrived is kept, to resume from
     handler.gate.set()
     handler.mode = "range"
-    assert pathlib.Path(download(NAME, dest=tmp_path, url=base + "/d.hdf5", progress=False)).read_bytes() == \
-        dataset_bytes
+    assert (
+        pathlib.Path(download(NAME, dest=tmp_path, url=base + "/d.hdf5", progress=False)).read_bytes() == dataset_bytes
+    )
     assert handler.requests[-1] == ("/d.hdf5", "bytes=43000-")

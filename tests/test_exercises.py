@@ -1,14 +1,13 @@
 """The exercise framework: feedback in words, never an exception; progress per notebook; the student edition."""
+
 import nbformat
 import numpy as np
+from conftest import ROOT
 
 from kfc_lite import exercises
-from kfc_lite.exercises import FAILED, NOT_DONE, PASSED, Wrong, exercise, multiple_choice, progress
-from kfc_lite.exercises import nb00
+from kfc_lite.exercises import FAILED, NOT_DONE, PASSED, Wrong, exercise, multiple_choice, nb00, progress
 from kfc_lite.notebooks import convention_problems, student_edition
 from kfc_lite.student import write_student_edition
-
-from conftest import ROOT
 
 
 def test_stub_right_and_wrong_answers_get_words():
@@ -49,8 +48,14 @@ def test_progress_counts_what_passed():
 
 
 def test_multiple_choice_explains_each_option():
-    check = multiple_choice("97", "mc", "Which?", {"a": "one", "b": "two"}, "b",
-                            {"a": "one is wrong because ...", "b": "two is right because ..."})
+    check = multiple_choice(
+        "97",
+        "mc",
+        "Which?",
+        {"a": "one", "b": "two"},
+        "b",
+        {"a": "one is wrong because ...", "b": "two is right because ..."},
+    )
     assert check(None).status == NOT_DONE
     fb = check("a")
     assert fb.status == FAILED and "one is wrong because" in str(fb)
@@ -75,7 +80,9 @@ def test_student_edition_drops_solutions_and_keeps_stubs(tmp_path):
 
 def test_conventions_catch_a_broken_notebook():
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
-    assert convention_problems(nb) == ["the first cell must be a markdown cell with the title and how to run the notebook"]
+    assert convention_problems(nb) == [
+        "the first cell must be a markdown cell with the title and how to run the notebook"
+    ]
     nb = nbformat.read(ROOT / "notebooks" / "00_start_here.ipynb", as_version=4)
     first_code = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
     nb.cells[first_code].outputs = [nbformat.v4.new_output("stream", text="hi")]

@@ -1,5 +1,6 @@
 """Exercise checks of notebooks 04 and 05: right answers pass, wrong ones fail with a useful hint, stubs are
 "not done yet"; and the paper's Table 1 rows as data."""
+
 import numpy as np
 import pytest
 import torch
@@ -24,9 +25,13 @@ def failed_with(fb, *words):
 def to_transitions(data):
     n = len(data["observations"])
     keep = np.flatnonzero(~data["timeouts"][: n - 1])
-    return {"observations": data["observations"][keep], "actions": data["actions"][keep],
-            "rewards": data["rewards"][keep], "next_observations": data["observations"][keep + 1],
-            "terminals": data["terminals"][keep]}
+    return {
+        "observations": data["observations"][keep],
+        "actions": data["actions"][keep],
+        "rewards": data["rewards"][keep],
+        "next_observations": data["observations"][keep + 1],
+        "terminals": data["terminals"][keep],
+    }
 
 
 def test_to_transitions():
@@ -36,9 +41,13 @@ def test_to_transitions():
     def keeps_timeouts(data):
         n = len(data["observations"])
         keep = np.arange(n - 1)
-        return {"observations": data["observations"][keep], "actions": data["actions"][keep],
-                "rewards": data["rewards"][keep], "next_observations": data["observations"][keep + 1],
-                "terminals": data["terminals"][keep]}
+        return {
+            "observations": data["observations"][keep],
+            "actions": data["actions"][keep],
+            "rewards": data["rewards"][keep],
+            "next_observations": data["observations"][keep + 1],
+            "terminals": data["terminals"][keep],
+        }
 
     failed_with(nb04.check_to_transitions(keeps_timeouts), "time-out row")
 
@@ -90,7 +99,9 @@ def test_cql_penalty_wrong_answers():
     assert nb04.check_cql_penalty(stub).status == NOT_DONE
     failed_with(nb04.check_cql_penalty(lambda qd, qo, ld: cql_penalty(qd, qo, 0 * ld)), "densities")
     failed_with(nb04.check_cql_penalty(lambda qd, qo, ld: float(np.mean(qo - ld) - np.mean(qd))), "mean")
-    failed_with(nb04.check_cql_penalty(lambda qd, qo, ld: float(np.max(qo - ld, 1).mean() - np.mean(qd))), "hard maximum")
+    failed_with(
+        nb04.check_cql_penalty(lambda qd, qo, ld: float(np.max(qo - ld, 1).mean() - np.mean(qd))), "hard maximum"
+    )
     failed_with(nb04.check_cql_penalty(lambda qd, qo, ld: -cql_penalty(qd, qo, ld)), "sign")
     naive = lambda qd, qo, ld: float(np.mean(np.log(np.exp(qo - ld).sum(1))) - np.mean(qd))
     with np.errstate(over="ignore"):
@@ -129,8 +140,12 @@ def test_final_score():
     assert nb05.check_final_score(final_score).status == PASSED
     assert nb05.check_final_score(stub).status == NOT_DONE
     failed_with(nb05.check_final_score(lambda rows, k: float(np.mean([r["normalized"] for r in rows[-k:]]))), "sort")
-    failed_with(nb05.check_final_score(
-        lambda rows, k: float(np.mean([r["return"] for r in sorted(rows, key=lambda r: r["step"])[-k:]]))), "raw returns")
+    failed_with(
+        nb05.check_final_score(
+            lambda rows, k: float(np.mean([r["return"] for r in sorted(rows, key=lambda r: r["step"])[-k:]]))
+        ),
+        "raw returns",
+    )
     failed_with(nb05.check_final_score(lambda rows, k: max(r["normalized"] for r in rows)), "optimistic")
     failed_with(nb05.check_final_score(lambda rows, k: [1.0, 2.0]), "one number")
 
@@ -149,8 +164,12 @@ def test_checks_never_raise_on_a_crashing_answer():
     def crash(*args):
         raise ZeroDivisionError("boom")
 
-    for check in (nb04.check_to_transitions, nb04.check_cql_penalty, nb04.check_normalized_score,
-                  nb05.check_final_score):
+    for check in (
+        nb04.check_to_transitions,
+        nb04.check_cql_penalty,
+        nb04.check_normalized_score,
+        nb05.check_final_score,
+    ):
         fb = check(crash)
         assert fb.status == FAILED and "ZeroDivisionError" in str(fb)
 
@@ -162,8 +181,13 @@ def test_table1_rows_are_v0_and_complete():
         assert row.version == "v0" and row.dataset.endswith("-v0")
         assert set(row.scores) == set(paper.METHODS)
         assert row.scores["kfc++"] >= row.scores["cql"]  # the paper's claim on every recovered row
-    assert paper.table1_row("hopper-medium-v2").scores == {"cql": 58.0, "s4rl": 78.9, "s4rl-adv": 81.3,
-                                                           "kfc": 90.6, "kfc++": 94.2}
+    assert paper.table1_row("hopper-medium-v2").scores == {
+        "cql": 58.0,
+        "s4rl": 78.9,
+        "s4rl-adv": 81.3,
+        "kfc": 90.6,
+        "kfc++": 94.2,
+    }
     mean_kfcpp = np.mean([r.scores["kfc++"] for r in paper.TABLE1])
     assert mean_kfcpp == pytest.approx(91.2, abs=0.05)  # docs/paper.md: the mean of the five KFC++ rows is 91.2
     assert paper.table1_row("hopper-random-v0") is None

@@ -1,11 +1,19 @@
 """The Koopman forward model with control, its trainer, the controlled toy systems, EDMDc and notebook 02's checks."""
+
 import numpy as np
 import pytest
 import torch
 
 from kfc_lite.koopman.control import BilinearControlSystem, EDMDc, ForcedPendulum, LinearControlSystem, gym_transitions
-from kfc_lite.koopman.fit import (KoopmanTrainConfig, fit_koopman, multistep_error, prediction_loss,
-                                  reconstruction_loss, split_indices, validate_transitions)
+from kfc_lite.koopman.fit import (
+    KoopmanTrainConfig,
+    fit_koopman,
+    multistep_error,
+    prediction_loss,
+    reconstruction_loss,
+    split_indices,
+    validate_transitions,
+)
 from kfc_lite.koopman.model import KoopmanForwardModel, load_koopman, save_koopman
 
 ROT = 0.95 * np.array([[np.cos(0.3), -np.sin(0.3)], [np.sin(0.3), np.cos(0.3)]])
@@ -41,8 +49,9 @@ def test_operator_is_affine_in_the_action():
     m = small_model()
     a1, a2 = torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
     zero = torch.zeros(2, dtype=torch.float64)
-    torch.testing.assert_close(m.operator(a1 + a2), m.operator(a1) + m.operator(a2) - m.operator(zero),
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        m.operator(a1 + a2), m.operator(a1) + m.operator(a2) - m.operator(zero), rtol=1e-12, atol=1e-12
+    )
     torch.testing.assert_close(m.operator(zero), m.K0)
 
 
@@ -101,11 +110,25 @@ def test_load_rejects_other_dimensions_and_other_files(tmp_path):
 # -- config and data ----------------------------------------------------------------------------------------------
 def test_config_defaults_are_the_papers_and_bad_values_are_refused():
     c = KoopmanTrainConfig()
-    assert (c.batch_size, c.lr, c.recon_weight, c.noise_std, c.train_fraction, c.max_epochs) == (256, 3e-4, 10.0, 0.06, 0.7, 400)
+    assert (c.batch_size, c.lr, c.recon_weight, c.noise_std, c.train_fraction, c.max_epochs) == (
+        256,
+        3e-4,
+        10.0,
+        0.06,
+        0.7,
+        400,
+    )
     assert (c.lr_decay_start, c.lr_decay_every, c.early_stop_start, c.early_stop_window) == (101, 50, 75, 5)
     assert (c.latent_dim, c.hidden_dim) == (32, 512)
-    for bad in (dict(lr=-1.0), dict(batch_size=0), dict(train_fraction=1.0), dict(noise_std=-0.1), dict(max_steps=0),
-                dict(seed=-3), dict(lr_decay_factor=2.0)):
+    for bad in (
+        dict(lr=-1.0),
+        dict(batch_size=0),
+        dict(train_fraction=1.0),
+        dict(noise_std=-0.1),
+        dict(max_steps=0),
+        dict(seed=-3),
+        dict(lr_decay_factor=2.0),
+    ):
         with pytest.raises(ValueError, match=list(bad)[0]):
             KoopmanTrainConfig(**bad)
 
@@ -127,8 +150,13 @@ def test_bad_transitions_raise_clear_errors():
     with pytest.raises(ValueError, match="rows"):
         validate_transitions(dict(tr, actions=tr["actions"][:-1]))
     with pytest.raises(ValueError, match="state_dim=2, action_dim=1 but the data has 2 and 3"):
-        fit_koopman(dict(tr, actions=np.zeros((len(tr["actions"]), 3))), KoopmanTrainConfig(max_steps=1),
-                    device="cpu", progress=False, model=KoopmanForwardModel(2, 1, 4, 8))
+        fit_koopman(
+            dict(tr, actions=np.zeros((len(tr["actions"]), 3))),
+            KoopmanTrainConfig(max_steps=1),
+            device="cpu",
+            progress=False,
+            model=KoopmanForwardModel(2, 1, 4, 8),
+        )
 
 
 def test_split_is_seeded_excludes_terminals_and_keeps_validation_segments_contiguous():
@@ -155,12 +183,17 @@ def test_split_is_seeded_excludes_terminals_and_keeps_validation_segments_contig
 
 def test_losses_are_the_papers():
     m = small_model(2, 1, 3, 8)
-    s, a, s2 = torch.randn(6, 2, dtype=torch.float64), torch.randn(6, 1, dtype=torch.float64), torch.randn(6, 2, dtype=torch.float64)
+    s, a, s2 = (
+        torch.randn(6, 2, dtype=torch.float64),
+        torch.randn(6, 1, dtype=torch.float64),
+        torch.randn(6, 2, dtype=torch.float64),
+    )
     torch.testing.assert_close(prediction_loss(m, s, a, s2), torch.nn.functional.smooth_l1_loss(m(s, a), s2))
     g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     x = torch.cat([s, s2]) + 0.06 * torch.randn(12, 2, generator=g2, dtype=torch.float64)
-    torch.testing.assert_close(reconstruction_loss(m, s, s2, 0.06, g1),
-                               torch.nn.functional.smooth_l1_loss(m.decode(m.encode(x)), x))
+    torch.testing.assert_close(
+        reconstruction_loss(m, s, s2, 0.06, g1), torch.nn.functional.smooth_l1_loss(m.decode(m.encode(x)), x)
+    )
 
 
 # -- training -----------------------------------------------------------------------------------------------------
@@ -176,8 +209,17 @@ def trained_bilinear():
     """
     system = BilinearControlSystem(ROT, np.diag([0.1, -0.1]), x0_scale=0.5)
     tr = system.transitions(100, 30, seed=0)
-    cfg = KoopmanTrainConfig(latent_dim=2, hidden_dim=64, lr=3e-3, batch_size=128, max_steps=3500,
-                             early_stopping=False, lr_decay_start=41, lr_decay_every=30, seed=0)
+    cfg = KoopmanTrainConfig(
+        latent_dim=2,
+        hidden_dim=64,
+        lr=3e-3,
+        batch_size=128,
+        max_steps=3500,
+        early_stopping=False,
+        lr_decay_start=41,
+        lr_decay_every=30,
+        seed=0,
+    )
     model, hist = fit_koopman(tr, cfg, device="cpu", progress=False)
     return system, tr, model, hist
 
@@ -217,14 +259,21 @@ def test_training_is_repeatable_with_a_seed():
 
 def test_lr_halving_schedule_and_early_stopping():
     tr = linear_transitions(10, 10)
-    cfg = KoopmanTrainConfig(latent_dim=2, hidden_dim=4, batch_size=1024, max_epochs=160, early_stopping=False,
-                             multistep_k=2)
+    cfg = KoopmanTrainConfig(
+        latent_dim=2, hidden_dim=4, batch_size=1024, max_epochs=160, early_stopping=False, multistep_k=2
+    )
     _, h = fit_koopman(tr, cfg, device="cpu", progress=False)
     lr = np.asarray(h["lr"])
     assert lr[99] == 3e-4 and lr[100] == 1.5e-4 and lr[149] == 1.5e-4 and lr[150] == 7.5e-5  # epochs 101 and 151
     from kfc_lite.koopman.fit import should_stop
-    hist = {"epoch": list(range(80)), "train_forward": [1.0] * 80, "val_forward": [1.0] * 80,
-            "train_recon": [1.0] * 80, "val_recon": [1.0] * 80}
+
+    hist = {
+        "epoch": list(range(80)),
+        "train_forward": [1.0] * 80,
+        "val_forward": [1.0] * 80,
+        "train_recon": [1.0] * 80,
+        "val_recon": [1.0] * 80,
+    }
     assert not should_stop(hist, KoopmanTrainConfig())
     hist["train_forward"][-5:] = [0.89] * 5
     assert should_stop(hist, KoopmanTrainConfig())

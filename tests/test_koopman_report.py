@@ -1,6 +1,7 @@
 """The Koopman model's quality report (kfc_lite.koopman.report) and its gate in train(): exact numbers on a linear
 system seen through a linear encoder, a decoder with a known offset, an under-trained model that trips the gate
 (warning, error, off, gauged), the report file, and the CLI's output."""
+
 import json
 import math
 import warnings
@@ -11,8 +12,14 @@ import torch
 from torch import nn
 
 from kfc_lite.cli import main as cli_main
-from kfc_lite.koopman.report import (OFFSET_DOMINATES_RATIO, format_report, gate_message, jsonable, koopman_report,
-                                     training_summary)
+from kfc_lite.koopman.report import (
+    OFFSET_DOMINATES_RATIO,
+    format_report,
+    gate_message,
+    jsonable,
+    koopman_report,
+    training_summary,
+)
 from kfc_lite.train import TrainConfig, train
 
 
@@ -70,9 +77,13 @@ def episodes(system, n_episodes=8, length=40, seed=1):
             s_next = system.true_step(s, a)
             obs.append(s), act.append(a), nxt.append(s_next)
             s = s_next
-    return {"observations": torch.stack(obs).numpy(), "actions": torch.stack(act).numpy(),
-            "next_observations": torch.stack(nxt).numpy(), "terminals": np.zeros(len(obs), bool),
-            "timeouts": np.tile(np.arange(length) == length - 1, n_episodes)}
+    return {
+        "observations": torch.stack(obs).numpy(),
+        "actions": torch.stack(act).numpy(),
+        "next_observations": torch.stack(nxt).numpy(),
+        "terminals": np.zeros(len(obs), bool),
+        "timeouts": np.tile(np.arange(length) == length - 1, n_episodes),
+    }
 
 
 # -- the numbers, where the answer is known ----------------------------------------------------------------------
@@ -111,8 +122,13 @@ def test_a_decoder_offset_is_measured_exactly_and_trips_the_gate_of_the_plain_fo
     assert plain["offset_to_shift_ratio"] == pytest.approx(0.5 / base["shift_gauged"], rel=1e-9)
     assert plain["gate"]["offset_dominates"] and plain["gate"]["triggered"]
     message = gate_message(plain)
-    for needle in ("0.5", f"{plain['shift_gauged']:.3g}", f"{plain['offset_to_shift_ratio']:.3g}",
-                   "koopman.max_epochs", "gauged=true"):
+    for needle in (
+        "0.5",
+        f"{plain['shift_gauged']:.3g}",
+        f"{plain['offset_to_shift_ratio']:.3g}",
+        "koopman.max_epochs",
+        "gauged=true",
+    ):
         assert needle in message, needle
     assert "TRIGGERED" in format_report(plain)
     gauged = koopman_report(shifted, data, sample=200, gauged=True)
@@ -141,16 +157,23 @@ def test_unchained_data_has_no_k_step_error_and_the_json_form_is_strict():
     assert report["multistep"] is None and "k-step error      n/a" in format_report(report)
     assert report["one_step_relative"] < 1e-12  # the one-step numbers need no chain
     json.dumps(jsonable(report), allow_nan=False)  # raises on NaN or inf
-    assert jsonable({"a": math.nan, "b": [math.inf, 1.0], "c": {"d": -math.inf}}) == {"a": None, "b": [None, 1.0],
-                                                                                      "c": {"d": None}}
+    assert jsonable({"a": math.nan, "b": [math.inf, 1.0], "c": {"d": -math.inf}}) == {
+        "a": None,
+        "b": [None, 1.0],
+        "c": {"d": None},
+    }
 
 
 def test_training_summary_tells_a_cap_from_the_papers_end():
     from kfc_lite.koopman.fit import KoopmanTrainConfig
 
     def history(stopped, epochs, steps, **cfg):
-        return {"epoch": list(range(1, epochs + 1)), "steps": [steps], "stopped": stopped,
-                "config": KoopmanTrainConfig(**cfg).to_dict()}
+        return {
+            "epoch": list(range(1, epochs + 1)),
+            "steps": [steps],
+            "stopped": stopped,
+            "config": KoopmanTrainConfig(**cfg).to_dict(),
+        }
 
     capped = training_summary(history("max_steps", 1, 5, max_steps=5))
     assert capped["stopped"] == "max_steps" and not capped["follows_paper_schedule"]
@@ -173,8 +196,18 @@ UNDER_TRAINED = {"latent_dim": 4, "hidden_dim": 16, "max_steps": 5, "multistep_k
 
 
 def small_run(dataset, out, **kw):
-    base = dict(dataset=dataset, method="kfc++", out=str(out), steps=2, device="cpu", eval_episodes=0,
-                log_every=1, checkpoint_every=0, sac=dict(TINY_SAC), koopman=dict(UNDER_TRAINED))
+    base = dict(
+        dataset=dataset,
+        method="kfc++",
+        out=str(out),
+        steps=2,
+        device="cpu",
+        eval_episodes=0,
+        log_every=1,
+        checkpoint_every=0,
+        sac=dict(TINY_SAC),
+        koopman=dict(UNDER_TRAINED),
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -190,8 +223,13 @@ def test_an_under_trained_model_warns_by_default_and_the_run_goes_on(dataset, tm
     [warning] = gate_warnings(record)
     report = json.loads((tmp_path / "run" / "koopman_report.json").read_text())
     text = str(warning.message)
-    for needle in (f"{report['reconstruction_offset']:.3g}", f"{report['shift_gauged']:.3g}",
-                   f"{report['offset_to_shift_ratio']:.3g}", "koopman.max_epochs", "gauged=true"):
+    for needle in (
+        f"{report['reconstruction_offset']:.3g}",
+        f"{report['shift_gauged']:.3g}",
+        f"{report['offset_to_shift_ratio']:.3g}",
+        "koopman.max_epochs",
+        "gauged=true",
+    ):
         assert needle in text, needle
     assert report["gate"]["triggered"] and report["offset_to_shift_ratio"] > OFFSET_DOMINATES_RATIO
     assert report["symmetry"] == {"variant": "kfc++", "shift_sigma": 1.0, "form": "plain"}
@@ -232,9 +270,30 @@ def test_koopman_gate_is_validated_and_may_change_on_resume():
 
 
 def test_cli_prints_the_report_before_the_summary_line(dataset, tmp_path, capsys):
-    args = ["train", "--dataset", dataset, "--method", "kfc", "--steps", "2", "--out", str(tmp_path / "run"),
-            "--device", "cpu", "--no-progress", "--set", "eval_episodes=0", "--set", "hidden=[16,16]",
-            "--set", "batch_size=16", "--set", "bc_steps=1", "--set", "koopman_gate=off"]
+    args = [
+        "train",
+        "--dataset",
+        dataset,
+        "--method",
+        "kfc",
+        "--steps",
+        "2",
+        "--out",
+        str(tmp_path / "run"),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--set",
+        "eval_episodes=0",
+        "--set",
+        "hidden=[16,16]",
+        "--set",
+        "batch_size=16",
+        "--set",
+        "bc_steps=1",
+        "--set",
+        "koopman_gate=off",
+    ]
     for key, value in UNDER_TRAINED.items():
         args += ["--set", f"koopman.{key}={value}"]
     assert cli_main(args) == 0

@@ -1,4 +1,5 @@
 """Koopman on toy systems: dictionaries, systems with a known answer, DMD/EDMD, the explorer, notebook 01's checks."""
+
 import numpy as np
 import pytest
 
@@ -224,8 +225,14 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from kfc_lite.viz.toy import (EXPLORER_DICTIONARIES, plot_eigenfunctions, plot_eigenvalues,  # noqa: E402
-                              plot_trajectories, toy_explorer, toy_explorer_update)
+from kfc_lite.viz.toy import (
+    EXPLORER_DICTIONARIES,
+    plot_eigenfunctions,
+    plot_eigenvalues,  # noqa: E402
+    plot_trajectories,
+    toy_explorer,
+    toy_explorer_update,
+)
 
 
 def test_explorer_update_shows_exact_closure_and_dmd_failure():
@@ -299,7 +306,7 @@ def test_check_edmd_step():
     assert transposed.status == "failed" and "transpose" in str(transposed)
     backwards = nb01.check_edmd_step(lambda PX, PY: np.linalg.lstsq(PY, PX, rcond=None)[0].T)
     assert backwards.status == "failed" and "wrong way" in str(backwards)
-    square = nb01.check_edmd_step(lambda PX, PY: np.linalg.solve(PX[:PX.shape[1]], PY[:PX.shape[1]]).T)
+    square = nb01.check_edmd_step(lambda PX, PY: np.linalg.solve(PX[: PX.shape[1]], PY[: PX.shape[1]]).T)
     assert square.status == "failed" and "first m samples" in str(square)
     shape = nb01.check_edmd_step(lambda PX, PY: PY.T @ PX)
     assert shape.passed is False
@@ -333,10 +340,10 @@ def test_check_frequency():
 
 def test_check_slow_eigenfunction():
     assert nb01.check_slow_eigenfunction(_stub).status == "not done yet"
-    right = lambda X, mu, lam, c: X[:, 1] - c / (mu ** 2 - lam) * X[:, 0] ** 2  # noqa: E731
+    right = lambda X, mu, lam, c: X[:, 1] - c / (mu**2 - lam) * X[:, 0] ** 2  # noqa: E731
     assert nb01.check_slow_eigenfunction(right).passed
     assert nb01.check_slow_eigenfunction(lambda X, mu, lam, c: -3 * right(X, mu, lam, c)).passed  # any scale
-    sign = nb01.check_slow_eigenfunction(lambda X, mu, lam, c: X[:, 1] + c / (mu ** 2 - lam) * X[:, 0] ** 2)
+    sign = nb01.check_slow_eigenfunction(lambda X, mu, lam, c: X[:, 1] + c / (mu**2 - lam) * X[:, 0] ** 2)
     assert sign.status == "failed" and "wrong sign" in str(sign)
     plain = nb01.check_slow_eigenfunction(lambda X, mu, lam, c: X[:, 1])
     assert plain.status == "failed" and "x2 alone" in str(plain)

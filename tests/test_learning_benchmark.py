@@ -1,4 +1,5 @@
 """The learning benchmark (benchmarks/learning.py) end to end at its tiny budget, and its summary arithmetic."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -22,15 +23,27 @@ def _bench():
 
 
 def _rec(method, seed, step, score, dataset="d"):
-    return {"kind": "eval", "dataset": dataset, "method": method, "seed": seed, "steps": step,
-            "normalized_score": score, "budget": "t"}
+    return {
+        "kind": "eval",
+        "dataset": dataset,
+        "method": method,
+        "seed": seed,
+        "steps": step,
+        "normalized_score": score,
+        "budget": "t",
+    }
 
 
 def test_summary_uses_last_k_of_finished_runs_only():
     bench = _bench()
     budget = bench.Budget("t", ("x",), (0, 1, 2), steps=20, eval_every=10, eval_episodes=1, last_k=2)
-    records = [_rec("cql", 0, 10, 0.0), _rec("cql", 0, 20, 10.0), _rec("cql", 1, 20, 40.0), _rec("cql", 1, 10, 20.0),
-               _rec("cql", 2, 10, 99.0)]  # seed 2 stopped at step 10: not counted; seed 1 out of step order
+    records = [
+        _rec("cql", 0, 10, 0.0),
+        _rec("cql", 0, 20, 10.0),
+        _rec("cql", 1, 20, 40.0),
+        _rec("cql", 1, 10, 20.0),
+        _rec("cql", 2, 10, 99.0),
+    ]  # seed 2 stopped at step 10: not counted; seed 1 out of step order
     s = bench.summarize(records, budget)[("d", "cql")]
     assert s["n"] == 2 and s["scores"] == {0: 5.0, 1: 30.0}
     assert s["mean"] == pytest.approx(17.5)
@@ -38,8 +51,10 @@ def test_summary_uses_last_k_of_finished_runs_only():
     assert s["mean_ci"].low <= 17.5 <= s["mean_ci"].high
     # the json's score records hold the same numbers the table is computed from
     scores = bench.score_records(records, budget)
-    assert [(r["kind"], r["seed"], r["score"], r["last_k"]) for r in scores] == [("score", 0, 5.0, 2),
-                                                                                 ("score", 1, 30.0, 2)]
+    assert [(r["kind"], r["seed"], r["score"], r["last_k"]) for r in scores] == [
+        ("score", 0, 5.0, 2),
+        ("score", 1, 30.0, 2),
+    ]
 
 
 def test_comparison_with_cql_is_paired_and_says_when_it_cannot_tell():
@@ -102,16 +117,17 @@ def test_tiny_budget_runs_every_method_and_writes_its_table(tmp_path, capsys):
     again = tmp_path / "again"
     assert bench.main(["--from-json", str(results / "learning.json"), "--results", str(again)]) == 0
     assert json.loads((again / "learning.json").read_text()) == saved
-    tables = lambda text: text[text.index("| dataset | method | n |"):]  # everything after the header
+    tables = lambda text: text[text.index("| dataset | method | n |") :]  # everything after the header
     assert tables((again / "learning.md").read_text()) == tables(md)
     assert "command: `benchmarks/learning.py --from-json" in (again / "learning.md").read_text()
 
 
 def test_from_json_keeps_the_diagnostics_of_a_file_without_them(tmp_path):
     bench = _bench()
-    old = [{**{k: v for k, v in r.items() if k != "kind"}, "budget": "tiny"}  # from before records had kinds
-           for r in [_rec(m, seed, step, 1.0 + seed + step) for m in ("cql", "kfc") for seed in (0, 1)
-                     for step in (6, 12)]]
+    old = [
+        {**{k: v for k, v in r.items() if k != "kind"}, "budget": "tiny"}  # from before records had kinds
+        for r in [_rec(m, seed, step, 1.0 + seed + step) for m in ("cql", "kfc") for seed in (0, 1) for step in (6, 12)]
+    ]
     (tmp_path / "learning.json").write_text(json.dumps(old))
     (tmp_path / "learning.md").write_text("# old\n\n| a | table |\n\n## Diagnostics\n\n| koopman | 0.219 |\n")
     assert bench.main(["--from-json", str(tmp_path / "learning.json")]) == 0

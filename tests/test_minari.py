@@ -4,13 +4,13 @@ Each test writes a Minari dataset of a few hand-made episodes into its own folde
 ``minari.create_dataset_from_buffers`` and reads it back through kfc-lite. Minari reads local datasets without the
 network; ``HF_HUB_OFFLINE`` makes sure nothing tries to reach its servers.
 """
+
 import warnings
 
 import gymnasium as gym
+import minari
 import numpy as np
 import pytest
-
-import minari
 from minari.data_collector import EpisodeBuffer
 
 from kfc_lite.data import DatasetError, episode_returns, load, qlearning_dataset
@@ -40,9 +40,16 @@ def hand_made(seed=0):
         obs[:, 1:] = np.arange(steps + 1)[:, None]
         obs += 0.5
         flags = np.zeros(steps, bool)
-        episodes.append(dict(id=i, observations=obs, actions=rng.uniform(-1, 1, (steps, 3)).astype(np.float32),
-                             rewards=rng.normal(size=steps), terminations=flags | (np.arange(steps) == steps - 1)
-                             & terminated, truncations=flags | (np.arange(steps) == steps - 1) & (not terminated)))
+        episodes.append(
+            dict(
+                id=i,
+                observations=obs,
+                actions=rng.uniform(-1, 1, (steps, 3)).astype(np.float32),
+                rewards=rng.normal(size=steps),
+                terminations=flags | (np.arange(steps) == steps - 1) & terminated,
+                truncations=flags | (np.arange(steps) == steps - 1) & (not terminated),
+            )
+        )
     return episodes
 
 
@@ -50,11 +57,18 @@ def create(dataset_id, episodes, observation_space=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # minari asks for an author, a code link and a description: not here
         return minari.create_dataset_from_buffers(
-            dataset_id, [EpisodeBuffer(**{k: (list(v) if k in ("rewards", "terminations", "truncations") else v)
-                                          for k, v in ep.items()}) for ep in episodes],
-            env="Hopper-v4", algorithm_name="hand-made",
+            dataset_id,
+            [
+                EpisodeBuffer(
+                    **{k: (list(v) if k in ("rewards", "terminations", "truncations") else v) for k, v in ep.items()}
+                )
+                for ep in episodes
+            ],
+            env="Hopper-v4",
+            algorithm_name="hand-made",
             observation_space=observation_space or gym.spaces.Box(-np.inf, np.inf, (11,), np.float64),
-            action_space=gym.spaces.Box(-1, 1, (3,), np.float32))
+            action_space=gym.spaces.Box(-1, 1, (3,), np.float32),
+        )
 
 
 def test_minari_dataset_converts_to_d4rl_rows(minari_root):
@@ -121,8 +135,9 @@ def test_an_id_that_is_nowhere_names_every_place_looked(minari_root, capsys):
     from kfc_lite.cli import main
 
     create(DATASET_ID, hand_made())
-    with pytest.raises(UnknownDatasetError, match="Did you mean 'hopper-medium-v2'.*nor a Minari dataset in "
-                                                  f"{minari_root}"):
+    with pytest.raises(
+        UnknownDatasetError, match=f"Did you mean 'hopper-medium-v2'.*nor a Minari dataset in {minari_root}"
+    ):
         load("hoper-medium-v2")
     assert main(["data", "info", "kfc/hopper/absent-v0"]) == 1
     err = capsys.readouterr().err

@@ -1,10 +1,12 @@
 """Every notebook runs top to bottom in quick mode and follows the conventions of docs/design.md; its exercise checks pass
 with the solutions in, and its student edition (solutions removed) runs too, with every check saying "not done yet"."""
+
 import os
 import re
 
 import nbformat
 import pytest
+from conftest import ROOT
 
 from kfc_lite.notebooks import (
     claim,
@@ -15,8 +17,6 @@ from kfc_lite.notebooks import (
     student_edition,
     timing_problems,
 )
-
-from conftest import ROOT
 
 NOTEBOOKS = notebook_paths(ROOT / "notebooks")
 CHECK_LINE = re.compile(r"Exercise (\d\d)\.(\S+): (passed|failed|not done yet)")
@@ -57,8 +57,9 @@ def execute(nb, cwd, timeout=240, attempts=2):
         for attempt in range(attempts):
             run = copy.deepcopy(nb)
             try:
-                NotebookClient(run, timeout=timeout, kernel_name="python3",
-                               resources={"metadata": {"path": str(cwd)}}).execute()
+                NotebookClient(
+                    run, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+                ).execute()
                 return run
             except (CellTimeoutError, DeadKernelError):
                 if attempt == attempts - 1:
@@ -90,7 +91,8 @@ def assert_no_errors(nb, name):
     for i, cell in enumerate(nb.cells):
         for out in cell.get("outputs", []):
             assert out.get("output_type") != "error", (
-                f"cell {i} of {name} raised {out.get('ename')}: {out.get('evalue')}")
+                f"cell {i} of {name} raised {out.get('ename')}: {out.get('evalue')}"
+            )
 
 
 @pytest.mark.notebook
@@ -105,8 +107,11 @@ def test_notebook_runs_in_quick_mode(path):
     bad = [(name, status) for name, status in statuses if status != "passed"]
     assert not bad, f"{path.name}: with the solutions in, these checks do not pass: {bad}"
     # run under MPLBACKEND=Agg (as make test sets it): every figure must still reach the learner as an image
-    blank = [i for i, cell in enumerate(nb.cells) if draws_figure(cell)
-             and not any("image/png" in out.get("data", {}) for out in cell.get("outputs", []))]
+    blank = [
+        i
+        for i, cell in enumerate(nb.cells)
+        if draws_figure(cell) and not any("image/png" in out.get("data", {}) for out in cell.get("outputs", []))
+    ]
     assert not blank, f"{path.name}: cells {blank} draw a figure but show no image"
     # the run times the prose states (hidden `seconds` markers) agree with this run within a factor of 4
     assert timing_problems(nb) == []
@@ -132,7 +137,8 @@ def test_symbol_table_in_notebook_00_is_docs_notation():
     table = doc.split("<!-- symbol-table:start -->")[1].split("<!-- symbol-table:end -->")[0].strip()
     nb = nbformat.read(ROOT / "notebooks" / "00_start_here.ipynb", as_version=4)
     assert any(table in c.source for c in nb.cells if c.cell_type == "markdown"), (
-        "notebook 00's symbol table differs from docs/notation.md: copy the table between the markers")
+        "notebook 00's symbol table differs from docs/notation.md: copy the table between the markers"
+    )
 
 
 def test_claim_quotes_the_sentence_and_the_numbers(capsys):
@@ -147,19 +153,26 @@ def test_claim_quotes_the_sentence_and_the_numbers(capsys):
 def test_stated_seconds_and_timing_problems():
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-    nb = new_notebook(cells=[new_markdown_cell("# t\n<!-- seconds notebook: quick=30 full=- -->"),
-                             new_markdown_cell("trains\n<!-- seconds: quick=20 full=600 -->"),
-                             new_code_cell("x = 1"), new_code_cell("y = 2")])
+    nb = new_notebook(
+        cells=[
+            new_markdown_cell("# t\n<!-- seconds notebook: quick=30 full=- -->"),
+            new_markdown_cell("trains\n<!-- seconds: quick=20 full=600 -->"),
+            new_code_cell("x = 1"),
+            new_code_cell("y = 2"),
+        ]
+    )
     assert stated_seconds(nb) == [(None, 30.0, None), (2, 20.0, 600.0)]
 
     def timed(cell, seconds):
-        cell.metadata["execution"] = {"iopub.execute_input": "2026-01-01T00:00:00.000000Z",
-                                      "shell.execute_reply": f"2026-01-01T00:00:{seconds:02d}.000000Z"}
+        cell.metadata["execution"] = {
+            "iopub.execute_input": "2026-01-01T00:00:00.000000Z",
+            "shell.execute_reply": f"2026-01-01T00:00:{seconds:02d}.000000Z",
+        }
 
     timed(nb.cells[2], 25)
     timed(nb.cells[3], 1)
     assert timing_problems(nb) == []
-    timed(nb.cells[2], 2)          # 20 s stated, 2 s measured: more than 4x off (and 3 s for a 30 s notebook)
+    timed(nb.cells[2], 2)  # 20 s stated, 2 s measured: more than 4x off (and 3 s for a 30 s notebook)
     problems = timing_problems(nb)
     assert len(problems) == 2 and "cell 2" in problems[1] and "20 s" in problems[1]
     assert "the notebook" in problems[0] and "30 s" in problems[0]
@@ -174,6 +187,7 @@ def test_notebook_ends_with_its_references(name):
     nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
     last = nb.cells[-1]
     assert last.cell_type == "markdown" and re.search(r"^## (Course bibliography|References)", last.source, re.M), (
-        f"{name} must end with a '## References' markdown cell")
+        f"{name} must end with a '## References' markdown cell"
+    )
     entries = [line for line in last.source.splitlines() if line.startswith("* ")]
     assert entries and all(re.search(r"\b(19|20)\d\d\b", e) for e in entries), "every reference names its year"

@@ -1,5 +1,6 @@
 """The library's pendulum task (docs/pendulum.md): the environment, its reference returns, its replicas, the
 identity checks on them, and a few training steps on them. Every test takes seconds."""
+
 from __future__ import annotations
 
 import json
@@ -126,9 +127,21 @@ def test_a_few_steps_of_every_method_on_the_pendulum(tmp_path, method):
     path = tmp_path / "pendulum.hdf5"
     make_replica("pendulum-random-replica", size=300, out=str(path), progress=False)
     koopman = dict(latent_dim=4, hidden_dim=16, max_steps=5) if method in ("kfc", "kfc++") else {}
-    cfg = TrainConfig(dataset=str(path), method=method, steps=6, seed=0, out=str(tmp_path / "run"), eval_every=3,
-                      eval_episodes=1, eval_max_steps=20, checkpoint_every=0, log_every=3,
-                      sac=dict(hidden=(16, 16), batch_size=32, bc_steps=2), koopman=koopman, koopman_gate="off")
+    cfg = TrainConfig(
+        dataset=str(path),
+        method=method,
+        steps=6,
+        seed=0,
+        out=str(tmp_path / "run"),
+        eval_every=3,
+        eval_episodes=1,
+        eval_max_steps=20,
+        checkpoint_every=0,
+        log_every=3,
+        sac=dict(hidden=(16, 16), batch_size=32, bc_steps=2),
+        koopman=koopman,
+        koopman_gate="off",
+    )
     res = train(cfg, progress=False)
     if method in ("kfc", "kfc++"):  # the symmetries of a 3-d state's model were drawn and used
         assert 0 < res.metrics[-1]["aug_koopman_fraction"] <= 1

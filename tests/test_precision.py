@@ -1,4 +1,5 @@
 """The automatic precision resolves the state shifts that S4RL, KFC and KFC++ make; bf16 does not."""
+
 import pytest
 import torch
 

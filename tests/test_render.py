@@ -1,4 +1,5 @@
 """MuJoCo states drawn as pictures, and the fall-back when no renderer is available."""
+
 import numpy as np
 import pytest
 

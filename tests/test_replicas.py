@@ -1,4 +1,5 @@
 """Replica recipes (kfc_lite.data.replicas) and the committed behaviour policies (policies/)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -44,14 +45,22 @@ def _fake_buffer(tmp_path, episodes, cut_last: bool, step=None, size=None):
             term.append(terminal and t == length - 1)
         counter += 1
     n = len(obs)
-    data = {"observations": torch.tensor(obs, dtype=torch.float32),
-            "next_observations": torch.tensor(nxt, dtype=torch.float32),
-            "actions": torch.zeros(n, 1), "rewards": torch.arange(n, dtype=torch.float32),
-            "terminals": torch.tensor(term)}
+    data = {
+        "observations": torch.tensor(obs, dtype=torch.float32),
+        "next_observations": torch.tensor(nxt, dtype=torch.float32),
+        "actions": torch.zeros(n, 1),
+        "rewards": torch.arange(n, dtype=torch.float32),
+        "terminals": torch.tensor(term),
+    }
     path = tmp_path / "checkpoint.pt"
-    torch.save({"format": "kfc-lite-online-checkpoint", "step": step or n,
-                "buffer": {"data": data, "pos": n, "size": size or n, "generator": torch.Generator().get_state()}},
-               path)
+    torch.save(
+        {
+            "format": "kfc-lite-online-checkpoint",
+            "step": step or n,
+            "buffer": {"data": data, "pos": n, "size": size or n, "generator": torch.Generator().get_state()},
+        },
+        path,
+    )
     return path, n
 
 
@@ -101,8 +110,12 @@ def test_replay_errors(tmp_path):
 
 
 def test_concatenate_flags_the_seam_only():
-    a = {"observations": np.zeros((3, 1)), "terminals": np.zeros(3, bool), "timeouts": np.zeros(3, bool),
-         "metadata/x": "a"}
+    a = {
+        "observations": np.zeros((3, 1)),
+        "terminals": np.zeros(3, bool),
+        "timeouts": np.zeros(3, bool),
+        "metadata/x": "a",
+    }
     b = {"observations": np.ones((2, 1)), "terminals": np.array([False, True]), "timeouts": np.zeros(2, bool)}
     c = concatenate([a, b])
     assert c["timeouts"].tolist() == [False, False, True, False, False]
@@ -124,8 +137,18 @@ def test_recipes_end_to_end_from_a_tiny_online_run(tmp_path, monkeypatch):
 
     bh = _behaviour(monkeypatch, tmp_path)
     run = bh.run_dir("hopper", 0)
-    train_online_sac("hopper", 90, seed=0, out=run, start_steps=60, eval_every=45, eval_episodes=1,
-                     checkpoint_every=45, max_episode_steps=25, progress=False)
+    train_online_sac(
+        "hopper",
+        90,
+        seed=0,
+        out=run,
+        start_steps=60,
+        eval_every=45,
+        eval_episodes=1,
+        checkpoint_every=45,
+        max_episode_steps=25,
+        progress=False,
+    )
     monkeypatch.setattr(bh, "EVAL_EPISODES", 2)
     for level, step in (("medium", 45), ("expert", 90)):
         assert bh.main(["select", "hopper", level, "--step", str(step)]) == 0
@@ -172,8 +195,10 @@ def test_recipe_errors(tmp_path, monkeypatch, capsys):
         (["data", "make", "hopper-expert-replica", "--size", "5"], "needs a behaviour policy"),
         (["data", "make", "walker2d-medium-expert-replica", "--size", "5"], "walker2d-medium needs a behaviour policy"),
         (["data", "make", "hopper-medium-replay-replica"], "needs a behaviour policy"),
-        (["data", "make", "hopper-medium-replay-replica", "--buffer", str(tmp_path / "x.pt"), "--up-to-step", "3"],
-         "replay buffer"),
+        (
+            ["data", "make", "hopper-medium-replay-replica", "--buffer", str(tmp_path / "x.pt"), "--up-to-step", "3"],
+            "replay buffer",
+        ),
         (["data", "make", "hopper-medium-replay", "--size", "5"], "unknown recipe"),
         (["data", "make", "hopper-random-replica", "--size", "-1"], "--size"),
     ]:
@@ -208,7 +233,9 @@ def test_committed_policy_cards_match_their_files(card_file):
         ev = card["evaluation"][mode]
         r = np.asarray(ev["returns"])
         assert len(r) == card["evaluation"]["episodes"] == 20
-        assert ev["mean_return"] == pytest.approx(r.mean(), abs=0.01) and ev["std_return"] == pytest.approx(r.std(), abs=0.01)
+        assert ev["mean_return"] == pytest.approx(r.mean(), abs=0.01) and ev["std_return"] == pytest.approx(
+            r.std(), abs=0.01
+        )
         assert ev["mean_normalized"] == pytest.approx(normalized_score(card["env"], r).mean(), abs=0.01)
     md = card_file.with_suffix(".md").read_text()
     assert card["sha256"] in md and card["command"] in md

@@ -1,8 +1,10 @@
 """Static checks of what neither conda nor Binder can run here: the files parse and agree with pyproject."""
+
 import os
 import re
 import subprocess
 import sys
+
 try:
     import tomllib
 except ImportError:  # Python 3.10
@@ -10,11 +12,10 @@ except ImportError:  # Python 3.10
 
 import pytest
 import yaml
+from conftest import ROOT
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
-
-from conftest import ROOT
 
 #: pyproject (PyPI) name -> conda-forge names that provide it
 CONDA_NAMES = {"torch": {"pytorch", "pytorch-cpu", "pytorch-gpu"}}
@@ -60,7 +61,8 @@ def test_conda_environment_matches_pyproject(envfile):
         lb = lower_bound(spec)
         assert lb is not None, f"{envfile}: give {req.name} a lower bound like pyproject's {req.specifier}"
         assert req.specifier.contains(lb, prereleases=True), (
-            f"{envfile}: {req.name} {spec} allows versions pyproject.toml excludes ({req.specifier})")
+            f"{envfile}: {req.name} {spec} allows versions pyproject.toml excludes ({req.specifier})"
+        )
         for extra in req.extras:
             pkg = EXTRA_PACKAGES.get((req.name, extra))
             if pkg:
@@ -78,8 +80,9 @@ def test_binder_is_complete_on_its_own():
 
 
 def test_ci_runs_make_test_and_nothing_else():
-    lines = [l.strip() for l in (ROOT / ".ci/run").read_text().splitlines()
-             if l.strip() and not l.strip().startswith("#")]
+    lines = [
+        l.strip() for l in (ROOT / ".ci/run").read_text().splitlines() if l.strip() and not l.strip().startswith("#")
+    ]
     commands = [l for l in lines if not l.startswith(("set ", "cd "))]
     assert commands == ["make test"]
 

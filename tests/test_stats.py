@@ -1,4 +1,5 @@
 """kfc_lite.stats: run scores, mean/IQM/sample SD, bootstrap intervals, paired verdicts, probability of improvement."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -9,6 +9,7 @@ steps) so that the module takes a few minutes, most of it Ray and Python startin
 When something fails, the cluster's folder (its nodes' logs under ``<node>/session_latest/logs``) is kept and its
 path is printed; on success it is deleted.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -103,7 +104,7 @@ def _kill_session(proc: subprocess.Popen) -> None:
 def _address(hex_addr: str) -> str:
     """An address of /proc/net/tcp[6] (hex, in the kernel's byte order: 32-bit words little-endian) as text."""
     ip_hex, port_hex = hex_addr.split(":")
-    ip = ipaddress.ip_address(b"".join(bytes.fromhex(ip_hex[i:i + 8])[::-1] for i in range(0, len(ip_hex), 8)))
+    ip = ipaddress.ip_address(b"".join(bytes.fromhex(ip_hex[i : i + 8])[::-1] for i in range(0, len(ip_hex), 8)))
     ip = getattr(ip, "ipv4_mapped", None) or ip  # an IPv6 socket bound to an IPv4 address: that address
     return f"{ip}:{int(port_hex, 16)}"
 
@@ -145,10 +146,17 @@ class Cluster:
         # with processes that start slowly on a loaded 2-core machine (agents registering with their raylet, the
         # default 15 s; workers registering with it, the default 10 s); no token authentication: the test cluster
         # is for this machine alone
-        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_health_check_period_ms": "1000",
-                    "RAY_health_check_failure_threshold": "10", "RAY_agent_register_timeout_ms": "120000",
-                    "RAY_raylet_start_wait_time_s": "120", "OMP_NUM_THREADS": "1", "RAY_ADDRESS": "",
-                    "RAY_AUTH_MODE": "disabled"}
+        self.env = {
+            **os.environ,
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_health_check_period_ms": "1000",
+            "RAY_health_check_failure_threshold": "10",
+            "RAY_agent_register_timeout_ms": "120000",
+            "RAY_raylet_start_wait_time_s": "120",
+            "OMP_NUM_THREADS": "1",
+            "RAY_ADDRESS": "",
+            "RAY_AUTH_MODE": "disabled",
+        }
         # A driver given 127.0.0.1:PORT also swaps in the outward address, unless Ray is told that this machine is no
         # cluster host (Ray's switch for Windows and macOS, where multi-node clusters are off by default): then its
         # own address is 127.0.0.1 and it connects where it is told. Nodes must not see it: `ray start` refuses to
@@ -160,35 +168,64 @@ class Cluster:
     def start(self, name: str, head: bool) -> str:
         """Start a node; returns how the sweep's results name it (address:port of its raylet)."""
         nm_port = _free_port()
-        ports = [f"--node-manager-port={nm_port}", f"--object-manager-port={_free_port()}",
-                 f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
-                 f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}"]
+        ports = [
+            f"--node-manager-port={nm_port}",
+            f"--object-manager-port={_free_port()}",
+            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--dashboard-agent-grpc-port={_free_port()}",
+            f"--metrics-export-port={_free_port()}",
+            f"--runtime-env-agent-port={_free_port()}",
+        ]
         role = ["--head", f"--port={self.port}", "--include-dashboard=false"] if head else [f"--address={self.address}"]
         temp = self.root / name
         temp.mkdir(exist_ok=True)
         log = open(self.root / f"{name}.log", "w")
-        proc = subprocess.Popen([sys.executable, "-c", NODE_LAUNCHER, "start", "--block",
-                                 "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0",
-                                 "--disable-usage-stats", f"--temp-dir={temp}", *role, *ports],
-                                stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                NODE_LAUNCHER,
+                "start",
+                "--block",
+                "--node-ip-address=127.0.0.1",
+                "--num-cpus=1",
+                "--num-gpus=0",
+                "--disable-usage-stats",
+                f"--temp-dir={temp}",
+                *role,
+                *ports,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
         label = f"127.0.0.1:{nm_port}"
         self.nodes[name] = (proc, label)
         return label
 
     def wait_for(self, alive: int, timeout: float = 120) -> None:
         """Until the cluster has ``alive`` nodes (asked of the cluster itself, from a short-lived driver)."""
-        code = ("import ray, time, sys\nray.init(address=sys.argv[1], log_to_driver=False)\n"
-                f"end = time.monotonic() + {timeout}\n"
-                f"while sum(n['Alive'] for n in ray.nodes()) != {alive} and time.monotonic() < end: time.sleep(0.5)\n"
-                "print(sum(n['Alive'] for n in ray.nodes()))")
+        code = (
+            "import ray, time, sys\nray.init(address=sys.argv[1], log_to_driver=False)\n"
+            f"end = time.monotonic() + {timeout}\n"
+            f"while sum(n['Alive'] for n in ray.nodes()) != {alive} and time.monotonic() < end: time.sleep(0.5)\n"
+            "print(sum(n['Alive'] for n in ray.nodes()))"
+        )
         deadline = time.monotonic() + timeout
         while True:  # the head's port opens a moment after `ray start` is called
             for name, (proc, _) in self.nodes.items():
                 if proc.poll() is not None:
-                    raise AssertionError(f"`ray start` of the {name} node exited with {proc.returncode}:\n"
-                                         f"{self.logs()}")
-            out = subprocess.run([sys.executable, "-c", code, self.address], capture_output=True, text=True,
-                                 env=self.driver_env, timeout=timeout + 60)
+                    raise AssertionError(
+                        f"`ray start` of the {name} node exited with {proc.returncode}:\n{self.logs()}"
+                    )
+            out = subprocess.run(
+                [sys.executable, "-c", code, self.address],
+                capture_output=True,
+                text=True,
+                env=self.driver_env,
+                timeout=timeout + 60,
+            )
             if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(alive)]:
                 return
             if time.monotonic() > deadline:
@@ -202,8 +239,11 @@ class Cluster:
             parts.append(f"--- {name}: ray start\n" + (self.root / f"{name}.log").read_text()[-2000:])
             for path in sorted((self.root / name).glob("session_*/logs/*")):
                 if path.is_file() and not path.parent.parent.is_symlink():
-                    bad = [line for line in path.read_text(errors="replace").splitlines()
-                           if " E " in line or "ERROR" in line or "Error" in line or "timed out" in line]
+                    bad = [
+                        line
+                        for line in path.read_text(errors="replace").splitlines()
+                        if " E " in line or "ERROR" in line or "Error" in line or "timed out" in line
+                    ]
                     if bad:
                         parts.append(f"--- {path.relative_to(self.root)}\n" + "\n".join(bad[-5:]))
         return "\n".join(parts)[-12000:]
@@ -241,22 +281,33 @@ def cluster(request):
 
 
 def _spec(path: pathlib.Path, out: pathlib.Path, data: pathlib.Path, **extra) -> pathlib.Path:
-    spec = {"out": str(out), "data": str(data), "datasets": ["hopper-random-replica:2000"],
-            "methods": ["cql", "s4rl"], "seeds": [0, 1],
-            # small networks and batches: a step in milliseconds; a checkpoint at every evaluation
-            "budget": {"base": "tiny", "steps": STEPS, "eval_every": EVAL_EVERY, "log_every": LOG_EVERY,
-                       "last_k": 2},
-            "set": {"hidden": [[32, 32]], "batch_size": 32, "cql_n_actions": 2},
-            "resources": {"cpus": 1}, "max_failures": 3, **extra}
+    spec = {
+        "out": str(out),
+        "data": str(data),
+        "datasets": ["hopper-random-replica:2000"],
+        "methods": ["cql", "s4rl"],
+        "seeds": [0, 1],
+        # small networks and batches: a step in milliseconds; a checkpoint at every evaluation
+        "budget": {"base": "tiny", "steps": STEPS, "eval_every": EVAL_EVERY, "log_every": LOG_EVERY, "last_k": 2},
+        "set": {"hidden": [[32, 32]], "batch_size": 32, "cql_n_actions": 2},
+        "resources": {"cpus": 1},
+        "max_failures": 3,
+        **extra,
+    }
     path.write_text(json.dumps(spec))  # JSON is YAML
     return path
 
 
 def _driver(cluster, spec: pathlib.Path, *args) -> subprocess.Popen:
     log = open(spec.with_suffix(f".{len(list(spec.parent.glob(spec.stem + '.*.log')))}.log"), "w")
-    return subprocess.Popen([str(BIN / "kfc-lite"), "sweep", str(spec), "--address", cluster.address,
-                             "--table-every", "5", *args], stdout=log, stderr=subprocess.STDOUT,
-                            env={**cluster.driver_env, "MPLBACKEND": "Agg"}, start_new_session=True, cwd=ROOT)
+    return subprocess.Popen(
+        [str(BIN / "kfc-lite"), "sweep", str(spec), "--address", cluster.address, "--table-every", "5", *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**cluster.driver_env, "MPLBACKEND": "Agg"},
+        start_new_session=True,
+        cwd=ROOT,
+    )
 
 
 def _wait(proc: subprocess.Popen, spec: pathlib.Path, timeout: float = 400) -> str:
@@ -328,8 +379,14 @@ ray.shutdown()
 
 
 def test_an_embedded_instance_listens_on_loopback_only():
-    proc = subprocess.Popen([sys.executable, "-c", EMBEDDED], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, start_new_session=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", EMBEDDED],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+    )
     try:
         said = proc.stdout.readline().split()
         sockets = listening(_session_pids(proc.pid))
@@ -361,8 +418,9 @@ def test_driver_killed_then_resumed_reruns_only_unfinished_trials(cluster, tmp_p
     assert all(n == 1 for _, n in before.values())
 
     # the same out without --resume is refused before Ray is touched
-    again = subprocess.run([str(BIN / "kfc-lite"), "sweep", str(spec)], capture_output=True, text=True, cwd=ROOT,
-                           env=cluster.driver_env)
+    again = subprocess.run(
+        [str(BIN / "kfc-lite"), "sweep", str(spec)], capture_output=True, text=True, cwd=ROOT, env=cluster.driver_env
+    )
     assert again.returncode == 1 and "pass --resume" in again.stderr
 
     logs = _wait(_driver(cluster, spec, "--resume"), spec)
@@ -379,8 +437,13 @@ def test_two_nodes_share_the_sweep_and_a_lost_node_costs_no_step(cluster, tmp_pa
     """2 datasets x 2 methods x 2 seeds on the head and the worker; the worker is killed while one of its trials
     is between checkpoints; the trial is retried on the head from its checkpoint and every trial finishes. While
     trials run on both nodes, every process of the cluster and of the driver listens on loopback only."""
-    spec = _spec(tmp_path / "nodes.yaml", tmp_path / "out", cluster.root / "data",
-                 datasets=["hopper-random-replica:2000", "walker2d-random-replica:2000"], methods=["cql", "kfc++"])
+    spec = _spec(
+        tmp_path / "nodes.yaml",
+        tmp_path / "out",
+        cluster.root / "data",
+        datasets=["hopper-random-replica:2000", "walker2d-random-replica:2000"],
+        methods=["cql", "kfc++"],
+    )
     out = tmp_path / "out"
     t0 = time.monotonic()
     driver = _driver(cluster, spec)
@@ -390,8 +453,13 @@ def test_two_nodes_share_the_sweep_and_a_lost_node_costs_no_step(cluster, tmp_pa
         the node now loses work, and the trial cannot finish in the moment it takes to kill the node."""
         for run in out.glob("*/*-seed*"):
             tried, evals = _attempts(run), _evals(run)
-            if tried and tried[-1]["node"] == cluster.worker and (run / "checkpoint.pt").is_file() \
-                    and evals and evals[-1] <= STEPS - 2 * EVAL_EVERY:
+            if (
+                tried
+                and tried[-1]["node"] == cluster.worker
+                and (run / "checkpoint.pt").is_file()
+                and evals
+                and evals[-1] <= STEPS - 2 * EVAL_EVERY
+            ):
                 return run
         return None
 

@@ -1,5 +1,6 @@
 """A sweep trial's hold on its run folder (kfc_lite.sweep.trial), without Ray: the wait for a previous attempt's
 process to let the folder go, the error when it does not, and the step a retry starts from."""
+
 from __future__ import annotations
 
 import io
@@ -13,8 +14,8 @@ import pytest
 import torch
 
 from kfc_lite.files import save_verified
-from kfc_lite.train.run_folder import RunLockedError
 from kfc_lite.sweep.trial import ATTEMPTS, checkpoint_step, hold_run_folder
+from kfc_lite.train.run_folder import RunLockedError
 
 # Holds a run folder the way a trial's process does, says so on stdout, and lets go after argv[2] seconds by ending
 HOLDER = """
@@ -32,8 +33,9 @@ def holder(tmp_path):
     started = []
 
     def start(run, seconds: float, node: str = "127.0.0.1:40001") -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(run), str(seconds)], stdout=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(run), str(seconds)], stdout=subprocess.PIPE, text=True
+        )
         started.append(proc)
         assert proc.stdout.readline().strip() == "holding"
         # what a trial records before training: the previous attempt ran as this process on this node
@@ -94,8 +96,9 @@ def test_checkpoint_step_is_where_train_resumes(tmp_path):
     run.mkdir()
     assert checkpoint_step(run) == 0  # no checkpoint yet: from the start
     for step in (60, 120):
-        save_verified({"format": "test", "step": step, "w": torch.zeros(3)}, run / "checkpoint.pt",
-                      label=f"step {step}")
+        save_verified(
+            {"format": "test", "step": step, "w": torch.zeros(3)}, run / "checkpoint.pt", label=f"step {step}"
+        )
     assert checkpoint_step(run) == 120
     data = bytearray((run / "checkpoint.pt").read_bytes())
     data[-20] ^= 0xFF

@@ -1,13 +1,21 @@
 """Symmetries of a Koopman operator: KFC++ and KFC generators commute with K, are real and non-trivial,
 and the guard rejects what cannot be trusted."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from kfc_lite.symmetry import (commutation_error, default_cond_threshold, eigen_directions, eigendecompose,
-                               kfc_generator, kfc_symmetry, kfcpp_symmetry)
+from kfc_lite.symmetry import (
+    commutation_error,
+    default_cond_threshold,
+    eigen_directions,
+    eigendecompose,
+    kfc_generator,
+    kfc_symmetry,
+    kfcpp_symmetry,
+)
 
 # relative commutator tolerated in each precision (the task's bar: 1e-10 in float64, 1e-4 in float32)
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
@@ -286,8 +294,12 @@ def _oscillator_data(system, n_steps=40):
     a = torch.linspace(-1, 1, n_steps)[:, None]
     for t in range(n_steps):
         s[t + 1] = system.operator(a[t]) @ s[t]
-    return {"observations": s[:-1].numpy(), "actions": a.numpy(), "next_observations": s[1:].numpy(),
-            "terminals": np.zeros(n_steps, dtype=bool)}
+    return {
+        "observations": s[:-1].numpy(),
+        "actions": a.numpy(),
+        "next_observations": s[1:].numpy(),
+        "terminals": np.zeros(n_steps, dtype=bool),
+    }
 
 
 def test_explorer_update_on_an_exact_linear_model():
@@ -300,10 +312,12 @@ def test_explorer_update_on_an_exact_linear_model():
 
     system = _RotatingSystem()
     data = _oscillator_data(system)
-    true_step = lambda s, a: np.einsum("brc,bc->br", system.operator(torch.as_tensor(a, dtype=torch.float32))
-                                       .double().numpy(), s)
-    fig = symmetry_explorer_update(system, data, 5, [0.2], kfc_eps=0.1, true_step=true_step,
-                                   state_labels=("x (m)", "v (m/s)"))
+    true_step = lambda s, a: np.einsum(
+        "brc,bc->br", system.operator(torch.as_tensor(a, dtype=torch.float32)).double().numpy(), s
+    )
+    fig = symmetry_explorer_update(
+        system, data, 5, [0.2], kfc_eps=0.1, true_step=true_step, state_labels=("x (m)", "v (m/s)")
+    )
     st = fig.explorer_state
     assert st["valid"] and st["commutation_error"] < 1e-5
     assert np.linalg.norm(st["s_tilde"] - st["s"]) > 0.05  # the sliders move the state
@@ -327,8 +341,12 @@ def test_explorer_update_bars_for_larger_states_and_widget_builds():
     torch.manual_seed(0)
     model = pytest.importorskip("kfc_lite.koopman.model").KoopmanForwardModel(5, 2, latent_dim=6, hidden_dim=16)
     g = np.random.default_rng(0)
-    data = {"observations": g.standard_normal((30, 5)), "actions": g.uniform(-1, 1, (30, 2)),
-            "next_observations": g.standard_normal((30, 5)), "terminals": np.zeros(30, dtype=bool)}
+    data = {
+        "observations": g.standard_normal((30, 5)),
+        "actions": g.uniform(-1, 1, (30, 2)),
+        "next_observations": g.standard_normal((30, 5)),
+        "terminals": np.zeros(30, dtype=bool),
+    }
     fig = symmetry_explorer_update(model, data, 3, [0.1, -0.1, 0.05], 0.02)
     assert len(fig.axes) == 3 and "commutation error" in fig._suptitle.get_text()
     plt.close(fig)
@@ -339,8 +357,14 @@ def test_explorer_update_bars_for_larger_states_and_widget_builds():
     plt.close("all")
     batch = {k: torch.as_tensor(v) for k, v in data.items()}
     from kfc_lite.rl.augment import make_augmenter
-    fig = plot_augmented_batch(batch, {"S4RL": make_augmenter("s4rl")(batch),
-                                       "KFC++": make_augmenter("kfc++", model=model.double(), p_koopman=1.0)(batch)})
+
+    fig = plot_augmented_batch(
+        batch,
+        {
+            "S4RL": make_augmenter("s4rl")(batch),
+            "KFC++": make_augmenter("kfc++", model=model.double(), p_koopman=1.0)(batch),
+        },
+    )
     assert fig.axes[0].get_xlabel().startswith("state shift")
     plt.close(fig)
 
@@ -359,8 +383,12 @@ def test_explorer_draws_mujoco_pictures_of_a_state_and_its_twin():
     torch.manual_seed(0)
     model = pytest.importorskip("kfc_lite.koopman.model").KoopmanForwardModel(11, 3, latent_dim=8, hidden_dim=16)
     g = np.random.default_rng(0)
-    data = {"observations": 0.1 * g.standard_normal((20, 11)), "actions": g.uniform(-1, 1, (20, 3)),
-            "next_observations": 0.1 * g.standard_normal((20, 11)), "terminals": np.zeros(20, dtype=bool)}
+    data = {
+        "observations": 0.1 * g.standard_normal((20, 11)),
+        "actions": g.uniform(-1, 1, (20, 3)),
+        "next_observations": 0.1 * g.standard_normal((20, 11)),
+        "terminals": np.zeros(20, dtype=bool),
+    }
     fig = symmetry_explorer_update(model, data, 2, [0.3, -0.3], 0.0, render_env="hopper")
     images = [ax for ax in fig.axes if ax.get_images()]
     assert len(fig.axes) == 5 and len(images) == 2

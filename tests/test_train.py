@@ -1,5 +1,6 @@
 """The training loop (kfc_lite.train): every method end to end on a tiny generated dataset, through train() and the
 CLI; bit-exact resume; bad configs; online SAC; learning-curve figures (kfc_lite.viz.rl)."""
+
 import json
 import pathlib
 
@@ -10,19 +11,31 @@ import torch
 
 matplotlib.use("Agg")
 
+from conftest import checkpoint_tensors  # noqa: E402
+
 from kfc_lite.cli import main as cli_main  # noqa: E402
 from kfc_lite.files import save_verified  # noqa: E402
 from kfc_lite.train import METHODS, TrainConfig, read_metrics, train, train_online_sac  # noqa: E402
-from conftest import checkpoint_tensors  # noqa: E402
 
 TINY_SAC = {"hidden": [16, 16], "batch_size": 32, "bc_steps": 4}
 TINY_KOOPMAN = {"latent_dim": 4, "hidden_dim": 16, "max_steps": 10, "max_epochs": 2, "multistep_k": 2}
 
 
 def tiny_config(dataset, out, method="kfc++", **kw):
-    base = dict(dataset=dataset, method=method, out=str(out), steps=12, device="cpu", eval_every=6, eval_episodes=1,
-                eval_max_steps=15, log_every=3, checkpoint_every=6, sac=dict(TINY_SAC),
-                koopman=dict(TINY_KOOPMAN) if method in ("kfc", "kfc++") else {})
+    base = dict(
+        dataset=dataset,
+        method=method,
+        out=str(out),
+        steps=12,
+        device="cpu",
+        eval_every=6,
+        eval_episodes=1,
+        eval_max_steps=15,
+        log_every=3,
+        checkpoint_every=6,
+        sac=dict(TINY_SAC),
+        koopman=dict(TINY_KOOPMAN) if method in ("kfc", "kfc++") else {},
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -41,8 +54,17 @@ def test_each_method_trains_and_writes_a_run_folder(dataset, tmp_path, method):
     assert [r["step"] for r in train_rows] == [3, 6, 9, 12]
     assert [r["step"] for r in eval_rows] == [6, 12]
     last = train_rows[-1]
-    for key in ("critic_loss", "td_loss", "cql_penalty", "cql_weight", "actor_loss", "q_data", "q_random",
-                "steps_per_second", "aug_samples"):
+    for key in (
+        "critic_loss",
+        "td_loss",
+        "cql_penalty",
+        "cql_weight",
+        "actor_loss",
+        "q_data",
+        "q_random",
+        "steps_per_second",
+        "aug_samples",
+    ):
         assert isinstance(last[key], float) and np.isfinite(last[key]), key
     shift = last["aug_state_shift"]
     assert (shift == 0.0) if method == "cql" else (shift > 0.0)
@@ -62,12 +84,45 @@ def test_each_method_trains_and_writes_a_run_folder(dataset, tmp_path, method):
 @pytest.mark.parametrize("method", METHODS)
 def test_cli_train_and_eval(dataset, tmp_path, capsys, method):
     out = tmp_path / "run"
-    args = ["train", "--dataset", dataset, "--method", method, "--steps", "6", "--out", str(out), "--device", "cpu",
-            "--no-progress", "--set", "eval_episodes=1", "--set", "eval_max_steps=10", "--set", "log_every=3",
-            "--set", "hidden=[16,16]", "--set", "batch_size=16", "--set", "bc_steps=2"]
+    args = [
+        "train",
+        "--dataset",
+        dataset,
+        "--method",
+        method,
+        "--steps",
+        "6",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--set",
+        "eval_episodes=1",
+        "--set",
+        "eval_max_steps=10",
+        "--set",
+        "log_every=3",
+        "--set",
+        "hidden=[16,16]",
+        "--set",
+        "batch_size=16",
+        "--set",
+        "bc_steps=2",
+    ]
     if method in ("kfc", "kfc++"):
-        args += ["--set", "koopman.max_steps=5", "--set", "koopman.hidden_dim=16", "--set", "koopman.latent_dim=4",
-                 "--set", "koopman.multistep_k=2", "--set", "table_storage=float32"]
+        args += [
+            "--set",
+            "koopman.max_steps=5",
+            "--set",
+            "koopman.hidden_dim=16",
+            "--set",
+            "koopman.latent_dim=4",
+            "--set",
+            "koopman.multistep_k=2",
+            "--set",
+            "table_storage=float32",
+        ]
     assert cli_main(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 6 and np.isfinite(summary["final_normalized"])
@@ -94,8 +149,11 @@ def test_stop_and_resume_is_bit_exact(dataset, tmp_path, method):
     # a run that died after a later (unsaved) log line: resume must drop it from metrics.jsonl
     with open(tmp_path / "two" / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"kind": "train", "step": 9, "critic_loss": 0.0}) + "\n")
-    resumed = train(tiny_config(dataset, tmp_path / "two", method, steps=12, sac=dict(TINY_SAC, bc_steps=8)),
-                    resume=True, progress=False)
+    resumed = train(
+        tiny_config(dataset, tmp_path / "two", method, steps=12, sac=dict(TINY_SAC, bc_steps=8)),
+        resume=True,
+        progress=False,
+    )
     assert resumed.agent.step == 12
     step_a, a = checkpoint_tensors(tmp_path / "one" / "checkpoint.pt")
     step_b, b = checkpoint_tensors(tmp_path / "two" / "checkpoint.pt")
@@ -105,6 +163,7 @@ def test_stop_and_resume_is_bit_exact(dataset, tmp_path, method):
     strip = lambda rows: [{k: v for k, v in r.items() if k != "steps_per_second"} for r in rows]
     assert strip(read_metrics(tmp_path / "one")) == strip(read_metrics(tmp_path / "two"))
     assert (tmp_path / "one" / "koopman.pt").exists() == (method == "kfc++")
+
 
 def test_checkpoint_without_the_augmenters_state_resumes_with_a_warning(dataset, tmp_path):
     """A checkpoint written before it held the Koopman branch draw's generator still resumes, and says that the
@@ -149,24 +208,29 @@ def test_pretrained_koopman_file_is_used_as_is(dataset, tmp_path):
         assert torch.equal(used.state_dict()[k], v)
     save_koopman(KoopmanForwardModel(5, 3, latent_dim=4, hidden_dim=8), tmp_path / "wrong.pt")
     with pytest.raises(ValueError, match="state_dim"):
-        train(tiny_config(dataset, tmp_path / "run2", "kfc", koopman={}, koopman_path=str(tmp_path / "wrong.pt")),
-              progress=False)
+        train(
+            tiny_config(dataset, tmp_path / "run2", "kfc", koopman={}, koopman_path=str(tmp_path / "wrong.pt")),
+            progress=False,
+        )
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(method="kfc+++"), "unknown method"),
-    (dict(sac={"q_lr": -1e-3}), "q_lr"),
-    (dict(sac={"qlr": 1e-3}), "did you mean 'q_lr'"),
-    (dict(steps=0), "steps"),
-    (dict(p_koopman=1.5), "p_koopman"),
-    (dict(per="episode"), "per"),
-    (dict(koopman={"latent": 4}), "unknown field"),
-    (dict(method="cql", koopman_path="k.pt"), "only used by kfc"),
-    (dict(precision="fp16"), "precision"),
-    (dict(preset="cql"), "preset"),
-    (dict(table_storage="float8"), "table_storage"),
-    (dict(table_memory_gb=-1), "table_memory_gb"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(method="kfc+++"), "unknown method"),
+        (dict(sac={"q_lr": -1e-3}), "q_lr"),
+        (dict(sac={"qlr": 1e-3}), "did you mean 'q_lr'"),
+        (dict(steps=0), "steps"),
+        (dict(p_koopman=1.5), "p_koopman"),
+        (dict(per="episode"), "per"),
+        (dict(koopman={"latent": 4}), "unknown field"),
+        (dict(method="cql", koopman_path="k.pt"), "only used by kfc"),
+        (dict(precision="fp16"), "precision"),
+        (dict(preset="cql"), "preset"),
+        (dict(table_storage="float8"), "table_storage"),
+        (dict(table_memory_gb=-1), "table_memory_gb"),
+    ],
+)
 def test_bad_configs(kwargs, match):
     base = dict(dataset="hopper-medium-v2", out="runs/x")
     base.update(kwargs)
@@ -200,13 +264,37 @@ def test_online_sac_trains_and_resumes(tmp_path):
     from kfc_lite.rl.sac import SACConfig
 
     cfg = SACConfig.preset("online-sac", hidden=(16, 16), batch_size=16)
-    r = train_online_sac("hopper", 40, seed=0, out=tmp_path / "sac", config=cfg, start_steps=20, eval_every=20,
-                         eval_episodes=1, checkpoint_every=20, max_episode_steps=15, device="cpu", progress=False)
+    r = train_online_sac(
+        "hopper",
+        40,
+        seed=0,
+        out=tmp_path / "sac",
+        config=cfg,
+        start_steps=20,
+        eval_every=20,
+        eval_episodes=1,
+        checkpoint_every=20,
+        max_episode_steps=15,
+        device="cpu",
+        progress=False,
+    )
     assert r.agent.step == 20 and [e["step"] for e in r.evals] == [20, 40] and "online-sac" in repr(r)
     assert (tmp_path / "sac" / "policies" / "step_20.pt").exists() and (tmp_path / "sac" / "policy.pt").exists()
-    r2 = train_online_sac("hopper", 60, seed=0, out=tmp_path / "sac", config=cfg, start_steps=20, eval_every=20,
-                          eval_episodes=1, checkpoint_every=20, max_episode_steps=15, device="cpu", progress=False,
-                          resume=True)
+    r2 = train_online_sac(
+        "hopper",
+        60,
+        seed=0,
+        out=tmp_path / "sac",
+        config=cfg,
+        start_steps=20,
+        eval_every=20,
+        eval_episodes=1,
+        checkpoint_every=20,
+        max_episode_steps=15,
+        device="cpu",
+        progress=False,
+        resume=True,
+    )
     assert r2.agent.step == 40 and [e["step"] for e in r2.evals] == [60]
     with pytest.raises(ValueError, match="plain SAC"):
         train_online_sac("hopper", 10, out=tmp_path / "x", config=SACConfig(), device="cpu", progress=False)

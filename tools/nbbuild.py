@@ -1,8 +1,9 @@
 """Write a notebook from a list of cells: a small helper for authors (outputs are never stored).
 
-    from tools.nbbuild import md, code, write
-    write("notebooks/01_x.ipynb", [md("# Title ..."), code("QUICK = ...", tags=["parameters"]), ...])
+from tools.nbbuild import md, code, write
+write("notebooks/01_x.ipynb", [md("# Title ..."), code("QUICK = ...", tags=["parameters"]), ...])
 """
+
 from __future__ import annotations
 
 import textwrap

@@ -6,6 +6,7 @@ Q-learning, and locally generated D4RL-format datasets.
 >>> q = data.qlearning_dataset(d)                        # D4RL's (s, a, r, s', done), float32
 >>> data.normalized_score("hopper-medium-v2", 1500.0)    # 100 * (R - R_random) / (R_expert - R_random)
 """
+
 from kfc_lite.data import registry
 from kfc_lite.data.collect import RandomPolicy, collect
 from kfc_lite.data.download import cache_path, download
@@ -16,8 +17,24 @@ from kfc_lite.data.registry import DATASETS, DatasetInfo, normalized_score, refe
 from kfc_lite.data.sources import from_minari, load
 
 __all__ = [
-    "registry", "DATASETS", "DatasetInfo", "normalized_score", "reference_scores",
-    "download", "cache_path", "load", "load_hdf5", "write_hdf5", "validate", "from_minari",
-    "qlearning_dataset", "split_episodes", "episode_returns", "collect", "RandomPolicy",
-    "DatasetError", "DownloadError", "UnknownDatasetError",
+    "registry",
+    "DATASETS",
+    "DatasetInfo",
+    "normalized_score",
+    "reference_scores",
+    "download",
+    "cache_path",
+    "load",
+    "load_hdf5",
+    "write_hdf5",
+    "validate",
+    "from_minari",
+    "qlearning_dataset",
+    "split_episodes",
+    "episode_returns",
+    "collect",
+    "RandomPolicy",
+    "DatasetError",
+    "DownloadError",
+    "UnknownDatasetError",
 ]

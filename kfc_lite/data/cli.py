@@ -12,6 +12,7 @@
   replica's name, where ``kfc_lite.data.load('<env>-<kind>-replica')`` finds it. An existing file is never
   replaced without ``--overwrite``: a full-size replica takes hours to make.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,11 +36,20 @@ def register(subparsers) -> None:
     q.add_argument("--dest", help="folder to download into (default: $D4RL_DATASET_DIR or ~/.d4rl/datasets)")
     q.add_argument("--url", help="download from this address instead (a mirror)")
     q.add_argument("--checksum", help="expected 'sha256:<hex>' or 'md5:<hex>' of the file")
-    q.add_argument("--timeout", type=float, default=60.0,
-                   help="seconds the server may stay silent, connecting or mid-file (default 60)")
-    q.add_argument("--wait", type=float, default=None, metavar="SECONDS",
-                   help="while another process downloads the same dataset, wait at most this long for it (default: "
-                        "until it finishes; 0: give up at once)")
+    q.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds the server may stay silent, connecting or mid-file (default 60)",
+    )
+    q.add_argument(
+        "--wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="while another process downloads the same dataset, wait at most this long for it (default: "
+        "until it finishes; 0: give up at once)",
+    )
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=_download)
 
@@ -49,16 +59,26 @@ def register(subparsers) -> None:
     q.set_defaults(func=_info)
 
     q = sub.add_parser("make", help="generate a D4RL-format replica dataset with gymnasium (MuJoCo, or the pendulum)")
-    q.add_argument("recipe", help="<env>-<kind>-replica: env in halfcheetah, hopper, walker2d, pendulum; kind in "
-                                  "random, medium, medium-replay, medium-expert, expert (<env>-random also works)")
-    q.add_argument("--size", type=int, default=None,
-                   help="number of transitions (default: D4RL's, 1000000, 2000000 for medium-expert, the whole "
-                        "recorded buffer for medium-replay; pendulum: 5000, 10000 for medium-expert)")
+    q.add_argument(
+        "recipe",
+        help="<env>-<kind>-replica: env in halfcheetah, hopper, walker2d, pendulum; kind in "
+        "random, medium, medium-replay, medium-expert, expert (<env>-random also works)",
+    )
+    q.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="number of transitions (default: D4RL's, 1000000, 2000000 for medium-expert, the whole "
+        "recorded buffer for medium-replay; pendulum: 5000, 10000 for medium-expert)",
+    )
     q.add_argument("--seed", type=int, default=0, help="seed of the environment and the random policy (default 0)")
     q.add_argument("--out", help="HDF5 file to write (default: the cache, under the replica's name)")
     q.add_argument("--overwrite", action="store_true", help="replace the output file if it exists (default: refuse)")
-    q.add_argument("--policy", help="behaviour policy file (kfc_lite.rl.save_policy); default: the committed card's, "
-                                    "policies/<env>-<level>.pt (medium for medium-expert)")
+    q.add_argument(
+        "--policy",
+        help="behaviour policy file (kfc_lite.rl.save_policy); default: the committed card's, "
+        "policies/<env>-<level>.pt (medium for medium-expert)",
+    )
     q.add_argument("--expert-policy", help="medium-expert: the expert policy file (default: policies/<env>-expert.pt)")
     q.add_argument("--buffer", help="medium-replay: the online run's checkpoint.pt (default: the medium card's)")
     q.add_argument("--up-to-step", type=int, help="medium-replay: the last recorded step (default: the medium card's)")
@@ -76,16 +96,25 @@ def _list(args: argparse.Namespace) -> int:
         info = registry.get(name)
         cached = "yes" if os.path.exists(cache_path(name)) else ""
         print(f"{name:<32} {info.gym_id:<15} {info.ref_min_score:>12.6g} {info.ref_max_score:>10.6g}  {cached}")
-    print(f"{len(names)} datasets; scores are normalized as 100 * (R - ref min) / (ref max - ref min). "
-          "Replicas are generated locally (kfc-lite data make).")
+    print(
+        f"{len(names)} datasets; scores are normalized as 100 * (R - ref min) / (ref max - ref min). "
+        "Replicas are generated locally (kfc-lite data make)."
+    )
     return 0
 
 
 def _download(args: argparse.Namespace) -> int:
     from kfc_lite.data.download import download
 
-    path = download(args.name, dest=args.dest, url=args.url, checksum=args.checksum, timeout=args.timeout,
-                    progress=not args.no_progress, wait=args.wait)
+    path = download(
+        args.name,
+        dest=args.dest,
+        url=args.url,
+        checksum=args.checksum,
+        timeout=args.timeout,
+        progress=not args.no_progress,
+        wait=args.wait,
+    )
     print(path)
     return 0
 
@@ -93,30 +122,34 @@ def _download(args: argparse.Namespace) -> int:
 def describe(data: dict, source: str) -> str:
     """A short report of a loaded dataset: size, episodes, returns and normalized score."""
     from kfc_lite.data.hdf5 import episode_returns, split_episodes
-    from kfc_lite.envs import env_family
     from kfc_lite.data.registry import normalized_score
+    from kfc_lite.envs import env_family
 
     n = len(data["observations"])
     starts, ends, complete = split_episodes(data)
     returns, lengths = episode_returns(data)
-    lines = [f"{source}",
-             f"  transitions: {n}  (observations {data['observations'].shape[1]}-D, "
-             f"actions {data['actions'].shape[1]}-D)",
-             f"  episodes: {len(starts)} ({int(complete.sum())} complete"
-             + ("" if complete.all() else ", the last one cut by the end of the file") + ")",
-             f"  terminals: {int(np.sum(data['terminals']))}, timeouts: "
-             + (str(int(np.sum(data['timeouts']))) if "timeouts" in data else "no 'timeouts' key (1000-step rule)"),
-             f"  episode length: mean {lengths.mean():.1f}, min {lengths.min()}, max {lengths.max()}"]
+    lines = [
+        f"{source}",
+        f"  transitions: {n}  (observations {data['observations'].shape[1]}-D, actions {data['actions'].shape[1]}-D)",
+        f"  episodes: {len(starts)} ({int(complete.sum())} complete"
+        + ("" if complete.all() else ", the last one cut by the end of the file")
+        + ")",
+        f"  terminals: {int(np.sum(data['terminals']))}, timeouts: "
+        + (str(int(np.sum(data["timeouts"]))) if "timeouts" in data else "no 'timeouts' key (1000-step rule)"),
+        f"  episode length: mean {lengths.mean():.1f}, min {lengths.min()}, max {lengths.max()}",
+    ]
     full = returns[complete] if complete.any() else returns
-    lines.append(f"  return of {'complete ' if complete.any() else ''}episodes: mean {full.mean():.2f}, "
-                 f"min {full.min():.2f}, max {full.max():.2f}")
+    lines.append(
+        f"  return of {'complete ' if complete.any() else ''}episodes: mean {full.mean():.2f}, "
+        f"min {full.min():.2f}, max {full.max():.2f}"
+    )
     try:
         family = env_family(data)
     except (ValueError, KeyError):
         family = None
     if family:
         lines.append(f"  normalized score ({family}): mean {normalized_score(family, full).mean():.1f}")
-    meta = {k[len('metadata/'):]: v for k, v in data.items() if k.startswith("metadata/") and not hasattr(v, "shape")}
+    meta = {k[len("metadata/") :]: v for k, v in data.items() if k.startswith("metadata/") and not hasattr(v, "shape")}
     if meta:
         lines.append("  metadata: " + ", ".join(f"{k}={v}" for k, v in sorted(meta.items())))
     extra = sorted(k for k in data if not k.startswith("metadata/"))
@@ -145,9 +178,18 @@ def _make(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--policy {args.policy}: no such file")
     name = f"{env}-{kind}-replica"
     out = args.out or _cache_file(name)
-    make_replica(name, size=args.size, seed=args.seed, out=out, policy=args.policy, expert_policy=args.expert_policy,
-                 buffer=args.buffer, up_to_step=args.up_to_step, progress=not args.no_progress,
-                 overwrite=args.overwrite)
+    make_replica(
+        name,
+        size=args.size,
+        seed=args.seed,
+        out=out,
+        policy=args.policy,
+        expert_policy=args.expert_policy,
+        buffer=args.buffer,
+        up_to_step=args.up_to_step,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+    )
     print(out)
     return 0
 

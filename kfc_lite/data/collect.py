@@ -14,6 +14,7 @@ This follows D4RL's ``scripts/generation/mujoco/collect_data.py``:
 The first episode starts from ``env.reset(seed=seed)`` and later resets continue that seeded stream, so a seed
 and a deterministic-for-its-seed policy give the same file every time.
 """
+
 from __future__ import annotations
 
 import re
@@ -57,16 +58,20 @@ class RandomPolicy:
 def _behaviour(policy):
     """``obs -> (action, log_prob or None)`` for any policy shape we accept (duck typing)."""
     if hasattr(policy, "act_with_log_prob"):
+
         def step(obs):
             action, log_prob = policy.act_with_log_prob(obs)
             return action, float(np.asarray(log_prob).reshape(-1)[0]) if np.size(log_prob) == 1 else log_prob
+
         return step, True
     if hasattr(policy, "act"):
         return (lambda obs: (policy.act(obs, deterministic=False), None)), False
     if callable(policy):
         return (lambda obs: (policy(obs), None)), False
-    raise TypeError(f"a behaviour policy needs act_with_log_prob(obs), act(obs, deterministic) or to be callable; "
-                    f"got {type(policy).__name__}")
+    raise TypeError(
+        f"a behaviour policy needs act_with_log_prob(obs), act(obs, deterministic) or to be callable; "
+        f"got {type(policy).__name__}"
+    )
 
 
 def _dataset_name(env_name: str) -> str:
@@ -96,8 +101,17 @@ def _versions() -> dict:
     return out
 
 
-def collect(env_name: str, policy, n_steps: int, seed: int = 0, path=None, progress: bool = True, *,
-            max_episode_steps: int = registry.MAX_EPISODE_STEPS, policy_name: str | None = None) -> dict:
+def collect(
+    env_name: str,
+    policy,
+    n_steps: int,
+    seed: int = 0,
+    path=None,
+    progress: bool = True,
+    *,
+    max_episode_steps: int = registry.MAX_EPISODE_STEPS,
+    policy_name: str | None = None,
+) -> dict:
     """Roll ``policy`` out for exactly ``n_steps`` transitions and return (and, with ``path``, write) the dataset.
 
     ``env_name`` is a recipe or dataset name (``halfcheetah-random``, ``hopper-medium-replica``), a family or a

@@ -10,6 +10,7 @@ Two guards keep a file from being served under the wrong name. A lock beside the
 ``.part``. And every file, fresh or cached, must hold what its name promises (:mod:`kfc_lite.data.identity`:
 sizes, rows, environment) and be exactly as long as the server said.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,7 +18,6 @@ import hashlib
 import http.client
 import os
 import re
-import socket
 import urllib.error
 import urllib.request
 import warnings
@@ -37,8 +37,9 @@ def cache_path(name: str, dest: str | os.PathLike | None = None) -> str:
     return os.path.join(os.fspath(dest) if dest is not None else dataset_dir(), info.file_name)
 
 
-def check_file(path: str, source: str | None = None, info: registry.DatasetInfo | str | None = None, *,
-               fix: str | None = None) -> tuple[int, int]:
+def check_file(
+    path: str, source: str | None = None, info: registry.DatasetInfo | str | None = None, *, fix: str | None = None
+) -> tuple[int, int]:
     """Open ``path`` as a D4RL HDF5 file and check its keys and shapes without reading the arrays.
 
     With ``info`` (a registry name or entry) the file must also be that dataset
@@ -60,8 +61,10 @@ def check_file(path: str, source: str | None = None, info: registry.DatasetInfo 
             n = f["observations"].shape[0] if f["observations"].ndim == 2 else -1
             for key in ("actions", "rewards", "terminals"):
                 if f[key].shape[:1] != (n,):
-                    raise DatasetError(f"{source}: '{key}' has shape {f[key].shape} but 'observations' has "
-                                       f"{f['observations'].shape}: not a D4RL dataset")
+                    raise DatasetError(
+                        f"{source}: '{key}' has shape {f[key].shape} but 'observations' has "
+                        f"{f['observations'].shape}: not a D4RL dataset"
+                    )
             if info is not None:
                 check_identity(f, info, source, fix=fix)
             return n, f["observations"].shape[1]
@@ -93,8 +96,16 @@ def _verify_checksum(path: str, checksum: str | None, source: str) -> None:
         raise DatasetError(f"{source}: {algorithm} is {got}, expected {want}: the file is not the published one")
 
 
-def download(name: str, *, dest: str | os.PathLike | None = None, url: str | None = None, progress: bool = True,
-             timeout: float = 60.0, checksum: str | None = None, wait: float | None = None) -> str:
+def download(
+    name: str,
+    *,
+    dest: str | os.PathLike | None = None,
+    url: str | None = None,
+    progress: bool = True,
+    timeout: float = 60.0,
+    checksum: str | None = None,
+    wait: float | None = None,
+) -> str:
     """Download dataset ``name`` (e.g. ``'hopper-medium-v2'``) and return the path of the checked file.
 
     ``dest`` is the folder (default: ``$D4RL_DATASET_DIR``, else ``~/.d4rl/datasets``, the cache the ``d4rl``
@@ -113,9 +124,11 @@ def download(name: str, *, dest: str | os.PathLike | None = None, url: str | Non
     info = registry.get(name)
     url = url or info.url
     if url is None:
-        raise ValueError(f"{info.name} is one of our locally generated replicas, not a download: make it with "
-                         f"`kfc-lite data make {info.env}-{info.kind}"
-                         f"{'' if info.kind == 'random' else '-replica --policy POLICY_FILE'} --size 1000000`")
+        raise ValueError(
+            f"{info.name} is one of our locally generated replicas, not a download: make it with "
+            f"`kfc-lite data make {info.env}-{info.kind}"
+            f"{'' if info.kind == 'random' else '-replica --policy POLICY_FILE'} --size 1000000`"
+        )
     checksum = checksum or info.checksum
     if checksum:
         _parse_checksum(checksum)  # a malformed checksum fails before any network traffic
@@ -138,8 +151,10 @@ def download(name: str, *, dest: str | os.PathLike | None = None, url: str | Non
         except DatasetError as exc:
             os.remove(part)
             stop = "" if str(exc).endswith(".") else "."
-            raise type(exc)(f"{exc}{stop} The download was deleted. Check the address (url={url!r}); if it is right, "
-                            "the server sent something else (an error page? another dataset?): try again later.") from exc
+            raise type(exc)(
+                f"{exc}{stop} The download was deleted. Check the address (url={url!r}); if it is right, "
+                "the server sent something else (an error page? another dataset?): try again later."
+            ) from exc
         os.replace(part, final)
     return final
 
@@ -186,26 +201,38 @@ def _fetch(url: str, part: str, *, name: str, progress: bool, timeout: float) ->
                 return total
             os.remove(part)
             return _fetch(url, part, name=name, progress=progress, timeout=timeout)
-        raise DownloadError(f"{name}: the server answered {exc.code} {exc.reason} for {url}; check the address") from exc
-    except (urllib.error.URLError, socket.timeout, OSError) as exc:
-        raise DownloadError(f"{name}: cannot reach {url} ({getattr(exc, 'reason', exc)}). Check the network; "
-                            + ("the partial file is kept: run the same command again to resume." if start else
-                               "no file was written.")) from exc
+        raise DownloadError(
+            f"{name}: the server answered {exc.code} {exc.reason} for {url}; check the address"
+        ) from exc
+    except (TimeoutError, urllib.error.URLError, OSError) as exc:
+        raise DownloadError(
+            f"{name}: cannot reach {url} ({getattr(exc, 'reason', exc)}). Check the network; "
+            + ("the partial file is kept: run the same command again to resume." if start else "no file was written.")
+        ) from exc
     with resp:
         status = resp.status
         if status == 206:
             got_start = _start_from_content_range(resp.headers.get("Content-Range"))
             if got_start != start:
-                raise DownloadError(f"{name}: asked {url} for bytes from {start}, got a range from {got_start}; "
-                                    f"delete {part} and download again")
+                raise DownloadError(
+                    f"{name}: asked {url} for bytes from {start}, got a range from {got_start}; "
+                    f"delete {part} and download again"
+                )
             mode = "ab"
         else:  # 200: a fresh download, or a server that ignores Range and sends the whole file again
             start, mode = 0, "wb"
         length = resp.headers.get("Content-Length")
         total = start + int(length) if length is not None else None
         written = start
-        bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-                   desc=f"download {name}", disable=not progress)
+        bar = tqdm(
+            total=total,
+            initial=start,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=f"download {name}",
+            disable=not progress,
+        )
         try:
             with open(part, mode) as out:
                 while True:
@@ -217,7 +244,7 @@ def _fetch(url: str, part: str, *, name: str, progress: bool, timeout: float) ->
                     out.write(block)
                     written += len(block)
                     bar.update(len(block))
-        except (TimeoutError, socket.timeout) as exc:
+        except TimeoutError as exc:
             why = f"no data for {timeout:g} s: the server stalled"
             raise DownloadError(_cut_message(name, url, part, written, total, why)) from exc
         except (OSError, http.client.HTTPException) as exc:
@@ -231,8 +258,10 @@ def _fetch(url: str, part: str, *, name: str, progress: bool, timeout: float) ->
 
 def _cut_message(name, url, part, written, total, why) -> str:
     of = f" of {total}" if total is not None else ""
-    return (f"{name}: the download from {url} stopped after {written}{of} bytes ({why}). The partial file {part} "
-            "is kept: run the same command again to resume where it stopped.")
+    return (
+        f"{name}: the download from {url} stopped after {written}{of} bytes ({why}). The partial file {part} "
+        "is kept: run the same command again to resume where it stopped."
+    )
 
 
 def _start_from_content_range(value: str | None) -> int | None:

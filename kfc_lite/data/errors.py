@@ -1,4 +1,5 @@
 """Errors of the data layer: each message names the file or dataset, what is wrong, and the fix."""
+
 from __future__ import annotations
 
 

@@ -6,6 +6,7 @@ A D4RL file holds flat arrays under slash paths: ``observations`` (N, d_s), ``ac
 ``dict`` keyed by the HDF5 path, exactly as D4RL's ``env.get_dataset()`` returns it, so code written for one
 works with the other.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,9 @@ MAX_ABS = 1e6
 #: rows checked at a time, so the checks need a small buffer, not a copy of the dataset
 _CHUNK_ROWS = 65536
 
-_FIX_FILE = ("delete the file and download it again (`kfc-lite data download NAME`), "
-             "or regenerate it (`kfc-lite data make ...`)")
+_FIX_FILE = (
+    "delete the file and download it again (`kfc-lite data download NAME`), or regenerate it (`kfc-lite data make ...`)"
+)
 
 
 def _decode(value):
@@ -59,16 +61,21 @@ def load_hdf5(path: str | os.PathLike) -> dict:
 
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no dataset file at {path!r}: check the path, or load a dataset by its name "
-                                "(`kfc_lite.data.load('hopper-medium-v2', download=True)`)")
+        raise FileNotFoundError(
+            f"no dataset file at {path!r}: check the path, or load a dataset by its name "
+            "(`kfc_lite.data.load('hopper-medium-v2', download=True)`)"
+        )
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise DatasetError(f"{path} is not a readable HDF5 file ({exc}). It may be truncated by an interrupted "
-                           f"download or not a dataset at all: {_FIX_FILE}.") from exc
+        raise DatasetError(
+            f"{path} is not a readable HDF5 file ({exc}). It may be truncated by an interrupted "
+            f"download or not a dataset at all: {_FIX_FILE}."
+        ) from exc
     data: dict = {}
     try:
         with f:
+
             def visit(name, obj):
                 if isinstance(obj, h5py.Dataset):
                     data[name] = _decode(obj[()])
@@ -109,7 +116,7 @@ def remove_stale_temps(path: str | os.PathLike) -> list[str]:
         return removed
     prefix = f".{name}."
     for entry in entries:
-        pid = entry[len(prefix):-len(".tmp")]
+        pid = entry[len(prefix) : -len(".tmp")]
         if entry.startswith(prefix) and entry.endswith(".tmp") and pid.isdigit() and not _alive(int(pid)):
             try:
                 os.remove(os.path.join(folder, entry))
@@ -119,8 +126,7 @@ def remove_stale_temps(path: str | os.PathLike) -> list[str]:
     return removed
 
 
-def write_hdf5(data: dict, path: str | os.PathLike, *, compression: str | None = "gzip",
-               overwrite: bool = True) -> str:
+def write_hdf5(data: dict, path: str | os.PathLike, *, compression: str | None = "gzip", overwrite: bool = True) -> str:
     """Write a ``{hdf5_path: array}`` dict as a D4RL file (what ``load_hdf5`` and the ``d4rl`` package read).
 
     Strings become fixed-length byte strings, as D4RL writes them; arrays are gzip-compressed like D4RL's
@@ -169,8 +175,10 @@ def write_hdf5(data: dict, path: str | os.PathLike, *, compression: str | None =
 
 
 def _exists_message(path: str) -> str:
-    return (f"{path} already exists and would be replaced: pass --overwrite (overwrite=True) to replace it, "
-            "or write to another path")
+    return (
+        f"{path} already exists and would be replaced: pass --overwrite (overwrite=True) to replace it, "
+        "or write to another path"
+    )
 
 
 def _first_bad_value(arr: np.ndarray, max_abs: float | None):
@@ -178,7 +186,7 @@ def _first_bad_value(arr: np.ndarray, max_abs: float | None):
     if arr.dtype.kind not in "fc":
         return None  # integers and booleans cannot hold NaN, and no flag or count reaches 1e6 by accident
     for start in range(0, len(arr), _CHUNK_ROWS):
-        block = arr[start:start + _CHUNK_ROWS].reshape(min(_CHUNK_ROWS, len(arr) - start), -1)
+        block = arr[start : start + _CHUNK_ROWS].reshape(min(_CHUNK_ROWS, len(arr) - start), -1)
         bad = ~np.isfinite(block)
         if max_abs is not None:
             bad |= np.abs(block) > max_abs
@@ -203,10 +211,13 @@ def _check_values(data: dict, source: str) -> None:
             raise DatasetError(
                 f"{source}: '{key}' holds {value:g} at {where}, beyond the bound |x| <= {MAX_ABS:g} that MuJoCo "
                 f"locomotion data stay far inside (kfc_lite.data.hdf5.MAX_ABS). Such a value is a unit or write "
-                f"error and would swamp every gradient; it is not clipped: {_FIX_FILE}, or drop the bad rows.")
+                f"error and would swamp every gradient; it is not clipped: {_FIX_FILE}, or drop the bad rows."
+            )
         text = "NaN" if np.isnan(value) else f"{value}"
-        raise DatasetError(f"{source}: '{key}' holds {text} at {where} (the first NaN or inf). Offline RL on such "
-                           f"data diverges silently: {_FIX_FILE}, or drop the bad rows before training.")
+        raise DatasetError(
+            f"{source}: '{key}' holds {text} at {where} (the first NaN or inf). Offline RL on such "
+            f"data diverges silently: {_FIX_FILE}, or drop the bad rows before training."
+        )
     for key in FLAG_KEYS:
         if key not in data:
             continue
@@ -215,8 +226,10 @@ def _check_values(data: dict, source: str) -> None:
             continue
         bad = np.flatnonzero((arr != 0) & (arr != 1))
         if len(bad):
-            raise DatasetError(f"{source}: '{key}' is a flag but holds {arr[bad[0]].item()!r} at row {int(bad[0])} "
-                               f"({len(bad)} rows are neither 0 nor 1). A flag is not rounded for you: {_FIX_FILE}.")
+            raise DatasetError(
+                f"{source}: '{key}' is a flag but holds {arr[bad[0]].item()!r} at row {int(bad[0])} "
+                f"({len(bad)} rows are neither 0 nor 1). A flag is not rounded for you: {_FIX_FILE}."
+            )
 
 
 def validate(data: dict, source: str = "dataset") -> dict:
@@ -228,13 +241,16 @@ def validate(data: dict, source: str = "dataset") -> dict:
     value errors name the first bad row. Returns ``data``.
     """
     if not isinstance(data, dict):
-        raise DatasetError(f"{source}: expected a dict of arrays keyed like D4RL ('observations', ...), "
-                           f"got {type(data).__name__}")
+        raise DatasetError(
+            f"{source}: expected a dict of arrays keyed like D4RL ('observations', ...), got {type(data).__name__}"
+        )
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         found = ", ".join(sorted(k for k in data if "/" not in k)) or "nothing"
-        raise DatasetError(f"{source}: missing key(s) {', '.join(missing)} (top-level keys found: {found}). "
-                           f"A D4RL dataset needs {', '.join(REQUIRED_KEYS)}: {_FIX_FILE}.")
+        raise DatasetError(
+            f"{source}: missing key(s) {', '.join(missing)} (top-level keys found: {found}). "
+            f"A D4RL dataset needs {', '.join(REQUIRED_KEYS)}: {_FIX_FILE}."
+        )
     for key in ("rewards", "terminals", "timeouts"):  # D4RL squeezes these
         if key in data:
             arr = np.asarray(data[key])
@@ -247,23 +263,32 @@ def validate(data: dict, source: str = "dataset") -> dict:
             arr = np.asarray(data[key])
             if arr.ndim != rank:
                 want = "(N,)" if rank == 1 else "(N, dim)"
-                raise DatasetError(f"{source}: '{key}' has shape {arr.shape}, expected {want}; "
-                                   f"the file was not written in D4RL's layout: {_FIX_FILE}.")
+                raise DatasetError(
+                    f"{source}: '{key}' has shape {arr.shape}, expected {want}; "
+                    f"the file was not written in D4RL's layout: {_FIX_FILE}."
+                )
             if arr.dtype.kind not in "biuf":
                 raise DatasetError(f"{source}: '{key}' holds {arr.dtype} values, expected numbers or booleans.")
     n = len(data["observations"])
     if n == 0:
         raise DatasetError(f"{source}: the dataset is empty (0 rows in 'observations').")
-    lengths = {k: len(v) for k, v in data.items()
-               if not k.startswith("metadata/") and isinstance(v, np.ndarray) and v.ndim >= 1}
+    lengths = {
+        k: len(v)
+        for k, v in data.items()
+        if not k.startswith("metadata/") and isinstance(v, np.ndarray) and v.ndim >= 1
+    }
     wrong = {k: m for k, m in lengths.items() if m != n}
     if wrong:
         detail = ", ".join(f"'{k}' has {m}" for k, m in sorted(wrong.items()))
-        raise DatasetError(f"{source}: array lengths disagree: 'observations' has {n} rows but {detail}. "
-                           f"Every array must have one row per transition: {_FIX_FILE}.")
+        raise DatasetError(
+            f"{source}: array lengths disagree: 'observations' has {n} rows but {detail}. "
+            f"Every array must have one row per transition: {_FIX_FILE}."
+        )
     if "next_observations" in data and data["next_observations"].shape[1:] != data["observations"].shape[1:]:
-        raise DatasetError(f"{source}: 'next_observations' has shape {data['next_observations'].shape} but "
-                           f"'observations' has {data['observations'].shape}.")
+        raise DatasetError(
+            f"{source}: 'next_observations' has shape {data['next_observations'].shape} but "
+            f"'observations' has {data['observations'].shape}."
+        )
     _check_values(data, source)
     return data
 

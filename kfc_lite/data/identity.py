@@ -18,6 +18,7 @@ registry name is held to what it promises, in this order:
 
 Only names are checked here; :func:`kfc_lite.data.hdf5.validate` checks the values of any dataset.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -61,10 +62,14 @@ def _family_named(key: str, value: str) -> str | None:
 def fix_for(info: registry.DatasetInfo, path: str) -> str:
     """What to do about a file that is not the dataset its name promises."""
     if info.replica:
-        return (f"delete {path} and generate it again (`kfc-lite data make {info.name} ... --overwrite` replaces it), "
-                "or load the file by its path if it is another dataset")
-    return (f"delete {path} and download it again (`kfc-lite data download {info.name}`); if it is another "
-            "dataset, move it elsewhere and load it by its path")
+        return (
+            f"delete {path} and generate it again (`kfc-lite data make {info.name} ... --overwrite` replaces it), "
+            "or load the file by its path if it is another dataset"
+        )
+    return (
+        f"delete {path} and download it again (`kfc-lite data download {info.name}`); if it is another "
+        "dataset, move it elsewhere and load it by its path"
+    )
 
 
 def check_identity(container, info: registry.DatasetInfo | str, path: str, *, fix: str | None = None) -> None:
@@ -75,8 +80,7 @@ def check_identity(container, info: registry.DatasetInfo | str, path: str, *, fi
     with ``fix`` (default: :func:`fix_for`; ``""`` for none, when the caller adds its own).
     """
     info = registry.get(info)
-    problem = (_sizes(container, info) or _rows(container, info) or _metadata(container, info)
-               or _body(container, info))
+    problem = _sizes(container, info) or _rows(container, info) or _metadata(container, info) or _body(container, info)
     if problem:
         expected, found = problem
         fix = f" Fix: {fix_for(info, path)}." if fix is None else (f" {fix}" if fix else "")
@@ -93,9 +97,11 @@ def _sizes(container, info):
     if obs[1:] == (info.obs_dim,) and act[1:] == (info.act_dim,):
         return None
     same = [f for f in registry.ENVS if obs[1:] == (registry.OBS_DIM[f],) and act[1:] == (registry.ACT_DIM[f],)]
-    return (f"{info.env}'s sizes, {info.obs_dim}-D observations and {info.act_dim}-D actions",
-            f"{_dims(obs)}-D observations and {_dims(act)}-D actions"
-            + (f" (the sizes of {' or '.join(same)})" if same else ""))
+    return (
+        f"{info.env}'s sizes, {info.obs_dim}-D observations and {info.act_dim}-D actions",
+        f"{_dims(obs)}-D observations and {_dims(act)}-D actions"
+        + (f" (the sizes of {' or '.join(same)})" if same else ""),
+    )
 
 
 def _rows(container, info):
@@ -135,5 +141,7 @@ def _body(container, info):
     else:
         expected = f"{info.env} data: HalfCheetah's body offset below {UPRIGHT_HEIGHT} m"
     looks = "a torso height" if upright else "an offset near 0"
-    return (f"{expected} (the median of the first observation value)",
-            f"a median of {height:.3g}, {looks}: data of {' or '.join(like)}")
+    return (
+        f"{expected} (the median of the first observation value)",
+        f"a median of {height:.3g}, {looks}: data of {' or '.join(like)}",
+    )

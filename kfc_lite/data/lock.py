@@ -10,6 +10,7 @@ process that was waiting on the deleted file then finds that the path names anot
 again, so two processes can never both hold "the" lock. ``flock`` is not reliable on some network file systems
 (NFS): keep the cache on a local disk. Without ``fcntl`` (Windows) no lock is taken.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -64,7 +65,8 @@ def exclusive(path: str, *, what: str, wait: float | None = None):
                     f"{what} is already running in another process (pid {owner}, lock file {path}); "
                     f"gave up after {waited:.0f} s. Let that process finish, then run the command again (a finished "
                     "download is then taken from the cache); if it hangs, stop it (kill "
-                    f"{owner if owner != 'unknown' else 'PID'}): its lock ends with it.") from None
+                    f"{owner if owner != 'unknown' else 'PID'}): its lock ends with it."
+                ) from None
             if not told:
                 print(f"waiting for process {owner}, which holds {path} ({what})", file=sys.stderr, flush=True)
                 told = True

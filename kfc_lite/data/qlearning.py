@@ -15,6 +15,7 @@ D4RL's step counter, in files without ``timeouts``, has a quirk we reproduce exa
 restarts at 1, not 0, so the next episode's "final" row (dropped) comes one step early; after a dropped time-out
 row it restarts at 0. With ``terminate_on_end`` every row but the last is kept, so the counter does not matter.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,8 +46,9 @@ def _final_steps_without_timeouts(terminals: np.ndarray, max_episode_steps: int)
     return counter == period - 1
 
 
-def qlearning_dataset(data: dict, terminate_on_end: bool = False, use_next_observations: bool = False,
-                      *, max_episode_steps: int = 1000) -> dict:
+def qlearning_dataset(
+    data: dict, terminate_on_end: bool = False, use_next_observations: bool = False, *, max_episode_steps: int = 1000
+) -> dict:
     """D4RL's ``qlearning_dataset(env, dataset=data)``, vectorized.
 
     Returns ``observations``, ``actions``, ``next_observations`` (float32, (M, dim)), ``rewards`` (float32, (M,))
@@ -57,8 +59,10 @@ def qlearning_dataset(data: dict, terminate_on_end: bool = False, use_next_obser
         if key not in data:
             raise DatasetError(f"qlearning_dataset: the data has no '{key}'; pass a dict from kfc_lite.data.load")
     if use_next_observations and "next_observations" not in data:
-        raise DatasetError("qlearning_dataset(use_next_observations=True): the data has no 'next_observations' "
-                           "(D4RL's v0 files lack them); use the default, or generate data with kfc-lite data make")
+        raise DatasetError(
+            "qlearning_dataset(use_next_observations=True): the data has no 'next_observations' "
+            "(D4RL's v0 files lack them); use the default, or generate data with kfc-lite data make"
+        )
     if max_episode_steps < 2:
         raise ValueError(f"max_episode_steps must be at least 2, got {max_episode_steps}")
     obs = data["observations"]

@@ -29,6 +29,7 @@ left foot 0.9 and the right 1.9). Its dynamics therefore differ from the data. G
 of date but still makes it; :func:`kfc_lite.envs.make_env` hides that one warning, and any gymnasium id (e.g.
 ``Hopper-v5``) can still be passed by hand.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -91,9 +92,13 @@ _BASE = "http://rail.eecs.berkeley.edu/datasets/offline_rl"
 _V0_FILES = {
     (env, kind): f"{env}_{kind.replace('-', '_')}.hdf5" for env in ENVS for kind in KINDS if kind != "medium-replay"
 }
-_V0_FILES.update({("halfcheetah", "medium-replay"): "halfcheetah_mixed.hdf5",
-                  ("hopper", "medium-replay"): "hopper_mixed.hdf5",
-                  ("walker2d", "medium-replay"): "walker_mixed.hdf5"})
+_V0_FILES.update(
+    {
+        ("halfcheetah", "medium-replay"): "halfcheetah_mixed.hdf5",
+        ("hopper", "medium-replay"): "hopper_mixed.hdf5",
+        ("walker2d", "medium-replay"): "walker_mixed.hdf5",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -123,26 +128,53 @@ class DatasetInfo:
 def _build() -> dict[str, DatasetInfo]:
     out = {}
     for env in ENVS:
-        ref = dict(env=env, gym_id=GYM_IDS[env], ref_min_score=REF_MIN_SCORE[env], ref_max_score=REF_MAX_SCORE[env],
-                   obs_dim=OBS_DIM[env], act_dim=ACT_DIM[env])
+        ref = dict(
+            env=env,
+            gym_id=GYM_IDS[env],
+            ref_min_score=REF_MIN_SCORE[env],
+            ref_max_score=REF_MAX_SCORE[env],
+            obs_dim=OBS_DIM[env],
+            act_dim=ACT_DIM[env],
+        )
         for kind in KINDS:
             v0 = _V0_FILES[(env, kind)]
-            out[f"{env}-{kind}-v0"] = DatasetInfo(f"{env}-{kind}-v0", kind=kind, version="v0", file_name=v0,
-                                                  url=f"{_BASE}/gym_mujoco/{v0}", **ref)
+            out[f"{env}-{kind}-v0"] = DatasetInfo(
+                f"{env}-{kind}-v0", kind=kind, version="v0", file_name=v0, url=f"{_BASE}/gym_mujoco/{v0}", **ref
+            )
             v2 = f"{env}_{kind.replace('-', '_')}-v2.hdf5"
-            out[f"{env}-{kind}-v2"] = DatasetInfo(f"{env}-{kind}-v2", kind=kind, version="v2", file_name=v2,
-                                                  url=f"{_BASE}/gym_mujoco_v2/{v2}",
-                                                  rows=D4RL_ROWS.get(f"{env}-{kind}-v2"), **ref)
+            out[f"{env}-{kind}-v2"] = DatasetInfo(
+                f"{env}-{kind}-v2",
+                kind=kind,
+                version="v2",
+                file_name=v2,
+                url=f"{_BASE}/gym_mujoco_v2/{v2}",
+                rows=D4RL_ROWS.get(f"{env}-{kind}-v2"),
+                **ref,
+            )
             rep = f"{env}_{kind.replace('-', '_')}-replica.hdf5"
-            out[f"{env}-{kind}-replica"] = DatasetInfo(f"{env}-{kind}-replica", kind=kind, version="replica",
-                                                       file_name=rep, url=None, **ref)
+            out[f"{env}-{kind}-replica"] = DatasetInfo(
+                f"{env}-{kind}-replica", kind=kind, version="replica", file_name=rep, url=None, **ref
+            )
     for env in REPLICA_ONLY_ENVS:
-        ref = dict(env=env, gym_id=GYM_IDS[env], ref_min_score=REF_MIN_SCORE[env], ref_max_score=REF_MAX_SCORE[env],
-                   obs_dim=OBS_DIM[env], act_dim=ACT_DIM[env], max_episode_steps=EPISODE_STEPS[env])
+        ref = dict(
+            env=env,
+            gym_id=GYM_IDS[env],
+            ref_min_score=REF_MIN_SCORE[env],
+            ref_max_score=REF_MAX_SCORE[env],
+            obs_dim=OBS_DIM[env],
+            act_dim=ACT_DIM[env],
+            max_episode_steps=EPISODE_STEPS[env],
+        )
         for kind in KINDS:
             name = f"{env}-{kind}-replica"
-            out[name] = DatasetInfo(name, kind=kind, version="replica",
-                                    file_name=f"{env}_{kind.replace('-', '_')}-replica.hdf5", url=None, **ref)
+            out[name] = DatasetInfo(
+                name,
+                kind=kind,
+                version="replica",
+                file_name=f"{env}_{kind.replace('-', '_')}-replica.hdf5",
+                url=None,
+                **ref,
+            )
     return out
 
 
@@ -152,9 +184,13 @@ DATASETS: dict[str, DatasetInfo] = _build()
 
 def names(*, env: str | None = None, version: str | None = None, replicas: bool = True) -> list[str]:
     """Known dataset names, optionally only one environment family or one version (``v0``, ``v2``, ``replica``)."""
-    return [n for n, info in DATASETS.items()
-            if (env is None or info.env == env) and (version is None or info.version == version)
-            and (replicas or not info.replica)]
+    return [
+        n
+        for n, info in DATASETS.items()
+        if (env is None or info.env == env)
+        and (version is None or info.version == version)
+        and (replicas or not info.replica)
+    ]
 
 
 def _unknown(name: str, choices, what: str) -> UnknownDatasetError:
@@ -162,7 +198,8 @@ def _unknown(name: str, choices, what: str) -> UnknownDatasetError:
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return UnknownDatasetError(
         f"unknown {what} {name!r}.{hint} Known names look like 'hopper-medium-v2', 'halfcheetah-random-v0', "
-        f"'walker2d-expert-replica' or 'pendulum-medium-replica'; `kfc-lite data list` prints them all.")
+        f"'walker2d-expert-replica' or 'pendulum-medium-replica'; `kfc-lite data list` prints them all."
+    )
 
 
 def get(name: str) -> DatasetInfo:

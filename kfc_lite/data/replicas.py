@@ -33,6 +33,7 @@ policies (``policies/pendulum-medium.pt``, ``pendulum-expert.pt``, made by ``pol
 episodes. It has no D4RL file to imitate, and its point is the low-data regime, so its default size is
 :data:`PENDULUM_SIZES`: 5,000 transitions, 25 episodes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,13 +46,30 @@ import numpy as np
 from kfc_lite.data import registry
 from kfc_lite.data.errors import OutputExistsError
 
-__all__ = ["D4RL_SIZES", "PENDULUM_SIZES", "default_size", "D4RL_PUBLISHED",
-           "POLICY_LEVELS", "policies_dir", "card_path", "load_card", "file_sha256", "replay_dataset",
-           "concatenate", "make_replica", "parse_recipe"]
+__all__ = [
+    "D4RL_SIZES",
+    "PENDULUM_SIZES",
+    "default_size",
+    "D4RL_PUBLISHED",
+    "POLICY_LEVELS",
+    "policies_dir",
+    "card_path",
+    "load_card",
+    "file_sha256",
+    "replay_dataset",
+    "concatenate",
+    "make_replica",
+    "parse_recipe",
+]
 
 #: Transitions in D4RL's files of each kind (``None``: as many as the replay buffer recorded).
-D4RL_SIZES = {"random": 1_000_000, "medium": 1_000_000, "expert": 1_000_000, "medium-expert": 2_000_000,
-              "medium-replay": None}
+D4RL_SIZES = {
+    "random": 1_000_000,
+    "medium": 1_000_000,
+    "expert": 1_000_000,
+    "medium-expert": 2_000_000,
+    "medium-replay": None,
+}
 #: Default transitions of the pendulum's replicas: a few thousand (25 episodes of 200 steps), where an offline
 #: agent has too little data to cover the state space and augmentation has something to add.
 PENDULUM_SIZES = {"random": 5000, "medium": 5000, "expert": 5000, "medium-expert": 10_000, "medium-replay": 5000}
@@ -60,23 +78,32 @@ PENDULUM_SIZES = {"random": 5000, "medium": 5000, "expert": 5000, "medium-expert
 _QUOTED = "quoted from the D4RL v2 dataset statistics, not re-measured here"
 D4RL_PUBLISHED = {
     "hopper-medium-v2": dict(dataset="hopper-medium-v2", transitions=1_000_000, mean_return=1422.1, normalized=44.3),
-    "hopper-medium-replay-v2": dict(dataset="hopper-medium-replay-v2", transitions=402_000, mean_return=467.3,
-                                    normalized=15.0),
+    "hopper-medium-replay-v2": dict(
+        dataset="hopper-medium-replay-v2", transitions=402_000, mean_return=467.3, normalized=15.0
+    ),
     "hopper-expert-v2": dict(dataset="hopper-expert-v2", transitions=1_000_000, mean_return=3511.4, normalized=108.5),
-    "halfcheetah-medium-v2": dict(dataset="halfcheetah-medium-v2", transitions=1_000_000, mean_return=4770.3,
-                                  normalized=40.7),
-    "halfcheetah-medium-replay-v2": dict(dataset="halfcheetah-medium-replay-v2", transitions=202_000,
-                                         mean_return=3093.3, normalized=27.2),
-    "halfcheetah-expert-v2": dict(dataset="halfcheetah-expert-v2", transitions=1_000_000, mean_return=10656.4,
-                                  normalized=88.1),
-    "walker2d-medium-v2": dict(dataset="walker2d-medium-v2", transitions=1_000_000, mean_return=2852.1, normalized=62.1),
-    "walker2d-medium-replay-v2": dict(dataset="walker2d-medium-replay-v2", transitions=302_000, mean_return=682.7,
-                                      normalized=14.8),
-    "walker2d-expert-v2": dict(dataset="walker2d-expert-v2", transitions=1_000_000, mean_return=4920.5,
-                               normalized=107.1),
+    "halfcheetah-medium-v2": dict(
+        dataset="halfcheetah-medium-v2", transitions=1_000_000, mean_return=4770.3, normalized=40.7
+    ),
+    "halfcheetah-medium-replay-v2": dict(
+        dataset="halfcheetah-medium-replay-v2", transitions=202_000, mean_return=3093.3, normalized=27.2
+    ),
+    "halfcheetah-expert-v2": dict(
+        dataset="halfcheetah-expert-v2", transitions=1_000_000, mean_return=10656.4, normalized=88.1
+    ),
+    "walker2d-medium-v2": dict(
+        dataset="walker2d-medium-v2", transitions=1_000_000, mean_return=2852.1, normalized=62.1
+    ),
+    "walker2d-medium-replay-v2": dict(
+        dataset="walker2d-medium-replay-v2", transitions=302_000, mean_return=682.7, normalized=14.8
+    ),
+    "walker2d-expert-v2": dict(
+        dataset="walker2d-expert-v2", transitions=1_000_000, mean_return=4920.5, normalized=107.1
+    ),
 }
 for _v in D4RL_PUBLISHED.values():
     _v["source"] = _QUOTED
+
 
 def default_size(env: str, kind: str) -> int | None:
     """Transitions a recipe makes without ``size``: D4RL's for its families, :data:`PENDULUM_SIZES` for ours."""
@@ -109,7 +136,8 @@ def load_card(env: str, level: str) -> dict:
         raise FileNotFoundError(
             f"{env}-{level} needs a behaviour policy, and none is committed yet ({path} is missing): train one with "
             f"`python policies/behaviour.py train {env} --steps N` and pick it with `python policies/behaviour.py "
-            f"select {env} {level} --step N` (policies/README.md), or pass a policy file explicitly")
+            f"select {env} {level} --step N` (policies/README.md), or pass a policy file explicitly"
+        )
     card = json.loads(path.read_text())
     card["card_file"] = str(path)
     return card
@@ -131,13 +159,20 @@ def _policy_and_card(env: str, level: str, policy_file):
         card = load_card(env, level)
         policy_file = pathlib.Path(card["card_file"]).with_name(card["policy_file"])
         if file_sha256(policy_file) != card["sha256"]:
-            raise ValueError(f"{policy_file} does not match its card {card['card_file']} (sha256 differs): the file "
-                             "was replaced without a new card; rerun `policies/behaviour.py select`")
+            raise ValueError(
+                f"{policy_file} does not match its card {card['card_file']} (sha256 differs): the file "
+                "was replaced without a new card; rerun `policies/behaviour.py select`"
+            )
     else:
         if not os.path.exists(policy_file):
             raise FileNotFoundError(f"policy file {policy_file}: no such file")
-        card = {"policy_file": os.path.abspath(policy_file), "sha256": file_sha256(policy_file), "level": level,
-                "env": env, "card": "none (a policy file passed by hand)"}
+        card = {
+            "policy_file": os.path.abspath(policy_file),
+            "sha256": file_sha256(policy_file),
+            "level": level,
+            "env": env,
+            "card": "none (a policy file passed by hand)",
+        }
     return load_policy(policy_file), card
 
 
@@ -176,8 +211,14 @@ def _episode_bounds(obs, next_obs, terminals, max_episode_steps: int):
     return starts, ends, term, tout
 
 
-def replay_dataset(checkpoint, up_to_step: int, env_name: str, *, size: int | None = None,
-                   max_episode_steps: int = registry.MAX_EPISODE_STEPS) -> dict:
+def replay_dataset(
+    checkpoint,
+    up_to_step: int,
+    env_name: str,
+    *,
+    size: int | None = None,
+    max_episode_steps: int = registry.MAX_EPISODE_STEPS,
+) -> dict:
     """D4RL's medium-replay recipe: the transitions of an online SAC run's replay buffer up to ``up_to_step``.
 
     ``checkpoint`` is the run's ``checkpoint.pt`` (:func:`kfc_lite.train.train_online_sac`); its buffer must
@@ -193,17 +234,27 @@ def replay_dataset(checkpoint, up_to_step: int, env_name: str, *, size: int | No
         raise ValueError(f"{checkpoint} is not an online SAC checkpoint (kfc_lite.train.train_online_sac)")
     buf, step = ckpt["buffer"], int(ckpt["step"])
     if not isinstance(up_to_step, (int, np.integer)) or not 1 <= up_to_step <= step:
-        raise ValueError(f"up_to_step must be between 1 and the checkpoint's step {step}, got {up_to_step!r}: the "
-                         "buffer holds only the steps the run has taken")
+        raise ValueError(
+            f"up_to_step must be between 1 and the checkpoint's step {step}, got {up_to_step!r}: the "
+            "buffer holds only the steps the run has taken"
+        )
     if int(buf["size"]) < step:
-        raise ValueError(f"{checkpoint}: the replay buffer holds {buf['size']} of the run's {step} steps (the ring "
-                         "buffer wrapped), so the first transitions are gone; train with a buffer at least as large "
-                         "as the step count")
+        raise ValueError(
+            f"{checkpoint}: the replay buffer holds {buf['size']} of the run's {step} steps (the ring "
+            "buffer wrapped), so the first transitions are gone; train with a buffer at least as large "
+            "as the step count"
+        )
     data = {k: v[:up_to_step].numpy() for k, v in buf["data"].items()}
     obs, next_obs = data["observations"], data["next_observations"]
     starts, ends, term, tout = _episode_bounds(obs, next_obs, data["terminals"].astype(bool), max_episode_steps)
-    out = {"observations": obs, "actions": data["actions"], "next_observations": next_obs,
-           "rewards": data["rewards"], "terminals": term, "timeouts": tout}
+    out = {
+        "observations": obs,
+        "actions": data["actions"],
+        "next_observations": next_obs,
+        "rewards": data["rewards"],
+        "terminals": term,
+        "timeouts": tout,
+    }
     if size is not None and size < up_to_step:
         if size < 1:
             raise ValueError(f"size must be a positive number of transitions, got {size}")
@@ -215,8 +266,9 @@ def replay_dataset(checkpoint, up_to_step: int, env_name: str, *, size: int | No
         rows = rows[:size]
         out = {key: v[rows] for key, v in out.items()}
         # a kept episode followed by one that is not its own continuation must end with a flag
-        _, _, term2, tout2 = _episode_bounds(out["observations"], out["next_observations"], out["terminals"],
-                                             max_episode_steps)
+        _, _, term2, tout2 = _episode_bounds(
+            out["observations"], out["next_observations"], out["terminals"], max_episode_steps
+        )
         out["terminals"], out["timeouts"] = out["terminals"] | term2, (out["timeouts"] | tout2) & ~out["terminals"]
     out["metadata/replay_checkpoint_step"] = step
     out["metadata/replay_up_to_step"] = int(up_to_step)
@@ -246,17 +298,33 @@ def parse_recipe(recipe: str) -> tuple[str, str]:
     import re
 
     key = str(recipe).strip().lower()
-    m = re.fullmatch(r"(" + "|".join(registry.FAMILIES) + r")-(random|medium|medium-replay|medium-expert|expert)"
-                     r"(-replica)?", key)
+    m = re.fullmatch(
+        r"(" + "|".join(registry.FAMILIES) + r")-(random|medium|medium-replay|medium-expert|expert)"
+        r"(-replica)?",
+        key,
+    )
     if not m or (m.group(2) != "random" and not m.group(3)):
-        raise ValueError(f"unknown recipe {recipe!r}: use <env>-<kind>-replica (e.g. hopper-medium-replica, "
-                         f"pendulum-random-replica) with env one of {', '.join(registry.FAMILIES)} and kind one of "
-                         f"{', '.join(registry.KINDS)}")
+        raise ValueError(
+            f"unknown recipe {recipe!r}: use <env>-<kind>-replica (e.g. hopper-medium-replica, "
+            f"pendulum-random-replica) with env one of {', '.join(registry.FAMILIES)} and kind one of "
+            f"{', '.join(registry.KINDS)}"
+        )
     return m.group(1), m.group(2)
 
 
-def make_replica(recipe: str, size: int | None = None, seed: int = 0, out=None, *, policy=None, expert_policy=None,
-                 buffer=None, up_to_step: int | None = None, progress: bool = True, overwrite: bool = False) -> dict:
+def make_replica(
+    recipe: str,
+    size: int | None = None,
+    seed: int = 0,
+    out=None,
+    *,
+    policy=None,
+    expert_policy=None,
+    buffer=None,
+    up_to_step: int | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict:
     """Build one replica dataset; write it to ``out`` (a path) when given, and return it.
 
     ``size`` defaults to D4RL's (:data:`D4RL_SIZES`; the pendulum's: :data:`PENDULUM_SIZES`). ``policy`` (and
@@ -272,16 +340,23 @@ def make_replica(recipe: str, size: int | None = None, seed: int = 0, out=None, 
     name = f"{env}-{kind}-replica"
     steps = registry.get(name).max_episode_steps
     if out is not None and not overwrite and os.path.exists(out):
-        raise OutputExistsError(f"{out} already exists and would be replaced: pass --overwrite (overwrite=True) to "
-                                "replace it, or --out another path; nothing was generated")
+        raise OutputExistsError(
+            f"{out} already exists and would be replaced: pass --overwrite (overwrite=True) to "
+            "replace it, or --out another path; nothing was generated"
+        )
     if size is None:
         size = default_size(env, kind)
     elif isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
         raise ValueError(f"size must be a positive number of transitions, got {size!r}")
     if policy is not None and kind in ("random", "medium-replay"):
-        raise ValueError(f"the {kind} recipe takes no behaviour policy file, drop --policy: "
-                         + ("it draws uniform random actions (D4RL's random policy)" if kind == "random" else
-                            "it reads the online run's replay buffer (--buffer, --up-to-step)"))
+        raise ValueError(
+            f"the {kind} recipe takes no behaviour policy file, drop --policy: "
+            + (
+                "it draws uniform random actions (D4RL's random policy)"
+                if kind == "random"
+                else "it reads the online run's replay buffer (--buffer, --up-to-step)"
+            )
+        )
     if expert_policy is not None and kind != "medium-expert":
         raise ValueError("an expert policy file is only used by the medium-expert recipe")
     cards: list[dict] = []
@@ -293,17 +368,34 @@ def make_replica(recipe: str, size: int | None = None, seed: int = 0, out=None, 
         cards.append({"policy": repr(pol)})
     elif kind in ("medium", "expert"):
         pol, card = _policy_and_card(env, kind, policy)
-        data = collect(name, pol, size, seed=seed, progress=progress, policy_name=card["policy_file"],
-                       max_episode_steps=steps)
+        data = collect(
+            name, pol, size, seed=seed, progress=progress, policy_name=card["policy_file"], max_episode_steps=steps
+        )
         cards.append(card)
     elif kind == "medium-expert":
         med, med_card = _policy_and_card(env, "medium", policy)
         exp, exp_card = _policy_and_card(env, "expert", expert_policy)
         half = size // 2
-        parts = [collect(name, med, half, seed=seed, progress=progress, policy_name=med_card["policy_file"],
-                         max_episode_steps=steps),
-                 collect(name, exp, size - half, seed=seed + 1, progress=progress, policy_name=exp_card["policy_file"],
-                         max_episode_steps=steps)]
+        parts = [
+            collect(
+                name,
+                med,
+                half,
+                seed=seed,
+                progress=progress,
+                policy_name=med_card["policy_file"],
+                max_episode_steps=steps,
+            ),
+            collect(
+                name,
+                exp,
+                size - half,
+                seed=seed + 1,
+                progress=progress,
+                policy_name=exp_card["policy_file"],
+                max_episode_steps=steps,
+            ),
+        ]
         data = concatenate(parts)
         data.update({k: v for k, v in parts[0].items() if k.startswith("metadata/")})
         data["metadata/policy"] = f"{med_card['policy_file']} (rows 0-{half - 1}) + {exp_card['policy_file']}"
@@ -319,7 +411,8 @@ def make_replica(recipe: str, size: int | None = None, seed: int = 0, out=None, 
             raise FileNotFoundError(
                 f"the medium-replay recipe reads the online run's replay buffer, and {buffer} is missing: it lives in "
                 "the (git-ignored) run folder of the medium policy; rerun its training command from the card, or "
-                "pass --buffer CHECKPOINT --up-to-step N")
+                "pass --buffer CHECKPOINT --up-to-step N"
+            )
         data = replay_dataset(buffer, int(up_to_step), env, size=size, max_episode_steps=steps)
         data["metadata/env_id"] = registry.GYM_IDS[env]
         data["metadata/d4rl_env"] = name
@@ -330,8 +423,14 @@ def make_replica(recipe: str, size: int | None = None, seed: int = 0, out=None, 
         data["metadata/max_episode_steps"] = steps
         for key, version in _versions().items():
             data[f"metadata/versions/{key}"] = str(version)
-        cards.append(card or {"replay_buffer": os.path.abspath(buffer), "step": int(up_to_step),
-                              "card": "none (a buffer passed by hand)"})
+        cards.append(
+            card
+            or {
+                "replay_buffer": os.path.abspath(buffer),
+                "step": int(up_to_step),
+                "card": "none (a buffer passed by hand)",
+            }
+        )
     data["metadata/recipe"] = name
     data["metadata/d4rl_size"] = -1 if env not in registry.ENVS or D4RL_SIZES[kind] is None else D4RL_SIZES[kind]
     if env in registry.RESCALED_ACTIONS:  # the file's actions are the agent's, in [-1, 1], not the env's own box

@@ -4,6 +4,7 @@ The base is always our own HDF5 reader. The ``d4rl`` and ``minari`` packages are
 they are importable: D4RL's legacy stack (gym 0.24, mujoco-py) does not install beside gymnasium 1.x, and Minari's
 data collection pulls in jax. Every source gives the same flat dict that :func:`kfc_lite.data.load_hdf5` returns.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -67,33 +68,42 @@ def load(name_or_path: str | os.PathLike, *, download: bool = False, progress: b
             try:
                 registry.get(key)
             except UnknownDatasetError as unknown:
-                raise UnknownDatasetError(f"{unknown} (Not a file either, nor a Minari dataset in {exc.where}; "
-                                          "load(..., download=True) would ask Minari's server.)") from None
+                raise UnknownDatasetError(
+                    f"{unknown} (Not a file either, nor a Minari dataset in {exc.where}; "
+                    "load(..., download=True) would ask Minari's server.)"
+                ) from None
             raise AssertionError("unreachable")  # pragma: no cover - registry names were handled above
     if os.sep in key:
         load_hdf5(key)  # raises FileNotFoundError naming the path
     try:
         registry.get(key)
     except UnknownDatasetError as exc:
-        raise UnknownDatasetError(f"{exc} (Not a file either; other D4RL names need the d4rl package, Minari ids "
-                                  "the minari package, and neither is installed.)") from None
+        raise UnknownDatasetError(
+            f"{exc} (Not a file either; other D4RL names need the d4rl package, Minari ids "
+            "the minari package, and neither is installed.)"
+        ) from None
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _load_registered(name: str, *, download: bool, progress: bool) -> dict:
-    from kfc_lite.data.download import cache_path, download as fetch
+    from kfc_lite.data.download import cache_path
+    from kfc_lite.data.download import download as fetch
 
     info = registry.get(name)
     path = cache_path(info.name)
     if not os.path.exists(path):
         if info.replica:
             recipe = f"{info.env}-random" if info.kind == "random" else f"{info.name} --policy POLICY_FILE"
-            raise FileNotFoundError(f"{info.name} is not in the cache ({path}). Replicas are generated locally: "
-                                    f"`kfc-lite data make {recipe} --size 1000000` writes it there.")
+            raise FileNotFoundError(
+                f"{info.name} is not in the cache ({path}). Replicas are generated locally: "
+                f"`kfc-lite data make {recipe} --size 1000000` writes it there."
+            )
         if not download:
-            raise FileNotFoundError(f"{info.name} is not in the cache ({path}). Download it with "
-                                    f"`kfc-lite data download {info.name}` or load(..., download=True); "
-                                    "set D4RL_DATASET_DIR to use another cache folder.")
+            raise FileNotFoundError(
+                f"{info.name} is not in the cache ({path}). Download it with "
+                f"`kfc-lite data download {info.name}` or load(..., download=True); "
+                "set D4RL_DATASET_DIR to use another cache folder."
+            )
         path = fetch(info.name, progress=progress)
     data = validate(load_hdf5(path), f"{info.name} ({path})")
     check_identity(data, info, path)  # every cache hit: the file must be the dataset its name promises
@@ -105,8 +115,8 @@ def from_d4rl(name: str) -> dict:
     """A D4RL dataset through the ``d4rl`` package itself (``gym.make(name).get_dataset()``)."""
     if not _importable("d4rl"):
         raise ModuleNotFoundError("the d4rl package is not installed; load registry names or files instead")
-    import gym  # d4rl registers its environments in the legacy gym package
     import d4rl  # noqa: F401
+    import gym  # d4rl registers its environments in the legacy gym package
 
     env = gym.make(name)
     data = dict(env.get_dataset())
@@ -129,24 +139,33 @@ def from_minari(dataset_id: str, *, download: bool = False) -> dict:
     try:
         dataset = minari.load_dataset(dataset_id, download=download)
     except FileNotFoundError as exc:  # minari's word for "no local dataset of that id" (download=False)
-        raise _MinariNotFound(f"minari dataset {dataset_id}: not in {where}; from_minari(..., download=True) asks "
-                              "Minari's server for it", where) from exc
+        raise _MinariNotFound(
+            f"minari dataset {dataset_id}: not in {where}; from_minari(..., download=True) asks Minari's server for it",
+            where,
+        ) from exc
     except (ImportError, OSError) as exc:  # download=True without minari's [hf] extra, or without a network
-        raise DownloadError(f"minari dataset {dataset_id}: not in {where}, and Minari could not download it ({exc}). "
-                            "Check the id (`minari list remote`), the network, and that minari[hf] is installed, "
-                            "or copy the dataset into that folder.") from exc
-    parts: dict[str, list] = {k: [] for k in ("observations", "next_observations", "actions", "rewards",
-                                             "terminals", "timeouts")}
+        raise DownloadError(
+            f"minari dataset {dataset_id}: not in {where}, and Minari could not download it ({exc}). "
+            "Check the id (`minari list remote`), the network, and that minari[hf] is installed, "
+            "or copy the dataset into that folder."
+        ) from exc
+    parts: dict[str, list] = {
+        k: [] for k in ("observations", "next_observations", "actions", "rewards", "terminals", "timeouts")
+    }
     for ep in dataset.iterate_episodes():  # one episode at a time: the episodes are never all held twice
         obs = ep.observations
         if isinstance(obs, dict):
-            raise DatasetError(f"minari dataset {dataset_id}: observations are a dict ({', '.join(obs)}); only flat "
-                               "Box observations convert to D4RL's layout")
+            raise DatasetError(
+                f"minari dataset {dataset_id}: observations are a dict ({', '.join(obs)}); only flat "
+                "Box observations convert to D4RL's layout"
+            )
         obs = np.asarray(obs)
         t = len(ep.actions)
         if len(obs) != t + 1:
-            raise DatasetError(f"minari dataset {dataset_id}: episode {getattr(ep, 'id', '?')} has {len(obs)} "
-                               f"observations for {t} actions, expected {t + 1}")
+            raise DatasetError(
+                f"minari dataset {dataset_id}: episode {getattr(ep, 'id', '?')} has {len(obs)} "
+                f"observations for {t} actions, expected {t + 1}"
+            )
         parts["observations"].append(obs[:-1])
         parts["next_observations"].append(obs[1:])
         parts["actions"].append(np.asarray(ep.actions).reshape(t, -1))

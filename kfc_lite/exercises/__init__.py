@@ -9,6 +9,7 @@ A check is written as a function that raises :class:`Wrong` at the first thing t
 :func:`exercise` decorator turns that into feedback, treats ``NotImplementedError`` as "not done yet"
 and any other exception from the learner's code as a bug to report in words.
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,7 +22,7 @@ import numpy as np
 PASSED, FAILED, NOT_DONE = "passed", "failed", "not done yet"
 
 #: notebook -> exercise name -> latest Feedback
-_RESULTS: dict[str, dict[str, "Feedback"]] = {}
+_RESULTS: dict[str, dict[str, Feedback]] = {}
 #: notebook -> exercise names in the order they were registered
 _EXERCISES: dict[str, list[str]] = {}
 
@@ -80,8 +81,14 @@ def exercise(notebook: str, name: str, *, hint_on_error: str | None = None):
                 lines = [success] if isinstance(success, str) else ["all checks agree with the reference."]
                 fb = Feedback(notebook, name, PASSED, lines)
             except NotImplementedError:
-                fb = Feedback(notebook, name, NOT_DONE,
-                              ["the cell above still raises NotImplementedError: replace the stub with your code and run it again."])
+                fb = Feedback(
+                    notebook,
+                    name,
+                    NOT_DONE,
+                    [
+                        "the cell above still raises NotImplementedError: replace the stub with your code and run it again."
+                    ],
+                )
             except Wrong as w:
                 lines = [w.what]
                 if w.expected is not None:
@@ -119,12 +126,16 @@ def expect_close(what: str, got, expected, *, rtol: float = 1e-6, atol: float = 
         raise Wrong(f"{what}: your function returned None", expected=expected, hint=hint or "did you forget `return`?")
     got_arr, exp_arr = np.asarray(got), np.asarray(expected)
     if got_arr.shape != exp_arr.shape:
-        raise Wrong(f"{what}: the shape is {got_arr.shape}, expected {exp_arr.shape}", expected=exp_arr, got=got_arr, hint=hint)
+        raise Wrong(
+            f"{what}: the shape is {got_arr.shape}, expected {exp_arr.shape}", expected=exp_arr, got=got_arr, hint=hint
+        )
     if not np.all(np.isfinite(got_arr)):
         raise Wrong(f"{what}: the result contains NaN or inf", got=got_arr, hint=hint)
     if not np.allclose(got_arr, exp_arr, rtol=rtol, atol=atol):
         err = float(np.max(np.abs(got_arr - exp_arr)))
-        raise Wrong(f"{what}: the values differ (largest difference {err:.3g})", expected=exp_arr, got=got_arr, hint=hint)
+        raise Wrong(
+            f"{what}: the values differ (largest difference {err:.3g})", expected=exp_arr, got=got_arr, hint=hint
+        )
 
 
 def progress(notebook: str) -> str:
@@ -143,8 +154,9 @@ def progress(notebook: str) -> str:
     return "\n".join([f"Notebook {notebook}: {done} of {len(names)} exercises pass"] + lines)
 
 
-def multiple_choice(notebook: str, name: str, question: str, options: dict[str, str], correct: str,
-                    explanations: dict[str, str]):
+def multiple_choice(
+    notebook: str, name: str, question: str, options: dict[str, str], correct: str, explanations: dict[str, str]
+):
     """Build a multiple-choice check: ``check(answer)`` explains the chosen option in words.
 
     ``answer`` is a letter, or a function returning one: a learner's stub ``def answer(): raise

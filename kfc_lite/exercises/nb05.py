@@ -54,6 +54,7 @@ def check_final_score(fn):
         "one, does not pick on the test episodes."
     )
 
+
 def _paired_cases():
     """(a, b) pairs of seed -> score mappings; b lists its seeds in another order, so pairing by position is wrong."""
     rng = np.random.default_rng(5)

@@ -2,21 +2,36 @@
 
 Names are imported lazily, so the NumPy-only part (notebook 01) does not pay for importing torch.
 """
+
 from kfc_lite._lazy import lazy_exports
 
 #: public name -> submodule of kfc_lite.koopman that defines it
 _EXPORTS = {
     # toy systems with a known answer (systems.py)
-    "LinearSystem": "systems", "SlowManifold": "systems", "Pendulum": "systems", "Duffing": "systems",
+    "LinearSystem": "systems",
+    "SlowManifold": "systems",
+    "Pendulum": "systems",
+    "Duffing": "systems",
     "VanDerPol": "systems",
     # DMD / EDMD (edmd.py) and dictionaries (observables.py)
-    "DMD": "edmd", "EDMD": "edmd",
-    "Identity": "observables", "Polynomial": "observables", "RadialBasis": "observables",
+    "DMD": "edmd",
+    "EDMD": "edmd",
+    "Identity": "observables",
+    "Polynomial": "observables",
+    "RadialBasis": "observables",
     # controlled systems, transitions from gymnasium, EDMD with control (control.py)
-    "LinearControlSystem": "control", "BilinearControlSystem": "control", "ForcedPendulum": "control", "gym_transitions": "control", "EDMDc": "control",
+    "LinearControlSystem": "control",
+    "BilinearControlSystem": "control",
+    "ForcedPendulum": "control",
+    "gym_transitions": "control",
+    "EDMDc": "control",
     # the neural Koopman forward model (model.py) and its trainer (fit.py)
-    "KoopmanForwardModel": "model", "save_koopman": "model", "load_koopman": "model",
-    "KoopmanTrainConfig": "fit", "fit_koopman": "fit", "multistep_error": "fit",
+    "KoopmanForwardModel": "model",
+    "save_koopman": "model",
+    "load_koopman": "model",
+    "KoopmanTrainConfig": "fit",
+    "fit_koopman": "fit",
+    "multistep_error": "fit",
     # how good a trained model is for KFC, and the gate train() applies (report.py)
     "koopman_report": "report",
 }

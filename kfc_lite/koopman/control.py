@@ -5,6 +5,7 @@ Every data source returns the same transitions dict that :func:`kfc_lite.koopman
 ``terminals`` (N,) bool, plus ``timeouts`` (N,) (the episode was cut by the time limit after this row) and
 ``episode_starts`` (N,) (this row begins an episode). Rows are in time order, episode after episode.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -87,8 +88,10 @@ class _ControlSystem:
             if not np.all(np.isfinite(u)):
                 raise ValueError(f"the policy returned NaN or inf at step {t}")
             if np.any(np.abs(u) > self.action_bound + 1e-12):
-                raise ValueError(f"the policy returned an action of size {np.abs(u).max():.3g} at step {t}, outside "
-                                 f"[-{self.action_bound}, {self.action_bound}]: scale your policy's output")
+                raise ValueError(
+                    f"the policy returned an action of size {np.abs(u).max():.3g} at step {t}, outside "
+                    f"[-{self.action_bound}, {self.action_bound}]: scale your policy's output"
+                )
             x = self.step(x, u)
             actions.append(u)
             states.append(x)
@@ -176,9 +179,24 @@ class ForcedPendulum(_ControlSystem):
 
     state_dim, action_dim = 2, 1
 
-    def __init__(self, dt: float = 0.05, damping: float = 0.1, max_torque: float = 2.0, gravity: float = 9.81,
-                 length: float = 1.0, mass: float = 1.0, max_angle0: float = 2.0, max_speed0: float = 1.0):
-        for name, v in (("dt", dt), ("max_torque", max_torque), ("gravity", gravity), ("length", length), ("mass", mass)):
+    def __init__(
+        self,
+        dt: float = 0.05,
+        damping: float = 0.1,
+        max_torque: float = 2.0,
+        gravity: float = 9.81,
+        length: float = 1.0,
+        mass: float = 1.0,
+        max_angle0: float = 2.0,
+        max_speed0: float = 1.0,
+    ):
+        for name, v in (
+            ("dt", dt),
+            ("max_torque", max_torque),
+            ("gravity", gravity),
+            ("length", length),
+            ("mass", mass),
+        ):
             if not (np.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
         if not (np.isfinite(damping) and damping >= 0):
@@ -190,8 +208,11 @@ class ForcedPendulum(_ControlSystem):
 
     def vector_field(self, x, u):
         theta, omega = x[..., 0], x[..., 1]
-        acc = (-(self.gravity / self.length) * np.sin(theta) - self.damping * omega
-               + u[..., 0] / (self.mass * self.length ** 2))
+        acc = (
+            -(self.gravity / self.length) * np.sin(theta)
+            - self.damping * omega
+            + u[..., 0] / (self.mass * self.length**2)
+        )
         return np.stack([omega, acc], axis=-1)
 
     def step(self, x, u):
@@ -204,8 +225,10 @@ class ForcedPendulum(_ControlSystem):
         return x + h / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
 
     def initial_states(self, n, rng):
-        return np.stack([rng.uniform(-self.max_angle0, self.max_angle0, n),
-                         rng.uniform(-self.max_speed0, self.max_speed0, n)], axis=1)
+        return np.stack(
+            [rng.uniform(-self.max_angle0, self.max_angle0, n), rng.uniform(-self.max_speed0, self.max_speed0, n)],
+            axis=1,
+        )
 
 
 def gym_transitions(env, n_steps: int, policy=None, seed: int = 0) -> dict:
@@ -232,17 +255,36 @@ def gym_transitions(env, n_steps: int, policy=None, seed: int = 0) -> dict:
         env.action_space.seed(seed)
         policy = (lambda o: env.action_space.sample()) if policy is None else policy
         obs, _ = env.reset(seed=seed)
-        cols = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts",
-                                "episode_starts")}
+        cols = {
+            k: []
+            for k in (
+                "observations",
+                "actions",
+                "rewards",
+                "next_observations",
+                "terminals",
+                "timeouts",
+                "episode_starts",
+            )
+        }
         start = True
         for _ in range(n_steps):
             action = np.asarray(policy(obs), dtype=env.action_space.dtype).reshape(env.action_space.shape)
             if not env.action_space.contains(action):
-                raise ValueError(f"the policy returned {action}, outside the action space {env.action_space}: "
-                                 "scale or clip it in your policy")
+                raise ValueError(
+                    f"the policy returned {action}, outside the action space {env.action_space}: "
+                    "scale or clip it in your policy"
+                )
             nxt, reward, terminated, truncated, _ = env.step(action)
-            for k, v in (("observations", obs), ("actions", action), ("rewards", reward), ("next_observations", nxt),
-                         ("terminals", terminated), ("timeouts", truncated), ("episode_starts", start)):
+            for k, v in (
+                ("observations", obs),
+                ("actions", action),
+                ("rewards", reward),
+                ("next_observations", nxt),
+                ("terminals", terminated),
+                ("timeouts", truncated),
+                ("episode_starts", start),
+            ):
                 cols[k].append(v)
             start = terminated or truncated
             obs = env.reset()[0] if start else nxt
@@ -290,7 +332,7 @@ class EDMDc:
     def _features(self, P, U):
         if self.kind == "affine":
             return np.hstack([P, U])
-        return np.hstack([P] + [U[:, i:i + 1] * P for i in range(U.shape[1])])
+        return np.hstack([P] + [U[:, i : i + 1] * P for i in range(U.shape[1])])
 
     def fit(self, X, U=None, Y=None):
         """Fit on states X (n, d), actions U (n, k), successors Y (n, d); or on a transitions dict as X."""
@@ -306,7 +348,9 @@ class EDMDc:
         U = np.asarray(U, dtype=np.float64)
         U = U[:, None] if U.ndim == 1 else U
         if X.ndim != 2 or X.shape != Y.shape or U.shape[0] != X.shape[0]:
-            raise ValueError(f"X and Y must be (n, d) and U (n, k) with the same n; got {X.shape}, {Y.shape}, {U.shape}")
+            raise ValueError(
+                f"X and Y must be (n, d) and U (n, k) with the same n; got {X.shape}, {Y.shape}, {U.shape}"
+            )
         for name, M in (("X", X), ("U", U), ("Y", Y)):
             if not np.all(np.isfinite(M)):
                 raise ValueError(f"{name} contains NaN or inf")
@@ -319,7 +363,7 @@ class EDMDc:
             self.K_actions = np.zeros((k, m, m))
         else:
             self.K0 = G[:m].T
-            self.K_actions = np.stack([G[m * (i + 1):m * (i + 2)].T for i in range(k)])
+            self.K_actions = np.stack([G[m * (i + 1) : m * (i + 2)].T for i in range(k)])
             self.B = np.zeros((m, k))
         self.C = np.linalg.lstsq(Px, X, rcond=self.rcond)[0].T  # x ~ C psi(x)
         return self

@@ -23,6 +23,7 @@ K̃ W = W Λ. Then
 
 Continuous-time eigenvalues follow from s = log(λ) / dt for a map sampled every dt seconds.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -35,8 +36,10 @@ from kfc_lite.koopman.observables import Identity, as_dictionary, check_states
 def _check_pairs(X, Y) -> tuple[np.ndarray, np.ndarray]:
     X, Y = check_states(X, "X"), check_states(Y, "Y")
     if X.shape != Y.shape:
-        raise ValueError(f"X has shape {X.shape} but Y has shape {Y.shape}: they must match, row i of Y being the "
-                         "successor of row i of X")
+        raise ValueError(
+            f"X has shape {X.shape} but Y has shape {Y.shape}: they must match, row i of Y being the "
+            "successor of row i of X"
+        )
     return X, Y
 
 
@@ -46,8 +49,9 @@ def _check_rank(rank, limit: int, why: str):
     if not isinstance(rank, (int, np.integer)) or rank < 1:
         raise ValueError(f"rank must be a positive integer or None (no truncation), got {rank!r}")
     if rank > limit:
-        raise ValueError(f"rank={rank} is larger than possible here: at most {limit} ({why}). "
-                         f"Use rank <= {limit} or rank=None")
+        raise ValueError(
+            f"rank={rank} is larger than possible here: at most {limit} ({why}). Use rank <= {limit} or rank=None"
+        )
     return int(rank)
 
 
@@ -64,8 +68,11 @@ def least_squares_operator(PsiX: np.ndarray, PsiY: np.ndarray, rank: int | None 
         raise ValueError("the lifted data Ψ(X) are all zero: the dictionary gives no information to fit")
     r = numerical_rank if rank is None else min(rank, numerical_rank)
     if rank is not None and rank > numerical_rank:
-        warnings.warn(f"rank={rank} asked for, but Ψ(X) has numerical rank {numerical_rank}; keeping {numerical_rank}",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"rank={rank} asked for, but Ψ(X) has numerical rank {numerical_rank}; keeping {numerical_rank}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     Ur, sr, Vr = U[:, :r], s[:r], Vh[:r].conj().T
     K_tilde = Ur.conj().T @ PsiY.T @ Vr / sr[None, :]
     return Ur, K_tilde, Ur @ K_tilde @ Ur.conj().T
@@ -93,10 +100,14 @@ class _KoopmanEstimator:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes the clear error below
             psi = np.asarray(self.dictionary(X))
         if psi.ndim != 2 or psi.shape[0] != X.shape[0]:
-            raise ValueError(f"the dictionary returned shape {psi.shape} for {X.shape[0]} states; expected ({X.shape[0]}, m)")
+            raise ValueError(
+                f"the dictionary returned shape {psi.shape} for {X.shape[0]} states; expected ({X.shape[0]}, m)"
+            )
         if not np.all(np.isfinite(psi)):
-            raise ValueError("the dictionary produced NaN or inf on these states: scale the data or use a lower "
-                             "polynomial degree (large states to high powers overflow)")
+            raise ValueError(
+                "the dictionary produced NaN or inf on these states: scale the data or use a lower "
+                "polynomial degree (large states to high powers overflow)"
+            )
         return psi
 
     def fit(self, X, Y):
@@ -105,10 +116,14 @@ class _KoopmanEstimator:
         self.dictionary.fit(X)
         PsiX, PsiY = self.lift(X), self.lift(Y)
         n, m = PsiX.shape
-        rank = _check_rank(self.rank, min(n, m), f"{n} samples and {m} observables; the rank of Ψ(X) cannot exceed either")
+        rank = _check_rank(
+            self.rank, min(n, m), f"{n} samples and {m} observables; the rank of Ψ(X) cannot exceed either"
+        )
         if n < m and rank is None:
-            raise ValueError(f"{n} samples but {m} observables: the least-squares problem for K is underdetermined. "
-                             f"Give at least {m} snapshot pairs, use a smaller dictionary, or truncate with rank <= {n}")
+            raise ValueError(
+                f"{n} samples but {m} observables: the least-squares problem for K is underdetermined. "
+                f"Give at least {m} snapshot pairs, use a smaller dictionary, or truncate with rank <= {n}"
+            )
         self.n_dims_ = X.shape[1]
         self.n_observables_ = m
         self._Ur, self._K_tilde, self._K = least_squares_operator(PsiX, PsiY, rank)
@@ -119,9 +134,12 @@ class _KoopmanEstimator:
         # A repeated eigenvalue with a Jordan block (e.g. λ = μ² on the slow-manifold map) has no full set of
         # eigenvectors: the eigen-read-outs are then ill-defined, while K, predict and simulate stay fine.
         if np.linalg.cond(self._W) > 1e10:
-            warnings.warn("the fitted Koopman matrix is (nearly) not diagonalisable (repeated eigenvalues): "
-                          "eigenfunctions and modes are ill-conditioned; predict and simulate are unaffected",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                "the fitted Koopman matrix is (nearly) not diagonalisable (repeated eigenvalues): "
+                "eigenfunctions and modes are ill-conditioned; predict and simulate are unaffected",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             self._W_inv = np.linalg.pinv(self._W)
         else:
             self._W_inv = np.linalg.inv(self._W)
@@ -141,7 +159,9 @@ class _KoopmanEstimator:
 
     def _require_fit(self):
         if not self._fitted:
-            raise RuntimeError(f"this {type(self).__name__} is not fitted yet: call fit(X, Y) with snapshot pairs first")
+            raise RuntimeError(
+                f"this {type(self).__name__} is not fitted yet: call fit(X, Y) with snapshot pairs first"
+            )
 
     # ------------------------------------------------------------ read-outs
     @property
@@ -184,8 +204,11 @@ class _KoopmanEstimator:
             raise ValueError(f"dt must be the positive sampling interval in seconds, got {dt!r}")
         lam = self._eigenvalues.astype(complex)
         if np.any(lam == 0):
-            warnings.warn("a zero eigenvalue has no continuous-time counterpart; it is returned as -inf",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                "a zero eigenvalue has no continuous-time counterpart; it is returned as -inf",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         with np.errstate(divide="ignore"):
             return np.log(lam) / dt
 

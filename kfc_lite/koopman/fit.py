@@ -17,6 +17,7 @@ epochs, verified and kept in pairs (:mod:`kfc_lite.files`). Called again with th
 and the same config, it continues from the last saved epoch and ends with bit-exactly the model of an
 uninterrupted fit (on one device with one thread count).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -79,10 +80,22 @@ class KoopmanTrainConfig:
             if allow_none and v is None:
                 return
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"KoopmanTrainConfig.{name} must be a positive integer{' or None' if allow_none else ''}, got {v!r}")
+                raise ValueError(
+                    f"KoopmanTrainConfig.{name} must be a positive integer{' or None' if allow_none else ''}, got {v!r}"
+                )
 
-        for name in ("latent_dim", "hidden_dim", "batch_size", "max_epochs", "lr_decay_start", "lr_decay_every",
-                     "early_stop_start", "early_stop_window", "multistep_k", "multistep_max_segments"):
+        for name in (
+            "latent_dim",
+            "hidden_dim",
+            "batch_size",
+            "max_epochs",
+            "lr_decay_start",
+            "lr_decay_every",
+            "early_stop_start",
+            "early_stop_window",
+            "multistep_k",
+            "multistep_max_segments",
+        ):
             positive_int(name)
         positive_int("max_steps", allow_none=True)
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
@@ -90,21 +103,29 @@ class KoopmanTrainConfig:
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"KoopmanTrainConfig.lr must be a positive number, got {self.lr!r} (the paper uses 3e-4)")
         if not (math.isfinite(self.recon_weight) and self.recon_weight >= 0):
-            raise ValueError(f"KoopmanTrainConfig.recon_weight must be >= 0, got {self.recon_weight!r} (the paper uses 10)")
+            raise ValueError(
+                f"KoopmanTrainConfig.recon_weight must be >= 0, got {self.recon_weight!r} (the paper uses 10)"
+            )
         if not (math.isfinite(self.latent_weight) and self.latent_weight >= 0):
-            raise ValueError(f"KoopmanTrainConfig.latent_weight must be >= 0, got {self.latent_weight!r} (0 = the paper's loss)")
+            raise ValueError(
+                f"KoopmanTrainConfig.latent_weight must be >= 0, got {self.latent_weight!r} (0 = the paper's loss)"
+            )
         if not (math.isfinite(self.noise_std) and self.noise_std >= 0):
             raise ValueError(f"KoopmanTrainConfig.noise_std must be >= 0, got {self.noise_std!r} (the paper uses 0.06)")
         if not (0 < self.train_fraction < 1):
-            raise ValueError(f"KoopmanTrainConfig.train_fraction must lie strictly between 0 and 1, got {self.train_fraction!r} "
-                             "(the paper uses 0.7: a validation set is needed for early stopping)")
+            raise ValueError(
+                f"KoopmanTrainConfig.train_fraction must lie strictly between 0 and 1, got {self.train_fraction!r} "
+                "(the paper uses 0.7: a validation set is needed for early stopping)"
+            )
         if not (0 < self.lr_decay_factor <= 1):
             raise ValueError(f"KoopmanTrainConfig.lr_decay_factor must lie in (0, 1], got {self.lr_decay_factor!r}")
         ratios = [*self.stop_recon_and_forward, self.stop_forward, self.stop_recon]
         if len(self.stop_recon_and_forward) != 2 or not all(0 < r <= 1.5 for r in ratios):
-            raise ValueError(f"KoopmanTrainConfig stopping ratios must be positive and near 1, got "
-                             f"stop_recon_and_forward={self.stop_recon_and_forward}, stop_forward={self.stop_forward}, "
-                             f"stop_recon={self.stop_recon}")
+            raise ValueError(
+                f"KoopmanTrainConfig stopping ratios must be positive and near 1, got "
+                f"stop_recon_and_forward={self.stop_recon_and_forward}, stop_forward={self.stop_forward}, "
+                f"stop_recon={self.stop_recon}"
+            )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -121,8 +142,13 @@ def prediction_loss(model: KoopmanForwardModel, s: torch.Tensor, a: torch.Tensor
     return huber(model(s, a), s_next)
 
 
-def reconstruction_loss(model: KoopmanForwardModel, s: torch.Tensor, s_next: torch.Tensor, noise_std: float,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
+def reconstruction_loss(
+    model: KoopmanForwardModel,
+    s: torch.Tensor,
+    s_next: torch.Tensor,
+    noise_std: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Auto-encoding of jittered states: ``Huber(D(E(x~)), x~)`` with ``x~ = [s; s'] + N(0, noise_std^2)``.
 
     The target is the jittered input itself, not the clean state (as in the original code): the noise
@@ -135,7 +161,9 @@ def reconstruction_loss(model: KoopmanForwardModel, s: torch.Tensor, s_next: tor
     return huber(model.decode(model.encode(x_tilde)), x_tilde)
 
 
-def latent_consistency_loss(model: KoopmanForwardModel, s: torch.Tensor, a: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
+def latent_consistency_loss(
+    model: KoopmanForwardModel, s: torch.Tensor, a: torch.Tensor, s_next: torch.Tensor
+) -> torch.Tensor:
     """``Huber(K(a) E(s), E(s'))``: an opt-in extension, not part of the paper's objective.
 
     The paper's loss only asks that ``D(K(a) E(s))`` be right; ``K(a) E(s)`` may land anywhere the decoder maps
@@ -172,8 +200,10 @@ def validate_transitions(transitions: dict) -> dict:
         raise TypeError(f"transitions must be a dict with keys {REQUIRED_KEYS}, got {type(transitions).__name__}")
     missing = [k for k in REQUIRED_KEYS if k not in transitions]
     if missing:
-        raise KeyError(f"transitions lack {missing}: a dict with {list(REQUIRED_KEYS)} is needed "
-                       "(d4rl.qlearning_dataset and kfc_lite.koopman.gym_transitions give one)")
+        raise KeyError(
+            f"transitions lack {missing}: a dict with {list(REQUIRED_KEYS)} is needed "
+            "(d4rl.qlearning_dataset and kfc_lite.koopman.gym_transitions give one)"
+        )
     out = {k: _as_numpy(k, transitions[k]) for k in REQUIRED_KEYS}
     for k in ("timeouts", "episode_starts"):
         if k in transitions and transitions[k] is not None:
@@ -191,13 +221,17 @@ def validate_transitions(transitions: dict) -> dict:
     n = obs.shape[0]
     for k, v in out.items():
         if v.shape[0] != n:
-            raise ValueError(f"{k} has {v.shape[0]} rows but observations has {n}: every array needs one row per transition")
+            raise ValueError(
+                f"{k} has {v.shape[0]} rows but observations has {n}: every array needs one row per transition"
+            )
     for k in ("observations", "actions", "next_observations"):
         bad = ~np.isfinite(out[k])
         if bad.any():
             rows = np.flatnonzero(bad.any(axis=1))
-            raise ValueError(f"{k} contains NaN or inf in {len(rows)} row(s) (first: row {rows[0]}): "
-                             "remove or repair those transitions before training")
+            raise ValueError(
+                f"{k} contains NaN or inf in {len(rows)} row(s) (first: row {rows[0]}): "
+                "remove or repair those transitions before training"
+            )
     if n == 0:
         raise ValueError("transitions are empty")
     return out
@@ -235,7 +269,7 @@ def chained_segments(data: dict, k: int) -> np.ndarray:
     starts = []
     i = 0
     while i + k <= n:
-        if run_id[i] == run_id[i + k - 1] and usable[i:i + k].all():
+        if run_id[i] == run_id[i + k - 1] and usable[i : i + k].all():
             starts.append(i)
             i += k
         else:
@@ -278,8 +312,10 @@ def split_indices(data: dict, config: KoopmanTrainConfig):
     train_rows = np.flatnonzero(in_train & usable)
     val_rows = np.flatnonzero(~in_train & usable)
     if len(train_rows) == 0 or len(val_rows) == 0:
-        raise ValueError(f"the split left {len(train_rows)} training and {len(val_rows)} validation rows out of "
-                         f"{int(usable.sum())} usable ones: give more transitions")
+        raise ValueError(
+            f"the split left {len(train_rows)} training and {len(val_rows)} validation rows out of "
+            f"{int(usable.sum())} usable ones: give more transitions"
+        )
     return train_rows, val_rows, segments
 
 
@@ -307,8 +343,10 @@ def multistep_error(model: KoopmanForwardModel, observations, actions, k: int | 
         if act.dim() == 1:
             act = act[:, None]
         if act.dim() != 2 or obs.shape[0] != act.shape[0] + 1:
-            raise ValueError(f"for one trajectory, observations must be (T+1, d_s) and actions (T, d_a); "
-                             f"got {tuple(obs.shape)} and {tuple(act.shape)}")
+            raise ValueError(
+                f"for one trajectory, observations must be (T+1, d_s) and actions (T, d_a); "
+                f"got {tuple(obs.shape)} and {tuple(act.shape)}"
+            )
         T = act.shape[0]
         if k is None:
             raise ValueError("give k, the horizon, for a single trajectory")
@@ -319,12 +357,14 @@ def multistep_error(model: KoopmanForwardModel, observations, actions, k: int | 
         obs, act = obs[idx], act[idx[:, :k]]
     elif obs.dim() == 3:
         if act.dim() != 3 or act.shape[:2] != (obs.shape[0], obs.shape[1] - 1):
-            raise ValueError(f"for segments, observations must be (S, k+1, d_s) and actions (S, k, d_a); "
-                             f"got {tuple(obs.shape)} and {tuple(act.shape)}")
+            raise ValueError(
+                f"for segments, observations must be (S, k+1, d_s) and actions (S, k, d_a); "
+                f"got {tuple(obs.shape)} and {tuple(act.shape)}"
+            )
         k = act.shape[1] if k is None else k
         if not 1 <= k <= act.shape[1]:
             raise ValueError(f"k={k} must lie between 1 and the segments' {act.shape[1]} steps")
-        obs, act = obs[:, :k + 1], act[:, :k]
+        obs, act = obs[:, : k + 1], act[:, :k]
     else:
         raise ValueError(f"observations must be (T+1, d_s) or (S, k+1, d_s), got {tuple(obs.shape)}")
     was_training = model.training
@@ -349,7 +389,7 @@ def _mean_losses(model, s, a, s_next, config, generator, batch_size=4096, rows=N
     n = s.shape[0] if rows is None else len(rows)
     with torch.no_grad():
         for i in range(0, n, batch_size):
-            sl = slice(i, i + batch_size) if rows is None else rows[i:i + batch_size]
+            sl = slice(i, i + batch_size) if rows is None else rows[i : i + batch_size]
             w = (min(n, i + batch_size) - i) / n
             _, f, r = koopman_loss(model, s[sl], a[sl], s_next[sl], config, generator)
             fwd += w * float(f)
@@ -396,14 +436,34 @@ def _load_pretraining(checkpoint, config: KoopmanTrainConfig, n_train: int, n_va
 def _save_pretraining(checkpoint, epoch, steps, lr, model, optimizer, gen, history, config, n_train, n_val) -> None:
     from kfc_lite.files import save_verified
 
-    save_verified({"format": PRETRAINING_FORMAT, "epoch": epoch, "steps": steps, "lr": lr,
-                   "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                   "optimizer": optimizer.state_dict(), "generator": gen.get_state(), "history": history,
-                   "config": config.to_dict(), "n_train": n_train, "n_val": n_val}, checkpoint, label=f"epoch {epoch}")
+    save_verified(
+        {
+            "format": PRETRAINING_FORMAT,
+            "epoch": epoch,
+            "steps": steps,
+            "lr": lr,
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "generator": gen.get_state(),
+            "history": history,
+            "config": config.to_dict(),
+            "n_train": n_train,
+            "n_val": n_val,
+        },
+        checkpoint,
+        label=f"epoch {epoch}",
+    )
 
 
-def fit_koopman(transitions: dict, config: KoopmanTrainConfig | None = None, device="auto", progress: bool = True,
-                model: KoopmanForwardModel | None = None, checkpoint=None, checkpoint_every: int = 1):
+def fit_koopman(
+    transitions: dict,
+    config: KoopmanTrainConfig | None = None,
+    device="auto",
+    progress: bool = True,
+    model: KoopmanForwardModel | None = None,
+    checkpoint=None,
+    checkpoint_every: int = 1,
+):
     """Pre-train a :class:`KoopmanForwardModel` on logged transitions; return ``(model, history)``.
 
     Args:
@@ -444,8 +504,10 @@ def fit_koopman(transitions: dict, config: KoopmanTrainConfig | None = None, dev
     if model is None:
         model = KoopmanForwardModel(d_s, d_a, config.latent_dim, config.hidden_dim)
     elif (model.state_dim, model.action_dim) != (d_s, d_a):
-        raise ValueError(f"the model has state_dim={model.state_dim}, action_dim={model.action_dim} but the data has "
-                         f"{d_s} and {d_a}: pass model=None to build a fresh one")
+        raise ValueError(
+            f"the model has state_dim={model.state_dim}, action_dim={model.action_dim} but the data has "
+            f"{d_s} and {d_a}: pass model=None to build a fresh one"
+        )
     model.to(dev)
     dtype = next(model.parameters()).dtype
 
@@ -457,16 +519,26 @@ def fit_koopman(transitions: dict, config: KoopmanTrainConfig | None = None, dev
     train_idx = torch.as_tensor(train_rows, dtype=torch.long, device=dev)
     val_idx = torch.as_tensor(val_rows, dtype=torch.long, device=dev)
     if len(segments) > config.multistep_max_segments:
-        keep = np.random.default_rng(config.seed + 1).choice(len(segments), config.multistep_max_segments, replace=False)
+        keep = np.random.default_rng(config.seed + 1).choice(
+            len(segments), config.multistep_max_segments, replace=False
+        )
         segments = segments[np.sort(keep)]
     seg_obs, seg_act = segments_to_arrays(data, segments) if len(segments) else (None, None)
 
     gen = torch.Generator(device=dev).manual_seed(config.seed)
     val_gen = torch.Generator(device=dev)
-    history = {k: [] for k in ("epoch", "steps", "lr", "train_forward", "train_recon", "val_forward", "val_recon",
-                               "val_multistep")}
-    history.update(n_train=int(len(train_rows)), n_val=int(len(val_rows)), n_val_segments=int(len(segments)),
-                   n_terminal_rows_dropped=int(data["terminals"].sum()), config=config.to_dict(), stopped="max_epochs")
+    history = {
+        k: []
+        for k in ("epoch", "steps", "lr", "train_forward", "train_recon", "val_forward", "val_recon", "val_multistep")
+    }
+    history.update(
+        n_train=int(len(train_rows)),
+        n_val=int(len(val_rows)),
+        n_val_segments=int(len(segments)),
+        n_terminal_rows_dropped=int(data["terminals"].sum()),
+        config=config.to_dict(),
+        stopped="max_epochs",
+    )
 
     lr = config.lr
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -480,10 +552,20 @@ def fit_koopman(transitions: dict, config: KoopmanTrainConfig | None = None, dev
         optimizer.load_state_dict(saved["optimizer"])
         gen.set_state(saved["generator"])
         history = saved["history"]
-        print(f"note: Koopman pre-training continues after epoch {saved['epoch']} ({checkpoint})", file=sys.stderr,
-              flush=True)
-    bar = tqdm(range(first_epoch, config.max_epochs + 1), desc="Koopman model", unit="epoch", disable=not progress,
-               leave=True, initial=first_epoch - 1, total=config.max_epochs)
+        print(
+            f"note: Koopman pre-training continues after epoch {saved['epoch']} ({checkpoint})",
+            file=sys.stderr,
+            flush=True,
+        )
+    bar = tqdm(
+        range(first_epoch, config.max_epochs + 1),
+        desc="Koopman model",
+        unit="epoch",
+        disable=not progress,
+        leave=True,
+        initial=first_epoch - 1,
+        total=config.max_epochs,
+    )
     for epoch in bar:
         if epoch >= config.lr_decay_start and epoch % config.lr_decay_every == 1 % config.lr_decay_every:
             # the original halves the lr and re-creates Adam, forgetting its moment estimates
@@ -494,7 +576,7 @@ def fit_koopman(transitions: dict, config: KoopmanTrainConfig | None = None, dev
         sum_f = sum_r = 0.0
         n_batches = 0
         for i in range(0, n_train, config.batch_size):
-            idx = train_idx[perm[i:i + config.batch_size]]
+            idx = train_idx[perm[i : i + config.batch_size]]
             loss, f, r = koopman_loss(model, s[idx], a[idx], s_next[idx], config, gen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -509,8 +591,16 @@ def fit_koopman(transitions: dict, config: KoopmanTrainConfig | None = None, dev
         val_gen.manual_seed(config.seed + 12345)  # the same validation noise every epoch: a smoother curve
         vf, vr = _mean_losses(model, s, a, s_next, config, val_gen, rows=val_idx)
         ms = float(multistep_error(model, seg_obs, seg_act)[-1]) if seg_obs is not None else float("nan")
-        for key, val in (("epoch", epoch), ("steps", steps), ("lr", lr), ("train_forward", sum_f / n_batches),
-                         ("train_recon", sum_r / n_batches), ("val_forward", vf), ("val_recon", vr), ("val_multistep", ms)):
+        for key, val in (
+            ("epoch", epoch),
+            ("steps", steps),
+            ("lr", lr),
+            ("train_forward", sum_f / n_batches),
+            ("train_recon", sum_r / n_batches),
+            ("val_forward", vf),
+            ("val_recon", vr),
+            ("val_multistep", ms),
+        ):
             history[key].append(val)
         bar.set_postfix(train=f"{sum_f / n_batches:.2e}", val=f"{vf:.2e}", recon=f"{vr:.2e}")
         if config.max_steps is not None and steps >= config.max_steps:
@@ -520,10 +610,11 @@ def fit_koopman(transitions: dict, config: KoopmanTrainConfig | None = None, dev
             history["stopped"] = "early_stopping"
             break
         if checkpoint is not None and epoch % checkpoint_every == 0 and epoch < config.max_epochs:
-            _save_pretraining(checkpoint, epoch, steps, lr, model, optimizer, gen, history, config, n_train,
-                              len(val_rows))
+            _save_pretraining(
+                checkpoint, epoch, steps, lr, model, optimizer, gen, history, config, n_train, len(val_rows)
+            )
     bar.close()
     release_cpu_memory()  # what the steps' temporaries kept in the C heap (kfc_lite.settings)
     model.eval()
-    history["multistep_curve"] = (multistep_error(model, seg_obs, seg_act).tolist() if seg_obs is not None else [])
+    history["multistep_curve"] = multistep_error(model, seg_obs, seg_act).tolist() if seg_obs is not None else []
     return model, history

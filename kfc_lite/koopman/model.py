@@ -14,6 +14,7 @@ The original code clamps decoded states to the observation-space bounds. For MuJ
 infinite, so the clamp does nothing there; we do not clamp at all (we never clip silently), and the
 model has no notion of bounds.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -55,7 +56,9 @@ class KoopmanForwardModel(nn.Module):
         self.latent_dim = _positive_int("latent_dim", latent_dim)
         self.hidden_dim = _positive_int("hidden_dim", hidden_dim)
         d_s, d_a, n, h = self.state_dim, self.action_dim, self.latent_dim, self.hidden_dim
-        self.encoder = nn.Sequential(nn.Linear(d_s, h), nn.Tanh(), nn.Linear(h, h), nn.Tanh(), nn.Linear(h, n), nn.Tanh())
+        self.encoder = nn.Sequential(
+            nn.Linear(d_s, h), nn.Tanh(), nn.Linear(h, h), nn.Tanh(), nn.Linear(h, n), nn.Tanh()
+        )
         self.decoder = nn.Sequential(nn.Linear(n, h), nn.Tanh(), nn.Linear(h, h), nn.Tanh(), nn.Linear(h, d_s))
         self.k0 = nn.Linear(n, n, bias=False)
         self.k_actions = nn.Linear(n, n * d_a, bias=False)
@@ -63,8 +66,12 @@ class KoopmanForwardModel(nn.Module):
     @property
     def config(self) -> dict:
         """The constructor arguments: ``KoopmanForwardModel(**model.config)`` builds the same architecture."""
-        return {"state_dim": self.state_dim, "action_dim": self.action_dim,
-                "latent_dim": self.latent_dim, "hidden_dim": self.hidden_dim}
+        return {
+            "state_dim": self.state_dim,
+            "action_dim": self.action_dim,
+            "latent_dim": self.latent_dim,
+            "hidden_dim": self.hidden_dim,
+        }
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.config.items())
@@ -72,7 +79,9 @@ class KoopmanForwardModel(nn.Module):
     # -- the three pieces ------------------------------------------------------------------------------------
     def _check_last_dim(self, x: torch.Tensor, size: int, what: str) -> None:
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{what} must be a torch.Tensor, got {type(x).__name__}; use torch.as_tensor(x, dtype=..., device=...)")
+            raise TypeError(
+                f"{what} must be a torch.Tensor, got {type(x).__name__}; use torch.as_tensor(x, dtype=..., device=...)"
+            )
         if x.shape[-1:] != (size,):
             raise ValueError(f"{what} must have last dimension {size} for this model, got shape {tuple(x.shape)}")
 
@@ -182,7 +191,9 @@ def save_koopman(model: KoopmanForwardModel, path, **extra) -> pathlib.Path:
     return atomic_torch_save(payload, path)
 
 
-def load_koopman(path, map_location=None, state_dim: int | None = None, action_dim: int | None = None) -> KoopmanForwardModel:
+def load_koopman(
+    path, map_location=None, state_dim: int | None = None, action_dim: int | None = None
+) -> KoopmanForwardModel:
     """Read a checkpoint written by :func:`save_koopman` and return the model (in eval mode).
 
     ``state_dim`` / ``action_dim``, when given, must match the file's model: a model trained on one task
@@ -191,21 +202,31 @@ def load_koopman(path, map_location=None, state_dim: int | None = None, action_d
     """
     path = pathlib.Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no Koopman checkpoint at {path}: train one with fit_koopman and save it with save_koopman")
+        raise FileNotFoundError(
+            f"no Koopman checkpoint at {path}: train one with fit_koopman and save it with save_koopman"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{path} is not a Koopman checkpoint written by save_koopman (torch.load failed: {exc})") from exc
+        raise ValueError(
+            f"{path} is not a Koopman checkpoint written by save_koopman (torch.load failed: {exc})"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a Koopman checkpoint written by save_koopman "
-                         f"(its 'format' entry is {payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r})")
+        raise ValueError(
+            f"{path} is not a Koopman checkpoint written by save_koopman "
+            f"(its 'format' entry is {payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r})"
+        )
     if payload.get("version", 0) > CHECKPOINT_VERSION:
-        raise ValueError(f"{path} was written by a newer kfc_lite (checkpoint version {payload['version']}); upgrade kfc_lite")
+        raise ValueError(
+            f"{path} was written by a newer kfc_lite (checkpoint version {payload['version']}); upgrade kfc_lite"
+        )
     config = payload["config"]
     for name, wanted in (("state_dim", state_dim), ("action_dim", action_dim)):
         if wanted is not None and config[name] != wanted:
-            raise ValueError(f"{path} holds a Koopman model with {name}={config[name]}, but {name}={wanted} was asked for: "
-                             "this model was trained on another task; train one for this task or load the right file")
+            raise ValueError(
+                f"{path} holds a Koopman model with {name}={config[name]}, but {name}={wanted} was asked for: "
+                "this model was trained on another task; train one for this task or load the right file"
+            )
     model = KoopmanForwardModel(**config)
     dtype = getattr(torch, payload.get("dtype", "float32"))
     model.to(dtype)

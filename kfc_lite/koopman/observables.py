@@ -15,10 +15,11 @@ Every dictionary here is a callable ``psi(X) -> (n, m)`` with
 Any plain callable works too (:func:`as_dictionary` wraps it); EDMD then reconstructs the state by
 least squares.
 """
+
 from __future__ import annotations
 
 import itertools
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -29,16 +30,20 @@ def check_states(X, what: str = "X") -> np.ndarray:
     if arr.dtype == object:
         raise ValueError(f"{what} must be a numeric array of shape (n_samples, n_dims), got an object array")
     if arr.ndim == 1:
-        raise ValueError(f"{what} has shape {arr.shape}: samples go in rows, so pass a 2-D array of shape "
-                         f"(n_samples, n_dims), e.g. {what}.reshape(-1, 1) for a one-dimensional state")
+        raise ValueError(
+            f"{what} has shape {arr.shape}: samples go in rows, so pass a 2-D array of shape "
+            f"(n_samples, n_dims), e.g. {what}.reshape(-1, 1) for a one-dimensional state"
+        )
     if arr.ndim != 2:
         raise ValueError(f"{what} must have shape (n_samples, n_dims), got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.complexfloating):
         arr = arr.astype(float, copy=False)
     if not np.all(np.isfinite(arr)):
         bad = int(np.sum(~np.isfinite(arr)))
-        raise ValueError(f"{what} contains {bad} NaN or inf value(s): remove or repair those samples "
-                         "(a diverging simulation is the usual cause) before fitting")
+        raise ValueError(
+            f"{what} contains {bad} NaN or inf value(s): remove or repair those samples "
+            "(a diverging simulation is the usual cause) before fitting"
+        )
     return arr
 
 
@@ -57,7 +62,7 @@ class Dictionary:
     def state_columns(self, d: int):
         return None
 
-    def fit(self, X) -> "Dictionary":
+    def fit(self, X) -> Dictionary:
         """Most dictionaries need no data; :class:`RadialBasis` places its centres here."""
         return self
 
@@ -105,8 +110,9 @@ class Polynomial(Dictionary):
 
     def __init__(self, degree: int = 2, include_bias: bool = True):
         if not isinstance(degree, (int, np.integer)) or degree < 1:
-            raise ValueError(f"degree must be an integer >= 1, got {degree!r} (degree 1 is the state itself "
-                             "plus the constant)")
+            raise ValueError(
+                f"degree must be an integer >= 1, got {degree!r} (degree 1 is the state itself plus the constant)"
+            )
         self.degree, self.include_bias = int(degree), bool(include_bias)
 
     def exponents(self, d: int) -> np.ndarray:
@@ -146,11 +152,14 @@ class RadialBasis(Dictionary):
     the linear part of the dynamics without spending basis functions on it.
     """
 
-    def __init__(self, n_centers: int | None = None, centers=None, gamma: float = 1.0, seed: int = 0,
-                 include_state: bool = True):
+    def __init__(
+        self, n_centers: int | None = None, centers=None, gamma: float = 1.0, seed: int = 0, include_state: bool = True
+    ):
         if (n_centers is None) == (centers is None):
-            raise ValueError("give exactly one of n_centers (centres drawn from the data in fit) or centers "
-                             "(an array of shape (k, d))")
+            raise ValueError(
+                "give exactly one of n_centers (centres drawn from the data in fit) or centers "
+                "(an array of shape (k, d))"
+            )
         if n_centers is not None and (not isinstance(n_centers, (int, np.integer)) or n_centers < 1):
             raise ValueError(f"n_centers must be a positive integer, got {n_centers!r}")
         if not np.isfinite(gamma) or gamma <= 0:
@@ -159,12 +168,14 @@ class RadialBasis(Dictionary):
         self.centers = None if centers is None else check_states(centers, "centers")
         self.gamma, self.seed, self.include_state = float(gamma), int(seed), bool(include_state)
 
-    def fit(self, X) -> "RadialBasis":
+    def fit(self, X) -> RadialBasis:
         X = check_states(X)
         if self.n_centers is not None:
             if self.n_centers > len(X):
-                raise ValueError(f"n_centers={self.n_centers} is more than the {len(X)} states given to fit: "
-                                 "use fewer centres or more data")
+                raise ValueError(
+                    f"n_centers={self.n_centers} is more than the {len(X)} states given to fit: "
+                    "use fewer centres or more data"
+                )
             rng = np.random.default_rng(self.seed)
             self.centers = X[rng.choice(len(X), size=self.n_centers, replace=False)].copy()
         return self
@@ -172,8 +183,10 @@ class RadialBasis(Dictionary):
     def __call__(self, X) -> np.ndarray:
         X = check_states(X)
         if self.centers is None:
-            raise RuntimeError("RadialBasis(n_centers=...) has no centres yet: call fit(X) first (EDMD.fit does "
-                               "this for you), or pass centers=...")
+            raise RuntimeError(
+                "RadialBasis(n_centers=...) has no centres yet: call fit(X) first (EDMD.fit does "
+                "this for you), or pass centers=..."
+            )
         if self.centers.shape[1] != X.shape[1]:
             raise ValueError(f"the centres live in {self.centers.shape[1]} dimensions but X has {X.shape[1]}")
         sq = np.sum((X[:, None, :] - self.centers[None, :, :]) ** 2, axis=2)
@@ -210,8 +223,10 @@ class FunctionDictionary(Dictionary):
         if out.ndim == 1 and out.shape[0] == X.shape[0]:
             out = out[:, None]
         if out.ndim != 2 or out.shape[0] != X.shape[0]:
-            raise ValueError(f"the dictionary {self.fn!r} returned shape {out.shape} for {X.shape[0]} states: it must "
-                             f"return one row per state, shape ({X.shape[0]}, m)")
+            raise ValueError(
+                f"the dictionary {self.fn!r} returned shape {out.shape} for {X.shape[0]} states: it must "
+                f"return one row per state, shape ({X.shape[0]}, m)"
+            )
         return out
 
     def names(self, d: int) -> list[str]:
@@ -232,5 +247,7 @@ def as_dictionary(observables) -> Dictionary:
         return observables
     if callable(observables):
         return FunctionDictionary(observables)
-    raise TypeError(f"observables must be a dictionary such as Polynomial(3) or a callable X -> (n, m) array, "
-                    f"got {type(observables).__name__}")
+    raise TypeError(
+        f"observables must be a dictionary such as Polynomial(3) or a callable X -> (n, m) array, "
+        f"got {type(observables).__name__}"
+    )

@@ -32,6 +32,7 @@ its own radius away from ``s``, so the logged state is not even among the typica
 augmentation mostly teaches the critic another system. docs/koopman-quality.md explains each number and what
 to do about a bad one.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,12 +40,16 @@ import math
 import numpy as np
 import torch
 
-from kfc_lite.koopman.fit import (KoopmanTrainConfig, chained_segments, multistep_error, segments_to_arrays,
-                                  validate_transitions)
+from kfc_lite.koopman.fit import (
+    KoopmanTrainConfig,
+    chained_segments,
+    multistep_error,
+    segments_to_arrays,
+    validate_transitions,
+)
 from kfc_lite.symmetry_table import SymmetryRows, build_rows, model_device_dtype, moved_latents
 
-__all__ = ["koopman_report", "format_report", "gate_message", "training_summary", "jsonable",
-           "OFFSET_DOMINATES_RATIO"]
+__all__ = ["koopman_report", "format_report", "gate_message", "training_summary", "jsonable", "OFFSET_DOMINATES_RATIO"]
 
 #: The gate: the plain form's shift counts as dominated by the reconstruction offset when
 #: ``offset_to_shift_ratio`` exceeds this (the offset alone moves a state farther than the symmetry does).
@@ -88,9 +93,18 @@ def training_summary(history: dict | None) -> dict | None:
             cap += "; early stopping was off"
         elif not reached_test:
             cap += f"; the early-stopping test starts at epoch {start} and never ran"
-    return {"stopped": stopped, "epochs": epochs, "steps": steps, "early_stopping": early, "early_stop_start": start,
-            "max_epochs": max_epochs, "max_steps": config.get("max_steps"), "reached_early_stopping_test": reached_test,
-            "cap": cap, "follows_paper_schedule": reached_test}
+    return {
+        "stopped": stopped,
+        "epochs": epochs,
+        "steps": steps,
+        "early_stopping": early,
+        "early_stop_start": start,
+        "max_epochs": max_epochs,
+        "max_steps": config.get("max_steps"),
+        "reached_early_stopping_test": reached_test,
+        "cap": cap,
+        "follows_paper_schedule": reached_test,
+    }
 
 
 # -- the report -------------------------------------------------------------------------------------------------
@@ -119,8 +133,13 @@ def _multistep(model, data: dict, k: int, max_segments: int, seed: int, device, 
     no_change = np.sqrt(((obs[:, 1:] - obs[:, :1]) ** 2).mean(axis=(0, 2)))
     with np.errstate(divide="ignore", invalid="ignore"):
         relative = error / no_change
-    return {"k": k, "segments": int(len(segments)), "rms_error": error.tolist(), "rms_no_change": no_change.tolist(),
-            "relative": relative.tolist()}
+    return {
+        "k": k,
+        "segments": int(len(segments)),
+        "rms_error": error.tolist(),
+        "rms_no_change": no_change.tolist(),
+        "relative": relative.tolist(),
+    }
 
 
 def _symmetry_rows(model, s, a, s_next, settings, chunk: int = 512):
@@ -130,7 +149,7 @@ def _symmetry_rows(model, s, a, s_next, settings, chunk: int = 512):
     from kfc_lite.settings import available_cores, thread_pool
 
     starts = range(0, len(s), chunk)
-    one = lambda i: build_rows(model, s[i:i + chunk], a[i:i + chunk], s_next[i:i + chunk], settings)
+    one = lambda i: build_rows(model, s[i : i + chunk], a[i : i + chunk], s_next[i : i + chunk], settings)
     pool = thread_pool(max(1, min(available_cores(), len(starts))), name="kfc_lite-report")
     try:
         parts = list(pool.map(one, starts))
@@ -140,9 +159,19 @@ def _symmetry_rows(model, s, a, s_next, settings, chunk: int = 512):
 
 
 @torch.no_grad()
-def koopman_report(model, transitions: dict, augmenter=None, *, variant: str = "kfc++", shift_sigma: float = 1.0,
-                   gauged: bool = False, sample: int = 4096, k: int = 10, seed: int = 0,
-                   history: dict | None = None) -> dict:
+def koopman_report(
+    model,
+    transitions: dict,
+    augmenter=None,
+    *,
+    variant: str = "kfc++",
+    shift_sigma: float = 1.0,
+    gauged: bool = False,
+    sample: int = 4096,
+    k: int = 10,
+    seed: int = 0,
+    history: dict | None = None,
+) -> dict:
     """The quality report of ``model`` on ``transitions``, for the symmetry a KFC run would apply (module docstring).
 
     Args:
@@ -172,8 +201,10 @@ def koopman_report(model, transitions: dict, augmenter=None, *, variant: str = "
     if augmenter is None:
         augmenter = KoopmanAugmenter(model, variant=variant, shift_sigma=shift_sigma, gauged=gauged)
     elif not isinstance(augmenter, KoopmanAugmenter):
-        raise TypeError(f"augmenter must be a KoopmanAugmenter (the run's KFC/KFC++ augmenter), got "
-                        f"{type(augmenter).__name__}; or leave it out and pass variant=, shift_sigma=, gauged=")
+        raise TypeError(
+            f"augmenter must be a KoopmanAugmenter (the run's KFC/KFC++ augmenter), got "
+            f"{type(augmenter).__name__}; or leave it out and pass variant=, shift_sigma=, gauged="
+        )
     if history is None:
         history = (getattr(model, "extra", None) or {}).get("history")
 
@@ -216,10 +247,17 @@ def koopman_report(model, transitions: dict, augmenter=None, *, variant: str = "
     worst = int(np.nanargmax(np.where(np.isfinite(per_dim), per_dim, np.nan))) if np.isfinite(per_dim).any() else None
     n_data = int(len(data["observations"]))
     report = {
-        "sample": {"rows": int(len(rows_idx)), "non_terminal_rows": int((~data["terminals"]).sum()),
-                   "dataset_rows": n_data, "seed": int(seed)},
-        "symmetry": {"variant": augmenter.variant, "shift_sigma": augmenter.shift_sigma,
-                     "form": "gauged" if augmenter.gauged else "plain"},
+        "sample": {
+            "rows": int(len(rows_idx)),
+            "non_terminal_rows": int((~data["terminals"]).sum()),
+            "dataset_rows": n_data,
+            "seed": int(seed),
+        },
+        "symmetry": {
+            "variant": augmenter.variant,
+            "shift_sigma": augmenter.shift_sigma,
+            "form": "gauged" if augmenter.gauged else "plain",
+        },
         "training": training_summary(history),
         "reconstruction_offset": offset_mean,
         "reconstruction_offset_per_dim": per_dim.tolist(),
@@ -229,14 +267,18 @@ def koopman_report(model, transitions: dict, augmenter=None, *, variant: str = "
         "no_change_error": float(no_change),
         "one_step_relative": float(one_step / no_change) if float(no_change) > 0 else float("nan"),
         "multistep": _multistep(model, data, k, max(1, sample // k), seed, device, dtype)
-        if hasattr(model, "rollout") else None,
+        if hasattr(model, "rollout")
+        else None,
         "shift_plain": mean(shift_plain),
         "shift_gauged": gauged_mean,
         "offset_to_shift_ratio": ratio,
         "commutation_error": mean(rows.commutation[valid]),
         "fallback_rate": 1.0 - float(valid.double().mean()),
-        "gate": {"threshold": OFFSET_DOMINATES_RATIO, "offset_dominates": dominates,
-                 "triggered": dominates and not augmenter.gauged},
+        "gate": {
+            "threshold": OFFSET_DOMINATES_RATIO,
+            "offset_dominates": dominates,
+            "triggered": dominates and not augmenter.gauged,
+        },
     }
     return report
 
@@ -252,15 +294,17 @@ def gate_message(report: dict) -> str | None:
     sym = report["symmetry"]
     training = report.get("training") or {}
     how = f" Pre-training was capped: {training['cap']}." if training.get("cap") else ""
-    return (f"the Koopman model's reconstruction offset dominates the plain {sym['variant'].upper()} augmentation: "
-            f"mean ||D(E(s)) - s|| = {report['reconstruction_offset']:.3g}, while the symmetry itself "
-            f"(shift_sigma={sym['shift_sigma']:g}) moves a state by {report['shift_gauged']:.3g} "
-            f"(offset / symmetry shift = {report['offset_to_shift_ratio']:.3g} > {report['gate']['threshold']:g}); "
-            f"the plain form moves states by {report['shift_plain']:.3g} on average, mostly towards D(E(s)), so the "
-            f"critic would train on states of the model rather than of the data.{how} Remedies: train the Koopman "
-            "model longer (--set koopman.max_epochs=400 and no koopman.max_steps cap, so that the paper's early "
-            "stopping ends it), or use the gauged form, which leaves the offset out (--set gauged=true; "
-            "TrainConfig(gauged=True)). koopman_gate='off' turns this check off, 'error' makes it an error.")
+    return (
+        f"the Koopman model's reconstruction offset dominates the plain {sym['variant'].upper()} augmentation: "
+        f"mean ||D(E(s)) - s|| = {report['reconstruction_offset']:.3g}, while the symmetry itself "
+        f"(shift_sigma={sym['shift_sigma']:g}) moves a state by {report['shift_gauged']:.3g} "
+        f"(offset / symmetry shift = {report['offset_to_shift_ratio']:.3g} > {report['gate']['threshold']:g}); "
+        f"the plain form moves states by {report['shift_plain']:.3g} on average, mostly towards D(E(s)), so the "
+        f"critic would train on states of the model rather than of the data.{how} Remedies: train the Koopman "
+        "model longer (--set koopman.max_epochs=400 and no koopman.max_steps cap, so that the paper's early "
+        "stopping ends it), or use the gauged form, which leaves the offset out (--set gauged=true; "
+        "TrainConfig(gauged=True)). koopman_gate='off' turns this check off, 'error' makes it an error."
+    )
 
 
 def _g(x, digits=3) -> str:
@@ -270,8 +314,10 @@ def _g(x, digits=3) -> str:
 def format_report(report: dict) -> str:
     """A short readable block of the report's numbers (what ``kfc-lite train`` prints before Q-learning)."""
     sym, smp = report["symmetry"], report["sample"]
-    lines = [f"Koopman model report ({smp['rows']:,} of {smp['non_terminal_rows']:,} non-terminal transitions, "
-             f"seed {smp['seed']}; {sym['variant']}, shift_sigma={sym['shift_sigma']:g}, {sym['form']} form)"]
+    lines = [
+        f"Koopman model report ({smp['rows']:,} of {smp['non_terminal_rows']:,} non-terminal transitions, "
+        f"seed {smp['seed']}; {sym['variant']}, shift_sigma={sym['shift_sigma']:g}, {sym['form']} form)"
+    ]
 
     def row(label: str, text: str) -> None:
         lines.append(f"  {label:<18}{text}")
@@ -282,26 +328,45 @@ def format_report(report: dict) -> str:
             row("pre-training", f"capped by {t['cap']}")
         else:
             end = "by early stopping" if t["stopped"] == "early_stopping" else f"at max_epochs={t['max_epochs']}"
-            row("pre-training", f"stopped {end} after {t['epochs']} epochs ({t['steps']:,} steps): the paper's schedule")
+            row(
+                "pre-training", f"stopped {end} after {t['epochs']} epochs ({t['steps']:,} steps): the paper's schedule"
+            )
     worst = report["reconstruction_offset_worst_dim"]
-    worst_text = "" if worst is None else (f" (largest in dimension {worst}: "
-                                           f"{_g(report['reconstruction_offset_per_dim'][worst], 2)} x its spread)")
-    row("reconstruction", f"offset ||D(E(s)) - s|| = {_g(report['reconstruction_offset'])}{worst_text}; "
-                          f"mean ||s|| = {_g(report['state_norm'])}")
-    row("one-step error", f"{_g(report['one_step_relative'])} x predicting no change "
-                          f"({_g(report['one_step_error'])} against {_g(report['no_change_error'])})")
+    worst_text = (
+        ""
+        if worst is None
+        else (f" (largest in dimension {worst}: {_g(report['reconstruction_offset_per_dim'][worst], 2)} x its spread)")
+    )
+    row(
+        "reconstruction",
+        f"offset ||D(E(s)) - s|| = {_g(report['reconstruction_offset'])}{worst_text}; "
+        f"mean ||s|| = {_g(report['state_norm'])}",
+    )
+    row(
+        "one-step error",
+        f"{_g(report['one_step_relative'])} x predicting no change "
+        f"({_g(report['one_step_error'])} against {_g(report['no_change_error'])})",
+    )
     ms = report["multistep"]
     if ms is not None:
-        row(f"{ms['k']}-step error", f"{_g(ms['relative'][-1])} x predicting no change "
-                                     f"(RMS {_g(ms['rms_error'][-1])} against {_g(ms['rms_no_change'][-1])}, "
-                                     f"{ms['segments']} stretches)")
+        row(
+            f"{ms['k']}-step error",
+            f"{_g(ms['relative'][-1])} x predicting no change "
+            f"(RMS {_g(ms['rms_error'][-1])} against {_g(ms['rms_no_change'][-1])}, "
+            f"{ms['segments']} stretches)",
+        )
     else:
         row("k-step error", "n/a (no chained stretches of trajectory in the data)")
-    row("state shift", f"plain {_g(report['shift_plain'])}, gauged {_g(report['shift_gauged'])}; "
-                       f"offset / symmetry shift = {_g(report['offset_to_shift_ratio'])} "
-                       f"(gate above {report['gate']['threshold']:g})")
-    row("symmetry", f"commutation error {_g(report['commutation_error'])}, "
-                    f"guard fall-back rate {report['fallback_rate']:.2%}")
+    row(
+        "state shift",
+        f"plain {_g(report['shift_plain'])}, gauged {_g(report['shift_gauged'])}; "
+        f"offset / symmetry shift = {_g(report['offset_to_shift_ratio'])} "
+        f"(gate above {report['gate']['threshold']:g})",
+    )
+    row(
+        "symmetry",
+        f"commutation error {_g(report['commutation_error'])}, guard fall-back rate {report['fallback_rate']:.2%}",
+    )
     gate = report["gate"]
     if gate["triggered"]:
         verdict = "TRIGGERED: the plain form's shift is mostly the reconstruction offset"

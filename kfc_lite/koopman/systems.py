@@ -16,6 +16,7 @@ classical fourth-order Runge-Kutta scheme (``substeps`` RK4 steps per sample), s
 is the flow map of the ODE to high accuracy, and eigenvalues λ of the map relate to continuous-time
 eigenvalues by λ = exp(s dt).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,7 +41,9 @@ class DiscreteSystem:
     def _as_states(self, X, what="X") -> np.ndarray:
         X = check_states(X, what)
         if X.shape[1] != self.dim:
-            raise ValueError(f"{type(self).__name__} has {self.dim}-dimensional states, {what} has {X.shape[1]} columns")
+            raise ValueError(
+                f"{type(self).__name__} has {self.dim}-dimensional states, {what} has {X.shape[1]} columns"
+            )
         return X
 
     def trajectory(self, x0, n_steps: int) -> np.ndarray:
@@ -53,7 +56,7 @@ class DiscreteSystem:
         out = np.empty((n_steps + 1, self.dim))
         out[0] = x0
         for k in range(n_steps):
-            out[k + 1] = self.step(out[k:k + 1])[0]
+            out[k + 1] = self.step(out[k : k + 1])[0]
         return out
 
     def sample_states(self, n: int, seed: int = 0, box=None) -> np.ndarray:
@@ -61,7 +64,10 @@ class DiscreteSystem:
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         low, high = self.domain if box is None else box
-        low, high = np.broadcast_to(np.asarray(low, float), (self.dim,)), np.broadcast_to(np.asarray(high, float), (self.dim,))
+        low, high = (
+            np.broadcast_to(np.asarray(low, float), (self.dim,)),
+            np.broadcast_to(np.asarray(high, float), (self.dim,)),
+        )
         if np.any(high <= low):
             raise ValueError(f"the box must have low < high in every coordinate, got low={low}, high={high}")
         return np.random.default_rng(seed).uniform(low, high, size=(n, self.dim))
@@ -135,32 +141,37 @@ class SlowManifold(DiscreteSystem):
     def step(self, X) -> np.ndarray:
         X = self._as_states(X)
         x1, x2 = X[:, 0], X[:, 1]
-        return np.column_stack([self.mu * x1, self.lam * x2 + self.c * x1 ** 2])
+        return np.column_stack([self.mu * x1, self.lam * x2 + self.c * x1**2])
 
     @property
     def eigenvalues(self) -> np.ndarray:
         """The Koopman eigenvalues on the exact dictionary: μ, λ, μ²."""
-        return np.array([self.mu, self.lam, self.mu ** 2])
+        return np.array([self.mu, self.lam, self.mu**2])
 
     @property
     def koopman_matrix(self) -> np.ndarray:
         """K with (x1, x2, x1²)(F(x)) = K (x1, x2, x1²)(x)."""
         mu, lam, c = self.mu, self.lam, self.c
-        return np.array([[mu, 0.0, 0.0], [0.0, lam, c], [0.0, 0.0, mu ** 2]])
+        return np.array([[mu, 0.0, 0.0], [0.0, lam, c], [0.0, 0.0, mu**2]])
 
     @staticmethod
     def exact_observables() -> FunctionDictionary:
         """The dictionary (x1, x2, x1²) on which this map is exactly linear."""
-        return FunctionDictionary(lambda X: np.column_stack([X[:, 0], X[:, 1], X[:, 0] ** 2]),
-                                  names=["x1", "x2", "x1^2"], state_columns=[0, 1])
+        return FunctionDictionary(
+            lambda X: np.column_stack([X[:, 0], X[:, 1], X[:, 0] ** 2]),
+            names=["x1", "x2", "x1^2"],
+            state_columns=[0, 1],
+        )
 
     @property
     def manifold_coefficient(self) -> float:
         """b in the slow manifold x2 = b x1² (needs λ ≠ μ², otherwise the eigenvalues resonate)."""
-        if np.isclose(self.lam, self.mu ** 2):
-            raise ValueError(f"lam = mu^2 = {self.lam}: the eigenvalues λ and μ² coincide (resonance), so φ_λ is "
-                             "not a polynomial eigenfunction; choose lam != mu**2")
-        return self.c / (self.mu ** 2 - self.lam)
+        if np.isclose(self.lam, self.mu**2):
+            raise ValueError(
+                f"lam = mu^2 = {self.lam}: the eigenvalues λ and μ² coincide (resonance), so φ_λ is "
+                "not a polynomial eigenfunction; choose lam != mu**2"
+            )
+        return self.c / (self.mu**2 - self.lam)
 
     def eigenfunctions(self, X) -> np.ndarray:
         """φ_μ, φ_λ, φ_μ² at the rows of X, shape (n, 3); each satisfies φ(F(x)) = eigenvalue · φ(x)."""
@@ -212,8 +223,7 @@ class Pendulum(ODESystem):
 
     state_names = ("θ [rad]", "ω [rad/s]")
 
-    def __init__(self, dt: float = 0.1, g: float = 9.81, length: float = 1.0, damping: float = 0.0,
-                 substeps: int = 1):
+    def __init__(self, dt: float = 0.1, g: float = 9.81, length: float = 1.0, damping: float = 0.0, substeps: int = 1):
         super().__init__(dt, substeps)
         if g <= 0 or length <= 0 or damping < 0:
             raise ValueError(f"need g > 0, length > 0 and damping >= 0, got g={g}, length={length}, damping={damping}")
@@ -233,7 +243,7 @@ class Pendulum(ODESystem):
     def linear_eigenvalues(self) -> np.ndarray:
         """Continuous-time eigenvalues of the small-angle linearisation at θ = 0 (1/s)."""
         w0, b = self.small_angle_frequency, self.damping
-        return np.roots([1.0, b, w0 ** 2]).astype(complex)
+        return np.roots([1.0, b, w0**2]).astype(complex)
 
     def rhs(self, X):
         theta, omega = X[:, 0], X[:, 1]
@@ -253,8 +263,7 @@ class Duffing(ODESystem):
 
     state_names = ("x", "v")
 
-    def __init__(self, dt: float = 0.1, delta: float = 0.5, alpha: float = -1.0, beta: float = 1.0,
-                 substeps: int = 1):
+    def __init__(self, dt: float = 0.1, delta: float = 0.5, alpha: float = -1.0, beta: float = 1.0, substeps: int = 1):
         super().__init__(dt, substeps)
         self.delta, self.alpha, self.beta = float(delta), float(alpha), float(beta)
         self.dim = 2
@@ -274,11 +283,11 @@ class Duffing(ODESystem):
 
     def linear_eigenvalues(self, x_fixed: float) -> np.ndarray:
         """Continuous-time eigenvalues at the fixed point (x_fixed, 0): roots of s² + δ s + α + 3β x²."""
-        return np.roots([1.0, self.delta, self.alpha + 3 * self.beta * x_fixed ** 2]).astype(complex)
+        return np.roots([1.0, self.delta, self.alpha + 3 * self.beta * x_fixed**2]).astype(complex)
 
     def rhs(self, X):
         x, v = X[:, 0], X[:, 1]
-        return np.column_stack([v, -self.delta * v - self.alpha * x - self.beta * x ** 3])
+        return np.column_stack([v, -self.delta * v - self.alpha * x - self.beta * x**3])
 
     def __repr__(self) -> str:
         return f"Duffing(dt={self.dt}, delta={self.delta}, alpha={self.alpha}, beta={self.beta})"
@@ -311,11 +320,11 @@ class VanDerPol(ODESystem):
     @property
     def small_mu_period(self) -> float:
         """The limit cycle's period to second order in μ, 2π (1 + μ²/16) (Lindstedt-Poincaré), in seconds."""
-        return float(2 * np.pi * (1 + self.mu ** 2 / 16))
+        return float(2 * np.pi * (1 + self.mu**2 / 16))
 
     def rhs(self, X):
         x, v = X[:, 0], X[:, 1]
-        return np.column_stack([v, self.mu * (1 - x ** 2) * v - x])
+        return np.column_stack([v, self.mu * (1 - x**2) * v - x])
 
     def __repr__(self) -> str:
         return f"VanDerPol(dt={self.dt}, mu={self.mu})"

@@ -5,6 +5,7 @@
 collectors use) and ``act_with_log_prob(obs)``. The file holds tensors and plain values only, so it loads
 with ``torch.load(weights_only=True)``.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -61,7 +62,9 @@ class Policy:
 def _actor_of(obj) -> TanhGaussianActor:
     actor = getattr(obj, "actor", obj)
     if not isinstance(actor, TanhGaussianActor):
-        raise TypeError(f"save_policy takes a TanhGaussianActor, a Policy or an agent with .actor, got {type(obj).__name__}")
+        raise TypeError(
+            f"save_policy takes a TanhGaussianActor, a Policy or an agent with .actor, got {type(obj).__name__}"
+        )
     return actor
 
 
@@ -91,8 +94,10 @@ def load_policy(path, state_dim: int | None = None, action_dim: int | None = Non
     if path.is_dir():
         path = path / "policy.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"no policy file at {path}: train one with `kfc-lite train` (it writes RUN/policy.pt) "
-                                "or save one with save_policy")
+        raise FileNotFoundError(
+            f"no policy file at {path}: train one with `kfc-lite train` (it writes RUN/policy.pt) "
+            "or save one with save_policy"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -100,11 +105,15 @@ def load_policy(path, state_dim: int | None = None, action_dim: int | None = Non
     if not isinstance(payload, dict) or payload.get("format") != POLICY_FORMAT:
         raise ValueError(f"{path} is not a policy file written by save_policy")
     if payload.get("version", 0) > POLICY_VERSION:
-        raise ValueError(f"{path} was written by a newer kfc_lite (policy version {payload['version']}); upgrade kfc_lite")
+        raise ValueError(
+            f"{path} was written by a newer kfc_lite (policy version {payload['version']}); upgrade kfc_lite"
+        )
     for name, wanted in (("state_dim", state_dim), ("action_dim", action_dim)):
         if wanted is not None and payload[name] != wanted:
-            raise ValueError(f"{path} holds a policy with {name}={payload[name]}, but {name}={wanted} was asked for: "
-                             "it was trained on another task")
+            raise ValueError(
+                f"{path} holds a policy with {name}={payload[name]}, but {name}={wanted} was asked for: "
+                "it was trained on another task"
+            )
     actor = TanhGaussianActor(payload["state_dim"], payload["action_dim"], tuple(payload["hidden"]))
     actor.load_state_dict(payload["state_dict"])
     return Policy(actor, payload.get("meta"), device=resolve_device(device))

@@ -17,6 +17,7 @@ One module per idea:
 
 docs/sweeps.md explains the sweep file and how to get a cluster.
 """
+
 from kfc_lite.sweep.budgets import BUDGETS, Budget
 from kfc_lite.sweep.spec import SweepSpec, SweepSpecError, load_spec, spec_from_dict
 

@@ -1,4 +1,5 @@
 """``kfc-lite sweep SPEC``: run a sweep file on Ray (see kfc_lite.sweep and docs/sweeps.md)."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,33 +13,49 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)  # every error of the file is found here, before Ray starts
     trials = spec.trials()
     if args.dry_run:
-        print(f"sweep {spec.name}: {len(trials)} trials, budget {spec.budget.name} ({spec.budget.steps} steps), "
-              f"each on {spec.resources.cpus:g} CPU(s) and {spec.resources.gpus:g} GPU(s); out {spec.out}")
+        print(
+            f"sweep {spec.name}: {len(trials)} trials, budget {spec.budget.name} ({spec.budget.steps} steps), "
+            f"each on {spec.resources.cpus:g} CPU(s) and {spec.resources.gpus:g} GPU(s); out {spec.out}"
+        )
         for t in trials:
             print(f"  {t.name}")
         return 0
     from kfc_lite.sweep.runner import run_sweep
 
-    outcome = run_sweep(spec, address=args.address, resume=args.resume, local_cpus=args.cpus,
-                        results=args.results, command=shlex.join(["kfc-lite", "sweep", *sys.argv[2:]]) if
-                        len(sys.argv) > 2 else f"kfc-lite sweep {args.spec}", table_every_s=args.table_every)
+    outcome = run_sweep(
+        spec,
+        address=args.address,
+        resume=args.resume,
+        local_cpus=args.cpus,
+        results=args.results,
+        command=shlex.join(["kfc-lite", "sweep", *sys.argv[2:]])
+        if len(sys.argv) > 2
+        else f"kfc-lite sweep {args.spec}",
+        table_every_s=args.table_every,
+    )
     return 1 if outcome.unfinished else 0
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("sweep", help="run a sweep file (datasets x methods x seeds x settings) on Ray",
-                              description="Run every trial of a sweep file on Ray Tune: an embedded Ray instance, or "
-                                          "the cluster at --address / RAY_ADDRESS. Each trial is a `kfc-lite train` run "
-                                          "folder under the sweep's out; the learning table and plot go to "
-                                          "<out>/results.")
+    p = subparsers.add_parser(
+        "sweep",
+        help="run a sweep file (datasets x methods x seeds x settings) on Ray",
+        description="Run every trial of a sweep file on Ray Tune: an embedded Ray instance, or "
+        "the cluster at --address / RAY_ADDRESS. Each trial is a `kfc-lite train` run "
+        "folder under the sweep's out; the learning table and plot go to "
+        "<out>/results.",
+    )
     p.add_argument("spec", help="the sweep file (YAML)")
-    p.add_argument("--address", default=None, help="a Ray cluster, host:port (default: RAY_ADDRESS, else an embedded "
-                                                   "Ray instance)")
-    p.add_argument("--resume", action="store_true", help="continue a sweep whose driver stopped: only unfinished "
-                                                         "trials run")
+    p.add_argument(
+        "--address", default=None, help="a Ray cluster, host:port (default: RAY_ADDRESS, else an embedded Ray instance)"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue a sweep whose driver stopped: only unfinished trials run"
+    )
     p.add_argument("--cpus", type=int, default=None, help="CPUs of the embedded Ray instance (default: all)")
-    p.add_argument("--results", default=None,
-                   help="where learning.json, learning.md and learning.png go (default: <out>/results)")
+    p.add_argument(
+        "--results", default=None, help="where learning.json, learning.md and learning.png go (default: <out>/results)"
+    )
     p.add_argument("--table-every", type=float, default=10.0, help="seconds between two prints of the live table")
     p.add_argument("--dry-run", action="store_true", help="check the sweep file and list its trials; run nothing")
     p.set_defaults(func=_cmd_sweep)

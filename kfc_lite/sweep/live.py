@@ -4,6 +4,7 @@ A Ray Tune callback: Tune calls ``on_step_end`` after each step of its event loo
 reported result (:mod:`kfc_lite.sweep.trial` reports step, score and node). Tune's own reporter is switched off
 (``verbose=0``) because its columns are Tune's, not ours.
 """
+
 from __future__ import annotations
 
 import sys
@@ -19,10 +20,17 @@ def format_table(trials, steps: int) -> str:
     for t in sorted(trials, key=lambda t: t.config.get("run", "")):
         r = t.last_result or {}
         score = r.get("score")
-        rows.append((t.config.get("run", t.trial_id), t.status, str(r.get("node", "-")),
-                     f"{r['step']}/{steps}" if r.get("step") is not None else f"-/{steps}",
-                     f"{score:.1f}" if isinstance(score, (int, float)) else "-",
-                     str(r.get("resumed_from", "-")), str(t.num_failures)))
+        rows.append(
+            (
+                t.config.get("run", t.trial_id),
+                t.status,
+                str(r.get("node", "-")),
+                f"{r['step']}/{steps}" if r.get("step") is not None else f"-/{steps}",
+                f"{score:.1f}" if isinstance(score, (int, float)) else "-",
+                str(r.get("resumed_from", "-")),
+                str(t.num_failures),
+            )
+        )
     widths = [max(len(x) for x in col) for col in zip(header, *rows)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
     counts = {}

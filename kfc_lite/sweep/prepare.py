@@ -9,6 +9,7 @@ trial, and twenty trials racing to build one table would spend twenty times the 
 Every file is written under a temporary name and renamed when complete, and ``koopman.json`` is written last: a
 task whose node dies half-way leaves nothing that looks finished, and its retry starts the missing part again.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -65,9 +66,11 @@ def model_errors(model, q: dict, n: int = 5000) -> dict:
     with torch.no_grad():
         pred = model(s, a)
         recon = model.decode(model.encode(s))
-    return {"relative_one_step_error": float((pred - s2).norm(dim=1).mean() / (s2 - s).norm(dim=1).mean()),
-            "reconstruction_offset": float((recon - s).norm(dim=1).mean()),
-            "state_norm": float(s.norm(dim=1).mean())}
+    return {
+        "relative_one_step_error": float((pred - s2).norm(dim=1).mean() / (s2 - s).norm(dim=1).mean()),
+        "reconstruction_offset": float((recon - s).norm(dim=1).mean()),
+        "state_norm": float(s.norm(dim=1).mean()),
+    }
 
 
 def ensure_koopman(spec, ds, q: dict, device, progress: bool = False) -> dict:
@@ -85,10 +88,17 @@ def ensure_koopman(spec, ds, q: dict, device, progress: bool = False) -> dict:
     wall = time.perf_counter() - t0
     _replace_atomic(lambda tmp: save_koopman(model, tmp, history=history, dataset=spec.dataset_path(ds)), path)
     model = load_koopman(path, map_location="cpu")
-    info = {**model_errors(model, q), "val_forward": float(history["val_forward"][-1]),
-            "val_recon": float(history["val_recon"][-1]), "val_multistep": float(history["val_multistep"][-1]),
-            "epochs": len(history["epoch"]), "steps": int(history["steps"][-1]), "stopped": history.get("stopped"),
-            "wall_s": wall, "config": dict(spec.koopman)}
+    info = {
+        **model_errors(model, q),
+        "val_forward": float(history["val_forward"][-1]),
+        "val_recon": float(history["val_recon"][-1]),
+        "val_multistep": float(history["val_multistep"][-1]),
+        "epochs": len(history["epoch"]),
+        "steps": int(history["steps"][-1]),
+        "stopped": history.get("stopped"),
+        "wall_s": wall,
+        "config": dict(spec.koopman),
+    }
     _replace_atomic(lambda tmp: tmp.write_text(json.dumps(info, indent=1)), info_path)
     return info
 
@@ -112,8 +122,9 @@ def ensure_tables(spec, ds, q: dict, device, progress: bool = False) -> list[str
         if settings in built:
             continue
         built.add(settings)
-        table = symmetry_table(model, q, settings, spec.dataset_dir(ds), memory_budget_gb=cfg.table_memory_gb,
-                               progress=progress)
+        table = symmetry_table(
+            model, q, settings, spec.dataset_dir(ds), memory_budget_gb=cfg.table_memory_gb, progress=progress
+        )
         paths.append(str(table.path))
     return paths
 

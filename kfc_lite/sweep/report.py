@@ -8,6 +8,7 @@ list of records, each with a ``kind``: ``eval``, one per evaluation; ``score``, 
 per run: its training diagnostics and wall time; ``koopman``, one per dataset: the shared model's diagnostics),
 ``learning.md`` (the tables, the command, the budget, the machine) and ``learning.png`` (learning curves).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,11 +24,12 @@ from kfc_lite import stats
 from kfc_lite.sweep.budgets import Budget
 from kfc_lite.sweep.spec import ALL_METHODS, VARIANTS
 
-
 #: Paper, Table 1 (D4RL v0 data, docs/paper.md): for orientation only, never comparable to a replica.
-PAPER_V0 = {"halfcheetah-medium": {"cql": 44.4, "s4rl": 48.8, "kfc": 55.9, "kfc++": 59.1},
-            "hopper-medium": {"cql": 58.0, "s4rl": 78.9, "kfc": 90.6, "kfc++": 94.2},
-            "walker2d-medium": {"cql": 79.2, "s4rl": 93.6, "kfc": 102.1, "kfc++": 108.0}}
+PAPER_V0 = {
+    "halfcheetah-medium": {"cql": 44.4, "s4rl": 48.8, "kfc": 55.9, "kfc++": 59.1},
+    "hopper-medium": {"cql": 58.0, "s4rl": 78.9, "kfc": 90.6, "kfc++": 94.2},
+    "walker2d-medium": {"cql": 79.2, "s4rl": 93.6, "kfc": 102.1, "kfc++": 108.0},
+}
 
 
 def _method_key(method: str) -> tuple:
@@ -62,9 +64,21 @@ def run_scores(records: list[dict], budget: Budget) -> dict:
 def score_records(records: list[dict], budget: Budget) -> list[dict]:
     """One ``score`` record per finished run: the number the tables are computed from."""
     size = {(r["dataset"], r["method"], r["seed"]): r.get("dataset_size") for r in evaluations(records)}
-    return [{"kind": "score", "dataset": ds, "dataset_size": size[(ds, m, seed)], "method": m, "seed": seed,
-             "score": score, "last_k": budget.last_k, "steps": budget.steps, "budget": budget.name}
-            for (ds, m), per_seed in run_scores(records, budget).items() for seed, score in per_seed.items()]
+    return [
+        {
+            "kind": "score",
+            "dataset": ds,
+            "dataset_size": size[(ds, m, seed)],
+            "method": m,
+            "seed": seed,
+            "score": score,
+            "last_k": budget.last_k,
+            "steps": budget.steps,
+            "budget": budget.name,
+        }
+        for (ds, m), per_seed in run_scores(records, budget).items()
+        for seed, score in per_seed.items()
+    ]
 
 
 def summarize(records: list[dict], budget: Budget) -> dict:
@@ -73,9 +87,15 @@ def summarize(records: list[dict], budget: Budget) -> dict:
     for key, per_seed in run_scores(records, budget).items():
         x = list(per_seed.values())
         enough = len(x) >= 2  # an interval or a spread needs two runs
-        out[key] = {"n": len(x), "scores": per_seed, "mean": stats.mean(x), "iqm": stats.iqm(x),
-                    "mean_ci": stats.mean_ci(x) if enough else None, "iqm_ci": stats.iqm_ci(x) if enough else None,
-                    "sd": stats.sample_sd(x) if enough else None}
+        out[key] = {
+            "n": len(x),
+            "scores": per_seed,
+            "mean": stats.mean(x),
+            "iqm": stats.iqm(x),
+            "mean_ci": stats.mean_ci(x) if enough else None,
+            "iqm_ci": stats.iqm_ci(x) if enough else None,
+            "sd": stats.sample_sd(x) if enough else None,
+        }
     return out
 
 
@@ -89,9 +109,11 @@ def compare(summary: dict, baseline: str = "cql") -> dict:
         seeds = sorted(set(s["scores"]) & set(base["scores"]))
         a, b = ({k: x["scores"][k] for k in seeds} for x in (s, base))
         enough = len(seeds) >= 2
-        out[(ds, m)] = {"seeds": seeds,
-                        "paired": stats.paired_difference(a, b, names=(m, baseline)) if enough else None,
-                        "improvement": stats.probability_of_improvement(a, b) if enough else None}
+        out[(ds, m)] = {
+            "seeds": seeds,
+            "paired": stats.paired_difference(a, b, names=(m, baseline)) if enough else None,
+            "improvement": stats.probability_of_improvement(a, b) if enough else None,
+        }
     return out
 
 
@@ -102,8 +124,11 @@ def aggregate(summary: dict) -> dict:
     for m in dict.fromkeys(m for _, m in summary):
         strata = {ds: list(summary[(ds, m)]["scores"].values()) for ds in datasets if (ds, m) in summary}
         if len(datasets) > 1 and len(strata) == len(datasets) and all(len(x) >= 2 for x in strata.values()):
-            out[m] = {"n": {ds: len(x) for ds, x in strata.items()}, "mean_ci": stats.mean_ci(strata),
-                      "iqm_ci": stats.iqm_ci(strata)}
+            out[m] = {
+                "n": {ds: len(x) for ds, x in strata.items()},
+                "mean_ci": stats.mean_ci(strata),
+                "iqm_ci": stats.iqm_ci(strata),
+            }
     return out
 
 
@@ -119,24 +144,33 @@ def machine() -> str:
     except OSError:
         pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return (f"{cpu}, {os.cpu_count()} logical CPUs{gpu}; torch {torch.__version__} with "
-            f"{torch.get_num_threads()} thread(s); python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPUs{gpu}; torch {torch.__version__} with "
+        f"{torch.get_num_threads()} thread(s); python {platform.python_version()}"
+    )
 
 
 def results_records(records: list[dict], budget: Budget, diag: dict, koopman: dict) -> list[dict]:
     """Everything ``learning.json`` holds: evaluations, run scores, per-run diagnostics, per-dataset Koopman models."""
-    return (evaluations(records) + score_records(records, budget)
-            + [{"kind": "run", "dataset": ds, "method": m, "seed": seed, **d} for (ds, m, seed), d in diag.items()]
-            + [{"kind": "koopman", "dataset": ds, **info} for ds, info in sorted(koopman.items())])
+    return (
+        evaluations(records)
+        + score_records(records, budget)
+        + [{"kind": "run", "dataset": ds, "method": m, "seed": seed, **d} for (ds, m, seed), d in diag.items()]
+        + [{"kind": "koopman", "dataset": ds, **info} for ds, info in sorted(koopman.items())]
+    )
 
 
 def split_records(records: list[dict]) -> tuple[list[dict], dict, dict]:
     """The inverse of ``results_records``: evaluations, diagnostics by (dataset, method, seed), Koopman by dataset."""
     skip = ("kind", "dataset", "method", "seed")
-    diag = {(r["dataset"], r["method"], r["seed"]): {k: v for k, v in r.items() if k not in skip}
-            for r in records if r.get("kind") == "run"}
-    koopman = {r["dataset"]: {k: v for k, v in r.items() if k not in skip} for r in records
-               if r.get("kind") == "koopman"}
+    diag = {
+        (r["dataset"], r["method"], r["seed"]): {k: v for k, v in r.items() if k not in skip}
+        for r in records
+        if r.get("kind") == "run"
+    }
+    koopman = {
+        r["dataset"]: {k: v for k, v in r.items() if k not in skip} for r in records if r.get("kind") == "koopman"
+    }
     return evaluations(records), diag, koopman
 
 
@@ -146,37 +180,54 @@ def _ci(x) -> str:
 
 def score_tables(summary: dict, budget: Budget) -> list[str]:
     """The markdown of the score table, the comparison with CQL and the aggregate over datasets."""
-    lines = ["| dataset | method | n | scores by seed | mean [95% CI] | IQM [95% CI] | sample SD | paper v0 |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| dataset | method | n | scores by seed | mean [95% CI] | IQM [95% CI] | sample SD | paper v0 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for (ds, m), s in summary.items():
         paper = PAPER_V0.get(ds.replace("-replica", ""), {}).get(m, "-")
         by_seed = ", ".join(f"{v:.1f}" for v in s["scores"].values())
         sd = f"{s['sd']:.1f}" if s["sd"] is not None else "-"
-        lines.append(f"| {ds} | {m} | {s['n']} | {by_seed} | {s['mean']:.1f} {_ci(s['mean_ci'])} | "
-                     f"{s['iqm']:.1f} {_ci(s['iqm_ci'])} | {sd} | {paper} |")
-    lines += ["", "### Against CQL, seed by seed", "",
-              "Each method minus CQL on the seeds both finished: the mean paired difference with its Student-t 95% "
-              "interval and the verdict it supports (\"not distinguishable\" when the interval includes 0; a "
-              "percentile bootstrap, used for the means above, would call a difference between two equal methods 1 "
-              "time in 4 at 3 seeds), and the probability of improvement P(method > CQL) over all pairs of runs "
-              "(ties 1/2; 0.5: neither tends to win) with a paired-bootstrap 95% interval, as narrow as the means' at "
-              "this many seeds. Fewer than 2 shared seeds give no interval.", "",
-              "| dataset | method | seeds | mean difference vs CQL [95% t interval] | verdict | P(method > CQL) [95% CI] |",
-              "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {ds} | {m} | {s['n']} | {by_seed} | {s['mean']:.1f} {_ci(s['mean_ci'])} | "
+            f"{s['iqm']:.1f} {_ci(s['iqm_ci'])} | {sd} | {paper} |"
+        )
+    lines += [
+        "",
+        "### Against CQL, seed by seed",
+        "",
+        "Each method minus CQL on the seeds both finished: the mean paired difference with its Student-t 95% "
+        'interval and the verdict it supports ("not distinguishable" when the interval includes 0; a '
+        "percentile bootstrap, used for the means above, would call a difference between two equal methods 1 "
+        "time in 4 at 3 seeds), and the probability of improvement P(method > CQL) over all pairs of runs "
+        "(ties 1/2; 0.5: neither tends to win) with a paired-bootstrap 95% interval, as narrow as the means' at "
+        "this many seeds. Fewer than 2 shared seeds give no interval.",
+        "",
+        "| dataset | method | seeds | mean difference vs CQL [95% t interval] | verdict | P(method > CQL) [95% CI] |",
+        "|---|---|---|---|---|---|",
+    ]
     for (ds, m), c in compare(summary).items():
         if c["paired"] is None:
             lines.append(f"| {ds} | {m} | {c['seeds']} | - | too few seeds | - |")
             continue
         d, p = c["paired"].difference, c["improvement"]
-        lines.append(f"| {ds} | {m} | {c['seeds']} | {d.estimate:+.1f} {_ci(d)} | {c['paired'].verdict} | "
-                     f"{p.estimate:.2f} [{p.low:.2f}, {p.high:.2f}] |")
+        lines.append(
+            f"| {ds} | {m} | {c['seeds']} | {d.estimate:+.1f} {_ci(d)} | {c['paired'].verdict} | "
+            f"{p.estimate:.2f} [{p.low:.2f}, {p.high:.2f}] |"
+        )
     agg = aggregate(summary)
     if agg:
-        lines += ["", "### Over all datasets", "",
-                  "Scores pooled over the datasets of the table (methods with at least 2 finished seeds on each), "
-                  "with a stratified bootstrap: seeds are resampled within each dataset. Datasets with more seeds "
-                  "weigh more.", "",
-                  "| method | seeds per dataset | mean [95% CI] | IQM [95% CI] |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "### Over all datasets",
+            "",
+            "Scores pooled over the datasets of the table (methods with at least 2 finished seeds on each), "
+            "with a stratified bootstrap: seeds are resampled within each dataset. Datasets with more seeds "
+            "weigh more.",
+            "",
+            "| method | seeds per dataset | mean [95% CI] | IQM [95% CI] |",
+            "|---|---|---|---|",
+        ]
         for m, a in agg.items():
             lines.append(f"| {m} | {', '.join(str(n) for n in a['n'].values())} | {a['mean_ci']} | {a['iqm_ci']} |")
     return lines
@@ -184,22 +235,32 @@ def score_tables(summary: dict, budget: Budget) -> list[str]:
 
 def diagnostics_tables(diag: dict, koopman: dict) -> list[str]:
     """The markdown of the Koopman model and augmentation diagnostics."""
-    lines = ["## Diagnostics", "",
-             "Koopman model per dataset: one-step error relative to predicting no change (||f(s,a) - s'|| / ||s' - s||, "
-             "5000 transitions of the data; < 1 is better than a constant state), reconstruction offset ||D(E(s)) - s|| "
-             "(the shift a plain symmetry adds to every state even at sigma = 0), validation losses, training length.", "",
-             "| dataset | relative one-step error | reconstruction offset (mean state norm) | val forward MSE | val recon MSE | val 10-step RMS | epochs (steps) | wall s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Diagnostics",
+        "",
+        "Koopman model per dataset: one-step error relative to predicting no change (||f(s,a) - s'|| / ||s' - s||, "
+        "5000 transitions of the data; < 1 is better than a constant state), reconstruction offset ||D(E(s)) - s|| "
+        "(the shift a plain symmetry adds to every state even at sigma = 0), validation losses, training length.",
+        "",
+        "| dataset | relative one-step error | reconstruction offset (mean state norm) | val forward MSE | val recon MSE | val 10-step RMS | epochs (steps) | wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for ds, k in sorted(koopman.items()):
         offset = f"{k['reconstruction_offset']:.3g} ({k['state_norm']:.3g})" if "reconstruction_offset" in k else "-"
-        lines.append(f"| {ds} | {k['relative_one_step_error']:.3f} | {offset} | {k['val_forward']:.4g} | {k['val_recon']:.4g} | "
-                     f"{k['val_multistep']:.4g} | {k['epochs']} ({k['steps']}) | {k['wall_s']:.0f} |")
-    lines += ["", "Augmentation per method (means over the logged steps and seeds): mean ||s~ - s||, share of samples "
-              "moved by a symmetry, fall-back rate (the Koopman branch was drawn but the eigen-decomposition failed "
-              "the guard, so noise was used), commutation error; CQL's Lagrange weight, Q on data and the TD loss (on "
-              "the augmented states: a shift that is not a transition of the system raises it).", "",
-              "| dataset | method | state shift | Koopman fraction | fall-back rate | commutation error | CQL weight | Q(data) | TD loss | wall s per run |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {ds} | {k['relative_one_step_error']:.3f} | {offset} | {k['val_forward']:.4g} | {k['val_recon']:.4g} | "
+            f"{k['val_multistep']:.4g} | {k['epochs']} ({k['steps']}) | {k['wall_s']:.0f} |"
+        )
+    lines += [
+        "",
+        "Augmentation per method (means over the logged steps and seeds): mean ||s~ - s||, share of samples "
+        "moved by a symmetry, fall-back rate (the Koopman branch was drawn but the eigen-decomposition failed "
+        "the guard, so noise was used), commutation error; CQL's Lagrange weight, Q on data and the TD loss (on "
+        "the augmented states: a shift that is not a transition of the system raises it).",
+        "",
+        "| dataset | method | state shift | Koopman fraction | fall-back rate | commutation error | CQL weight | Q(data) | TD loss | wall s per run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for ds in sorted({k[0] for k in diag}):
         for m in ordered_methods(m for (d, m, _) in diag if d == ds):
             ds_rows = [v for (d, mm, _), v in diag.items() if d == ds and mm == m]
@@ -209,40 +270,71 @@ def diagnostics_tables(diag: dict, koopman: dict) -> list[str]:
             def avg(key, fmt="{:.3g}"):
                 vals = [r[key] for r in ds_rows if r.get(key) is not None and math.isfinite(r[key])]
                 return fmt.format(float(np.mean(vals))) if vals else "-"
-            lines.append(f"| {ds} | {m} | {avg('aug_state_shift')} | {avg('aug_koopman_fraction', '{:.2f}')} | "
-                         f"{avg('aug_fallback_rate', '{:.3f}')} | {avg('aug_commutation_error')} | {avg('cql_weight')} | "
-                         f"{avg('q_data', '{:.1f}')} | {avg('td_loss', '{:.3g}')} | {avg('wall_s', '{:.0f}')} |")
+
+            lines.append(
+                f"| {ds} | {m} | {avg('aug_state_shift')} | {avg('aug_koopman_fraction', '{:.2f}')} | "
+                f"{avg('aug_fallback_rate', '{:.3f}')} | {avg('aug_commutation_error')} | {avg('cql_weight')} | "
+                f"{avg('q_data', '{:.1f}')} | {avg('td_loss', '{:.3g}')} | {avg('wall_s', '{:.0f}')} |"
+            )
     return lines
 
 
-def write_report(results: pathlib.Path, budget: Budget, records: list[dict], diag: dict, koopman: dict,
-                 meta: dict, carried_diagnostics: str | None = None) -> pathlib.Path:
+def write_report(
+    results: pathlib.Path,
+    budget: Budget,
+    records: list[dict],
+    diag: dict,
+    koopman: dict,
+    meta: dict,
+    carried_diagnostics: str | None = None,
+) -> pathlib.Path:
     """learning.json, learning.md and learning.png; ``carried_diagnostics``: the diagnostics section of an earlier
     report, kept when the records hold none (a results file written before they did)."""
     results.mkdir(parents=True, exist_ok=True)
     (results / "learning.json").write_text(json.dumps(results_records(records, budget, diag, koopman), indent=1) + "\n")
     summary = summarize(records, budget)
-    label = ("**CPU-budget result, not a reproduction**: " if budget.name != "full" else "") + \
-        f"budget `{budget.name}`: {budget.steps} gradient steps per run"
-    run_wall = (f"{meta['run_wall_s'] / 60:.1f} min in the runs' training loops over all calls"
-                if meta.get("run_wall_s") is not None else "the runs' training time is not in the records")
-    lines = ["# Learning benchmark: CQL, S4RL, KFC, KFC++ on D4RL replicas", "",
-             f"{label}, seeds {list(budget.seeds)}, evaluation every {budget.eval_every} steps with "
-             f"{budget.eval_episodes} episodes" + (f" cut at {budget.eval_max_steps} steps" if budget.eval_max_steps else "")
-             + f". **Score of a run = the mean of its last {budget.last_k} evaluations** (D4RL normalized score, "
-               "deterministic policy; the `score` records of learning.json); only finished runs count. Across seeds: "
-               "mean and IQM (interquartile mean; with fewer than 4 seeds nothing is trimmed and it equals the mean) "
-               "with percentile-bootstrap 95% intervals, and the sample SD (`kfc_lite.stats`; "
-               f"{stats.N_RESAMPLES:,} resamples, seed {stats.BOOTSTRAP_SEED}). With 2-3 seeds an interval spans about the range of the seeds and covers "
-               "less than 95% of the time: read it as a lower bound on the uncertainty. Behaviour-cloning warm-up: "
-             + (f"{budget.bc_fraction:.0%} of the steps" if budget.bc_fraction is not None else "40,000 steps (the KFC code)")
-             + f". Precision {budget.precision} ('auto': fp32 for every method and device)"
-             + f". Koopman model pre-trained once per dataset and shared by KFC and KFC++ ({budget.koopman or 'paper defaults'}).",
-             "", f"* command: `{meta['command']}`"] + ([f"* note: {meta['note']}"] if meta.get("note") else []) + [
-             f"* machine: {meta['machine']}",
-             f"* wall time: {meta['wall_s'] / 60:.1f} min this call; {run_wall}", f"* written: {meta['written']}", "",
-             "Datasets are **replicas** built with our own behaviour policies (`kfc_lite.data.replicas`, policies/): a "
-             "score on them is not a score on D4RL, and the paper's v0 numbers are shown for orientation only.", ""]
+    label = (
+        "**CPU-budget result, not a reproduction**: " if budget.name != "full" else ""
+    ) + f"budget `{budget.name}`: {budget.steps} gradient steps per run"
+    run_wall = (
+        f"{meta['run_wall_s'] / 60:.1f} min in the runs' training loops over all calls"
+        if meta.get("run_wall_s") is not None
+        else "the runs' training time is not in the records"
+    )
+    lines = (
+        [
+            "# Learning benchmark: CQL, S4RL, KFC, KFC++ on D4RL replicas",
+            "",
+            f"{label}, seeds {list(budget.seeds)}, evaluation every {budget.eval_every} steps with "
+            f"{budget.eval_episodes} episodes"
+            + (f" cut at {budget.eval_max_steps} steps" if budget.eval_max_steps else "")
+            + f". **Score of a run = the mean of its last {budget.last_k} evaluations** (D4RL normalized score, "
+            "deterministic policy; the `score` records of learning.json); only finished runs count. Across seeds: "
+            "mean and IQM (interquartile mean; with fewer than 4 seeds nothing is trimmed and it equals the mean) "
+            "with percentile-bootstrap 95% intervals, and the sample SD (`kfc_lite.stats`; "
+            f"{stats.N_RESAMPLES:,} resamples, seed {stats.BOOTSTRAP_SEED}). With 2-3 seeds an interval spans about the range of the seeds and covers "
+            "less than 95% of the time: read it as a lower bound on the uncertainty. Behaviour-cloning warm-up: "
+            + (
+                f"{budget.bc_fraction:.0%} of the steps"
+                if budget.bc_fraction is not None
+                else "40,000 steps (the KFC code)"
+            )
+            + f". Precision {budget.precision} ('auto': fp32 for every method and device)"
+            + f". Koopman model pre-trained once per dataset and shared by KFC and KFC++ ({budget.koopman or 'paper defaults'}).",
+            "",
+            f"* command: `{meta['command']}`",
+        ]
+        + ([f"* note: {meta['note']}"] if meta.get("note") else [])
+        + [
+            f"* machine: {meta['machine']}",
+            f"* wall time: {meta['wall_s'] / 60:.1f} min this call; {run_wall}",
+            f"* written: {meta['written']}",
+            "",
+            "Datasets are **replicas** built with our own behaviour policies (`kfc_lite.data.replicas`, policies/): a "
+            "score on them is not a score on D4RL, and the paper's v0 numbers are shown for orientation only.",
+            "",
+        ]
+    )
     lines += score_tables(summary, budget)
     if not diag and not koopman and carried_diagnostics is not None:
         lines += ["", carried_diagnostics.rstrip("\n")]
@@ -297,11 +389,11 @@ def carried_diagnostics(md: pathlib.Path) -> tuple[str | None, float | None]:
     if start < 0:
         return None, wall_s
     body = text[start:].removeprefix("## Diagnostics").lstrip("\n")
-    kept = ("(Kept from the previous report: the results file holds no per-run diagnostics, and the run folders they "
-            "were read from are gone.)")
+    kept = (
+        "(Kept from the previous report: the results file holds no per-run diagnostics, and the run folders they "
+        "were read from are gone.)"
+    )
     return "## Diagnostics\n\n" + ("" if body.startswith(kept) else kept + "\n\n") + body, wall_s
-
-
 
 
 # -- from a sweep's run folders ----------------------------------------------------------------------------
@@ -322,13 +414,30 @@ def collect_records(spec) -> tuple[list[dict], dict, dict]:
         rows = read_metrics(out)
         for r in rows:
             if r["kind"] == "eval":
-                records.append({"kind": "eval", "dataset": name, "dataset_size": trial.dataset.size, "method": method,
-                                "seed": seed, "steps": r["step"], "normalized_score": r["normalized"],
-                                "return": r["return"], "budget": spec.budget.name})
+                records.append(
+                    {
+                        "kind": "eval",
+                        "dataset": name,
+                        "dataset_size": trial.dataset.size,
+                        "method": method,
+                        "seed": seed,
+                        "steps": r["step"],
+                        "normalized_score": r["normalized"],
+                        "return": r["return"],
+                        "budget": spec.budget.name,
+                    }
+                )
         train_rows = [r for r in rows if r["kind"] == "train"]
         d = {}
-        for key in ("aug_fallback_rate", "aug_state_shift", "aug_koopman_fraction", "aug_commutation_error",
-                    "cql_weight", "q_data", "td_loss"):
+        for key in (
+            "aug_fallback_rate",
+            "aug_state_shift",
+            "aug_koopman_fraction",
+            "aug_commutation_error",
+            "cql_weight",
+            "q_data",
+            "td_loss",
+        ):
             vals = [r[key] for r in train_rows if r.get(key) is not None]
             if vals:
                 d[key] = float(np.mean(vals))
@@ -343,8 +452,14 @@ def report_meta(command: str, diag: dict, wall_s: float, note: str = "") -> dict
     import time
 
     walls = [d["wall_s"] for d in diag.values() if d.get("wall_s") is not None]
-    return {"command": command, "machine": machine(), "wall_s": wall_s, "run_wall_s": sum(walls) if walls else None,
-            "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "note": note}
+    return {
+        "command": command,
+        "machine": machine(),
+        "wall_s": wall_s,
+        "run_wall_s": sum(walls) if walls else None,
+        "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "note": note,
+    }
 
 
 def write_sweep_report(spec, results: pathlib.Path, command: str, wall_s: float, note: str = "") -> pathlib.Path:
@@ -353,5 +468,4 @@ def write_sweep_report(spec, results: pathlib.Path, command: str, wall_s: float,
 
     records, diag, koopman = collect_records(spec)
     budget = dataclasses.replace(spec.budget, datasets=tuple(d.entry for d in spec.datasets), seeds=spec.seeds)
-    return write_report(pathlib.Path(results), budget, records, diag, koopman,
-                        report_meta(command, diag, wall_s, note))
+    return write_report(pathlib.Path(results), budget, records, diag, koopman, report_meta(command, diag, wall_s, note))

@@ -14,6 +14,7 @@ What survives what:
   (``Tuner.restore``), so finished trials are not started again; a trial that finished after Tune last saved its
   state starts, finds its ``result.json`` and reports it without training.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -54,8 +55,10 @@ def _import_ray():
         import ray  # noqa: F401
         from ray import tune  # noqa: F401
     except ImportError:
-        raise RuntimeError("kfc-lite sweep runs on Ray Tune, which is not installed: pip install 'kfc-lite[sweep]' "
-                           "(or pip install 'ray[tune]')") from None
+        raise RuntimeError(
+            "kfc-lite sweep runs on Ray Tune, which is not installed: pip install 'kfc-lite[sweep]' "
+            "(or pip install 'ray[tune]')"
+        ) from None
     return ray
 
 
@@ -109,16 +112,22 @@ def check_out_folder(spec: SweepSpec, resume: bool) -> None:
     if saved_path.is_file():
         saved = json.loads(saved_path.read_text())
         if not resume:
-            raise ValueError(f"{spec.out} already holds the sweep {saved.get('name')!r}: pass --resume to continue it "
-                             "(finished trials are kept), or choose another out")
+            raise ValueError(
+                f"{spec.out} already holds the sweep {saved.get('name')!r}: pass --resume to continue it "
+                "(finished trials are kept), or choose another out"
+            )
         changed = sorted(k for k in mine if saved.get(k) != mine[k] and k != "out")
         if changed:
-            raise ValueError(f"the sweep in {spec.out} was started with different {', '.join(changed)}: resume it with "
-                             f"the sweep file it was started with (its settings are in {saved_path}), or choose "
-                             "another out for the new sweep")
+            raise ValueError(
+                f"the sweep in {spec.out} was started with different {', '.join(changed)}: resume it with "
+                f"the sweep file it was started with (its settings are in {saved_path}), or choose "
+                "another out for the new sweep"
+            )
     elif not resume and any((spec.run_dir(t) / "config.json").is_file() for t in spec.trials()):
-        raise ValueError(f"{spec.out} already holds run folders of these trials: pass --resume to continue them, or "
-                         "choose another out")
+        raise ValueError(
+            f"{spec.out} already holds run folders of these trials: pass --resume to continue them, or "
+            "choose another out"
+        )
 
 
 def _trial_dirname(trial) -> str:
@@ -130,8 +139,9 @@ def _prepare(ray, spec: SweepSpec, stream) -> dict:
     """One preparation task per dataset, in parallel across the cluster; returns what each made."""
     from kfc_lite.sweep.prepare import prepare_dataset
 
-    task = ray.remote(prepare_dataset).options(num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus,
-                                               max_retries=spec.max_failures)
+    task = ray.remote(prepare_dataset).options(
+        num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus, max_retries=spec.max_failures
+    )
     pending = {task.remote(spec, ds): ds for ds in spec.datasets}
     made = {}
     while pending:
@@ -152,17 +162,35 @@ def _outcome(spec: SweepSpec, errors: dict) -> list[dict]:
         step = finished_step(run)
         done = step is not None and step >= spec.budget.steps
         result = json.loads((run / "result.json").read_text()) if done else {}
-        rows.append({"trial": trial.name, "dataset": trial.dataset.label, "method": trial.label, "seed": trial.seed,
-                     "status": "finished" if done else ("error" if trial.name in errors else "unfinished"),
-                     "step": step, "score": result.get("final_normalized"),
-                     "nodes": sorted({a["node"] for a in attempts}), "attempts": attempts,
-                     "error": errors.get(trial.name)})
+        rows.append(
+            {
+                "trial": trial.name,
+                "dataset": trial.dataset.label,
+                "method": trial.label,
+                "seed": trial.seed,
+                "status": "finished" if done else ("error" if trial.name in errors else "unfinished"),
+                "step": step,
+                "score": result.get("final_normalized"),
+                "nodes": sorted({a["node"] for a in attempts}),
+                "attempts": attempts,
+                "error": errors.get(trial.name),
+            }
+        )
     return rows
 
 
-def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = False, local_cpus: int | None = None,
-              results: pathlib.Path | None = None, command: str = "kfc-lite sweep", note: str = "",
-              table_every_s: float = 10.0, stream=None) -> SweepOutcome:
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    address: str | None = None,
+    resume: bool = False,
+    local_cpus: int | None = None,
+    results: pathlib.Path | None = None,
+    command: str = "kfc-lite sweep",
+    note: str = "",
+    table_every_s: float = 10.0,
+    stream=None,
+) -> SweepOutcome:
     """Run every unfinished trial of ``spec`` and write the results; see the module docstring.
 
     ``address``: a Ray cluster (``host:port``); None: ``RAY_ADDRESS``, else an embedded instance with
@@ -193,8 +221,12 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     ray_start_s = time.perf_counter() - t0
     where = f"the Ray cluster at {address}" if address else "an embedded Ray instance"
     cpus = ray.cluster_resources().get("CPU", 0)
-    print(f"sweep {spec.name}: {len(spec.trials())} trials on {where} ({len(ray.nodes())} node(s), {cpus:g} CPUs; "
-          f"started in {ray_start_s:.1f} s); run folders under {spec.out}", file=stream, flush=True)
+    print(
+        f"sweep {spec.name}: {len(spec.trials())} trials on {where} ({len(ray.nodes())} node(s), {cpus:g} CPUs; "
+        f"started in {ray_start_s:.1f} s); run folders under {spec.out}",
+        file=stream,
+        flush=True,
+    )
     try:
         _prepare(ray, spec, stream)
         trials = {t.name: spec.train_config(t).to_dict() for t in spec.trials()}
@@ -206,13 +238,19 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
             tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
         else:
             run_config = tune.RunConfig(
-                name=spec.name, storage_path=str(storage), verbose=0,
+                name=spec.name,
+                storage_path=str(storage),
+                verbose=0,
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                callbacks=[LiveTable(steps=spec.budget.steps, every_s=table_every_s)])
-            tuner = tune.Tuner(trainable, param_space={"run": tune.grid_search(list(trials))},
-                               # one process runs trial after trial: torch is imported once per process, not per trial
-                               tune_config=tune.TuneConfig(trial_dirname_creator=_trial_dirname, reuse_actors=True),
-                               run_config=run_config)
+                callbacks=[LiveTable(steps=spec.budget.steps, every_s=table_every_s)],
+            )
+            tuner = tune.Tuner(
+                trainable,
+                param_space={"run": tune.grid_search(list(trials))},
+                # one process runs trial after trial: torch is imported once per process, not per trial
+                tune_config=tune.TuneConfig(trial_dirname_creator=_trial_dirname, reuse_actors=True),
+                run_config=run_config,
+            )
         grid = tuner.fit()
         errors = {}
         for r in grid:
@@ -234,10 +272,18 @@ def _finish(spec, errors, results, command, note, t0, ray_start_s, stream) -> Sw
     report = write_sweep_report(spec, results or spec.out / "results", command, wall, note)
     outcome = SweepOutcome(rows, report, wall, ray_start_s)
     done = len(rows) - len(outcome.unfinished)
-    print(f"sweep {spec.name}: {done} of {len(rows)} trials finished in {wall:.1f} s on {len(outcome.nodes)} node(s); "
-          f"results in {report.parent}", file=stream, flush=True)
+    print(
+        f"sweep {spec.name}: {done} of {len(rows)} trials finished in {wall:.1f} s on {len(outcome.nodes)} node(s); "
+        f"results in {report.parent}",
+        file=stream,
+        flush=True,
+    )
     for t in rows:
         if t["status"] != "finished":
-            print(f"  {t['trial']}: {t['status']}{' (' + t['error'] + ')' if t['error'] else ''}; its log is "
-                  f"{spec.out / t['trial'] / 'train.log'}; rerun with --resume", file=stream, flush=True)
+            print(
+                f"  {t['trial']}: {t['status']}{' (' + t['error'] + ')' if t['error'] else ''}; its log is "
+                f"{spec.out / t['trial'] / 'train.log'}; rerun with --resume",
+                file=stream,
+                flush=True,
+            )
     return outcome

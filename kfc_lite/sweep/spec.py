@@ -20,6 +20,7 @@ can be wrong with a sweep file (an unknown dataset, method or key, a value of th
 runs could not be scored) is found here, by building every trial's :class:`~kfc_lite.train.TrainConfig`, so a
 sweep of a hundred runs does not fail an hour in on its ninety-first.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,14 +37,45 @@ from kfc_lite.sweep.budgets import BUDGET_FIELDS, BUDGETS, Budget
 #: reconstruction offset that the plain form adds to every augmented state
 VARIANTS = ("kfc-gauged", "kfc++-gauged")
 ALL_METHODS = METHODS + VARIANTS
-KEYS = ("name", "out", "data", "datasets", "methods", "seeds", "budget", "set", "koopman", "resources", "device",
-        "max_failures", "download")
+KEYS = (
+    "name",
+    "out",
+    "data",
+    "datasets",
+    "methods",
+    "seeds",
+    "budget",
+    "set",
+    "koopman",
+    "resources",
+    "device",
+    "max_failures",
+    "download",
+)
 #: TrainConfig fields the sweep sets itself, and the key of the sweep file that says what they are
-OWNED = {"dataset": "datasets", "method": "methods", "gauged": "methods (kfc-gauged, kfc++-gauged)",
-         "seed": "seeds", "out": "out", "koopman_path": "koopman (the model is trained once per dataset)",
-         "koopman": "koopman", "device": "device", "download": "download",
-         **{k: "budget" for k in ("steps", "eval_every", "eval_episodes", "eval_max_steps", "checkpoint_every",
-                                  "log_every", "precision")}}
+OWNED = {
+    "dataset": "datasets",
+    "method": "methods",
+    "gauged": "methods (kfc-gauged, kfc++-gauged)",
+    "seed": "seeds",
+    "out": "out",
+    "koopman_path": "koopman (the model is trained once per dataset)",
+    "koopman": "koopman",
+    "device": "device",
+    "download": "download",
+    **{
+        k: "budget"
+        for k in (
+            "steps",
+            "eval_every",
+            "eval_episodes",
+            "eval_max_steps",
+            "checkpoint_every",
+            "log_every",
+            "precision",
+        )
+    },
+}
 
 
 class SweepSpecError(ValueError):
@@ -91,8 +123,10 @@ def parse_dataset(entry) -> Dataset:
     if text.endswith((".hdf5", ".h5")) or os.sep in text:
         path = pathlib.Path(text).expanduser().resolve()
         if not path.is_file():
-            raise SweepSpecError(f"datasets: no file {path} (from {entry!r}); an HDF5 file must exist before the sweep "
-                                 "starts, at a path every node of the cluster sees")
+            raise SweepSpecError(
+                f"datasets: no file {path} (from {entry!r}); an HDF5 file must exist before the sweep "
+                "starts, at a path every node of the cluster sees"
+            )
         return Dataset(entry, "file", str(path))
     name, colon, size_text = text.partition(":")
     try:
@@ -101,8 +135,10 @@ def parse_dataset(entry) -> Dataset:
         env = None
     if env is not None:
         if colon and not re.fullmatch(r"[1-9][0-9]*", size_text):
-            raise SweepSpecError(f"datasets: {entry!r}: the size after ':' is a positive whole number of transitions, "
-                                 "e.g. hopper-medium-replica:100000")
+            raise SweepSpecError(
+                f"datasets: {entry!r}: the size after ':' is a positive whole number of transitions, "
+                "e.g. hopper-medium-replica:100000"
+            )
         return Dataset(entry, "replica", f"{env}-{kind}-replica", int(size_text) if colon else None)
     if colon:
         raise SweepSpecError(f"datasets: {entry!r}: only replica recipes (<env>-<kind>-replica) take a ':size'")
@@ -111,8 +147,9 @@ def parse_dataset(entry) -> Dataset:
     try:
         registry.get(name)
     except ValueError as exc:
-        raise SweepSpecError(f"datasets: {exc} A replica recipe (hopper-medium-replica:100000) or an HDF5 file path "
-                             "also works.") from None
+        raise SweepSpecError(
+            f"datasets: {exc} A replica recipe (hopper-medium-replica:100000) or an HDF5 file path also works."
+        ) from None
     raise SweepSpecError(f"datasets: unknown dataset {entry!r}")  # pragma: no cover (get() raised above)
 
 
@@ -176,10 +213,15 @@ class SweepSpec:
             points.append(({**fixed, **point}, tag))
         return points
 
-    def trials(self) -> list["Trial"]:
+    def trials(self) -> list[Trial]:
         """Seeds outermost, so that every method has its first seed before any has its second."""
-        return [Trial(ds, m, seed, overrides, tag) for seed in self.seeds for ds in self.datasets
-                for overrides, tag in self.grid() for m in self.methods]
+        return [
+            Trial(ds, m, seed, overrides, tag)
+            for seed in self.seeds
+            for ds in self.datasets
+            for overrides, tag in self.grid()
+            for m in self.methods
+        ]
 
     def needs_koopman(self, dataset: Dataset | None = None) -> bool:
         return any(base_method(m) in ("kfc", "kfc++") for m in self.methods)
@@ -206,19 +248,36 @@ class SweepSpec:
         from kfc_lite.train import TrainConfig
 
         method = base_method(trial.method)
-        cfg = TrainConfig(dataset=self.dataset_path(trial.dataset), method=method, gauged=trial.method.endswith("-gauged"),
-                          seed=trial.seed, device=self.device, download=self.download, out=str(self.run_dir(trial)),
-                          koopman_path=str(self.koopman_path(trial.dataset)) if method in ("kfc", "kfc++") else None,
-                          **self.budget.train_settings())
+        cfg = TrainConfig(
+            dataset=self.dataset_path(trial.dataset),
+            method=method,
+            gauged=trial.method.endswith("-gauged"),
+            seed=trial.seed,
+            device=self.device,
+            download=self.download,
+            out=str(self.run_dir(trial)),
+            koopman_path=str(self.koopman_path(trial.dataset)) if method in ("kfc", "kfc++") else None,
+            **self.budget.train_settings(),
+        )
         return cfg.with_overrides(**trial.overrides)
 
     def to_json(self) -> dict:
         """The sweep as it will run (sweep.json): a resumed sweep must be the same sweep."""
-        return {"name": self.name, "out": str(self.out), "data": str(self.data),
-                "datasets": [d.entry for d in self.datasets], "methods": list(self.methods),
-                "seeds": list(self.seeds), "budget": dataclasses.asdict(self.budget), "set": self.sets,
-                "koopman": self.koopman, "resources": dataclasses.asdict(self.resources), "device": self.device,
-                "download": self.download, "trials": [t.name for t in self.trials()]}
+        return {
+            "name": self.name,
+            "out": str(self.out),
+            "data": str(self.data),
+            "datasets": [d.entry for d in self.datasets],
+            "methods": list(self.methods),
+            "seeds": list(self.seeds),
+            "budget": dataclasses.asdict(self.budget),
+            "set": self.sets,
+            "koopman": self.koopman,
+            "resources": dataclasses.asdict(self.resources),
+            "device": self.device,
+            "download": self.download,
+            "trials": [t.name for t in self.trials()],
+        }
 
 
 def _word(value) -> str:
@@ -238,7 +297,9 @@ def _yaml_loader():
 
     Loader.add_implicit_resolver(
         "tag:yaml.org,2002:float",
-        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"),
+    )
     return Loader
 
 
@@ -279,9 +340,13 @@ def _number(where: str, value, *, whole=False, minimum=None, maximum=None, allow
         return None
     ok = not isinstance(value, bool) and isinstance(value, int if whole else (int, float))
     if not ok or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        bounds = "".join([f" >= {minimum}" if minimum is not None else "", f" <= {maximum}" if maximum is not None else ""])
-        raise SweepSpecError(f"{where} must be a {'whole number' if whole else 'number'}{bounds}"
-                             f"{' or null' if allow_none else ''}, got {value!r} ({type(value).__name__})")
+        bounds = "".join(
+            [f" >= {minimum}" if minimum is not None else "", f" <= {maximum}" if maximum is not None else ""]
+        )
+        raise SweepSpecError(
+            f"{where} must be a {'whole number' if whole else 'number'}{bounds}"
+            f"{' or null' if allow_none else ''}, got {value!r} ({type(value).__name__})"
+        )
     return value
 
 
@@ -290,8 +355,10 @@ def _budget(value) -> Budget:
         return value
     if isinstance(value, str):
         if value not in BUDGETS:
-            raise SweepSpecError(f"budget: unknown budget {value!r}; the named ones are {sorted(BUDGETS)}, or write a "
-                                 f"mapping of {', '.join(BUDGET_FIELDS)} (with base: <name> to start from one)")
+            raise SweepSpecError(
+                f"budget: unknown budget {value!r}; the named ones are {sorted(BUDGETS)}, or write a "
+                f"mapping of {', '.join(BUDGET_FIELDS)} (with base: <name> to start from one)"
+            )
         return BUDGETS[value]
     if not isinstance(value, dict):
         raise SweepSpecError(f"budget: a budget name ({', '.join(BUDGETS)}) or a mapping, got {value!r}")
@@ -318,7 +385,9 @@ def _budget(value) -> Budget:
     if "bc_fraction" in fields:
         _number("budget.bc_fraction", fields["bc_fraction"], minimum=0, maximum=1, allow_none=True)
     if "sac" in fields and not isinstance(fields["sac"], dict):
-        raise SweepSpecError(f"budget.sac: a mapping of SACConfig fields (e.g. hidden: [64, 64]), got {fields['sac']!r}")
+        raise SweepSpecError(
+            f"budget.sac: a mapping of SACConfig fields (e.g. hidden: [64, 64]), got {fields['sac']!r}"
+        )
     if "koopman" in fields and not isinstance(fields["koopman"], dict):
         raise SweepSpecError(f"budget.koopman: a mapping of KoopmanTrainConfig fields, got {fields['koopman']!r}")
     name = f"{start.name}+" if base is not None else "custom"
@@ -335,7 +404,9 @@ def spec_from_dict(raw, default_name: str = "sweep") -> SweepSpec:
     if unknown:
         raise SweepSpecError(f"unknown key(s) {unknown}; a sweep file has {', '.join(KEYS)}")
     if not isinstance(raw.get("out"), str) or not raw["out"].strip():
-        raise SweepSpecError("out: the output root (a folder every node sees) is required, e.g. out: runs/sweeps/hopper")
+        raise SweepSpecError(
+            "out: the output root (a folder every node sees) is required, e.g. out: runs/sweeps/hopper"
+        )
     out = pathlib.Path(raw["out"]).expanduser().resolve()
     data = pathlib.Path(raw.get("data") or out / "data").expanduser().resolve()
     name = raw.get("name", default_name)
@@ -354,9 +425,11 @@ def spec_from_dict(raw, default_name: str = "sweep") -> SweepSpec:
         raise SweepSpecError(f"datasets: two entries share one folder name ({labels}): list each dataset once")
     evaluations = budget.steps // budget.eval_every if budget.eval_every else 1
     if budget.eval_episodes == 0 or evaluations < budget.last_k:
-        raise SweepSpecError(f"budget: a run is scored by its last {budget.last_k} evaluations, but {budget.steps} steps "
-                             f"evaluated every {budget.eval_every} with {budget.eval_episodes} episodes give "
-                             f"{evaluations if budget.eval_episodes else 0}: lower last_k or evaluate more often")
+        raise SweepSpecError(
+            f"budget: a run is scored by its last {budget.last_k} evaluations, but {budget.steps} steps "
+            f"evaluated every {budget.eval_every} with {budget.eval_episodes} episodes give "
+            f"{evaluations if budget.eval_episodes else 0}: lower last_k or evaluate more often"
+        )
 
     koopman = raw.get("koopman", budget.koopman)
     if not isinstance(koopman, dict):
@@ -376,35 +449,56 @@ def spec_from_dict(raw, default_name: str = "sweep") -> SweepSpec:
         if not isinstance(key, str):
             raise SweepSpecError(f"set: keys are setting names such as q_lr, got {key!r}")
         if key.startswith("koopman."):
-            raise SweepSpecError(f"set: {key}: the Koopman model is trained once per dataset for every trial; put its "
-                                 f"settings under koopman: ({key.removeprefix('koopman.')}: ...)")
+            raise SweepSpecError(
+                f"set: {key}: the Koopman model is trained once per dataset for every trial; put its "
+                f"settings under koopman: ({key.removeprefix('koopman.')}: ...)"
+            )
         if key in OWNED:
             raise SweepSpecError(f"set: {key} is set by the sweep itself: use {OWNED[key]}")
         if isinstance(value, list) and not value:
-            raise SweepSpecError(f"set: {key}: an empty list gives no trial; give values (a list value itself is "
-                                 f"written as a list of one list: [[256, 256]])")
+            raise SweepSpecError(
+                f"set: {key}: an empty list gives no trial; give values (a list value itself is "
+                f"written as a list of one list: [[256, 256]])"
+            )
 
     res = raw.get("resources") or {}
     if not isinstance(res, dict) or set(res) - {"cpus", "gpus"}:
         raise SweepSpecError(f"resources: a mapping with cpus and gpus (one trial's share), got {res!r}")
-    resources = Resources(cpus=float(_number("resources.cpus", res.get("cpus", 1), minimum=0.01)),
-                          gpus=float(_number("resources.gpus", res.get("gpus", 0), minimum=0)))
+    resources = Resources(
+        cpus=float(_number("resources.cpus", res.get("cpus", 1), minimum=0.01)),
+        gpus=float(_number("resources.gpus", res.get("gpus", 0), minimum=0)),
+    )
     if resources.gpus > 1 and resources.gpus != int(resources.gpus):
         raise SweepSpecError(f"resources.gpus: a fraction of one GPU or a whole number of GPUs, got {resources.gpus}")
     device = raw.get("device", "cuda" if resources.gpus > 0 else "cpu")
     if not isinstance(device, str):
         raise SweepSpecError(f"device: auto, cpu, cuda or cuda:N, got {device!r}")
     if resources.gpus == 0 and device.startswith("cuda"):
-        raise SweepSpecError(f"device: {device} needs a GPU, but resources.gpus is 0: give each trial a share "
-                             "(resources: {gpus: 0.25})")
+        raise SweepSpecError(
+            f"device: {device} needs a GPU, but resources.gpus is 0: give each trial a share "
+            "(resources: {gpus: 0.25})"
+        )
     max_failures = _number("max_failures", raw.get("max_failures", 3), whole=True, minimum=0)
     download = raw.get("download", False)
     if not isinstance(download, bool):
         raise SweepSpecError(f"download: true or false, got {download!r}")
 
-    spec = SweepSpec(name=name, out=out, data=data, datasets=datasets, methods=methods, seeds=seeds, budget=budget,
-                     sets=dict(sets), koopman=dict(koopman), resources=resources, device=device,
-                     max_failures=max_failures, download=download, source=dict(raw))
+    spec = SweepSpec(
+        name=name,
+        out=out,
+        data=data,
+        datasets=datasets,
+        methods=methods,
+        seeds=seeds,
+        budget=budget,
+        sets=dict(sets),
+        koopman=dict(koopman),
+        resources=resources,
+        device=device,
+        max_failures=max_failures,
+        download=download,
+        source=dict(raw),
+    )
     # Every trial's TrainConfig, now: unknown --set keys and values of the wrong type fail here, with their message.
     for trial in spec.trials():
         try:

@@ -24,6 +24,7 @@ step is the one ``train()`` then starts from.
 lines of ``metrics.jsonl`` every second and reports the last step and score to Tune, which shows them in the live
 table.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -110,10 +111,14 @@ def hold_run_folder(run_dir, wait_s: float = LOCK_WAIT_S, poll_s: float = 1.0, s
                     "start: two processes writing one run folder would mix their results. If that node was cut off "
                     "from the cluster, its process stops when its raylet notices; otherwise stop the process. Tune "
                     "retries the trial (max_failures); once those are used up, `kfc-lite sweep FILE --resume` "
-                    "continues it") from None
+                    "continues it"
+                ) from None
             if not said:
-                print(f"{run_dir} is held by {_holder(run_dir)}; waiting up to {wait_s:g} s for it to be let go",
-                      file=stream or sys.stderr, flush=True)
+                print(
+                    f"{run_dir} is held by {_holder(run_dir)}; waiting up to {wait_s:g} s for it to be let go",
+                    file=stream or sys.stderr,
+                    flush=True,
+                )
                 said = True
             time.sleep(poll_s)
     with stack:
@@ -173,15 +178,24 @@ def run_trial(config: dict, *, trials: dict, lock_wait_s: float = LOCK_WAIT_S) -
         try:
             # train()'s own prints (the Koopman report, the table) and the wait for the folder go to the run
             # folder, not the sweep's terminal
-            with open(run_dir / "train.log", "a") as log, contextlib.redirect_stdout(log), \
-                    contextlib.redirect_stderr(log), hold_run_folder(run_dir, lock_wait_s, stream=log):
+            with (
+                open(run_dir / "train.log", "a") as log,
+                contextlib.redirect_stdout(log),
+                contextlib.redirect_stderr(log),
+                hold_run_folder(run_dir, lock_wait_s, stream=log),
+            ):
                 # the previous owner may have finished the run while this attempt waited for it
                 if (finished_step(run_dir) or 0) >= cfg.steps:
                     started["from"] = cfg.steps
                     return
                 started["from"] = start = checkpoint_step(run_dir)
-                attempt = {"attempt": len(read_attempts(run_dir)) + 1, **node, "pid": os.getpid(),
-                           "start_step": start, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+                attempt = {
+                    "attempt": len(read_attempts(run_dir)) + 1,
+                    **node,
+                    "pid": os.getpid(),
+                    "start_step": start,
+                    "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                }
                 with open(run_dir / ATTEMPTS, "a") as f:
                     f.write(json.dumps(attempt) + "\n")
                 # train() takes the folder again: re-entrant within this process, so it is not let go in between
@@ -206,8 +220,14 @@ def run_trial(config: dict, *, trials: dict, lock_wait_s: float = LOCK_WAIT_S) -
     if failure:
         raise failure[0]
     _add_wall_time(run_dir, time.perf_counter() - t0)
-    tune.report({"step": finished_step(run_dir), "score": _last_score(run_dir), "node": node["node"],
-                 "resumed_from": started.get("from")})
+    tune.report(
+        {
+            "step": finished_step(run_dir),
+            "score": _last_score(run_dir),
+            "node": node["node"],
+            "resumed_from": started.get("from"),
+        }
+    )
 
 
 def _last_score(run_dir: pathlib.Path):

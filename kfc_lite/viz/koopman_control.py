@@ -3,6 +3,7 @@
 Plain functions return a Matplotlib figure (tests call them directly); :func:`operator_eigs_explorer` is the
 thin ipywidgets layer over :func:`operator_eigs_update`.
 """
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -35,8 +36,10 @@ def _predict(model, s0, actions):
 
         p = next(model.parameters())
         with torch.no_grad():
-            out = model.rollout(torch.as_tensor(s0, dtype=p.dtype, device=p.device),
-                                torch.as_tensor(actions, dtype=p.dtype, device=p.device))
+            out = model.rollout(
+                torch.as_tensor(s0, dtype=p.dtype, device=p.device),
+                torch.as_tensor(actions, dtype=p.dtype, device=p.device),
+            )
         return out.cpu().numpy()
     return np.asarray(model.simulate(s0, actions))
 
@@ -60,8 +63,16 @@ def k_step_predictions(model, states, actions, k: int) -> np.ndarray:
     return out
 
 
-def plot_predictions(model, states, actions, horizons=(1, 10, 50), dt: float = 1.0, labels=None, time_unit="s",
-                     title="predicted vs true trajectory"):
+def plot_predictions(
+    model,
+    states,
+    actions,
+    horizons=(1, 10, 50),
+    dt: float = 1.0,
+    labels=None,
+    time_unit="s",
+    title="predicted vs true trajectory",
+):
     """The true trajectory and the model's k-step-ahead predictions for several horizons k, one panel per state."""
     states = np.asarray(states)
     d = states.shape[1]
@@ -121,11 +132,19 @@ def operator_eigs_update(model, action, reference_action=None, ax=None, title=No
     ax.plot(np.cos(theta), np.sin(theta), color="0.6", lw=1, label="unit circle |λ| = 1")
     ev_ref = np.linalg.eigvals(operator_matrix(model, ref))
     ev = np.linalg.eigvals(operator_matrix(model, action))
-    ax.scatter(ev_ref.real, ev_ref.imag, s=30, facecolors="none", edgecolors="0.4", label=f"K(a = {np.round(ref, 2).tolist()})")
+    ax.scatter(
+        ev_ref.real, ev_ref.imag, s=30, facecolors="none", edgecolors="0.4", label=f"K(a = {np.round(ref, 2).tolist()})"
+    )
     ax.scatter(ev.real, ev.imag, s=30, color="C3", label=f"K(a = {np.round(action, 2).tolist()})")
     r = max(1.05, float(np.abs(ev).max(initial=0)) * 1.05, float(np.abs(ev_ref).max(initial=0)) * 1.05)
-    ax.set(xlim=(-r, r), ylim=(-r, r), aspect="equal", xlabel="Re λ", ylabel="Im λ",
-           title=title or f"eigenvalues of K(a), max |λ| = {np.abs(ev).max():.3f}")
+    ax.set(
+        xlim=(-r, r),
+        ylim=(-r, r),
+        aspect="equal",
+        xlabel="Re λ",
+        ylabel="Im λ",
+        title=title or f"eigenvalues of K(a), max |λ| = {np.abs(ev).max():.3f}",
+    )
     ax.axhline(0, color="0.85", lw=0.8, zorder=0)
     ax.axvline(0, color="0.85", lw=0.8, zorder=0)
     ax.legend(fontsize=8, loc="lower left")
@@ -140,8 +159,12 @@ def operator_eigs_explorer(model, action_low=-1.0, action_high=1.0, step=0.05):
     d_a = getattr(model, "action_dim", None) or model.K_actions.shape[0]
     low = np.broadcast_to(np.asarray(action_low, float), (d_a,))
     high = np.broadcast_to(np.asarray(action_high, float), (d_a,))
-    sliders = [widgets.FloatSlider(value=0.0, min=float(lo), max=float(hi), step=step, description=f"a[{i}]",
-                                   continuous_update=False) for i, (lo, hi) in enumerate(zip(low, high))]
+    sliders = [
+        widgets.FloatSlider(
+            value=0.0, min=float(lo), max=float(hi), step=step, description=f"a[{i}]", continuous_update=False
+        )
+        for i, (lo, hi) in enumerate(zip(low, high))
+    ]
     out = widgets.Output()
 
     def redraw(_=None):

@@ -8,6 +8,7 @@ in one line, so a notebook never stops on a missing graphics library.
 A D4RL observation leaves out the torso's x position (``qpos[0]``): we put the body at x = 0 and take
 ``qpos[1:]`` and ``qvel`` from the observation, which is exactly how the observation was built.
 """
+
 from __future__ import annotations
 
 import os
@@ -59,10 +60,12 @@ def set_state_from_observation(env, observation: np.ndarray) -> None:
     nq, nv = u.model.nq, u.model.nv
     obs = np.asarray(observation, dtype=np.float64).ravel()
     if obs.size != nq - 1 + nv:
-        raise ValueError(f"an observation of {obs.size} numbers does not fit {u.spec.id if u.spec else 'this env'} "
-                         f"(expected {nq - 1 + nv}: qpos without x, then qvel)")
+        raise ValueError(
+            f"an observation of {obs.size} numbers does not fit {u.spec.id if u.spec else 'this env'} "
+            f"(expected {nq - 1 + nv}: qpos without x, then qvel)"
+        )
     qpos = np.concatenate([[0.0], obs[: nq - 1]])
-    u.set_state(qpos, obs[nq - 1:])
+    u.set_state(qpos, obs[nq - 1 :])
 
 
 def render_observations(env_name: str, observations, width: int = 320, height: int = 240) -> list[np.ndarray] | None:
@@ -97,7 +100,9 @@ def compare_states(env_name: str, state, transformed, labels=("original", "trans
 
     frames = render_observations(env_name, np.stack([state, transformed]))
     if frames is None:
-        print("No offscreen MuJoCo renderer here (install libegl1 or libosmesa6): drawing the state dimensions instead.")
+        print(
+            "No offscreen MuJoCo renderer here (install libegl1 or libosmesa6): drawing the state dimensions instead."
+        )
         fig = fig or plt.figure(figsize=(8, 3.5))
         _bars(fig.add_subplot(1, 1, 1), np.stack([state, transformed]), labels, f"{env_name}: state dimensions")
         return fig
@@ -127,7 +132,9 @@ def animate_trajectory(env_name: str, observations, transformed=None, interval_m
     fig, axes = plt.subplots(1, len(sets), figsize=(4 * len(sets), 3.2), squeeze=False)
     titles = ["original", "transformed"]
     if frames[0] is None:
-        print("No offscreen MuJoCo renderer here (install libegl1 or libosmesa6): animating the state dimensions instead.")
+        print(
+            "No offscreen MuJoCo renderer here (install libegl1 or libosmesa6): animating the state dimensions instead."
+        )
         lo, hi = min(s.min() for s in sets), max(s.max() for s in sets)
         bars = []
         for ax, s, t in zip(axes[0], sets, titles):
@@ -153,6 +160,7 @@ def animate_trajectory(env_name: str, observations, transformed=None, interval_m
             for im, f in zip(images, frames):
                 im.set_data(f[i])
             return images
+
     fig.suptitle(f"{env_name}: {len(obs)} steps")
     anim = animation.FuncAnimation(fig, step, frames=len(obs), interval=interval_ms, blit=False)
     with warnings.catch_warnings():

@@ -3,6 +3,7 @@
 Every function returns a Matplotlib figure (tests call them with the Agg backend). The explorer is
 :func:`curves_explorer_update` (plain, testable) plus :func:`curves_explorer` (a thin ipywidgets layer).
 """
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,17 @@ import pathlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["load_runs", "learning_curves", "plot_training_metrics", "q_on_actions", "plot_q_ood",
-           "curves_explorer_update", "curves_explorer", "evidence_figure", "METRIC_LABELS"]
+__all__ = [
+    "load_runs",
+    "learning_curves",
+    "plot_training_metrics",
+    "q_on_actions",
+    "plot_q_ood",
+    "curves_explorer_update",
+    "curves_explorer",
+    "evidence_figure",
+    "METRIC_LABELS",
+]
 
 #: metrics.jsonl keys -> axis labels with units
 METRIC_LABELS = {
@@ -47,10 +57,16 @@ def load_runs(run_dirs) -> list[dict]:
         cfg = json.loads(cfg_path.read_text())
         train_cfg = cfg.get("train", {})
         rows = read_metrics(d)
-        runs.append({"dir": d, "method": train_cfg.get("method", "online-sac" if cfg.get("online") else "?"),
-                     "dataset": train_cfg.get("dataset", cfg.get("env")), "seed": train_cfg.get("seed", cfg.get("seed")),
-                     "train": [r for r in rows if r.get("kind") == "train"],
-                     "eval": [r for r in rows if r.get("kind") == "eval"]})
+        runs.append(
+            {
+                "dir": d,
+                "method": train_cfg.get("method", "online-sac" if cfg.get("online") else "?"),
+                "dataset": train_cfg.get("dataset", cfg.get("env")),
+                "seed": train_cfg.get("seed", cfg.get("seed")),
+                "train": [r for r in rows if r.get("kind") == "train"],
+                "eval": [r for r in rows if r.get("kind") == "eval"],
+            }
+        )
     return runs
 
 
@@ -67,7 +83,7 @@ def _smooth(v: np.ndarray, window: int) -> np.ndarray:
         return v
     out = np.empty_like(v)
     for i in range(len(v)):
-        out[i] = v[max(0, i - window + 1): i + 1].mean()
+        out[i] = v[max(0, i - window + 1) : i + 1].mean()
     return out
 
 
@@ -96,8 +112,15 @@ def learning_curves(run_dirs, metric: str = "normalized", smooth: int = 1, ax=No
             continue
         stack = np.stack([[v[list(s).index(c)] for c in common] for s, v in curves])
         steps = np.asarray(common)
-        ax.plot(steps, stack.mean(0), color=f"C{i}", lw=2, marker="o" if len(steps) < 20 else None, ms=3,
-                label=f"{method} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
+        ax.plot(
+            steps,
+            stack.mean(0),
+            color=f"C{i}",
+            lw=2,
+            marker="o" if len(steps) < 20 else None,
+            ms=3,
+            label=f"{method} ({len(curves)} seed{'s' if len(curves) > 1 else ''})",
+        )
         if len(curves) > 1:
             ax.fill_between(steps, stack.min(0), stack.max(0), color=f"C{i}", alpha=0.2)
     ax.set_xlabel("gradient steps")
@@ -161,7 +184,11 @@ def plot_q_ood(q: dict, title: str = "Q on dataset actions vs out-of-distributio
     if ax is None:
         fig, ax = plt.subplots(figsize=(6, 3.5))
     fig = ax.figure
-    parts = [("data", "dataset actions", "C0"), ("random", "uniform random actions", "C3"), ("policy", "policy's mean action", "C2")]
+    parts = [
+        ("data", "dataset actions", "C0"),
+        ("random", "uniform random actions", "C3"),
+        ("policy", "policy's mean action", "C2"),
+    ]
     allv = np.concatenate([np.ravel(q[k]) for k, _, _ in parts if k in q])
     bins = np.linspace(allv.min(), allv.max(), 40) if allv.size and allv.max() > allv.min() else 20
     for key, label, color in parts:
@@ -225,14 +252,17 @@ def evidence_figure(evidence, statistic: str = "mean"):
 
     arms = evidence.arms
     others = [a for a in arms if a != evidence.baseline]
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [len(arms), max(len(others), 1)]})
+    fig, (ax, bx) = plt.subplots(
+        1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [len(arms), max(len(others), 1)]}
+    )
     rng = np.random.default_rng(0)  # the dots' horizontal jitter only
     for i, arm in enumerate(arms):
         x = np.array(list(evidence.scores[arm].values()))
         ax.scatter(i + rng.uniform(-0.15, 0.15, x.size), x, s=14, alpha=0.5, color="C0")
         ci = evidence.interval(arm, statistic)
-        ax.errorbar(i + 0.3, ci.estimate, yerr=[[ci.estimate - ci.low], [ci.high - ci.estimate]], fmt="o", color="k",
-                    capsize=4)
+        ax.errorbar(
+            i + 0.3, ci.estimate, yerr=[[ci.estimate - ci.low], [ci.high - ci.estimate]], fmt="o", color="k", capsize=4
+        )
     ax.set_xticks(range(len(arms)), [label(a) for a in arms], rotation=20)
     ax.set_ylabel("normalized score of a run")
     ax.set_title(f"{evidence.dataset}: runs (dots), {statistic} with 95 % interval (black)")
@@ -243,8 +273,9 @@ def evidence_figure(evidence, statistic: str = "mean"):
         d = np.array([evidence.scores[arm][s] - base[s] for s in seeds])
         bx.scatter(i + rng.uniform(-0.15, 0.15, d.size), d, s=14, alpha=0.5, color="C1")
         iv = evidence.against(arm).difference
-        bx.errorbar(i + 0.3, iv.estimate, yerr=[[iv.estimate - iv.low], [iv.high - iv.estimate]], fmt="o", color="k",
-                    capsize=4)
+        bx.errorbar(
+            i + 0.3, iv.estimate, yerr=[[iv.estimate - iv.low], [iv.high - iv.estimate]], fmt="o", color="k", capsize=4
+        )
     bx.axhline(0.0, color="k", ls="--", lw=1)
     bx.set_xticks(range(len(others)), [label(a) for a in others], rotation=20)
     bx.set_ylabel(f"minus {label(evidence.baseline)}, same seed")

@@ -3,6 +3,7 @@
 Every function returns a Matplotlib figure (tests call them with the Agg backend); the explorer is
 :func:`toy_explorer_update` (plain, testable) plus :func:`toy_explorer` (a thin ipywidgets layer).
 """
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -61,8 +62,9 @@ def plot_eigenvalues(estimated, truth=None, ax=None, title: str = "Koopman eigen
     return fig
 
 
-def plot_trajectories(true, predicted, dt: float | None = None, state_names=None, title: str = "Predicted vs true trajectory",
-                      fig=None):
+def plot_trajectories(
+    true, predicted, dt: float | None = None, state_names=None, title: str = "Predicted vs true trajectory", fig=None
+):
     """Each state coordinate over time: the true trajectory (line) and a model's prediction (dashed)."""
     true, predicted = np.asarray(true), np.asarray(predicted)
     if true.shape != predicted.shape:
@@ -85,8 +87,16 @@ def plot_trajectories(true, predicted, dt: float | None = None, state_names=None
     return fig
 
 
-def plot_eigenfunctions(model, box, n_grid: int = 80, which=None, state_names=("x1", "x2"), part: str = "real",
-                        trajectory=None, title: str = "Koopman eigenfunctions"):
+def plot_eigenfunctions(
+    model,
+    box,
+    n_grid: int = 80,
+    which=None,
+    state_names=("x1", "x2"),
+    part: str = "real",
+    trajectory=None,
+    title: str = "Koopman eigenfunctions",
+):
     """Eigenfunctions of a fitted 2-D model over the box ((low1, low2), (high1, high2)), one panel each.
 
     ``part`` is "real", "imag" or "abs" (for complex pairs the modulus shows the level sets best).
@@ -109,8 +119,10 @@ def plot_eigenfunctions(model, box, n_grid: int = 80, which=None, state_names=("
         ax.contour(g1, g2, values / scale, levels=[0.0], colors="k", linewidths=1)
         if trajectory is not None:
             ax.plot(trajectory[:, 0], trajectory[:, 1], ".-", color="gold", ms=3, lw=1)
-        ax.set_title(f"{part} φ for λ = {lam[i].real:.3f}" + (f"{lam[i].imag:+.3f}i" if abs(lam[i].imag) > 1e-9 else ""),
-                     fontsize=9)
+        ax.set_title(
+            f"{part} φ for λ = {lam[i].real:.3f}" + (f"{lam[i].imag:+.3f}i" if abs(lam[i].imag) > 1e-9 else ""),
+            fontsize=9,
+        )
         ax.set_xlabel(state_names[0])
         ax.set_ylabel(state_names[1])
         fig.colorbar(cs, ax=ax, shrink=0.8, label="φ / max|φ|")
@@ -119,9 +131,18 @@ def plot_eigenfunctions(model, box, n_grid: int = 80, which=None, state_names=("
     return fig
 
 
-def toy_explorer_update(mu: float = 0.9, lam: float = 0.5, dictionary: str = "exact (x1, x2, x1²)", c: float = 1.0,
-                        n_trajectories: int = 10, data_steps: int = 20, n_steps: int = 30, x0=(1.0, -0.5),
-                        seed: int = 0, fig=None):
+def toy_explorer_update(
+    mu: float = 0.9,
+    lam: float = 0.5,
+    dictionary: str = "exact (x1, x2, x1²)",
+    c: float = 1.0,
+    n_trajectories: int = 10,
+    data_steps: int = 20,
+    n_steps: int = 30,
+    x0=(1.0, -0.5),
+    seed: int = 0,
+    fig=None,
+):
     """Fit the chosen dictionary to the slow-manifold map (μ, λ, c) and draw what it gets right and wrong.
 
     The data are ``n_trajectories`` seeded trajectories of ``data_steps`` steps from starts in [-1, 1]²,
@@ -156,11 +177,18 @@ def toy_explorer_update(mu: float = 0.9, lam: float = 0.5, dictionary: str = "ex
         ax.set_ylabel(f"x{i + 1} (dimensionless)")
         ax.set_title(f"x{i + 1} from x0 = {tuple(float(v) for v in x0)}")
         ax.legend(fontsize=8)
-    fig.suptitle(f"slow-manifold map μ={mu:.2f}, λ={lam:.2f}, c={c:.2f} · {len(est)} eigenvalues · "
-                 f"one-step residual {model.residual_:.1e} · worst eigenvalue error {err:.1e}")
+    fig.suptitle(
+        f"slow-manifold map μ={mu:.2f}, λ={lam:.2f}, c={c:.2f} · {len(est)} eigenvalues · "
+        f"one-step residual {model.residual_:.1e} · worst eigenvalue error {err:.1e}"
+    )
     fig.tight_layout()
-    fig.explorer_state = {"residual": model.residual_, "eigenvalue_error": err, "eigenvalues": est,
-                          "true_trajectory": true_traj, "predicted_trajectory": pred_traj}
+    fig.explorer_state = {
+        "residual": model.residual_,
+        "eigenvalue_error": err,
+        "eigenvalues": est,
+        "true_trajectory": true_traj,
+        "predicted_trajectory": pred_traj,
+    }
     return fig
 
 
@@ -171,8 +199,12 @@ def toy_explorer(mu: float = 0.9, lam: float = 0.5, dictionary: str = "exact (x1
 
     mu_w = widgets.FloatSlider(value=mu, min=-1.2, max=1.2, step=0.05, description="μ", continuous_update=False)
     lam_w = widgets.FloatSlider(value=lam, min=-1.2, max=1.2, step=0.05, description="λ", continuous_update=False)
-    dict_w = widgets.Dropdown(options=list(EXPLORER_DICTIONARIES), value=dictionary, description="dictionary",
-                              style={"description_width": "initial"})
+    dict_w = widgets.Dropdown(
+        options=list(EXPLORER_DICTIONARIES),
+        value=dictionary,
+        description="dictionary",
+        style={"description_width": "initial"},
+    )
     out = widgets.Output()
 
     def redraw(mu, lam, dictionary):
@@ -183,6 +215,7 @@ def toy_explorer(mu: float = 0.9, lam: float = 0.5, dictionary: str = "exact (x1
             plt.close(fig)
 
     widgets.interactive_output(redraw, {"mu": mu_w, "lam": lam_w, "dictionary": dict_w})
-    help_text = widgets.HTML("<small>" + " · ".join(f"<b>{k}</b>: {v}" for k, v in EXPLORER_DICTIONARIES.items())
-                             + "</small>")
+    help_text = widgets.HTML(
+        "<small>" + " · ".join(f"<b>{k}</b>: {v}" for k, v in EXPLORER_DICTIONARIES.items()) + "</small>"
+    )
     return widgets.VBox([widgets.HBox([mu_w, lam_w, dict_w]), help_text, out])
