@@ -116,8 +116,8 @@ def tune_cpu_allocator() -> bool:
     ``mmap`` and returns them with ``munmap`` when freed, and it gives the top of its heap back once more than
     a threshold is free there. A CQL step allocates and frees dozens of (7680, 256) activations and gradients
     (7.5 MiB each in fp32), so each step touched ~45 MiB of new pages: ~12,000 page faults, each a kernel
-    entry that zero-fills 4 KiB. Measured on the course's 2-core CPU (``benchmarks/NOTES.md``, session 4):
-    fp32 CQL step 185-194 -> 126-131 ms on one thread, 91-105 -> 77-80 ms on two; bf16 56-79 -> 49-55 ms.
+    entry that zero-fills 4 KiB. Its effect on the step time is in benchmarks/NOTES.md ('Settings the code
+    makes, and why').
 
     This sets ``M_MMAP_THRESHOLD`` to 32 MiB (blocks below it come from the heap and are reused) and
     ``M_TRIM_THRESHOLD`` to 1 GiB (the heap keeps what a step freed for the next one). Within training the peak

@@ -87,7 +87,7 @@ class CriticMLP(torch.autograd.Function):
       outer product's pass and the in-place mask's read-modify-write of it.
 
     One autograd node per critic instead of one per layer. Results equal the plain ``addmm`` + ReLU path to
-    float round-off (tests/test_speed_correctness.py); measured effect in benchmarks/NOTES.md.
+    float round-off (tests/test_speed_correctness.py); its effect on the step time is in benchmarks/NOTES.md.
 
     ``params`` = ``w0, b0, w1, b1, ..., w_head, b_head``, each ``w`` (in, out) and ``b`` (1, out) or None (no
     bias: :class:`CriticEnsemble` folds the first layer's bias into its weight), all in ``x``'s dtype (the
