@@ -114,9 +114,16 @@ def write_if_changed(path: pathlib.Path, text: str) -> None:
         path.write_text(text)
 
 
-def build(book: pathlib.Path, only: list[str] | None = None, execute: str = "cache", solutions: str = "hide") -> int:
+def build(
+    book: pathlib.Path,
+    only: list[str] | None = None,
+    execute: str = "cache",
+    solutions: str = "hide",
+    cell_timeout: int | None = None,
+) -> int:
     """Stage the notebooks (those whose number or stem is in ``only``, or all) in ``book``/src and run Sphinx into
-    ``book``/html; returns its exit code. ``execute`` is myst-nb's ``nb_execution_mode`` (cache, force, auto, off)."""
+    ``book``/html; returns its exit code. ``execute`` is myst-nb's ``nb_execution_mode`` (cache, force, auto, off);
+    ``cell_timeout`` the seconds a cell may run (default: QUICK_CELL_TIMEOUT in quick mode, no limit in full mode)."""
     src_dir = book / "src"
     paths = notebook_paths(ROOT / "notebooks")
     if only:
@@ -131,7 +138,7 @@ def build(book: pathlib.Path, only: list[str] | None = None, execute: str = "cac
            "-d", str(src_dir / f".doctrees-{mode}"),
            "-D", f"nb_execution_mode={execute}",
            "-D", f"nb_execution_cache_path={src_dir / f'.jupyter_cache-{mode}'}",
-           "-D", f"nb_execution_timeout={QUICK_CELL_TIMEOUT if quick else -1}",
+           "-D", f"nb_execution_timeout={cell_timeout or (QUICK_CELL_TIMEOUT if quick else -1)}",
            str(src_dir), str(book / "html")]  # fmt: skip
     for attempt in range(2):
         code, output = run_and_echo(cmd, cwd=src_dir)
@@ -175,11 +182,17 @@ def main(argv=None) -> int:
         default="hide",
         help="solution cells folded (hide, the default), left out (remove) or shown (show)",
     )
+    parser.add_argument(
+        "--cell-timeout",
+        type=int,
+        metavar="SECONDS",
+        help=f"seconds a cell may run (default {QUICK_CELL_TIMEOUT} in quick mode, none in full mode)",
+    )
     parser.add_argument("--clean", action="store_true", help="start afresh: the book's folder emptied first")
     args = parser.parse_args(argv)
     if args.clean and args.out.exists():
         shutil.rmtree(args.out)
-    code = build(args.out.resolve(), args.only, args.execute, args.solutions)
+    code = build(args.out.resolve(), args.only, args.execute, args.solutions, args.cell_timeout)
     if code == 0:
         print(f"the book is in {args.out / 'html'}: open {args.out / 'html' / 'index.html'}")
     return code
