@@ -18,8 +18,8 @@ an embedded Ray instance or the cluster at ``--address``, and the tables and the
 Every dataset is a replica (``kfc_lite.data.replicas``; ``name`` or ``name:size``), built once into
 ``runs/learning/data/`` when missing. The Koopman model is pre-trained once per dataset (seed 0) and the same file
 is given to every KFC and KFC++ run (``TrainConfig.koopman_path``), so the two differ only in how they sample
-symmetries. Every run lives in ``runs/learning/<budget>-<steps>steps/<dataset>/<method>-seed<seed>/`` (``kfc_lite.train``
-run folders): a finished run is skipped, an interrupted one resumes from its checkpoint.
+symmetries. Every run lives in ``runs/learning/<budget>-<steps>steps/<dataset>/<method>-seed<seed>/``
+(``kfc_lite.train`` run folders): a finished run is skipped, an interrupted one resumes from its checkpoint.
 
 Scores are D4RL normalized scores of the deterministic policy. A run's score is the mean of its last ``last_k``
 evaluations (``kfc_lite.stats.run_score``): the one definition the json records and every table use. Across seeds the
@@ -50,11 +50,18 @@ import sys
 import time
 
 from kfc_lite.sweep.budgets import BUDGETS, Budget  # noqa: F401  (the budgets live with the sweep)
-from kfc_lite.sweep.report import (
+from kfc_lite.sweep.report import (  # noqa: F401  (the report's functions are reached through this script too)
+    PAPER_V0,
+    aggregate,
     carried_diagnostics,
-    evaluations,  # noqa: F401
+    compare,
+    evaluations,
     report_meta,
+    run_scores,
+    score_records,
+    score_tables,
     split_records,
+    summarize,
     write_report,
 )
 from kfc_lite.sweep.spec import ALL_METHODS, METHODS, VARIANTS, base_method  # noqa: F401
