@@ -1,7 +1,7 @@
 """Time d3rlpy's CQL on synthetic D4RL-shaped data; run by throughput.py in d3rlpy's own environment.
 
-Prints one JSON record (``--serve``: timed blocks on request, as ``_kfc_worker.py``). Not imported by kfc_lite: d3rlpy pins gymnasium==1.0.0, so it lives in a
-virtual environment of its own (see throughput.py).
+Prints one JSON record (``--serve``: timed blocks on request, as ``_kfc_worker.py``). Not imported by kfc_lite:
+d3rlpy pins gymnasium==1.0.0, so it lives in a virtual environment of its own (see throughput.py).
 """
 
 import json

@@ -165,7 +165,8 @@ def main(argv=None) -> int:
         f"{a.koopman or 'paper-sized KoopmanForwardModel with random weights'} ({ds}-d states, {da}-d actions, "
         f"latent {model.latent_dim})\n",
         "## Build (float16 storage; seconds include the key, the checksums and loading the result)\n",
-        "| variant | rows | workers | device | seconds | rows/s | minutes per 1M rows | bytes per row | fall-back rate |",
+        "| variant | rows | workers | device | seconds | rows/s | minutes per 1M rows | bytes per row "
+        "| fall-back rate |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for b in builds:

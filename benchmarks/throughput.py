@@ -138,9 +138,8 @@ def paired_ratio(num: list[float], den: list[float]) -> float:
 def table(records: list[dict]) -> str:
     baseline = any(r.get("x_baseline") is not None for r in records)
     rows = [
-        "| implementation | method | precision | device | threads | steps/s | × d3rlpy CQL | step time × kfc_lite CQL | "
-        + ("× baseline | " if baseline else "")
-        + "peak RSS MB |",
+        "| implementation | method | precision | device | threads | steps/s | × d3rlpy CQL "
+        "| step time × kfc_lite CQL | " + ("× baseline | " if baseline else "") + "peak RSS MB |",
         "|---|---|---|---|---|---|---|---|" + ("---|" if baseline else "") + "---|",
     ]
     for r in records:
@@ -158,7 +157,8 @@ def table(records: list[dict]) -> str:
 
 def measure(threads: int, a, common: list[str]) -> list[dict]:
     """Start every worker of one thread count, let them warm up, then time them in turns."""
-    # (worker, method: None for d3rlpy as installed, "d3rlpy" for it with the malloc setting; precision; baseline label or None)
+    # (worker, method: None for d3rlpy as installed, "d3rlpy" for it with the malloc setting; precision;
+    # baseline label or None)
     workers: list[tuple[Worker, str | None, str, str | None]] = []
     if not a.no_d3rlpy:
         py = ensure_d3rlpy()
@@ -283,7 +283,8 @@ def main(argv=None) -> int:
     except (OSError, StopIteration):
         pass
     head = (
-        f"# Throughput: gradient steps per second\n\nCommand: `{' '.join([pathlib.Path(sys.argv[0]).name] + (argv or sys.argv[1:]))}`  \n"
+        "# Throughput: gradient steps per second\n\n"
+        f"Command: `{' '.join([pathlib.Path(sys.argv[0]).name] + (argv or sys.argv[1:]))}`  \n"
         f"Machine: {cpu}, {os.cpu_count()} logical CPUs; torch {torch.__version__}; "
         f"device {a.device}; wall time {time.time() - t0:.0f} s; load average (1 min) {load0[0]:.1f} at start, "
         f"{load1[0]:.1f} at end (the machine is shared)  \n"

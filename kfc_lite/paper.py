@@ -1,10 +1,10 @@
 """The KFC paper's results, as data: the rows of Table 1 that could be recovered, with their dataset version.
 
-Source: ``docs/paper.md``, 'Table 1, as far as recovered' (Weissenbacher et al., ICML 2022, Table 1). Only five rows of Table 1 could be
-recovered; their values are D4RL normalized scores (percent) on **-v0** datasets. The CQL column equals the CQL
-paper's (Kumar et al. 2020) numbers for the same rows. Scores on ``-v2`` datasets, or on the locally generated
-``-replica`` datasets of kfc-lite, are not comparable with these numbers: report the version with every number
-(:func:`compare` does).
+Source: ``docs/paper.md``, 'Table 1, as far as recovered' (Weissenbacher et al., ICML 2022, Table 1). Only five
+rows of Table 1 could be recovered; their values are D4RL normalized scores (percent) on **-v0** datasets. The CQL
+column equals the CQL paper's (Kumar et al. 2020) numbers for the same rows. Scores on ``-v2`` datasets, or on the
+locally generated ``-replica`` datasets of kfc-lite, are not comparable with these numbers: report the version with
+every number (:func:`compare` does).
 
 The CQL paper's values for other rows are kept apart in :data:`CQL_PAPER_UNVERIFIED`: they were written down from
 memory and are marked "verify before use" in the notes. The often-quoted "81.8 average" for KFC could not be
@@ -152,7 +152,10 @@ def compare(dataset: str, ours: dict, against: str | None = None) -> list[dict]:
         elif version == "replica":
             note = "ours is on a locally generated replica, not on D4RL data: not comparable"
         elif version != row.version:
-            note = f"dataset versions differ ({version or 'unknown'} vs the paper's {row.version}): not directly comparable"
+            note = (
+                f"dataset versions differ ({version or 'unknown'} vs the paper's {row.version}): "
+                "not directly comparable"
+            )
         else:
             note = "same task and dataset version"
         out.append(

@@ -128,7 +128,8 @@ def run_notebook_and_move_slider(lab, browser, name: str, shots: pathlib.Path, s
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     # every code cell gets an execution count, none is still running ("[*]")
     page.wait_for_function(
-        """() => { const p = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim());
+        """() => { const p = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
+                                 .map(e => e.textContent.trim());
                    return p.length > 0 && p.every(t => /\\[\\d+\\]/.test(t)); }""",
         timeout=600_000,
         polling=1000,

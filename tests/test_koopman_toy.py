@@ -75,7 +75,7 @@ def test_slow_manifold_eigenfunctions_are_exact():
     X, Y = s.snapshots(30, seed=1)
     np.testing.assert_allclose(s.eigenfunctions(Y), s.eigenfunctions(X) * s.eigenvalues, atol=1e-12)
     with pytest.raises(ValueError, match="resonance"):
-        SlowManifold(0.5, 0.25).manifold_coefficient
+        _ = SlowManifold(0.5, 0.25).manifold_coefficient
 
 
 def test_rk4_conserves_the_pendulum_energy_and_converges_at_fourth_order():
@@ -210,7 +210,7 @@ def test_bad_input_gets_clear_errors():
         with pytest.raises(RuntimeError, match="not fitted yet"):
             getattr(EDMD(Polynomial(2)), method)(X)
     with pytest.raises(RuntimeError, match="not fitted yet"):
-        DMD().eigenvalues
+        _ = DMD().eigenvalues
     with pytest.raises(ValueError, match="dt must be"):
         DMD().fit(X, Y).continuous_eigenvalues(0.0)
     with pytest.raises(ValueError, match="fitted on 2-dimensional states"):
@@ -225,10 +225,10 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from kfc_lite.viz.toy import (
+from kfc_lite.viz.toy import (  # noqa: E402  (imported with the section that tests them)
     EXPLORER_DICTIONARIES,
     plot_eigenfunctions,
-    plot_eigenvalues,  # noqa: E402
+    plot_eigenvalues,
     plot_trajectories,
     toy_explorer,
     toy_explorer_update,

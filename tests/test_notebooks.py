@@ -1,5 +1,6 @@
-"""Every notebook runs top to bottom in quick mode and follows the conventions of docs/design.md; its exercise checks pass
-with the solutions in, and its student edition (solutions removed) runs too, with every check saying "not done yet"."""
+"""Every notebook runs top to bottom in quick mode and follows the conventions of docs/design.md; its exercise
+checks pass with the solutions in, and its student edition (solutions removed) runs too, with every check saying
+"not done yet"."""
 
 import os
 import re

@@ -160,7 +160,8 @@ def download(
 
 
 def _cached(final: str, info: registry.DatasetInfo, checksum: str | None) -> bool:
-    """Whether ``final`` holds dataset ``info``; a file that does not open is removed, one of another dataset refused."""
+    """Whether ``final`` holds dataset ``info``;
+    a file that does not open is removed, one of another dataset refused."""
     if not os.path.exists(final):
         return False
     try:

@@ -200,7 +200,7 @@ def _episode_bounds(obs, next_obs, terminals, max_episode_steps: int):
     lengths = ends - starts
     term = np.zeros(n, dtype=bool)
     tout = np.zeros(n, dtype=bool)
-    for s, e, length in zip(starts, ends, lengths):
+    for e, length in zip(ends, lengths):
         last = e - 1
         if last == n - 1 and not terminals[last]:
             continue  # cut by the end of the buffer: neither flag, as D4RL's files end
@@ -330,7 +330,8 @@ def make_replica(
     ``size`` defaults to D4RL's (:data:`D4RL_SIZES`; the pendulum's: :data:`PENDULUM_SIZES`). ``policy`` (and
     ``expert_policy`` for medium-expert) are policy files; without them the committed cards
     (``policies/<env>-<level>.json``) are used. ``buffer`` and ``up_to_step`` (medium-replay) default to the run
-    folder and the step on the medium card. An existing ``out`` is refused before any data are made (:class:`~kfc_lite.data.errors.OutputExistsError`) unless ``overwrite``.
+    folder and the step on the medium card. An existing ``out`` is refused before any data are made
+    (:class:`~kfc_lite.data.errors.OutputExistsError`) unless ``overwrite``.
     """
     from kfc_lite.data.collect import RandomPolicy, _versions, collect
     from kfc_lite.data.hdf5 import write_hdf5

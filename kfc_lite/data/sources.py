@@ -72,7 +72,7 @@ def load(name_or_path: str | os.PathLike, *, download: bool = False, progress: b
                     f"{unknown} (Not a file either, nor a Minari dataset in {exc.where}; "
                     "load(..., download=True) would ask Minari's server.)"
                 ) from None
-            raise AssertionError("unreachable")  # pragma: no cover - registry names were handled above
+            raise AssertionError("unreachable") from exc  # pragma: no cover - registry names were handled above
     if os.sep in key:
         load_hdf5(key)  # raises FileNotFoundError naming the path
     try:

@@ -86,7 +86,8 @@ def exercise(notebook: str, name: str, *, hint_on_error: str | None = None):
                     name,
                     NOT_DONE,
                     [
-                        "the cell above still raises NotImplementedError: replace the stub with your code and run it again."
+                        "the cell above still raises NotImplementedError: "
+                        "replace the stub with your code and run it again."
                     ],
                 )
             except Wrong as w:

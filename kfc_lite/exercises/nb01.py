@@ -129,7 +129,7 @@ def check_frequency(fn):
             raise Wrong(
                 f"for λ = {lam:.4f} you returned {got!r}, not a real number",
                 hint="the frequency is a real, non-negative number: take the imaginary part of log(λ) / dt",
-            )
+            ) from None
         if np.isclose(got, expected, rtol=1e-6, atol=1e-9):
             continue
         if expected > 0:  # recognise the usual slips before reporting a bare difference

@@ -107,7 +107,8 @@ def check_cql_penalty(fn):
             raise Wrong(
                 "the penalty is not finite",
                 got=value,
-                hint="with Q near 800, exp(Q) overflows: subtract the row maximum first, or use scipy.special.logsumexp",
+                hint="with Q near 800, exp(Q) overflows: subtract the row maximum first, "
+                "or use scipy.special.logsumexp",
             )
         if not np.isclose(value, expected, rtol=1e-6, atol=1e-6):
             no_density = _reference_penalty(q_data, q_ood, np.zeros_like(logd))
@@ -191,8 +192,8 @@ _augmented_terms = multiple_choice(
     {
         "a": "the authors' code keeps the actor and the CQL log-sum-exp on clean states; only the critic's "
         "regression (and the data term of the penalty, which shares Q(s~, a)) sees the new states.",
-        "b": "this is the routing of the authors' KFC_prime.py (docs/paper.md, 'Where augmented states go'): the augmented "
-        "transition (s~, a, r, s~') feeds the TD regression, while a' is sampled at the clean s'.",
+        "b": "this is the routing of the authors' KFC_prime.py (docs/paper.md, 'Where augmented states go'): "
+        "the augmented transition (s~, a, r, s~') feeds the TD regression, while a' is sampled at the clean s'.",
         "c": "the actor is trained on clean states; augmentation enlarges the critic's training set.",
         "d": "the TD term regresses Q(s~, a) onto the target at s~': both ends of the transition move together, "
         "that is what makes it a (new) transition of the dynamics.",

@@ -67,8 +67,9 @@ class KoopmanTrainConfig:
     stop_forward: float = 0.90
     stop_recon: float = 0.90
     multistep_k: int = 10
-    #: opt-in extension, NOT in the paper (docs/paper.md, 'The Koopman forward model'): weight of Huber(K(a) E(s), E(s')).
-    #: 0 (the paper) leaves K(a) free wherever the decoder does not look, which spoils open-loop rollouts.
+    #: opt-in extension, NOT in the paper (docs/paper.md, 'The Koopman forward model'): weight of
+    #: Huber(K(a) E(s), E(s')). 0 (the paper) leaves K(a) free wherever the decoder does not look, which spoils
+    #: open-loop rollouts.
     latent_weight: float = 0.0
     #: at most this many validation segments enter the logged multi-step error (it is a diagnostic, keep it cheap)
     multistep_max_segments: int = 512

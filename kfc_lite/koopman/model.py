@@ -214,7 +214,8 @@ def load_koopman(
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(
             f"{path} is not a Koopman checkpoint written by save_koopman "
-            f"(its 'format' entry is {payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r})"
+            "(its 'format' entry is "
+            f"{payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r})"
         )
     if payload.get("version", 0) > CHECKPOINT_VERSION:
         raise ValueError(

@@ -119,7 +119,8 @@ BUDGETS = {
         sac=dict(hidden=(64, 64)),
         koopman=dict(latent_dim=16, hidden_dim=128),
     ),
-    # the paper's: 1M gradient steps, full-size replicas, evaluation every 5k steps (docs/paper.md, 'The offline RL base')
+    # the paper's: 1M gradient steps, full-size replicas, evaluation every 5k steps
+    # (docs/paper.md, 'The offline RL base')
     "full": Budget(
         "full",
         (

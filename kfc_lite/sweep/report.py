@@ -33,7 +33,8 @@ PAPER_V0 = {
 
 
 def _method_key(method: str) -> tuple:
-    """The four methods in the paper's order, then the variants; a grid point (``cql[q_lr=0.0001]``) after its method."""
+    """The four methods in the paper's order, then the variants;
+    a grid point (``cql[q_lr=0.0001]``) after its method."""
     base = method.partition("[")[0]
     return (ALL_METHODS.index(base) if base in ALL_METHODS else len(ALL_METHODS), method)
 
@@ -48,7 +49,8 @@ def evaluations(records: list[dict]) -> list[dict]:
 
 
 def run_scores(records: list[dict], budget: Budget) -> dict:
-    """(dataset, method) -> {seed: score} over finished runs; a run's score is ``stats.run_score`` of its evaluations."""
+    """(dataset, method) -> {seed: score} over finished runs;
+    a run's score is ``stats.run_score`` of its evaluations."""
     evals = evaluations(records)
     runs = {}
     for r in evals:
@@ -82,7 +84,8 @@ def score_records(records: list[dict], budget: Budget) -> list[dict]:
 
 
 def summarize(records: list[dict], budget: Budget) -> dict:
-    """(dataset, method) -> the run scores by seed and their mean, IQM (with 95% intervals when n >= 2) and sample SD."""
+    """(dataset, method) -> the run scores by seed and their mean, IQM (with 95% intervals when n >= 2) and
+    sample SD."""
     out = {}
     for key, per_seed in run_scores(records, budget).items():
         x = list(per_seed.values())
@@ -242,7 +245,8 @@ def diagnostics_tables(diag: dict, koopman: dict) -> list[str]:
         "5000 transitions of the data; < 1 is better than a constant state), reconstruction offset ||D(E(s)) - s|| "
         "(the shift a plain symmetry adds to every state even at sigma = 0), validation losses, training length.",
         "",
-        "| dataset | relative one-step error | reconstruction offset (mean state norm) | val forward MSE | val recon MSE | val 10-step RMS | epochs (steps) | wall s |",
+        "| dataset | relative one-step error | reconstruction offset (mean state norm) | val forward MSE "
+        "| val recon MSE | val 10-step RMS | epochs (steps) | wall s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for ds, k in sorted(koopman.items()):
@@ -258,7 +262,8 @@ def diagnostics_tables(diag: dict, koopman: dict) -> list[str]:
         "the guard, so noise was used), commutation error; CQL's Lagrange weight, Q on data and the TD loss (on "
         "the augmented states: a shift that is not a transition of the system raises it).",
         "",
-        "| dataset | method | state shift | Koopman fraction | fall-back rate | commutation error | CQL weight | Q(data) | TD loss | wall s per run |",
+        "| dataset | method | state shift | Koopman fraction | fall-back rate | commutation error | CQL weight "
+        "| Q(data) | TD loss | wall s per run |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for ds in sorted({k[0] for k in diag}):
@@ -267,8 +272,8 @@ def diagnostics_tables(diag: dict, koopman: dict) -> list[str]:
             if not ds_rows:
                 continue
 
-            def avg(key, fmt="{:.3g}"):
-                vals = [r[key] for r in ds_rows if r.get(key) is not None and math.isfinite(r[key])]
+            def avg(key, fmt="{:.3g}", *, rows=ds_rows):
+                vals = [r[key] for r in rows if r.get(key) is not None and math.isfinite(r[key])]
                 return fmt.format(float(np.mean(vals))) if vals else "-"
 
             lines.append(
@@ -312,7 +317,8 @@ def write_report(
             "deterministic policy; the `score` records of learning.json); only finished runs count. Across seeds: "
             "mean and IQM (interquartile mean; with fewer than 4 seeds nothing is trimmed and it equals the mean) "
             "with percentile-bootstrap 95% intervals, and the sample SD (`kfc_lite.stats`; "
-            f"{stats.N_RESAMPLES:,} resamples, seed {stats.BOOTSTRAP_SEED}). With 2-3 seeds an interval spans about the range of the seeds and covers "
+            f"{stats.N_RESAMPLES:,} resamples, seed {stats.BOOTSTRAP_SEED}). "
+            "With 2-3 seeds an interval spans about the range of the seeds and covers "
             "less than 95% of the time: read it as a lower bound on the uncertainty. Behaviour-cloning warm-up: "
             + (
                 f"{budget.bc_fraction:.0%} of the steps"
@@ -320,7 +326,8 @@ def write_report(
                 else "40,000 steps (the KFC code)"
             )
             + f". Precision {budget.precision} ('auto': fp32 for every method and device)"
-            + f". Koopman model pre-trained once per dataset and shared by KFC and KFC++ ({budget.koopman or 'paper defaults'}).",
+            + ". Koopman model pre-trained once per dataset and shared by KFC and KFC++ "
+            f"({budget.koopman or 'paper defaults'}).",
             "",
             f"* command: `{meta['command']}`",
         ]

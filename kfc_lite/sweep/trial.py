@@ -90,8 +90,8 @@ def _holder(run_dir: pathlib.Path) -> str:
 
 @contextlib.contextmanager
 def hold_run_folder(run_dir, wait_s: float = LOCK_WAIT_S, poll_s: float = 1.0, stream=None):
-    """Own ``run_dir`` (:func:`kfc_lite.train.run_folder.owned`) for the ``with`` block, waiting up to ``wait_s`` seconds
-    for another process to let it go; the wait is said once on ``stream`` (default stderr).
+    """Own ``run_dir`` (:func:`kfc_lite.train.run_folder.owned`) for the ``with`` block, waiting up to ``wait_s``
+    seconds for another process to let it go; the wait is said once on ``stream`` (default stderr).
 
     Raises :class:`kfc_lite.train.run_folder.RunLockedError` naming the holder when it still holds the folder by then.
     """
