@@ -7,11 +7,12 @@ STAMP  := $(VENV)/.kfc-lite-installed
 TORCH_LOCAL ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: lab test install student nbgrader book clean-venv help ci-browser
+.PHONY: lab test lint install student nbgrader book clean-venv help ci-browser
 
 help:
 	@echo "make lab      set up .venv and start JupyterLab on notebooks/"
-	@echo "make test     set up .venv and run the whole test suite, notebooks included (quick mode)"
+	@echo "make test     set up .venv, run the linter and then the whole test suite, notebooks included (quick mode)"
+	@echo "make lint     ruff check and ruff format --check over the repository"
 	@echo "make student  write the student edition of every notebook to build/student/"
 	@echo "make nbgrader write an nbgrader course (an assignment per notebook, autograded checks) to build/nbgrader/"
 	@echo "make book     execute the notebooks (quick mode; KFC_QUICK=0 for full) into a website in build/book/html/"
@@ -34,8 +35,13 @@ $(STAMP): pyproject.toml
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
 
+# The linter runs before the tests: a style error fails in seconds, before the minutes of the suite.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 # On CI (CI=true) the browser tests' Chromium comes from Debian's packages; elsewhere those tests say why they skip.
-test: $(STAMP) $(if $(filter true,$(CI)),ci-browser)
+test: $(STAMP) lint $(if $(filter true,$(CI)),ci-browser)
 	@# pytest exits 5 when it collects no test: make treats that, like any failure, as an error.
 	KFC_QUICK=1 MPLBACKEND=Agg $(BIN)/python -m pytest $(PYTEST_ARGS)
 
