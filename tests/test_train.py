@@ -264,9 +264,7 @@ def test_online_sac_trains_and_resumes(tmp_path):
     from kfc_lite.rl.sac import SACConfig
 
     cfg = SACConfig.preset("online-sac", hidden=(16, 16), batch_size=16)
-    r = train_online_sac(
-        "hopper",
-        40,
+    run = dict(
         seed=0,
         out=tmp_path / "sac",
         config=cfg,
@@ -278,23 +276,10 @@ def test_online_sac_trains_and_resumes(tmp_path):
         device="cpu",
         progress=False,
     )
+    r = train_online_sac("hopper", 40, **run)
     assert r.agent.step == 20 and [e["step"] for e in r.evals] == [20, 40] and "online-sac" in repr(r)
     assert (tmp_path / "sac" / "policies" / "step_20.pt").exists() and (tmp_path / "sac" / "policy.pt").exists()
-    r2 = train_online_sac(
-        "hopper",
-        60,
-        seed=0,
-        out=tmp_path / "sac",
-        config=cfg,
-        start_steps=20,
-        eval_every=20,
-        eval_episodes=1,
-        checkpoint_every=20,
-        max_episode_steps=15,
-        device="cpu",
-        progress=False,
-        resume=True,
-    )
+    r2 = train_online_sac("hopper", 60, resume=True, **run)
     assert r2.agent.step == 40 and [e["step"] for e in r2.evals] == [60]
     with pytest.raises(ValueError, match="plain SAC"):
         train_online_sac("hopper", 10, out=tmp_path / "x", config=SACConfig(), device="cpu", progress=False)
