@@ -74,7 +74,12 @@ def model_errors(model, q: dict, n: int = 5000) -> dict:
 
 
 def ensure_koopman(spec, ds, q: dict, device, progress: bool = False) -> dict:
-    """Pre-train the dataset's Koopman model once (seed 0) and keep its diagnostics beside it (koopman.json)."""
+    """Pre-train the dataset's Koopman model once (seed 0) and keep its diagnostics beside it (koopman.json).
+
+    On D4RL's sizes the pre-training takes hours, so it keeps a checkpoint after every epoch
+    (``koopman.partial.pt`` beside the model): a sweep stopped during it continues from its last epoch when run
+    again, and the checkpoint is removed once the model is saved."""
+    from kfc_lite.files import remove_verified
     from kfc_lite.koopman import fit_koopman, load_koopman, save_koopman
     from kfc_lite.koopman.fit import KoopmanTrainConfig
 
@@ -84,9 +89,12 @@ def ensure_koopman(spec, ds, q: dict, device, progress: bool = False) -> dict:
         return json.loads(info_path.read_text())
     path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    model, history = fit_koopman(q, KoopmanTrainConfig(**{"seed": 0, **spec.koopman}), device=device, progress=progress)
+    partial = path.with_name("koopman.partial.pt")
+    config = KoopmanTrainConfig(**{"seed": 0, **spec.koopman})
+    model, history = fit_koopman(q, config, device=device, progress=progress, checkpoint=partial)
     wall = time.perf_counter() - t0
     _replace_atomic(lambda tmp: save_koopman(model, tmp, history=history, dataset=spec.dataset_path(ds)), path)
+    remove_verified(partial)
     model = load_koopman(path, map_location="cpu")
     info = {
         **model_errors(model, q),

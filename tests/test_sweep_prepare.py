@@ -1,0 +1,59 @@
+"""A sweep's per-dataset Koopman pre-training (kfc_lite.sweep.prepare), without Ray: stopped during it, the sweep
+continues from its last epoch and ends with the same model as an uninterrupted one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kfc_lite import data as kdata
+from kfc_lite.sweep.prepare import ensure_koopman
+from kfc_lite.sweep.spec import spec_from_dict
+
+KOOPMAN = {"max_epochs": 4, "early_stopping": False, "hidden_dim": 16, "latent_dim": 4, "batch_size": 64}
+
+
+def spec(tmp_path, dataset, name):
+    return spec_from_dict(
+        {
+            "name": name,
+            "out": str(tmp_path / name),
+            "datasets": [dataset],
+            "methods": ["kfc++"],
+            "seeds": [0],
+            "budget": "tiny",
+            "koopman": KOOPMAN,
+            "device": "cpu",
+        }
+    )
+
+
+def test_a_sweep_stopped_during_koopman_pretraining_continues_from_its_last_epoch(tmp_path, dataset, monkeypatch):
+    from kfc_lite.koopman import fit as fit_module
+
+    q = kdata.qlearning_dataset(kdata.load(dataset))
+    straight, stopped = spec(tmp_path, dataset, "straight"), spec(tmp_path, dataset, "stopped")
+    (ds,) = straight.datasets
+    ensure_koopman(straight, ds, q, "cpu")
+    real, calls = fit_module.multistep_error, []
+
+    def stop_in_epoch_3(*a, **k):  # the machine goes away during the third epoch
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(fit_module, "multistep_error", stop_in_epoch_3)
+    (ds_stopped,) = stopped.datasets
+    with pytest.raises(KeyboardInterrupt):
+        ensure_koopman(stopped, ds_stopped, q, "cpu")
+    monkeypatch.setattr(fit_module, "multistep_error", real)
+    partial = stopped.koopman_path(ds_stopped).with_name("koopman.partial.pt")
+    assert torch.load(partial, weights_only=True)["epoch"] == 2
+    assert not stopped.koopman_path(ds_stopped).exists()
+
+    info = ensure_koopman(stopped, ds_stopped, q, "cpu")
+    assert info["epochs"] == 4 and not partial.exists() and not partial.with_suffix(".sha256").exists()
+    a = torch.load(straight.koopman_path(ds), weights_only=True)["state_dict"]
+    b = torch.load(stopped.koopman_path(ds_stopped), weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
