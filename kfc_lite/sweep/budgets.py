@@ -119,6 +119,20 @@ BUDGETS = {
         sac=dict(hidden=(64, 64)),
         koopman=dict(latent_dim=16, hidden_dim=128),
     ),
+    # the pre-registered hopper experiment (benchmarks/protocols/hopper-medium-1m.md): D4RL's size (1M rows), five
+    # seeds, 10k steps evaluated every 2k with 10 episodes; the paper's Koopman model and early stopping, capped at
+    # 150 epochs (about 2,700 steps an epoch on 1M rows)
+    "hopper-1m": Budget(
+        "hopper-1m",
+        ("hopper-medium-replica",),
+        (0, 1, 2, 3, 4),
+        steps=10_000,
+        eval_every=2000,
+        eval_episodes=10,
+        last_k=2,
+        log_every=500,
+        koopman=dict(max_epochs=150),
+    ),
     # the paper's: 1M gradient steps, full-size replicas, evaluation every 5k steps
     # (docs/paper.md, 'The offline RL base')
     "full": Budget(
