@@ -379,7 +379,7 @@ def plot(path: pathlib.Path, records: list[dict], budget: Budget) -> None:
             ax.fill_between(steps, mean - sd, mean + sd, alpha=0.2)
         ax.set_title(f"{ds} ({budget.name} budget)")
         ax.set_xlabel("gradient steps")
-        ax.set_ylabel("D4RL normalized score (mean +- sample SD over seeds)")
+        ax.set_ylabel("normalized score\n(mean +- sample SD over seeds)")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
