@@ -26,6 +26,7 @@ from kfc_lite.koopman import KoopmanForwardModel
 from kfc_lite.rl.augment import make_augmenter
 from kfc_lite.rl.replay import TransitionSampler
 from kfc_lite.rl.sac import SACCQL, SACConfig
+from kfc_lite.settings import tune_cpu_allocator
 
 
 def attach_table(augmenter, model, data, a) -> dict | None:
@@ -76,6 +77,7 @@ def main():
         table_info = attach_table(augmenter, model, data, a)
     # bc_steps=0: time the regular (post-warm-up) step, which is what almost all of a run does.
     cfg = SACConfig.preset("kfc-code", hidden=tuple(a.hidden), precision=a.precision, compile=a.compile, bc_steps=0)
+    tune_cpu_allocator()  # as a training run does (kfc_lite.train): the timed steps are a training run's steps
     agent = SACCQL(ds, da, cfg, device=dev)
     batches = TransitionSampler(data, 256, dev, seed=a.seed, mode="uniform")
 

@@ -127,10 +127,11 @@ def tune_cpu_allocator() -> bool:
     :func:`release_cpu_memory` when they end, which returns what is free. Blocks of 32 MiB and more (datasets)
     are mapped and unmapped as before.
 
-    Called by :class:`kfc_lite.rl.sac.SACCQL` and :func:`kfc_lite.koopman.fit_koopman`; it acts once per
-    process, only with glibc (Linux), and ``KFC_MALLOC_TUNING=0`` turns it off. PyTorch's CPU tuning guide
-    reaches the same end by preloading jemalloc or tcmalloc; this needs no extra library. Returns whether the
-    setting is in effect.
+    Called when a training run starts (:func:`kfc_lite.train.train`, :func:`~kfc_lite.train.train_online_sac`,
+    :func:`kfc_lite.koopman.fit_koopman`), not when an agent is built, so that a notebook or a test that only
+    builds agents leaves the process as it found it. It acts once per process, only with glibc (Linux), and
+    ``KFC_MALLOC_TUNING=0`` turns it off. PyTorch's CPU tuning guide reaches the same end by preloading jemalloc
+    or tcmalloc; this needs no extra library. Returns whether the setting is in effect.
     """
     global _allocator_tuned
     if _allocator_tuned is not None:

@@ -146,9 +146,8 @@ class SACCQL:
     """
 
     def __init__(self, state_dim: int, action_dim: int, config: SACConfig | None = None, device="cpu"):
-        from kfc_lite.settings import resolve_device, tune_cpu_allocator
+        from kfc_lite.settings import resolve_device
 
-        tune_cpu_allocator()  # the step's large temporaries stay in the heap (no page faults each step)
         self.config = config = SACConfig() if config is None else config
         if not isinstance(config, SACConfig):
             raise TypeError(f"config must be a SACConfig, got {type(config).__name__}")

@@ -83,11 +83,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     for the fields in ``RESUMABLE_CHANGES``, such as ``steps``). Without it, a folder that already holds a run
     is an error rather than being overwritten.
     """
-    from kfc_lite.settings import resolve_device
+    from kfc_lite.settings import resolve_device, tune_cpu_allocator
 
     if not isinstance(config, TrainConfig):
         raise TypeError(f"train takes a TrainConfig, got {type(config).__name__}")
     device = resolve_device(config.device)
+    tune_cpu_allocator()  # a training run's step temporaries stay in the heap (no page faults each step)
     run_dir = pathlib.Path(config.out)
     with run_folder.owned(run_dir, create=not resume):
         try:

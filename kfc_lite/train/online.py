@@ -51,7 +51,7 @@ def train_online_sac(
     (MuJoCo's mid-episode state is not saved), so unlike offline training it is not bit-exact.
     """
     from kfc_lite.rl.sac import SACConfig
-    from kfc_lite.settings import resolve_device
+    from kfc_lite.settings import resolve_device, tune_cpu_allocator
 
     integer("steps", steps, 1)
     integer("start_steps", start_steps, 0)
@@ -62,6 +62,7 @@ def train_online_sac(
             "(SACConfig.preset('online-sac'))"
         )
     device = resolve_device(device)
+    tune_cpu_allocator()  # a training run's step temporaries stay in the heap (no page faults each step)
     run_dir = pathlib.Path(out if out is not None else os.path.join("runs", f"online-sac-{env_name}-seed{seed}"))
     ckpt_path = run_dir / "checkpoint.pt"
     with run_folder.owned(run_dir, create=True):
