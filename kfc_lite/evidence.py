@@ -71,20 +71,21 @@ class Evidence:
         x = list(self.scores[arm].values())
         return stats.mean_ci(x) if statistic == "mean" else stats.iqm_ci(x)
 
+    def paired(self, arm: str, baseline: str | None = None) -> tuple[dict, dict]:
+        """``arm``'s and the baseline's run scores (seed -> score) on the seeds both finished."""
+        a, base = self.scores[arm], self.scores[baseline or self.baseline]
+        seeds = sorted(set(a) & set(base))
+        return {s: a[s] for s in seeds}, {s: base[s] for s in seeds}
+
     def against(self, arm: str, baseline: str | None = None) -> stats.Comparison:
         """``arm`` minus the baseline, seed by seed: the mean difference, its Student-t 95 % interval, the verdict."""
-        base = self.scores[baseline or self.baseline]
-        seeds = sorted(set(self.scores[arm]) & set(base))
         return stats.paired_difference(
-            {s: self.scores[arm][s] for s in seeds},
-            {s: base[s] for s in seeds},
-            names=(label(arm), label(baseline or self.baseline)),
+            *self.paired(arm, baseline), names=(label(arm), label(baseline or self.baseline))
         )
 
     def improvement(self, arm: str, baseline: str | None = None) -> stats.Interval:
-        base = self.scores[baseline or self.baseline]
-        seeds = sorted(set(self.scores[arm]) & set(base))
-        return stats.probability_of_improvement({s: self.scores[arm][s] for s in seeds}, {s: base[s] for s in seeds})
+        """P(a run of ``arm`` scores above a run of the baseline), with its bootstrap interval over shared seeds."""
+        return stats.probability_of_improvement(*self.paired(arm, baseline))
 
     def table(self) -> list[dict]:
         """One row per arm: n, mean [CI], IQM [CI], sample SD and, for the other arms, the paired difference."""

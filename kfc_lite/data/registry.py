@@ -125,17 +125,22 @@ class DatasetInfo:
         return self.version == "replica"
 
 
+def _env_fields(env: str) -> dict:
+    """What every dataset of one environment shares: its gymnasium id, reference returns and sizes."""
+    return dict(
+        env=env,
+        gym_id=GYM_IDS[env],
+        ref_min_score=REF_MIN_SCORE[env],
+        ref_max_score=REF_MAX_SCORE[env],
+        obs_dim=OBS_DIM[env],
+        act_dim=ACT_DIM[env],
+    )
+
+
 def _build() -> dict[str, DatasetInfo]:
     out = {}
     for env in ENVS:
-        ref = dict(
-            env=env,
-            gym_id=GYM_IDS[env],
-            ref_min_score=REF_MIN_SCORE[env],
-            ref_max_score=REF_MAX_SCORE[env],
-            obs_dim=OBS_DIM[env],
-            act_dim=ACT_DIM[env],
-        )
+        ref = _env_fields(env)
         for kind in KINDS:
             v0 = _V0_FILES[(env, kind)]
             out[f"{env}-{kind}-v0"] = DatasetInfo(
@@ -156,15 +161,7 @@ def _build() -> dict[str, DatasetInfo]:
                 f"{env}-{kind}-replica", kind=kind, version="replica", file_name=rep, url=None, **ref
             )
     for env in REPLICA_ONLY_ENVS:
-        ref = dict(
-            env=env,
-            gym_id=GYM_IDS[env],
-            ref_min_score=REF_MIN_SCORE[env],
-            ref_max_score=REF_MAX_SCORE[env],
-            obs_dim=OBS_DIM[env],
-            act_dim=ACT_DIM[env],
-            max_episode_steps=EPISODE_STEPS[env],
-        )
+        ref = dict(_env_fields(env), max_episode_steps=EPISODE_STEPS[env])
         for kind in KINDS:
             name = f"{env}-{kind}-replica"
             out[name] = DatasetInfo(

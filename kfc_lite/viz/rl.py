@@ -268,9 +268,8 @@ def evidence_figure(evidence, statistic: str = "mean"):
     ax.set_title(f"{evidence.dataset}: runs (dots), {statistic} with 95 % interval (black)")
     ax.grid(alpha=0.3, axis="y")
     for i, arm in enumerate(others):
-        base = evidence.scores[evidence.baseline]
-        seeds = sorted(set(evidence.scores[arm]) & set(base))
-        d = np.array([evidence.scores[arm][s] - base[s] for s in seeds])
+        a, base = evidence.paired(arm)
+        d = np.array([a[s] - base[s] for s in a])
         bx.scatter(i + rng.uniform(-0.15, 0.15, d.size), d, s=14, alpha=0.5, color="C1")
         iv = evidence.against(arm).difference
         bx.errorbar(
