@@ -13,7 +13,9 @@ from kfc_lite.validators import flag, integer, number, one_of, widths
 
 __all__ = ["SACConfig", "PRESETS", "PRECISIONS"]
 
-PRECISIONS = ("fp32", "bf16")
+#: "auto" is fp32 for every method on every device: bf16 rounds the critic's activations to 3 significant digits,
+#: which erases the state shifts S4RL, KFC and KFC++ are about (docs/precision.md)
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -57,9 +59,9 @@ class SACConfig:
     alpha_prime_max: float = 1e6
     bc_steps: int = 40_000
     online: bool = False
-    # speed
-    precision: str = "fp32"
-    compile: bool = False
+    # speed: "auto" is resolved for the agent's device by for_device (fp32; torch.compile on CUDA only)
+    precision: str = "auto"
+    compile: object = "auto"
 
     def __post_init__(self):
         self.hidden = widths("SACConfig.hidden", self.hidden)
@@ -76,13 +78,24 @@ class SACConfig:
         number("SACConfig.cql_weight (0 turns CQL off)", self.cql_weight, 0.0)
         number("SACConfig.lagrange_threshold", self.lagrange_threshold)
         number("SACConfig.target_entropy (None: -action_dim)", self.target_entropy, allow_none=True)
-        for name in ("auto_alpha", "backup_entropy", "lagrange", "online", "compile"):
+        for name in ("auto_alpha", "backup_entropy", "lagrange", "online"):
             flag(f"SACConfig.{name}", getattr(self, name))
         one_of("SACConfig.precision", self.precision, PRECISIONS)
+        if self.compile != "auto" and not isinstance(self.compile, bool):
+            raise ValueError(f"SACConfig.compile must be 'auto', True or False, got {self.compile!r}")
 
     @property
     def use_cql(self) -> bool:
         return not self.online and self.cql_weight > 0
+
+    def for_device(self, device) -> SACConfig:
+        """This config with "auto" resolved for ``device``: precision fp32, ``torch.compile`` on CUDA only."""
+        cuda = str(device).startswith("cuda")
+        return dataclasses.replace(
+            self,
+            precision="fp32" if self.precision == "auto" else self.precision,
+            compile=cuda if self.compile == "auto" else self.compile,
+        )
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -148,10 +148,11 @@ class SACCQL:
     def __init__(self, state_dim: int, action_dim: int, config: SACConfig | None = None, device="cpu"):
         from kfc_lite.settings import resolve_device
 
-        self.config = config = SACConfig() if config is None else config
+        config = SACConfig() if config is None else config
         if not isinstance(config, SACConfig):
             raise TypeError(f"config must be a SACConfig, got {type(config).__name__}")
         self.device = resolve_device(device)
+        self.config = config = config.for_device(self.device)  # the precision and compile it runs with
         self.state_dim, self.action_dim = state_dim, action_dim
         self.actor = TanhGaussianActor(state_dim, action_dim, config.hidden).to(self.device)
         self.critic = CriticEnsemble(state_dim, action_dim, config.hidden, config.n_critics).to(self.device)
