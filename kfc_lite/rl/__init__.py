@@ -6,11 +6,12 @@ Names are imported lazily from their submodules.
 from kfc_lite._lazy import lazy_exports
 
 _EXPORTS = {
-    # augment.py
-    "Augmenter": "augment",
-    "NoAugmentation": "augment",
-    "GaussianNoise": "augment",
-    "KoopmanAugmenter": "augment",
+    # augmenters: the interface and the model-free ones (plain_augment.py), KFC and KFC++ (koopman_augment.py),
+    # one by method name (augment.py, which also re-exports the others)
+    "Augmenter": "plain_augment",
+    "NoAugmentation": "plain_augment",
+    "GaussianNoise": "plain_augment",
+    "KoopmanAugmenter": "koopman_augment",
     "make_augmenter": "augment",
     # networks.py
     "CriticEnsemble": "networks",
