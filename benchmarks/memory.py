@@ -63,7 +63,9 @@ def child(args) -> None:
     """One training run in this process; prints peak RSS (MB) as JSON."""
     import resource
 
-    from kfc_lite.train import TrainConfig, train
+    from kfc_lite.koopman.fit import KoopmanTrainConfig
+    from kfc_lite.rl.config import SACConfig
+    from kfc_lite.train import AugmentConfig, TrainConfig, train
 
     method, _, mode = args.method.partition(":")
     cfg = TrainConfig(
@@ -78,10 +80,9 @@ def child(args) -> None:
         eval_every=0,
         log_every=args.steps,
         checkpoint_every=0,
-        precision="fp32",
-        compile=False,
-        koopman={"max_steps": args.koopman_steps, "max_epochs": 1} if method in ("kfc", "kfc++") else {},
-        table_memory_gb=0.0 if mode == "mapped" else 8.0,
+        sac=SACConfig(precision="fp32", compile=False),
+        koopman=KoopmanTrainConfig(max_steps=args.koopman_steps, max_epochs=1) if method in ("kfc", "kfc++") else None,
+        augment=AugmentConfig(table_memory_gb=0.0 if mode == "mapped" else 8.0),
     )
     t0 = time.time()
     train(cfg, progress=False)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from kfc_lite.cli import main as cli_main
+from kfc_lite.koopman.fit import KoopmanTrainConfig
 from kfc_lite.koopman.report import (
     OFFSET_DOMINATES_RATIO,
     format_report,
@@ -20,7 +21,8 @@ from kfc_lite.koopman.report import (
     koopman_report,
     training_summary,
 )
-from kfc_lite.train import TrainConfig, train
+from kfc_lite.rl.config import SACConfig
+from kfc_lite.train import AugmentConfig, TrainConfig, train
 
 
 class LinearKoopman(nn.Module):
@@ -205,8 +207,8 @@ def small_run(dataset, out, **kw):
         eval_episodes=0,
         log_every=1,
         checkpoint_every=0,
-        sac=dict(TINY_SAC),
-        koopman=dict(UNDER_TRAINED),
+        sac=SACConfig.preset("kfc-code", **TINY_SAC),
+        koopman=KoopmanTrainConfig(**UNDER_TRAINED),
     )
     base.update(kw)
     return TrainConfig(**base)
@@ -250,7 +252,9 @@ def test_koopman_gate_error_stops_before_anything_is_trained(dataset, tmp_path):
     assert not any(name.startswith("symmetry-table") for name in names)
 
 
-@pytest.mark.parametrize("change", [{"koopman_gate": "off"}, {"gauged": True}], ids=["off", "gauged"])
+@pytest.mark.parametrize(
+    "change", [{"koopman_gate": "off"}, {"augment": AugmentConfig(gauged=True)}], ids=["off", "gauged"]
+)
 def test_no_gate_when_off_or_gauged(dataset, tmp_path, change):
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")

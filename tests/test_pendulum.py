@@ -122,11 +122,13 @@ def test_identity_accepts_pendulum_files_and_rejects_others(tmp_path, monkeypatc
 # ---------------------------------------------------------------------------------------------- training
 @pytest.mark.parametrize("method", ["cql", "s4rl", "kfc", "kfc++"])
 def test_a_few_steps_of_every_method_on_the_pendulum(tmp_path, method):
+    from kfc_lite.koopman.fit import KoopmanTrainConfig
+    from kfc_lite.rl.config import SACConfig
     from kfc_lite.train import TrainConfig, train
 
     path = tmp_path / "pendulum.hdf5"
     make_replica("pendulum-random-replica", size=300, out=str(path), progress=False)
-    koopman = dict(latent_dim=4, hidden_dim=16, max_steps=5) if method in ("kfc", "kfc++") else {}
+    koopman = KoopmanTrainConfig(latent_dim=4, hidden_dim=16, max_steps=5) if method in ("kfc", "kfc++") else None
     cfg = TrainConfig(
         dataset=str(path),
         method=method,
@@ -138,7 +140,7 @@ def test_a_few_steps_of_every_method_on_the_pendulum(tmp_path, method):
         eval_max_steps=20,
         checkpoint_every=0,
         log_every=3,
-        sac=dict(hidden=(16, 16), batch_size=32, bc_steps=2),
+        sac=SACConfig.preset("kfc-code", hidden=(16, 16), batch_size=32, bc_steps=2),
         koopman=koopman,
         koopman_gate="off",
     )

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from kfc_lite.rl.config import SACConfig
 from kfc_lite.rl.sac import SACCQL
 from kfc_lite.train import TrainConfig
 
@@ -13,7 +14,8 @@ def shift_response(precision: str, seed: int = 0) -> torch.Tensor:
     """Q(s + d) - Q(s) of a paper-sized critic (3x256) for 512 states and random shifts of norm 3e-3 (the size of
     S4RL's noise and of a KFC++ symmetry's move), computed as the agent computes its critic at ``precision``."""
     torch.manual_seed(seed)
-    cfg = TrainConfig(dataset="hopper-medium-replica", method="cql", precision=precision).sac_config("cpu")
+    cfg = TrainConfig(dataset="hopper-medium-replica", method="cql", sac=SACConfig(precision=precision))
+    cfg = cfg.sac_config("cpu")
     agent = SACCQL(DS, DA, cfg, "cpu")
     s = 1.25 * torch.randn(512, DS)
     d = torch.randn(512, DS)
@@ -34,8 +36,8 @@ def test_automatic_precision_is_fp32_for_every_method_and_device(method, device)
     """One precision for every arm of a comparison, and one that resolves the augmentations, on a GPU too
     (sac_config only reads the device's name, so this needs no GPU)."""
     cfg = TrainConfig(dataset="hopper-medium-replica", method=method)
-    assert cfg.precision == "auto" and cfg.sac_config(device).precision == "fp32"
-    assert TrainConfig(dataset="x", method=method, precision="bf16").sac_config(device).precision == "bf16"
+    assert cfg.sac.precision == "auto" and cfg.sac_config(device).precision == "fp32"
+    assert cfg.with_overrides(precision="bf16").sac_config(device).precision == "bf16"
 
 
 def test_the_automatic_precision_resolves_a_3e_3_shift_and_bf16_does_not():

@@ -42,8 +42,8 @@ def test_trials_are_the_grid_of_datasets_methods_seeds_and_set_lists(tmp_path):
     assert [t.seed for t in trials[:8]] == [0] * 8  # seeds outermost
     cfg = spec.train_config(next(t for t in trials if t.name == "hopper-random-replica-2000/kfcpp-q_lr=0.0001-seed1"))
     assert cfg.method == "kfc++" and cfg.seed == 1 and cfg.steps == 12 and cfg.checkpoint_every == 6
-    assert cfg.sac["q_lr"] == 1e-4 and cfg.sac["batch_size"] == 64 and cfg.sac["hidden"] == [32, 32]
-    assert cfg.sac["bc_steps"] == 0  # 4% of 12 steps, rounded
+    assert cfg.sac.q_lr == 1e-4 and cfg.sac.batch_size == 64 and cfg.sac.hidden == (32, 32)
+    assert cfg.sac.bc_steps == 0  # 4% of 12 steps, rounded
     assert cfg.koopman_path == str(tmp_path / "out" / "hopper-random-replica-2000" / "koopman.pt")
     assert cfg.dataset == str(tmp_path / "out" / "data" / "hopper-random-replica-2000.hdf5")
     assert cfg.out == str(tmp_path / "out" / "hopper-random-replica-2000" / "kfcpp-q_lr=0.0001-seed1")

@@ -1,6 +1,7 @@
 """The training loop (kfc_lite.train): every method end to end on a tiny generated dataset, through train() and the
 CLI; bit-exact resume; bad configs; online SAC; learning-curve figures (kfc_lite.viz.rl)."""
 
+import dataclasses
 import json
 import pathlib
 
@@ -15,13 +16,24 @@ from conftest import checkpoint_tensors  # noqa: E402
 
 from kfc_lite.cli import main as cli_main  # noqa: E402
 from kfc_lite.files import save_verified  # noqa: E402
-from kfc_lite.train import METHODS, TrainConfig, read_metrics, train, train_online_sac  # noqa: E402
+from kfc_lite.koopman.fit import KoopmanTrainConfig  # noqa: E402
+from kfc_lite.rl.config import SACConfig  # noqa: E402
+from kfc_lite.train import (  # noqa: E402
+    METHODS,
+    AugmentConfig,
+    TrainConfig,
+    read_metrics,
+    train,
+    train_online_sac,
+)
+from kfc_lite.train.run_folder import RunFolderError  # noqa: E402
 
 TINY_SAC = {"hidden": [16, 16], "batch_size": 32, "bc_steps": 4}
 TINY_KOOPMAN = {"latent_dim": 4, "hidden_dim": 16, "max_steps": 10, "max_epochs": 2, "multistep_k": 2}
 
 
-def tiny_config(dataset, out, method="kfc++", **kw):
+def tiny_config(dataset, out, method="kfc++", sac_changes=None, **kw):
+    """A run of seconds: tiny networks and Koopman model; ``sac_changes`` are SACConfig fields over TINY_SAC."""
     base = dict(
         dataset=dataset,
         method=method,
@@ -33,8 +45,8 @@ def tiny_config(dataset, out, method="kfc++", **kw):
         eval_max_steps=15,
         log_every=3,
         checkpoint_every=6,
-        sac=dict(TINY_SAC),
-        koopman=dict(TINY_KOOPMAN) if method in ("kfc", "kfc++") else {},
+        sac=SACConfig.preset("kfc-code", **{**TINY_SAC, **(sac_changes or {})}),
+        koopman=KoopmanTrainConfig(**TINY_KOOPMAN) if method in ("kfc", "kfc++") else None,
     )
     base.update(kw)
     return TrainConfig(**base)
@@ -129,7 +141,7 @@ def test_cli_train_and_eval(dataset, tmp_path, capsys, method):
     saved = json.loads((out / "config.json").read_text())
     assert saved["sac"]["hidden"] == [16, 16] and saved["sac"]["bc_steps"] == 2 and saved["train"]["method"] == method
     if method in ("kfc", "kfc++"):
-        assert saved["train"]["table_storage"] == "float32"
+        assert saved["train"]["augment"]["table_storage"] == "float32"
         table = json.loads((out / "result.json").read_text())["symmetry_table"]
         assert table["rows"] == saved["transitions"] and table["build_seconds"] > 0
         assert table["settings"]["storage"] == "float32" and table["settings"]["variant"] == method
@@ -142,15 +154,15 @@ def test_cli_train_and_eval(dataset, tmp_path, capsys, method):
 @pytest.mark.parametrize("method", ["kfc++", "s4rl"])
 def test_stop_and_resume_is_bit_exact(dataset, tmp_path, method):
     """12 steps in one go == 6 steps, stop, resume to 12 (the RNG streams of sampler, augmenter and actor included)."""
-    one = tiny_config(dataset, tmp_path / "one", method, sac=dict(TINY_SAC, bc_steps=8))
+    one = tiny_config(dataset, tmp_path / "one", method, sac_changes=dict(bc_steps=8))
     train(one, progress=False)
-    first = tiny_config(dataset, tmp_path / "two", method, steps=6, sac=dict(TINY_SAC, bc_steps=8))
+    first = tiny_config(dataset, tmp_path / "two", method, steps=6, sac_changes=dict(bc_steps=8))
     train(first, progress=False)
     # a run that died after a later (unsaved) log line: resume must drop it from metrics.jsonl
     with open(tmp_path / "two" / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"kind": "train", "step": 9, "critic_loss": 0.0}) + "\n")
     resumed = train(
-        tiny_config(dataset, tmp_path / "two", method, steps=12, sac=dict(TINY_SAC, bc_steps=8)),
+        tiny_config(dataset, tmp_path / "two", method, steps=12, sac_changes=dict(bc_steps=8)),
         resume=True,
         progress=False,
     )
@@ -200,7 +212,7 @@ def test_pretrained_koopman_file_is_used_as_is(dataset, tmp_path):
     torch.manual_seed(3)
     model = KoopmanForwardModel(11, 3, latent_dim=4, hidden_dim=8)
     save_koopman(model, tmp_path / "k.pt")
-    cfg = tiny_config(dataset, tmp_path / "run", "kfc", steps=3, koopman={}, koopman_path=str(tmp_path / "k.pt"))
+    cfg = tiny_config(dataset, tmp_path / "run", "kfc", steps=3, koopman=None, koopman_path=str(tmp_path / "k.pt"))
     result = train(cfg, progress=False)
     assert result.koopman_history is None  # not trained
     used = load_koopman(tmp_path / "run" / "koopman.pt")
@@ -209,7 +221,7 @@ def test_pretrained_koopman_file_is_used_as_is(dataset, tmp_path):
     save_koopman(KoopmanForwardModel(5, 3, latent_dim=4, hidden_dim=8), tmp_path / "wrong.pt")
     with pytest.raises(ValueError, match="state_dim"):
         train(
-            tiny_config(dataset, tmp_path / "run2", "kfc", koopman={}, koopman_path=str(tmp_path / "wrong.pt")),
+            tiny_config(dataset, tmp_path / "run2", "kfc", koopman=None, koopman_path=str(tmp_path / "wrong.pt")),
             progress=False,
         )
 
@@ -218,17 +230,14 @@ def test_pretrained_koopman_file_is_used_as_is(dataset, tmp_path):
     "kwargs, match",
     [
         (dict(method="kfc+++"), "unknown method"),
-        (dict(sac={"q_lr": -1e-3}), "q_lr"),
-        (dict(sac={"qlr": 1e-3}), "did you mean 'q_lr'"),
         (dict(steps=0), "steps"),
-        (dict(p_koopman=1.5), "p_koopman"),
-        (dict(per="episode"), "per"),
-        (dict(koopman={"latent": 4}), "unknown field"),
+        (dict(sampling="random"), "sampling"),
+        (dict(sac={"q_lr": 1e-3}), r"TrainConfig.sac must be a SACConfig, e.g. sac=SACConfig.preset"),
+        (dict(augment={"noise_sigma": 1e-2}), "TrainConfig.augment must be an AugmentConfig"),
+        (dict(koopman={"max_epochs": 4}), "TrainConfig.koopman must be a KoopmanTrainConfig"),
         (dict(method="cql", koopman_path="k.pt"), "only used by kfc"),
-        (dict(precision="fp16"), "precision"),
-        (dict(preset="cql"), "preset"),
-        (dict(table_storage="float8"), "table_storage"),
-        (dict(table_memory_gb=-1), "table_memory_gb"),
+        (dict(koopman=KoopmanTrainConfig(), koopman_path="k.pt"), "either koopman_path"),
+        (dict(koopman_gate="loud"), "koopman_gate"),
     ],
 )
 def test_bad_configs(kwargs, match):
@@ -236,6 +245,29 @@ def test_bad_configs(kwargs, match):
     base.update(kwargs)
     with pytest.raises(ValueError, match=match):
         TrainConfig(**base)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: SACConfig(q_lr=-1e-3), "q_lr"),
+        (lambda: SACConfig(precision="fp16"), "precision"),
+        (lambda: SACConfig.preset("cql"), "preset"),
+        (lambda: AugmentConfig(p_koopman=1.5), "p_koopman"),
+        (lambda: AugmentConfig(per="episode"), "per"),
+        (lambda: AugmentConfig(table_storage="float8"), "table_storage"),
+        (lambda: AugmentConfig(table_memory_gb=-1), "table_memory_gb"),
+        (lambda: TrainConfig(dataset="d").with_overrides(qlr=1e-3), "unknown setting 'qlr'"),
+        (lambda: TrainConfig(dataset="d").with_overrides(**{"sac.qlr": 1e-3}), "SACConfig has no such field"),
+        (lambda: TrainConfig(dataset="d").with_overrides(**{"koopman.latent": 4}), "KoopmanTrainConfig has no"),
+        (lambda: TrainConfig.from_dict({"dataset": "d", "sac": {"qlr": 1e-3}}), "did you mean 'q_lr'"),
+        (lambda: TrainConfig.from_dict({"dataset": "d", "learning_rate": 1}), "no field"),
+    ],
+)
+def test_bad_nested_settings(make, match):
+    """Each nested config checks its own fields, and a flat key that fits none of them is named."""
+    with pytest.raises(ValueError, match=match):
+        make()
 
 
 def test_dataset_that_does_not_fit_the_env(dataset, tmp_path):
@@ -251,13 +283,84 @@ def test_cuda_without_a_gpu_is_a_clear_error(dataset, tmp_path):
 
 
 def test_with_overrides_routes_keys():
-    cfg = TrainConfig(dataset="hopper-medium-v2", out="runs/x")
-    new = cfg.with_overrides(steps=10, q_lr=1e-3, **{"koopman.max_epochs": 5, "sac.bc_steps": 0})
-    assert new.steps == 10 and new.sac == {"q_lr": 1e-3, "bc_steps": 0} and new.koopman == {"max_epochs": 5}
+    cfg = TrainConfig(dataset="hopper-medium-v2", out="runs/x", seed=2)
+    new = cfg.with_overrides(
+        steps=10, seed=3, q_lr=1e-3, noise_sigma=1e-2, **{"koopman.max_epochs": 5, "sac.bc_steps": 0}
+    )
+    assert new.steps == 10 and new.sac == SACConfig.preset("kfc-code", q_lr=1e-3, bc_steps=0)
+    assert new.augment == AugmentConfig(noise_sigma=1e-2)
+    # the Koopman schedule starts from the paper's, seeded by the run's seed as changed in the same call
+    assert new.koopman == KoopmanTrainConfig(seed=3, max_epochs=5) and cfg.koopman is None
+    assert cfg.koopman_config() == KoopmanTrainConfig(seed=2)
     assert new.sac_config("cpu").q_lr == 1e-3 and new.sac_config("cpu").precision == "fp32"
     assert new.sac_config("cuda").precision == "fp32" and new.sac_config("cuda").compile
-    with pytest.raises(ValueError, match="unknown setting"):
-        cfg.with_overrides(learning_rate=1e-3)
+    assert not new.sac_config("cpu").compile
+    assert new.with_overrides(precision="bf16").sac_config("cpu").precision == "bf16"
+    assert TrainConfig.from_dict(new.to_dict()) == new
+
+
+#: a config.json "train" as runs wrote it before the configs were nested (the agent as a preset and its changes,
+#: the augmentation's fields at the top level, the Koopman model's changes as a dict seeded by the run's seed)
+FLAT_LAYOUT = {
+    "dataset": "hopper-medium-v2",
+    "method": "kfc++",
+    "seed": 4,
+    "out": "runs/x",
+    "preset": "corl",
+    "sac": {"bc_steps": 0, "hidden": [32, 32]},
+    "precision": "bf16",
+    "compile": "auto",
+    "noise_sigma": 0.01,
+    "shift_sigma": 2.0,
+    "p_koopman": 0.5,
+    "per": "sample",
+    "gauged": True,
+    "table_storage": "float32",
+    "table_memory_gb": 1.0,
+    "koopman": {"max_epochs": 5},
+    "koopman_path": None,
+    "koopman_gate": "off",
+    "eig_workers": 2,
+}
+
+
+def test_a_config_json_of_the_flat_layout_reads_into_the_nested_one():
+    with pytest.warns(UserWarning, match="eig_workers is no longer a setting"):
+        cfg = TrainConfig.from_dict(FLAT_LAYOUT)
+    assert cfg.sac == SACConfig.preset("corl", bc_steps=0, hidden=(32, 32), precision="bf16")
+    assert cfg.augment == AugmentConfig(0.01, 2.0, 0.5, "sample", True, "float32", 1.0)
+    assert cfg.koopman == KoopmanTrainConfig(seed=4, max_epochs=5) and cfg.koopman_gate == "off"
+    # the same run, as the nested layout builds it from --set keys
+    corl = {f"sac.{k}": v for k, v in SACConfig.preset("corl").to_dict().items()}
+    corl.update({"sac.bc_steps": 0, "sac.hidden": [32, 32], "sac.precision": "bf16"})
+    built = TrainConfig(dataset="hopper-medium-v2", seed=4, out="runs/x", koopman_gate="off").with_overrides(
+        **corl,
+        **{f"augment.{k}": v for k, v in dataclasses.asdict(cfg.augment).items()},
+        **{"koopman.max_epochs": 5},
+    )
+    assert built == cfg
+    flat_defaults = {k: FLAT_LAYOUT[k] for k in ("dataset", "method", "out")}
+    flat_defaults.update(preset="kfc-code", sac={}, koopman={})
+    assert TrainConfig.from_dict(flat_defaults) == TrainConfig(dataset="hopper-medium-v2", method="kfc++", out="runs/x")
+
+
+def test_a_run_saved_in_the_flat_layout_resumes(dataset, tmp_path):
+    """A run folder whose config.json predates the nested configs resumes, and still refuses a real change."""
+    run = tmp_path / "run"
+    train(tiny_config(dataset, run, "s4rl", steps=6), progress=False)
+    saved = json.loads((run / "config.json").read_text())
+    nested = saved["train"]
+    flat = {k: v for k, v in nested.items() if k not in ("sac", "augment", "koopman")}
+    sac = SACConfig.from_dict(nested["sac"])
+    flat.update(nested["augment"], preset="kfc-code", koopman={}, precision=sac.precision, compile=sac.compile)
+    flat["sac"] = {k: v for k, v in sac.to_dict().items() if k not in ("precision", "compile")}
+    saved["train"] = flat
+    (run / "config.json").write_text(json.dumps(saved))
+    resumed = train(tiny_config(dataset, run, "s4rl", steps=12), resume=True, progress=False)
+    assert resumed.agent.step == 12
+    with pytest.raises(RunFolderError, match=r"augment.noise_sigma"):
+        changed = tiny_config(dataset, run, "s4rl", steps=18, augment=AugmentConfig(noise_sigma=0.1))
+        train(changed, resume=True, progress=False)
 
 
 def test_online_sac_trains_and_resumes(tmp_path):

@@ -303,7 +303,8 @@ def gate_message(report: dict) -> str | None:
         f"critic would train on states of the model rather than of the data.{how} Remedies: train the Koopman "
         "model longer (--set koopman.max_epochs=400 and no koopman.max_steps cap, so that the paper's early "
         "stopping ends it), or use the gauged form, which leaves the offset out (--set gauged=true; "
-        "TrainConfig(gauged=True)). koopman_gate='off' turns this check off, 'error' makes it an error."
+        "TrainConfig(augment=AugmentConfig(gauged=True))). koopman_gate='off' turns this check off, 'error' "
+        "makes it an error."
     )
 
 

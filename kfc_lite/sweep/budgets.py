@@ -26,12 +26,13 @@ class Budget:
     bc_fraction: float | None = 0.04  #: None: the preset's own bc_steps (40,000)
     koopman: dict = dataclasses.field(default_factory=dict)
     log_every: int = 250
-    precision: str = "auto"  #: TrainConfig.precision: "auto" is fp32 for every method on every device
+    precision: str = "auto"  #: SACConfig.precision: "auto" is fp32 for every method on every device
     sac: dict = dataclasses.field(default_factory=dict)  #: SACConfig fields of the design (e.g. a network size)
 
     def train_settings(self) -> dict:
-        """The TrainConfig fields this budget fixes for every run (the checkpoint falls on every evaluation)."""
-        sac = dict(self.sac)
+        """The settings this budget fixes for every run, as ``TrainConfig.with_overrides`` keys (the checkpoint
+        falls on every evaluation; ``sac.*`` keys go to the agent's SACConfig)."""
+        sac = dict(self.sac, precision=self.precision)
         if self.bc_fraction is not None:
             sac["bc_steps"] = int(round(self.bc_fraction * self.steps))
         return dict(
@@ -41,8 +42,7 @@ class Budget:
             eval_max_steps=self.eval_max_steps,
             checkpoint_every=self.eval_every,
             log_every=self.log_every,
-            precision=self.precision,
-            sac=sac,
+            **{f"sac.{k}": v for k, v in sac.items()},
         )
 
 

@@ -126,12 +126,12 @@ def ensure_tables(spec, ds, q: dict, device, progress: bool = False) -> list[str
         augmenter = make_augmenter(cfg.method, model, **cfg.augmenter_kwargs())
         if not isinstance(augmenter, KoopmanAugmenter):
             continue
-        settings = dataclasses.replace(augmenter.table_settings, storage=cfg.table_storage)
+        settings = dataclasses.replace(augmenter.table_settings, storage=cfg.augment.table_storage)
         if settings in built:
             continue
         built.add(settings)
         table = symmetry_table(
-            model, q, settings, spec.dataset_dir(ds), memory_budget_gb=cfg.table_memory_gb, progress=progress
+            model, q, settings, spec.dataset_dir(ds), memory_budget_gb=cfg.augment.table_memory_gb, progress=progress
         )
         paths.append(str(table.path))
     return paths

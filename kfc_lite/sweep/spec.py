@@ -73,6 +73,7 @@ OWNED = {
             "checkpoint_every",
             "log_every",
             "precision",
+            "sac.precision",
         )
     },
 }
@@ -251,15 +252,16 @@ class SweepSpec:
         cfg = TrainConfig(
             dataset=self.dataset_path(trial.dataset),
             method=method,
-            gauged=trial.method.endswith("-gauged"),
             seed=trial.seed,
             device=self.device,
             download=self.download,
             out=str(self.run_dir(trial)),
             koopman_path=str(self.koopman_path(trial.dataset)) if method in ("kfc", "kfc++") else None,
-            **self.budget.train_settings(),
         )
-        return cfg.with_overrides(**trial.overrides)
+        budget = self.budget.train_settings()
+        return cfg.with_overrides(**budget, **{"augment.gauged": trial.method.endswith("-gauged")}).with_overrides(
+            **trial.overrides
+        )
 
     def to_json(self) -> dict:
         """The sweep as it will run (sweep.json): a resumed sweep must be the same sweep."""

@@ -6,7 +6,8 @@
 
 One file per job, read in this order:
 
-* :mod:`~kfc_lite.train.config`: :class:`TrainConfig`, what a run depends on, and its checks;
+* :mod:`~kfc_lite.train.config`: :class:`TrainConfig`, what a run depends on (the agent's, the augmentation's and
+  the Koopman model's typed configs among it), and its checks;
 * :mod:`~kfc_lite.train.prepare`: the data, and for KFC and KFC++ the Koopman model, its report and symmetry table;
 * :mod:`~kfc_lite.train.offline`: :func:`train`, the loop: ``augmented = augmenter(batch)``, then
   ``agent.update(batch, augmented)``, with logging, evaluation and checkpoints;
@@ -19,7 +20,7 @@ One file per job, read in this order:
 
 from kfc_lite.methods import KOOPMAN_METHODS, METHODS
 from kfc_lite.train.cli import register
-from kfc_lite.train.config import KOOPMAN_GATES, REMOVED_FIELDS, RESUMABLE_CHANGES, TrainConfig
+from kfc_lite.train.config import KOOPMAN_GATES, REMOVED_FIELDS, RESUMABLE_CHANGES, AugmentConfig, TrainConfig
 from kfc_lite.train.offline import CHECKPOINT_FORMAT, train
 from kfc_lite.train.online import ONLINE_CHECKPOINT_FORMAT, train_online_sac
 from kfc_lite.train.result import RunResult, evaluate_run
@@ -27,6 +28,7 @@ from kfc_lite.train.run_folder import read_metrics
 
 __all__ = [
     "TrainConfig",
+    "AugmentConfig",
     "RunResult",
     "train",
     "evaluate_run",

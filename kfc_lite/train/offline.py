@@ -108,10 +108,22 @@ def _write_failed(exc: OSError, run_dir: pathlib.Path) -> RuntimeError:
     )
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    """``{"sac": {"q_lr": 1}}`` as ``{"sac.q_lr": 1}``: the nested configs compared, and named, field by field."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
 def _check_resume(config: TrainConfig, run_dir: pathlib.Path):
     """The checkpoint a resumed run starts from (None: from step 0), after refusing what cannot be honoured."""
-    saved = run_folder.read_config(run_dir)["train"]
-    mine = config.to_dict()
+    # the saved config read as a TrainConfig first, so that one written in an earlier layout compares field by field
+    saved = _flat(TrainConfig.from_dict(run_folder.read_config(run_dir)["train"]).to_dict())
+    mine = _flat(config.to_dict())
     diff = sorted(k for k in mine if k not in RESUMABLE_CHANGES and saved.get(k) != mine[k])
     if diff:
         raise RunFolderError(

@@ -91,8 +91,10 @@ def run_symmetry_table(config: TrainConfig, augmenter, model, q: dict, run_dir: 
     from kfc_lite.symmetry_table import symmetry_table
 
     cache_dir = pathlib.Path(config.koopman_path).parent if config.koopman_path is not None else run_dir
-    settings = dataclasses.replace(augmenter.table_settings, storage=config.table_storage)
-    table = symmetry_table(model, q, settings, cache_dir, memory_budget_gb=config.table_memory_gb, progress=progress)
+    settings = dataclasses.replace(augmenter.table_settings, storage=config.augment.table_storage)
+    table = symmetry_table(
+        model, q, settings, cache_dir, memory_budget_gb=config.augment.table_memory_gb, progress=progress
+    )
     how = f"built in {table.build_seconds:.1f} s" if table.build_seconds is not None else "loaded from the cache"
     print(
         f"symmetry table: {len(table):,} rows, {table.nbytes / 2**20:.1f} MiB ({table.bytes_per_row} bytes a row, "
