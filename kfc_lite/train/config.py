@@ -289,8 +289,9 @@ class TrainConfig:
 # -- helpers: type checks, routing a flat key, reading the flat layout -----------------------------------------
 def _typed(name: str, value, cls, example: str) -> None:
     if not isinstance(value, cls):
+        article = "an" if cls.__name__[0] in "AEIOU" else "a"
         raise ValueError(
-            f"TrainConfig.{name} must be {'an' if cls.__name__[0] in 'AEIOU' else 'a'} {cls.__name__}, e.g. {name}={example}, got {type(value).__name__} "
+            f"TrainConfig.{name} must be {article} {cls.__name__}, e.g. {name}={example}, got {type(value).__name__} "
             f"{value!r}; from flat key=value settings, use TrainConfig.with_overrides"
         )
 
