@@ -5,8 +5,9 @@ Everything of one gradient step is in :meth:`ReferenceSACCQL.update`, top to bot
 
 1. the TD target ``r + gamma (1 - d) (min_j Qbar_j(s~', a') - alpha log pi(a'|s'))``, ``a' ~ pi(.|s')`` at the
    clean ``s'``, the target critics at the augmented ``s~'``;
-2. the critics: squared TD error at the augmented ``s~`` plus the CQL penalty (:func:`kfc_lite.rl.sac.cql_penalty`),
-   whose log-sum-exp runs over uniform, current-policy and next-policy actions at the clean ``s``;
+2. the critics: squared TD error at the augmented ``s~`` plus the CQL penalty
+   (:func:`kfc_lite.rl.losses.cql_penalty`, the same function the fast agent calls), whose log-sum-exp runs over
+   uniform, current-policy and next-policy actions at the clean ``s``;
 3. the Lagrange multiplier ``alpha'`` of the penalty, then the temperature ``alpha`` (when tuned);
 4. the actor on clean states, against the just-updated critics (behaviour cloning during the warm-up);
 5. the target critics move towards the critics (Polyak averaging).
@@ -24,7 +25,8 @@ import math
 import torch
 from torch import nn
 
-from kfc_lite.rl.sac import SACConfig, cql_penalty
+from kfc_lite.rl.config import SACConfig
+from kfc_lite.rl.losses import cql_penalty
 
 __all__ = ["ReferenceSACCQL"]
 
