@@ -32,6 +32,7 @@ import re
 
 from kfc_lite.methods import METHODS
 from kfc_lite.sweep.budgets import BUDGET_FIELDS, BUDGETS, Budget
+from kfc_lite.validators import integer, is_integer, number
 
 #: diagnostic variants: the residual ("gauged") symmetry s + D((I+sigma)E(s)) - D(E(s)), without the decoder's
 #: reconstruction offset that the plain form adds to every augmented state
@@ -330,26 +331,19 @@ def _list(raw: dict, key: str, default, kind, what: str) -> tuple:
     if not values:
         raise SweepSpecError(f"{key}: the list is empty; give at least one of {what}")
     for v in values:
-        if kind is int and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+        if kind is int and not (is_integer(v) and v >= 0):
             raise SweepSpecError(f"{key}: every entry is a whole number >= 0, got {v!r}")
     if len(set(map(str, values))) != len(values):
         raise SweepSpecError(f"{key}: {values} lists an entry twice")
     return tuple(values)
 
 
-def _number(where: str, value, *, whole=False, minimum=None, maximum=None, allow_none=False):
-    if allow_none and value is None:
-        return None
-    ok = not isinstance(value, bool) and isinstance(value, int if whole else (int, float))
-    if not ok or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        bounds = "".join(
-            [f" >= {minimum}" if minimum is not None else "", f" <= {maximum}" if maximum is not None else ""]
-        )
-        raise SweepSpecError(
-            f"{where} must be a {'whole number' if whole else 'number'}{bounds}"
-            f"{' or null' if allow_none else ''}, got {value!r} ({type(value).__name__})"
-        )
-    return value
+def _checked(check, *args, **kwargs):
+    """A shared check of :mod:`kfc_lite.validators`, its error raised as the sweep file's."""
+    try:
+        return check(*args, **kwargs)
+    except ValueError as exc:
+        raise SweepSpecError(str(exc)) from None
 
 
 def _budget(value) -> Budget:
@@ -378,14 +372,14 @@ def _budget(value) -> Budget:
         start = _budget(base)
     for key in ("steps", "last_k", "log_every"):
         if key in fields:
-            _number(f"budget.{key}", fields[key], whole=True, minimum=1)
+            _checked(integer, f"budget.{key}", fields[key], 1)
     for key in ("eval_every", "eval_episodes"):
         if key in fields:
-            _number(f"budget.{key}", fields[key], whole=True, minimum=0)
+            _checked(integer, f"budget.{key}", fields[key], 0)
     if "eval_max_steps" in fields:
-        _number("budget.eval_max_steps", fields["eval_max_steps"], whole=True, minimum=1, allow_none=True)
+        _checked(integer, "budget.eval_max_steps", fields["eval_max_steps"], 1, allow_none=True)
     if "bc_fraction" in fields:
-        _number("budget.bc_fraction", fields["bc_fraction"], minimum=0, maximum=1, allow_none=True)
+        _checked(number, "budget.bc_fraction", fields["bc_fraction"], 0, 1, allow_none=True)
     if "sac" in fields and not isinstance(fields["sac"], dict):
         raise SweepSpecError(
             f"budget.sac: a mapping of SACConfig fields (e.g. hidden: [64, 64]), got {fields['sac']!r}"
@@ -467,8 +461,8 @@ def spec_from_dict(raw, default_name: str = "sweep") -> SweepSpec:
     if not isinstance(res, dict) or set(res) - {"cpus", "gpus"}:
         raise SweepSpecError(f"resources: a mapping with cpus and gpus (one trial's share), got {res!r}")
     resources = Resources(
-        cpus=float(_number("resources.cpus", res.get("cpus", 1), minimum=0.01)),
-        gpus=float(_number("resources.gpus", res.get("gpus", 0), minimum=0)),
+        cpus=_checked(number, "resources.cpus", res.get("cpus", 1), 0.01),
+        gpus=_checked(number, "resources.gpus", res.get("gpus", 0), 0),
     )
     if resources.gpus > 1 and resources.gpus != int(resources.gpus):
         raise SweepSpecError(f"resources.gpus: a fraction of one GPU or a whole number of GPUs, got {resources.gpus}")
@@ -480,7 +474,7 @@ def spec_from_dict(raw, default_name: str = "sweep") -> SweepSpec:
             f"device: {device} needs a GPU, but resources.gpus is 0: give each trial a share "
             "(resources: {gpus: 0.25})"
         )
-    max_failures = _number("max_failures", raw.get("max_failures", 3), whole=True, minimum=0)
+    max_failures = _checked(integer, "max_failures", raw.get("max_failures", 3), 0)
     download = raw.get("download", False)
     if not isinstance(download, bool):
         raise SweepSpecError(f"download: true or false, got {download!r}")

@@ -1,7 +1,9 @@
 """The command line of training: ``kfc-lite train``, ``kfc-lite eval`` and ``kfc-lite train-online``.
 
-``--set key=value`` takes any :class:`~kfc_lite.train.config.TrainConfig` or :class:`~kfc_lite.rl.sac.SACConfig`
-field, or ``koopman.<field>``; the value is read as JSON where it parses (``--set hidden=[64,64]``), else as text.
+``--set key=value`` takes a field of :class:`~kfc_lite.train.config.TrainConfig`, of the agent's
+:class:`~kfc_lite.rl.config.SACConfig` or of :class:`~kfc_lite.train.config.AugmentConfig` (each also as ``sac.X``,
+``augment.X``), or ``koopman.<field>``; the value is read as JSON where it parses (``--set hidden=[64,64]``), else
+as text.
 """
 
 from __future__ import annotations
