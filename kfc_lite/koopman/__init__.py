@@ -25,13 +25,14 @@ _EXPORTS = {
     "ForcedPendulum": "control",
     "gym_transitions": "control",
     "EDMDc": "control",
-    # the neural Koopman forward model (model.py) and its trainer (fit.py)
+    # the neural Koopman forward model (model.py), its settings and loss (objective.py), its training loop
+    # (fit.py) and its open-loop error (multistep.py)
     "KoopmanForwardModel": "model",
     "save_koopman": "model",
     "load_koopman": "model",
-    "KoopmanTrainConfig": "fit",
+    "KoopmanTrainConfig": "objective",
     "fit_koopman": "fit",
-    "multistep_error": "fit",
+    "multistep_error": "multistep",
     # how good a trained model is for KFC, and the gate train() applies (report.py)
     "koopman_report": "report",
 }
