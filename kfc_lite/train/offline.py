@@ -36,6 +36,7 @@ from __future__ import annotations
 import pathlib
 import time
 import warnings
+from dataclasses import dataclass
 
 from kfc_lite.train import prepare, run_folder
 from kfc_lite.train.config import KOOPMAN_METHODS, RESUMABLE_CHANGES, TrainConfig
@@ -147,19 +148,24 @@ def _check_resume(config: TrainConfig, run_dir: pathlib.Path):
     return found.obj
 
 
+@dataclass
+class _Run:
+    """What one run trains with, built by :func:`_build` and used by :func:`_loop` and :func:`_finish`."""
+
+    agent: object
+    sampler: object
+    augmenter: object
+    table: object  #: the symmetry table (KFC, KFC++), else None
+    env_name: str
+    koopman_history: dict | None
+    start: int  #: the step the run (re)starts after
+    last_checkpoint: int | None  #: the step of the latest checkpoint, for the divergence message
+
+
 def _train(config: TrainConfig, run_dir: pathlib.Path, device, resume: bool, progress: bool) -> RunResult:
-    """train() in a folder this process owns."""
-    import torch
-    from tqdm.auto import tqdm
+    """train() in a folder this process owns: build what the run needs, run the loop, write the result."""
+    from kfc_lite.files import remove_temp_files
 
-    from kfc_lite.files import remove_temp_files, save_verified
-    from kfc_lite.rl.augment import KoopmanAugmenter, make_augmenter
-    from kfc_lite.rl.policy import save_policy
-    from kfc_lite.rl.replay import TransitionSampler
-    from kfc_lite.rl.sac import SACCQL
-    from kfc_lite.settings import release_cpu_memory, seed_everything
-
-    ckpt_path, metrics_path = run_dir / run_folder.CHECKPOINT_NAME, run_dir / "metrics.jsonl"
     # the folder is ours: a temporary file in it is what a killed write left
     removed = remove_temp_files(run_dir) + remove_temp_files(run_dir / "policies")
     if removed:
@@ -169,6 +175,20 @@ def _train(config: TrainConfig, run_dir: pathlib.Path, device, resume: bool, pro
     else:
         run_folder.check_fresh(run_dir)
         ckpt = None
+    run = _build(config, run_dir, device, ckpt, progress)
+    evaluated_at, train_seconds = _loop(config, run_dir, device, run, progress)
+    return _finish(config, run_dir, run, evaluated_at, train_seconds)
+
+
+def _build(config: TrainConfig, run_dir: pathlib.Path, device, ckpt: dict | None, progress: bool) -> _Run:
+    """The data, config.json, the Koopman model, its report and table (KFC, KFC++), the augmenter, the agent and
+    the sampler; from a checkpoint, their saved states."""
+    import torch
+
+    from kfc_lite.rl.augment import KoopmanAugmenter, make_augmenter
+    from kfc_lite.rl.replay import TransitionSampler
+    from kfc_lite.rl.sac import SACCQL
+    from kfc_lite.settings import seed_everything
 
     seed_everything(config.seed)
     q, env_name, ds, da = prepare.load_transitions(config, progress)
@@ -199,8 +219,7 @@ def _train(config: TrainConfig, run_dir: pathlib.Path, device, resume: bool, pro
     seed_everything(config.seed)  # the agent starts the same whether the Koopman model was trained or loaded
     agent = SACCQL(ds, da, sac_config, device)
     sampler = TransitionSampler(q, sac_config.batch_size, device, seed=config.seed, mode=config.sampling)
-
-    start = 0
+    run = _Run(agent, sampler, augmenter, table, env_name, koopman_history, start=0, last_checkpoint=None)
     if ckpt is not None:
         agent.load_state_dict(ckpt["agent"])
         sampler.load_state_dict(ckpt["sampler"])
@@ -208,37 +227,45 @@ def _train(config: TrainConfig, run_dir: pathlib.Path, device, resume: bool, pro
             augmenter.load_state_dict(ckpt["augmenter"])
         elif isinstance(augmenter, KoopmanAugmenter):
             warnings.warn(
-                f"{ckpt_path} was written before checkpoints held the Koopman augmenter's branch draw: the "
-                "run goes on with that draw's stream from its seed, so it will not repeat an uninterrupted "
-                "run",
+                f"{run_dir / run_folder.CHECKPOINT_NAME} was written before checkpoints held the Koopman "
+                "augmenter's branch draw: the run goes on with that draw's stream from its seed, so it will not "
+                "repeat an uninterrupted run",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         set_rng_state(ckpt["rng"], device)
-        start = int(ckpt["step"])
-        run_folder.repair_metrics(metrics_path, start)
-    last_checkpoint = start if ckpt is not None else None
+        run.start = run.last_checkpoint = int(ckpt["step"])
+        run_folder.repair_metrics(run_dir / "metrics.jsonl", run.start)
+    return run
 
-    def log(row: dict) -> None:
-        with open(metrics_path, "a") as f:
-            f.write(json_line(row))
 
+def _loop(config: TrainConfig, run_dir: pathlib.Path, device, run: _Run, progress: bool) -> tuple[int, float]:
+    """The gradient steps from ``run.start`` to ``config.steps``, with logging, evaluation and checkpoints.
+
+    Returns the step of the last evaluation (-1: none) and the seconds spent training: the time spent evaluating
+    and checkpointing is left out, so steps per second count training only.
+    """
+    from tqdm.auto import tqdm
+
+    from kfc_lite.settings import release_cpu_memory
+
+    agent, sampler, augmenter = run.agent, run.sampler, run.augmenter
     bar = tqdm(
         total=config.steps,
-        initial=start,
+        initial=run.start,
         desc=f"{config.method} on {pathlib.Path(config.dataset).name}",
         unit="step",
         disable=not progress,
         dynamic_ncols=True,
     )
     postfix: dict = {}
-    # steps per second count training only: time spent evaluating and checkpointing is "paused" time
     t_begin = t_log = time.perf_counter()
     paused = total_paused = 0.0
     steps_since_log, evaluated_at = 0, -1
     try:
-        for step in range(start + 1, config.steps + 1):
+        for step in range(run.start + 1, config.steps + 1):
             want = step % config.log_every == 0 or step == config.steps
+            # the step: a batch of logged transitions, its augmented states, one update of the agent
             batch = sampler.sample()
             augmented = augmenter(batch)
             metrics = agent.update(batch, augmented, metrics=want)  # metrics=False: no device sync on most steps
@@ -247,15 +274,7 @@ def _train(config: TrainConfig, run_dir: pathlib.Path, device, resume: bool, pro
                 now = time.perf_counter()
                 sps = steps_since_log / max(now - t_log - paused, 1e-9)
                 t_log, paused, steps_since_log = now, 0.0, 0
-                metrics.update({f"aug_{k}": float(v) for k, v in augmenter.stats.items()})
-                metrics.update(kind="train", step=step, steps_per_second=sps)
-                bad = run_folder.nonfinite_metrics(metrics)
-                if bad:
-                    raise diverged_error(
-                        step, ", ".join(f"{k} = {v}" for k, v in bad.items()), run_dir, last_checkpoint
-                    )
-                log(metrics)
-                augmenter.reset_stats()  # augmentation statistics per logging interval
+                _log_train_row(run_dir, run, metrics, step, sps)
                 postfix.update(sps=f"{sps:.1f}", q=f"{metrics['q_data']:.1f}")
                 bar.set_postfix(postfix, refresh=False)
             do_eval = config.eval_episodes > 0 and (
@@ -264,39 +283,11 @@ def _train(config: TrainConfig, run_dir: pathlib.Path, device, resume: bool, pro
             do_ckpt = step == config.steps or bool(config.checkpoint_every and step % config.checkpoint_every == 0)
             if do_eval or do_ckpt:
                 t0 = time.perf_counter()
-                # no policy or checkpoint is written from parameters that are not finite
-                bad_tensor = run_folder.first_nonfinite(agent.state_dict(), "agent")
-                if bad_tensor is not None:
-                    raise diverged_error(
-                        step,
-                        f"{bad_tensor} holds NaN or infinite values (the losses logged before were finite)",
-                        run_dir,
-                        last_checkpoint,
-                    )
-                if do_eval:
-                    row = _evaluate(agent, env_name, config, step)
-                    log(row)
+                score = _evaluate_and_checkpoint(config, run_dir, device, run, step, do_eval, do_ckpt)
+                if score is not None:
                     evaluated_at = step
-                    save_policy(
-                        agent,
-                        run_dir / "policies" / f"step_{step}.pt",
-                        meta={
-                            "step": step,
-                            "method": config.method,
-                            "dataset": config.dataset,
-                            "env": env_name,
-                            "normalized": row["normalized"],
-                            "return": row["return"],
-                        },
-                    )
-                    postfix["score"] = f"{row['normalized']:.1f}"
+                    postfix["score"] = f"{score:.1f}"
                     bar.set_postfix(postfix, refresh=False)
-                if do_ckpt:
-                    payload = _checkpoint_payload(
-                        agent, sampler, step, device, extra={"augmenter": augmenter.state_dict()}
-                    )
-                    save_verified(payload, ckpt_path, label=f"step {step}")
-                    last_checkpoint = step
                 dt = time.perf_counter() - t0
                 paused += dt
                 total_paused += dt
@@ -304,30 +295,90 @@ def _train(config: TrainConfig, run_dir: pathlib.Path, device, resume: bool, pro
     finally:
         bar.close()
         release_cpu_memory()  # what the steps' temporaries kept in the C heap (kfc_lite.settings)
-    train_time = time.perf_counter() - t_begin - total_paused
+    return evaluated_at, time.perf_counter() - t_begin - total_paused
 
+
+def _log_train_row(run_dir: pathlib.Path, run: _Run, metrics: dict, step: int, sps: float) -> None:
+    """One ``train`` line of metrics.jsonl, after checking that the losses are finite."""
+    metrics.update({f"aug_{k}": float(v) for k, v in run.augmenter.stats.items()})
+    metrics.update(kind="train", step=step, steps_per_second=sps)
+    bad = run_folder.nonfinite_metrics(metrics)
+    if bad:
+        raise diverged_error(step, ", ".join(f"{k} = {v}" for k, v in bad.items()), run_dir, run.last_checkpoint)
+    _append_metrics(run_dir, metrics)
+    run.augmenter.reset_stats()  # augmentation statistics per logging interval
+
+
+def _append_metrics(run_dir: pathlib.Path, row: dict) -> None:
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(json_line(row))
+
+
+def _evaluate_and_checkpoint(
+    config: TrainConfig, run_dir: pathlib.Path, device, run: _Run, step: int, do_eval: bool, do_ckpt: bool
+) -> float | None:
+    """Evaluate (an ``eval`` line and ``policies/step_<N>.pt``) and/or checkpoint at ``step``, from parameters
+    checked to be finite; returns the normalized score when it evaluated."""
+    from kfc_lite.files import save_verified
+    from kfc_lite.rl.policy import save_policy
+
+    agent = run.agent
+    bad_tensor = run_folder.first_nonfinite(agent.state_dict(), "agent")
+    if bad_tensor is not None:
+        raise diverged_error(
+            step,
+            f"{bad_tensor} holds NaN or infinite values (the losses logged before were finite)",
+            run_dir,
+            run.last_checkpoint,
+        )
+    score = None
+    if do_eval:
+        row = _evaluate(agent, run.env_name, config, step)
+        _append_metrics(run_dir, row)
+        meta = {"step": step, "method": config.method, "dataset": config.dataset, "env": run.env_name}
+        save_policy(
+            agent,
+            run_dir / "policies" / f"step_{step}.pt",
+            meta={**meta, "normalized": row["normalized"], "return": row["return"]},
+        )
+        score = row["normalized"]
+    if do_ckpt:
+        payload = _checkpoint_payload(agent, run.sampler, step, device, extra={"augmenter": run.augmenter.state_dict()})
+        save_verified(payload, run_dir / run_folder.CHECKPOINT_NAME, label=f"step {step}")
+        run.last_checkpoint = step
+    return score
+
+
+def _finish(config: TrainConfig, run_dir: pathlib.Path, run: _Run, evaluated_at: int, train_seconds: float):
+    """``policy.pt``, ``result.json`` and the :class:`RunResult` of a run that reached ``config.steps``."""
+    import torch
+
+    from kfc_lite.rl.policy import save_policy
+
+    agent = run.agent
     final_meta = {
         "step": agent.step,
         "method": config.method,
         "dataset": config.dataset,
-        "env": env_name,
+        "env": run.env_name,
         "seed": config.seed,
     }
+    metrics_path = run_dir / "metrics.jsonl"
     rows = read_metrics(run_dir) if metrics_path.is_file() else []
     evals = [r for r in rows if r["kind"] == "eval"]
     if evals and evals[-1]["step"] == agent.step:
         final_meta.update(normalized=evals[-1]["normalized"], **{"return": evals[-1]["return"]})
     policy_path = save_policy(agent, run_dir / "policy.pt", meta=final_meta)
-    done = config.steps - start
+    done = config.steps - run.start
     result = RunResult(
         run_dir=run_dir,
         config=config,
         metrics=[r for r in rows if r["kind"] == "train"],
         evals=evals,
         policy_path=policy_path,
-        steps_per_second=done / train_time if train_time > 0 else float("nan"),
+        steps_per_second=done / train_seconds if train_seconds > 0 else float("nan"),
         agent=agent,
-        koopman_history=koopman_history,
+        koopman_history=run.koopman_history,
     )
     write_json_atomic(
         {
@@ -337,7 +388,7 @@ def _train(config: TrainConfig, run_dir: pathlib.Path, device, resume: bool, pro
             "steps_per_second": result.steps_per_second,
             "evaluated_at": evaluated_at,
             "torch_threads": torch.get_num_threads(),
-            "symmetry_table": table.summary() if table is not None else None,
+            "symmetry_table": run.table.summary() if run.table is not None else None,
         },
         run_dir / "result.json",
     )
