@@ -231,7 +231,7 @@ def kfcpp_shift(
 
     Returns ``(s~, s~', valid)``; where ``valid`` is False the decomposition failed the guard, ``sigma`` is zero
     and the row is only decoded (the augmenter gives such rows S4RL noise instead). The training loop gets the
-    same numbers faster from a per-dataset table (:func:`kfc_lite.symmetry_table.moved_latents`).
+    same numbers faster from a per-dataset table (:func:`kfc_lite.symmetry_rows.moved_latents`).
     """
     z, z_next = model.encode(s), model.encode(s_next)  # latent states (B, n)
     sigma, valid = kfcpp_symmetry(model.operator(a), eps, cond_threshold)  # (B, n, n): commutes with K(a)

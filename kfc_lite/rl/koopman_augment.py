@@ -21,14 +21,8 @@ import torch
 
 from kfc_lite.rl.plain_augment import S4RL_SIGMA, Augmenter, gaussian_noise
 from kfc_lite.symmetry import DEFAULT_KFC_SCALE
-from kfc_lite.symmetry_table import (
-    SymmetryRows,
-    SymmetryTable,
-    TableSettings,
-    build_rows,
-    model_device_dtype,
-    moved_latents,
-)
+from kfc_lite.symmetry_rows import SymmetryRows, TableSettings, build_rows, model_device_dtype, moved_latents
+from kfc_lite.symmetry_table import SymmetryTable
 from kfc_lite.validators import is_integer, number
 
 __all__ = ["KoopmanAugmenter", "KFCPP_EPS_UNIT"]
@@ -58,8 +52,8 @@ class KoopmanAugmenter(Augmenter):
     row needs is computed once per dataset, in a :class:`~kfc_lite.symmetry_table.SymmetryTable` (``table=``),
     and a batch that carries its rows' ``indices`` into that dataset gathers them. A batch without indices (a
     notebook's, a test's) gets its rows computed on the spot by the same code
-    (:func:`~kfc_lite.symmetry_table.build_rows`). Either way the step is the same: gather or build the rows,
-    one small product with ``eps`` (:func:`~kfc_lite.symmetry_table.moved_latents`), decode.
+    (:func:`~kfc_lite.symmetry_rows.build_rows`). Either way the step is the same: gather or build the rows,
+    one small product with ``eps`` (:func:`~kfc_lite.symmetry_rows.moved_latents`), decode.
 
     Parameters
     ----------
