@@ -80,7 +80,7 @@ def parse_dataset(spec: str) -> tuple[str, int | None]:
 
 def sweep_spec(budget: Budget, methods, runs: pathlib.Path, device: str):
     """The benchmark as a sweep: the budget's datasets and seeds, one run folder per (dataset, method, seed)."""
-    from kfc_lite.sweep.spec import spec_from_dict
+    from kfc_lite.sweep.sweep_file import spec_from_dict
 
     return spec_from_dict(
         {

@@ -8,7 +8,7 @@ import torch
 
 from kfc_lite import data as kdata
 from kfc_lite.sweep.prepare import ensure_koopman
-from kfc_lite.sweep.spec import spec_from_dict
+from kfc_lite.sweep.sweep_file import spec_from_dict
 
 KOOPMAN = {"max_epochs": 4, "early_stopping": False, "hidden_dim": 16, "latent_dim": 4, "batch_size": 64}
 

@@ -1,4 +1,5 @@
-"""The sweep file (kfc_lite.sweep.spec): its trials, and every kind of mistake refused before anything starts."""
+"""The sweep file (kfc_lite.sweep.sweep_file) and the sweep it makes (kfc_lite.sweep.spec): its trials, and every
+kind of mistake refused before anything starts."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import sys
 
 import pytest
 
-from kfc_lite.sweep.spec import SweepSpecError, load_spec, spec_from_dict
+from kfc_lite.sweep.spec import SweepSpecError
+from kfc_lite.sweep.sweep_file import load_spec, spec_from_dict
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,8 @@
 One module per idea:
 
 * :mod:`~kfc_lite.sweep.budgets`: named budgets (steps, evaluation, Koopman pre-training);
-* :mod:`~kfc_lite.sweep.spec`: the sweep file, checked before anything starts, and its trials;
+* :mod:`~kfc_lite.sweep.sweep_file`: the sweep file, read and checked before anything starts;
+* :mod:`~kfc_lite.sweep.spec`: the sweep as it will run (:class:`SweepSpec`) and its trials;
 * :mod:`~kfc_lite.sweep.prepare`: per dataset, once: the data file, the Koopman model, its symmetry tables;
 * :mod:`~kfc_lite.sweep.trial`: one trial = one run folder, resumed from its checkpoint when retried;
 * :mod:`~kfc_lite.sweep.live`: the live table of trials;
@@ -19,7 +20,8 @@ docs/sweeps.md explains the sweep file and how to get a cluster.
 """
 
 from kfc_lite.sweep.budgets import BUDGETS, Budget
-from kfc_lite.sweep.spec import SweepSpec, SweepSpecError, load_spec, spec_from_dict
+from kfc_lite.sweep.spec import SweepSpec, SweepSpecError
+from kfc_lite.sweep.sweep_file import load_spec, spec_from_dict
 
 __all__ = ["BUDGETS", "Budget", "SweepSpec", "SweepSpecError", "load_spec", "spec_from_dict", "run_sweep"]
 

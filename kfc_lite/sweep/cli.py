@@ -8,7 +8,7 @@ import sys
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from kfc_lite.sweep.spec import load_spec
+    from kfc_lite.sweep.sweep_file import load_spec
 
     spec = load_spec(args.spec)  # every error of the file is found here, before Ray starts
     trials = spec.trials()
