@@ -87,8 +87,8 @@ BUDGETS = {
         precision="bf16",
         koopman=dict(max_steps=1000, early_stopping=False),
     ),
-    # a longer CPU run, resumed over sessions (one core: ~15 min per CQL run, ~30 per KFC run in bf16; 24 runs): ten
-    # times the steps and a Koopman model pre-trained ten times longer. At 1000 steps the halfcheetah policies had
+    # a longer CPU run, resumed over several sittings (24 runs; their wall times are in benchmarks/results/cpu-long):
+    # ten times the steps and a Koopman model pre-trained ten times longer. At 1000 steps the halfcheetah policies had
     # not left the random level (normalized ~0 against the data's 40.8), so the `cpu` budget cannot rank the methods
     # there. The three datasets are the medium rows of the paper's Table 1 that could be recovered (docs/paper.md,
     # section 5). Write its results elsewhere: --results benchmarks/results/cpu-long
