@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from kfc_lite.data import load, qlearning_dataset, split_episodes
-from kfc_lite.data.replicas import _episode_bounds, concatenate, file_sha256, make_replica, replay_dataset
+from kfc_lite.data.replay_recipe import _episode_bounds
+from kfc_lite.data.replicas import concatenate, file_sha256, make_replica, replay_dataset
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 POLICIES = ROOT / "policies"

@@ -32,11 +32,18 @@ The pendulum (``pendulum-<kind>-replica``, docs/pendulum.md) follows the same fi
 policies (``policies/pendulum-medium.pt``, ``pendulum-expert.pt``, made by ``policies/pendulum.py``) and 200-step
 episodes. It has no D4RL file to imitate, and its point is the low-data regime, so its default size is
 :data:`PENDULUM_SIZES`: 5,000 transitions, 25 episodes.
+
+Where things are (each name below also imports from here):
+
+* :mod:`kfc_lite.data.policy_cards`: the committed behaviour policies and their cards (:func:`load_card`,
+  :func:`file_sha256`, ...);
+* :mod:`kfc_lite.data.replay_recipe`: the medium-replay recipe, :func:`replay_dataset`;
+* here: the sizes, D4RL's published statistics, the medium-expert concatenation, and :func:`make_replica`, which
+  makes any recipe.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -45,6 +52,15 @@ import numpy as np
 
 from kfc_lite.data import registry
 from kfc_lite.data.errors import OutputExistsError
+from kfc_lite.data.policy_cards import (
+    POLICY_LEVELS,
+    card_path,
+    file_sha256,
+    load_card,
+    policies_dir,
+    policy_and_card,
+)
+from kfc_lite.data.replay_recipe import replay_dataset
 
 __all__ = [
     "D4RL_SIZES",
@@ -108,171 +124,6 @@ for _v in D4RL_PUBLISHED.values():
 def default_size(env: str, kind: str) -> int | None:
     """Transitions a recipe makes without ``size``: D4RL's for its families, :data:`PENDULUM_SIZES` for ours."""
     return PENDULUM_SIZES[kind] if env == "pendulum" else D4RL_SIZES[kind]
-
-
-#: Behaviour-policy levels that have cards.
-POLICY_LEVELS = ("medium", "expert")
-
-
-# -- behaviour-policy cards ------------------------------------------------------------------------------------
-def policies_dir() -> pathlib.Path:
-    """Where the committed behaviour policies live: ``$KFC_POLICIES_DIR``, else ``policies/`` of this checkout."""
-    env = os.environ.get("KFC_POLICIES_DIR")
-    if env:
-        return pathlib.Path(env).expanduser()
-    return pathlib.Path(__file__).resolve().parents[2] / "policies"
-
-
-def card_path(env: str, level: str) -> pathlib.Path:
-    return policies_dir() / f"{env}-{level}.json"
-
-
-def load_card(env: str, level: str) -> dict:
-    """The card of the committed ``<env>-<level>`` behaviour policy; a clear error when there is none yet."""
-    if level not in POLICY_LEVELS:
-        raise ValueError(f"behaviour policies come in levels {POLICY_LEVELS}, not {level!r}")
-    path = card_path(env, level)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{env}-{level} needs a behaviour policy, and none is committed yet ({path} is missing): train one with "
-            f"`python policies/behaviour.py train {env} --steps N` and pick it with `python policies/behaviour.py "
-            f"select {env} {level} --step N` (policies/README.md), or pass a policy file explicitly"
-        )
-    card = json.loads(path.read_text())
-    card["card_file"] = str(path)
-    return card
-
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return "sha256:" + h.hexdigest()
-
-
-def _policy_and_card(env: str, level: str, policy_file):
-    """A loaded behaviour policy and what we record about it: the committed card, or the file and its hash."""
-    from kfc_lite.rl import load_policy
-
-    if policy_file is None:
-        card = load_card(env, level)
-        policy_file = pathlib.Path(card["card_file"]).with_name(card["policy_file"])
-        if file_sha256(policy_file) != card["sha256"]:
-            raise ValueError(
-                f"{policy_file} does not match its card {card['card_file']} (sha256 differs): the file "
-                "was replaced without a new card; rerun `policies/behaviour.py select`"
-            )
-    else:
-        if not os.path.exists(policy_file):
-            raise FileNotFoundError(f"policy file {policy_file}: no such file")
-        card = {
-            "policy_file": os.path.abspath(policy_file),
-            "sha256": file_sha256(policy_file),
-            "level": level,
-            "env": env,
-            "card": "none (a policy file passed by hand)",
-        }
-    return load_policy(policy_file), card
-
-
-# -- the recipes that are not one policy's rollouts ------------------------------------------------------------
-def _episode_bounds(obs, next_obs, terminals, max_episode_steps: int):
-    """Split rows recorded in order into episodes: ``(starts, ends)`` (ends exclusive) and the flags to store.
-
-    A row ends its episode when it is a true terminal or when the next row does not continue it
-    (``next_observations[i] != observations[i + 1]``: a reset after a time-out, or after a resumed run started a
-    fresh episode). Flags follow D4RL: ``timeouts`` on a row that ends an episode without a terminal, and on the
-    1000th step even if the robot also fell there (the time-out wins); the very last row is left unflagged when
-    the buffer cuts its episode.
-    """
-    n = len(obs)
-    cont = np.all(next_obs[:-1] == obs[1:], axis=1)  # row i is followed by row i+1 of the same episode
-    end = np.zeros(n, dtype=bool)
-    end[:-1] = terminals[:-1] | ~cont
-    end[-1] = bool(terminals[-1])
-    ends = np.flatnonzero(end) + 1
-    starts = np.concatenate([[0], ends])
-    if len(ends) == 0 or ends[-1] != n:
-        ends = np.append(ends, n)
-    else:
-        starts = starts[:-1]
-    lengths = ends - starts
-    term = np.zeros(n, dtype=bool)
-    tout = np.zeros(n, dtype=bool)
-    for e, length in zip(ends, lengths):
-        last = e - 1
-        if last == n - 1 and not terminals[last]:
-            continue  # cut by the end of the buffer: neither flag, as D4RL's files end
-        if length >= max_episode_steps or not terminals[last]:
-            tout[last] = True
-        else:
-            term[last] = True
-    return starts, ends, term, tout
-
-
-def replay_dataset(
-    checkpoint,
-    up_to_step: int,
-    env_name: str,
-    *,
-    size: int | None = None,
-    max_episode_steps: int = registry.MAX_EPISODE_STEPS,
-) -> dict:
-    """D4RL's medium-replay recipe: the transitions of an online SAC run's replay buffer up to ``up_to_step``.
-
-    ``checkpoint`` is the run's ``checkpoint.pt`` (:func:`kfc_lite.train.train_online_sac`); its buffer must
-    still hold step 1 (the run has not wrapped its ring buffer). Rows stay in the order recorded; episode ends
-    are recovered as :func:`_episode_bounds` describes. ``size`` keeps every k-th whole episode (see the module
-    docstring) and cuts at exactly ``size`` rows. The buffer holds no simulator states or log-probabilities, so
-    the file has no ``infos/*`` (D4RL's v0 replay files had none either).
-    """
-    import torch
-
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "kfc-lite-online-checkpoint":
-        raise ValueError(f"{checkpoint} is not an online SAC checkpoint (kfc_lite.train.train_online_sac)")
-    buf, step = ckpt["buffer"], int(ckpt["step"])
-    if not isinstance(up_to_step, (int, np.integer)) or not 1 <= up_to_step <= step:
-        raise ValueError(
-            f"up_to_step must be between 1 and the checkpoint's step {step}, got {up_to_step!r}: the "
-            "buffer holds only the steps the run has taken"
-        )
-    if int(buf["size"]) < step:
-        raise ValueError(
-            f"{checkpoint}: the replay buffer holds {buf['size']} of the run's {step} steps (the ring "
-            "buffer wrapped), so the first transitions are gone; train with a buffer at least as large "
-            "as the step count"
-        )
-    data = {k: v[:up_to_step].numpy() for k, v in buf["data"].items()}
-    obs, next_obs = data["observations"], data["next_observations"]
-    starts, ends, term, tout = _episode_bounds(obs, next_obs, data["terminals"].astype(bool), max_episode_steps)
-    out = {
-        "observations": obs,
-        "actions": data["actions"],
-        "next_observations": next_obs,
-        "rewards": data["rewards"],
-        "terminals": term,
-        "timeouts": tout,
-    }
-    if size is not None and size < up_to_step:
-        if size < 1:
-            raise ValueError(f"size must be a positive number of transitions, got {size}")
-        k = int(np.ceil(up_to_step / size))
-        rows = np.concatenate([np.arange(s, e) for s, e in zip(starts[::k], ends[::k])])
-        if len(rows) < size:  # every k-th episode fell short (unequal lengths): fill with the others, in order
-            rest = np.setdiff1d(np.arange(up_to_step), rows)
-            rows = np.sort(np.concatenate([rows, rest[: size - len(rows)]]))
-        rows = rows[:size]
-        out = {key: v[rows] for key, v in out.items()}
-        # a kept episode followed by one that is not its own continuation must end with a flag
-        _, _, term2, tout2 = _episode_bounds(
-            out["observations"], out["next_observations"], out["terminals"], max_episode_steps
-        )
-        out["terminals"], out["timeouts"] = out["terminals"] | term2, (out["timeouts"] | tout2) & ~out["terminals"]
-    out["metadata/replay_checkpoint_step"] = step
-    out["metadata/replay_up_to_step"] = int(up_to_step)
-    return out
 
 
 def concatenate(parts: list[dict]) -> dict:
@@ -368,14 +219,14 @@ def make_replica(
         data = collect(name, pol, size, seed=seed, progress=progress, policy_name=repr(pol), max_episode_steps=steps)
         cards.append({"policy": repr(pol)})
     elif kind in ("medium", "expert"):
-        pol, card = _policy_and_card(env, kind, policy)
+        pol, card = policy_and_card(env, kind, policy)
         data = collect(
             name, pol, size, seed=seed, progress=progress, policy_name=card["policy_file"], max_episode_steps=steps
         )
         cards.append(card)
     elif kind == "medium-expert":
-        med, med_card = _policy_and_card(env, "medium", policy)
-        exp, exp_card = _policy_and_card(env, "expert", expert_policy)
+        med, med_card = policy_and_card(env, "medium", policy)
+        exp, exp_card = policy_and_card(env, "expert", expert_policy)
         half = size // 2
         parts = [
             collect(
