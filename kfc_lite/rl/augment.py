@@ -27,7 +27,14 @@ from __future__ import annotations
 
 from kfc_lite.methods import METHODS
 from kfc_lite.rl.koopman_augment import KFCPP_EPS_UNIT, KoopmanAugmenter
-from kfc_lite.rl.plain_augment import S4RL_SIGMA, Augmenter, GaussianNoise, NoAugmentation, gaussian_noise
+from kfc_lite.rl.plain_augment import (
+    S4RL_SIGMA,
+    STATE_KEYS,
+    Augmenter,
+    GaussianNoise,
+    NoAugmentation,
+    gaussian_noise,
+)
 
 __all__ = [
     "Augmenter",
@@ -39,6 +46,7 @@ __all__ = [
     "S4RL_SIGMA",
     "KFCPP_EPS_UNIT",
     "gaussian_noise",
+    "STATE_KEYS",
 ]
 
 
