@@ -49,7 +49,7 @@ import pathlib
 import sys
 import time
 
-from kfc_lite.sweep.budgets import BUDGETS, Budget  # noqa: F401  (the budgets live with the sweep)
+from kfc_lite.sweep.budgets import BUDGETS, Budget
 from kfc_lite.sweep.report import (  # noqa: F401  (the report's functions are reached through this script too)
     PAPER_V0,
     aggregate,

@@ -155,7 +155,7 @@ def cell_seconds(cell) -> float | None:
     start, end = t.get("iopub.execute_input") or t.get("shell.execute_request"), t.get("shell.execute_reply")
     if not (start and end):
         return None
-    parse = lambda x: datetime.datetime.fromisoformat(x.replace("Z", "+00:00"))  # noqa: E731
+    parse = lambda x: datetime.datetime.fromisoformat(x.replace("Z", "+00:00"))
     return (parse(end) - parse(start)).total_seconds()
 
 

@@ -76,7 +76,7 @@ def shift_solution(model, s, a, s_next, eps):
     from kfc_lite.symmetry import kfcpp_symmetry
 
     sigma, _ = kfcpp_symmetry(model.operator(a), eps)
-    move = lambda z: z + (sigma @ z.unsqueeze(-1)).squeeze(-1)  # noqa: E731
+    move = lambda z: z + (sigma @ z.unsqueeze(-1)).squeeze(-1)
     return model.decode(move(model.encode(s))), model.decode(move(model.encode(s_next)))
 
 
@@ -84,7 +84,7 @@ def shift_without_identity(model, s, a, s_next, eps):
     from kfc_lite.symmetry import kfcpp_symmetry
 
     sigma, _ = kfcpp_symmetry(model.operator(a), eps)
-    move = lambda z: (sigma @ z.unsqueeze(-1)).squeeze(-1)  # noqa: E731
+    move = lambda z: (sigma @ z.unsqueeze(-1)).squeeze(-1)
     return model.decode(move(model.encode(s))), model.decode(move(model.encode(s_next)))
 
 
@@ -92,7 +92,7 @@ def shift_transposed(model, s, a, s_next, eps):
     from kfc_lite.symmetry import kfcpp_symmetry
 
     sigma, _ = kfcpp_symmetry(model.operator(a), eps)
-    move = lambda z: z + (z.unsqueeze(-2) @ sigma).squeeze(-2)  # noqa: E731
+    move = lambda z: z + (z.unsqueeze(-2) @ sigma).squeeze(-2)
     return model.decode(move(model.encode(s))), model.decode(move(model.encode(s_next)))
 
 

@@ -111,7 +111,7 @@ def test_dmd_recovers_a_linear_systems_eigenvalues_and_modes():
     system = LinearSystem(A)
     X, Y = system.snapshots(20, seed=0)
     dmd = DMD().fit(X, Y)
-    key = lambda z: (round(z.real, 8), round(z.imag, 8))  # noqa: E731
+    key = lambda z: (round(z.real, 8), round(z.imag, 8))
     np.testing.assert_allclose(sorted(dmd.eigenvalues, key=key), sorted(system.eigenvalues, key=key), atol=1e-10)
     np.testing.assert_allclose(dmd.koopman_matrix, A, atol=1e-10)
     # modes are eigenvectors of A, and x = modes @ phi(x)
@@ -176,7 +176,7 @@ def test_radial_basis_edmd_predicts_better_than_dmd_on_van_der_pol():
     system = VanDerPol(dt=0.1)
     X, Y = system.snapshots(800, seed=0)
     Xt, Yt = system.snapshots(200, seed=1)
-    err = lambda m: np.sqrt(np.mean((m.fit(X, Y).predict(Xt) - Yt) ** 2))  # noqa: E731
+    err = lambda m: np.sqrt(np.mean((m.fit(X, Y).predict(Xt) - Yt) ** 2))
     assert err(EDMD(RadialBasis(n_centers=60, gamma=0.5, seed=0))) < 0.3 * err(DMD())
 
 
@@ -300,7 +300,7 @@ def _stub(*args):
 
 def test_check_edmd_step():
     assert nb01.check_edmd_step(_stub).status == "not done yet"
-    right = lambda PX, PY: np.linalg.lstsq(PX, PY, rcond=None)[0].T  # noqa: E731
+    right = lambda PX, PY: np.linalg.lstsq(PX, PY, rcond=None)[0].T
     assert nb01.check_edmd_step(right).passed
     transposed = nb01.check_edmd_step(lambda PX, PY: np.linalg.lstsq(PX, PY, rcond=None)[0])
     assert transposed.status == "failed" and "transpose" in str(transposed)
@@ -340,7 +340,7 @@ def test_check_frequency():
 
 def test_check_slow_eigenfunction():
     assert nb01.check_slow_eigenfunction(_stub).status == "not done yet"
-    right = lambda X, mu, lam, c: X[:, 1] - c / (mu**2 - lam) * X[:, 0] ** 2  # noqa: E731
+    right = lambda X, mu, lam, c: X[:, 1] - c / (mu**2 - lam) * X[:, 0] ** 2
     assert nb01.check_slow_eigenfunction(right).passed
     assert nb01.check_slow_eigenfunction(lambda X, mu, lam, c: -3 * right(X, mu, lam, c)).passed  # any scale
     sign = nb01.check_slow_eigenfunction(lambda X, mu, lam, c: X[:, 1] + c / (mu**2 - lam) * X[:, 0] ** 2)

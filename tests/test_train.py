@@ -12,13 +12,13 @@ import torch
 
 matplotlib.use("Agg")
 
-from conftest import checkpoint_tensors  # noqa: E402
+from conftest import checkpoint_tensors
 
-from kfc_lite.cli import main as cli_main  # noqa: E402
-from kfc_lite.files import save_verified  # noqa: E402
-from kfc_lite.koopman.fit import KoopmanTrainConfig  # noqa: E402
-from kfc_lite.rl.config import SACConfig  # noqa: E402
-from kfc_lite.train import (  # noqa: E402
+from kfc_lite.cli import main as cli_main
+from kfc_lite.files import save_verified
+from kfc_lite.koopman.fit import KoopmanTrainConfig
+from kfc_lite.rl.config import SACConfig
+from kfc_lite.train import (
     METHODS,
     AugmentConfig,
     TrainConfig,
@@ -26,7 +26,7 @@ from kfc_lite.train import (  # noqa: E402
     train,
     train_online_sac,
 )
-from kfc_lite.train.run_folder import RunFolderError  # noqa: E402
+from kfc_lite.train.run_folder import RunFolderError
 
 TINY_SAC = {"hidden": [16, 16], "batch_size": 32, "bc_steps": 4}
 TINY_KOOPMAN = {"latent_dim": 4, "hidden_dim": 16, "max_steps": 10, "max_epochs": 2, "multistep_k": 2}

@@ -5,12 +5,12 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
 
-from kfc_lite.viz.symmetry import shift_transition, symmetry_explorer, symmetry_explorer_update  # noqa: E402
+from kfc_lite.viz.symmetry import shift_transition, symmetry_explorer, symmetry_explorer_update
 
 
 @pytest.fixture(scope="module")

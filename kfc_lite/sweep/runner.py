@@ -52,7 +52,7 @@ class SweepOutcome:
 
 def _import_ray():
     try:
-        import ray  # noqa: F401
+        import ray
         from ray import tune  # noqa: F401
     except ImportError:
         raise RuntimeError(
