@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 from kfc_lite.train import prepare, run_folder
 from kfc_lite.train.config import KOOPMAN_METHODS, RESUMABLE_CHANGES, TrainConfig
-from kfc_lite.train.records import json_line, rng_state, set_rng_state, write_json_atomic
+from kfc_lite.train.records import append_metrics, rng_state, set_rng_state, write_json_atomic
 from kfc_lite.train.result import RunResult
 from kfc_lite.train.run_folder import RunFolderError, diverged_error, note, read_metrics
 
@@ -305,13 +305,8 @@ def _log_train_row(run_dir: pathlib.Path, run: _Run, metrics: dict, step: int, s
     bad = run_folder.nonfinite_metrics(metrics)
     if bad:
         raise diverged_error(step, ", ".join(f"{k} = {v}" for k, v in bad.items()), run_dir, run.last_checkpoint)
-    _append_metrics(run_dir, metrics)
+    append_metrics(run_dir, metrics)
     run.augmenter.reset_stats()  # augmentation statistics per logging interval
-
-
-def _append_metrics(run_dir: pathlib.Path, row: dict) -> None:
-    with open(run_dir / "metrics.jsonl", "a") as f:
-        f.write(json_line(row))
 
 
 def _evaluate_and_checkpoint(
@@ -334,7 +329,7 @@ def _evaluate_and_checkpoint(
     score = None
     if do_eval:
         row = _evaluate(agent, run.env_name, config, step)
-        _append_metrics(run_dir, row)
+        append_metrics(run_dir, row)
         meta = {"step": step, "method": config.method, "dataset": config.dataset, "env": run.env_name}
         save_policy(
             agent,

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from kfc_lite.train import run_folder
-from kfc_lite.train.records import json_line, rng_state, set_rng_state, write_json_atomic
+from kfc_lite.train.records import append_metrics, rng_state, set_rng_state, write_json_atomic
 from kfc_lite.train.result import RunResult
 from kfc_lite.train.run_folder import RunExistsError
 from kfc_lite.validators import integer
@@ -108,13 +108,11 @@ def _train_online_sac(
     from tqdm.auto import tqdm
 
     from kfc_lite.envs import make_env
-    from kfc_lite.files import save_verified
     from kfc_lite.rl.policy import save_policy
     from kfc_lite.rl.replay import ReplayBuffer
     from kfc_lite.rl.sac import SACCQL
     from kfc_lite.settings import release_cpu_memory, seed_everything
 
-    ckpt_path, metrics_path = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
     seed_everything(seed)
     kwargs = {"max_episode_steps": max_episode_steps} if max_episode_steps else {}
     env = make_env(env_name, seed=seed, **kwargs)
@@ -130,7 +128,7 @@ def _train_online_sac(
         buffer.load_state_dict(ckpt["buffer"])
         set_rng_state(ckpt["rng"], device)
         start = int(ckpt["step"])
-        run_folder.repair_metrics(metrics_path, start)
+        run_folder.repair_metrics(run_dir / "metrics.jsonl", start)
     write_json_atomic(
         {
             "online": True,
@@ -138,7 +136,7 @@ def _train_online_sac(
             "steps": steps,
             "seed": seed,
             "start_steps": start_steps,
-            "sac": config.to_dict(),
+            "sac": agent.config.to_dict(),
             "state_dim": ds,
             "action_dim": da,
         },
@@ -151,6 +149,7 @@ def _train_online_sac(
     bar = tqdm(total=steps, initial=start, desc=f"online SAC on {env_name}", unit="step", disable=not progress)
     try:
         for step in range(start + 1, steps + 1):
+            # act (uniformly at random for the first start_steps), store the transition, then one update
             if step <= start_steps:
                 action = act_rng.uniform(-1, 1, size=da).astype(np.float32)
             else:
@@ -168,47 +167,11 @@ def _train_online_sac(
                 if m:
                     m.update(kind="train", step=step)
                     rows.append(m)
-                    with open(metrics_path, "a") as f:
-                        f.write(json_line(m))
+                    append_metrics(run_dir, m)
             if eval_episodes and (step == steps or (eval_every and step % eval_every == 0)):
-                from kfc_lite.envs import evaluate
-
-                res = evaluate(
-                    agent, env_name, episodes=eval_episodes, seed=seed + 1000, max_episode_steps=max_episode_steps
-                )
-                row = {
-                    "kind": "eval",
-                    "step": step,
-                    "return": res["mean_return"],
-                    "normalized": res["mean_normalized"],
-                    "returns": [float(x) for x in res["returns"]],
-                }
-                evals.append(row)
-                with open(metrics_path, "a") as f:
-                    f.write(json_line(row))
-                save_policy(
-                    agent,
-                    run_dir / "policies" / f"step_{step}.pt",
-                    meta={
-                        "step": step,
-                        "env": env_name,
-                        "return": row["return"],
-                        "normalized": row["normalized"],
-                        "algorithm": "online SAC",
-                    },
-                )
+                evals.append(_evaluate_online(agent, env_name, run_dir, step, eval_episodes, seed, max_episode_steps))
             if step == steps or (checkpoint_every and step % checkpoint_every == 0):
-                save_verified(
-                    {
-                        "format": ONLINE_CHECKPOINT_FORMAT,
-                        "step": step,
-                        "agent": agent.state_dict(),
-                        "buffer": buffer.state_dict(),
-                        "rng": rng_state(device),
-                    },
-                    ckpt_path,
-                    label=f"step {step}",
-                )
+                _checkpoint_online(agent, buffer, run_dir, step, device)
             bar.update(1)
     finally:
         bar.close()
@@ -227,3 +190,36 @@ def _train_online_sac(
         steps_per_second=(steps - start) / elapsed,
         agent=agent,
     )
+
+
+def _evaluate_online(agent, env_name, run_dir, step, episodes, seed, max_episode_steps) -> dict:
+    """An ``eval`` line of metrics.jsonl and ``policies/step_<N>.pt`` with its score (seeds apart from training's)."""
+    from kfc_lite.envs import evaluate
+    from kfc_lite.rl.policy import save_policy
+
+    res = evaluate(agent, env_name, episodes=episodes, seed=seed + 1000, max_episode_steps=max_episode_steps)
+    row = {
+        "kind": "eval",
+        "step": step,
+        "return": res["mean_return"],
+        "normalized": res["mean_normalized"],
+        "returns": [float(x) for x in res["returns"]],
+    }
+    append_metrics(run_dir, row)
+    meta = {"step": step, "env": env_name, "return": row["return"], "normalized": row["normalized"]}
+    save_policy(agent, run_dir / "policies" / f"step_{step}.pt", meta={**meta, "algorithm": "online SAC"})
+    return row
+
+
+def _checkpoint_online(agent, buffer, run_dir, step: int, device) -> None:
+    """The agent, the replay buffer and every RNG state, verified (:mod:`kfc_lite.files`)."""
+    from kfc_lite.files import save_verified
+
+    payload = {
+        "format": ONLINE_CHECKPOINT_FORMAT,
+        "step": step,
+        "agent": agent.state_dict(),
+        "buffer": buffer.state_dict(),
+        "rng": rng_state(device),
+    }
+    save_verified(payload, run_dir / "checkpoint.pt", label=f"step {step}")

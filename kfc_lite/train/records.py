@@ -12,13 +12,19 @@ import random
 
 import numpy as np
 
-__all__ = ["json_line", "write_json_atomic", "rng_state", "set_rng_state"]
+__all__ = ["json_line", "append_metrics", "write_json_atomic", "rng_state", "set_rng_state"]
 
 
 def json_line(row: dict) -> str:
     """One strict-JSON line: NaN and infinities (e.g. a statistic with no samples yet) become null."""
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
     return json.dumps(clean) + "\n"
+
+
+def append_metrics(run_dir: pathlib.Path, row: dict) -> None:
+    """One more line of the run's ``metrics.jsonl`` (a ``train`` or an ``eval`` row)."""
+    with open(pathlib.Path(run_dir) / "metrics.jsonl", "a") as f:
+        f.write(json_line(row))
 
 
 def write_json_atomic(obj, path: pathlib.Path) -> None:
