@@ -113,6 +113,30 @@ def should_stop(history: dict, config: KoopmanTrainConfig) -> bool:
     return bool((r_rec <= a and r_fwd <= b) or r_fwd <= config.stop_forward or r_rec <= config.stop_recon)
 
 
+def _train_epoch(model, optimizer, tensors, train_idx, config: KoopmanTrainConfig, gen, steps: int):
+    """One shuffled pass over the training rows (or up to ``config.max_steps``); returns the epoch's mean forward
+    and reconstruction losses, as the original code logs them, and the step count after it."""
+    s, a, s_next = tensors
+    model.train()
+    perm = torch.randperm(len(train_idx), generator=gen, device=train_idx.device)
+    sum_f = sum_r = 0.0
+    n_batches = 0
+    for i in range(0, len(train_idx), config.batch_size):
+        idx = train_idx[perm[i : i + config.batch_size]]
+        loss, f, r = koopman_loss(model, s[idx], a[idx], s_next[idx], config, gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sum_f += float(f)
+        sum_r += float(r)
+        n_batches += 1
+        steps += 1
+        if config.max_steps is not None and steps >= config.max_steps:
+            break
+    model.eval()
+    return sum_f / n_batches, sum_r / n_batches, steps
+
+
 def fit_koopman(
     transitions: dict,
     config: KoopmanTrainConfig | None = None,
@@ -229,23 +253,7 @@ def fit_koopman(
             # the original halves the lr and re-creates Adam, forgetting its moment estimates
             lr *= config.lr_decay_factor
             optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-        model.train()
-        perm = torch.randperm(n_train, generator=gen, device=dev)
-        sum_f = sum_r = 0.0
-        n_batches = 0
-        for i in range(0, n_train, config.batch_size):
-            idx = train_idx[perm[i : i + config.batch_size]]
-            loss, f, r = koopman_loss(model, s[idx], a[idx], s_next[idx], config, gen)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            sum_f += float(f)
-            sum_r += float(r)
-            n_batches += 1
-            steps += 1
-            if config.max_steps is not None and steps >= config.max_steps:
-                break
-        model.eval()
+        train_f, train_r, steps = _train_epoch(model, optimizer, (s, a, s_next), train_idx, config, gen, steps)
         val_gen.manual_seed(config.seed + 12345)  # the same validation noise every epoch: a smoother curve
         vf, vr = _mean_losses(model, s, a, s_next, config, val_gen, rows=val_idx)
         ms = float(multistep_error(model, seg_obs, seg_act)[-1]) if seg_obs is not None else float("nan")
@@ -253,14 +261,14 @@ def fit_koopman(
             ("epoch", epoch),
             ("steps", steps),
             ("lr", lr),
-            ("train_forward", sum_f / n_batches),
-            ("train_recon", sum_r / n_batches),
+            ("train_forward", train_f),
+            ("train_recon", train_r),
             ("val_forward", vf),
             ("val_recon", vr),
             ("val_multistep", ms),
         ):
             history[key].append(val)
-        bar.set_postfix(train=f"{sum_f / n_batches:.2e}", val=f"{vf:.2e}", recon=f"{vr:.2e}")
+        bar.set_postfix(train=f"{train_f:.2e}", val=f"{vf:.2e}", recon=f"{vr:.2e}")
         if config.max_steps is not None and steps >= config.max_steps:
             history["stopped"] = "max_steps"
             break
