@@ -78,8 +78,11 @@ def parse_dataset(spec: str) -> tuple[str, int | None]:
     return ds.name, ds.size
 
 
-def sweep_spec(budget: Budget, methods, runs: pathlib.Path, device: str):
-    """The benchmark as a sweep: the budget's datasets and seeds, one run folder per (dataset, method, seed)."""
+def sweep_spec(budget: Budget, methods, runs: pathlib.Path, device: str, prepare_cpus: float | None = None):
+    """The benchmark as a sweep: the budget's datasets and seeds, one run folder per (dataset, method, seed).
+
+    ``prepare_cpus``: the CPUs of a dataset's preparation (the Koopman pre-training takes hours on D4RL's sizes and
+    no trial of that dataset can start before it); None: one, as a trial."""
     from kfc_lite.sweep.sweep_file import spec_from_dict
 
     return spec_from_dict(
@@ -93,7 +96,7 @@ def sweep_spec(budget: Budget, methods, runs: pathlib.Path, device: str):
             "budget": budget,
             "koopman": dict(budget.koopman),
             "device": device,
-            "resources": {"cpus": 1, "gpus": 0 if device == "cpu" else 1},
+            "resources": {"cpus": 1, "gpus": 0 if device == "cpu" else 1, "prepare_cpus": prepare_cpus},
         }
     )
 
@@ -176,7 +179,9 @@ def main(argv=None) -> int:
         md = write_report(results, budget, records, diag, koopman, meta, carried)
         print(md.read_text())
         return 0
-    spec = sweep_spec(budget, args.methods, runs, args.device)
+    # on this machine (no --address), a dataset's preparation may use every CPU the embedded instance has
+    local = args.address is None and not os.environ.get("RAY_ADDRESS")
+    spec = sweep_spec(budget, args.methods, runs, args.device, (args.cpus or os.cpu_count()) if local else None)
     t0 = time.perf_counter()
     if args.report_only:
         from kfc_lite.sweep.report import write_sweep_report

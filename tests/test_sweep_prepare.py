@@ -3,6 +3,8 @@ continues from its last epoch and ends with the same model as an uninterrupted o
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -57,3 +59,51 @@ def test_a_sweep_stopped_during_koopman_pretraining_continues_from_its_last_epoc
     a = torch.load(straight.koopman_path(ds), weights_only=True)["state_dict"]
     b = torch.load(stopped.koopman_path(ds_stopped), weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_preparation_takes_its_cpu_share_as_threads_and_gives_them_back(tmp_path, dataset, monkeypatch):
+    """``resources.prepare_cpus`` is the preparation's torch thread count while it runs, not after it."""
+    from kfc_lite.sweep import prepare as prepare_module
+
+    two = spec_from_dict(
+        {
+            "name": "two",
+            "out": str(tmp_path / "two"),
+            "datasets": [dataset],
+            "methods": ["cql"],
+            "seeds": [0],
+            "budget": "tiny",
+            "device": "cpu",
+            "resources": {"cpus": 1, "prepare_cpus": 2},
+        }
+    )
+    assert two.resources.preparation_cpus == 2 and spec(tmp_path, dataset, "one").resources.preparation_cpus == 1
+    seen = []
+    monkeypatch.setattr(prepare_module, "ensure_data", lambda *a: seen.append(torch.get_num_threads()) or dataset)
+    torch.set_num_threads(1)
+    try:
+        prepare_module.prepare_dataset(two, two.datasets[0])
+        assert seen == [2] and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_a_resumed_sweep_may_run_on_other_resources_but_not_with_other_settings(tmp_path, dataset):
+    from kfc_lite.sweep.runner import SWEEP_FILE, check_out_folder
+
+    first = spec(tmp_path, dataset, "s")
+    first.out.mkdir(parents=True)
+    (first.out / SWEEP_FILE).write_text(json.dumps(first.to_json()))
+    raw = {
+        "name": "s",
+        "out": str(tmp_path / "s"),
+        "datasets": [dataset],
+        "methods": ["kfc++"],
+        "seeds": [0],
+        "budget": "tiny",
+        "koopman": KOOPMAN,
+        "device": "cpu",
+    }
+    check_out_folder(spec_from_dict({**raw, "resources": {"cpus": 2, "prepare_cpus": 2}}), resume=True)
+    with pytest.raises(ValueError, match="started with different seeds"):
+        check_out_folder(spec_from_dict({**raw, "seeds": [0, 1]}), resume=True)

@@ -87,6 +87,8 @@ def test_yaml_reads_exponents_as_numbers_and_budgets_derive_from_named_ones(tmp_
         ({"koopman": {"max_stepz": 5}}, "koopman:"),
         ({"resources": {"cpus": 1, "gpu": 1}}, "resources: a mapping with cpus and gpus"),
         ({"resources": {"cpus": 0}}, "resources.cpus must be >= 0.01"),
+        ({"resources": {"cpus": 1, "prepare_cpus": 0}}, "resources.prepare_cpus must be >= 0.01"),
+        ({"resources": {"cpus": 1, "prepare": 2}}, "optionally prepare_cpus"),
         ({"device": "cuda"}, "needs a GPU, but resources.gpus is 0"),
         ({"max_failures": -1}, "max_failures must be an integer >= 0"),
         ({"out": None}, "out: the output root"),

@@ -139,6 +139,18 @@ def ensure_tables(spec, ds, q: dict, device, progress: bool = False) -> list[str
 
 def prepare_dataset(spec, ds, progress: bool = False) -> dict:
     """Everything the trials of ``ds`` share; returns what was made (and the node it was made on)."""
+    import torch
+
+    # the task's CPU share as torch threads: a Ray task's process does not take it from the request by itself
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(spec.resources.preparation_cpus)))
+    try:
+        return _prepare_dataset(spec, ds, progress)
+    finally:
+        torch.set_num_threads(threads)  # a caller in the same process keeps its own
+
+
+def _prepare_dataset(spec, ds, progress: bool) -> dict:
     from kfc_lite import data as kdata
     from kfc_lite.settings import resolve_device
 

@@ -116,7 +116,8 @@ def check_out_folder(spec: SweepSpec, resume: bool) -> None:
                 f"{spec.out} already holds the sweep {saved.get('name')!r}: pass --resume to continue it "
                 "(finished trials are kept), or choose another out"
             )
-        changed = sorted(k for k in mine if saved.get(k) != mine[k] and k != "out")
+        # where it runs may change (another cluster, more CPUs): what each trial computes may not
+        changed = sorted(k for k in mine if saved.get(k) != mine[k] and k not in ("out", "resources"))
         if changed:
             raise ValueError(
                 f"the sweep in {spec.out} was started with different {', '.join(changed)}: resume it with "
@@ -140,7 +141,7 @@ def _prepare(ray, spec: SweepSpec, stream) -> dict:
     from kfc_lite.sweep.prepare import prepare_dataset
 
     task = ray.remote(prepare_dataset).options(
-        num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus, max_retries=spec.max_failures
+        num_cpus=spec.resources.preparation_cpus, num_gpus=spec.resources.gpus, max_retries=spec.max_failures
     )
     pending = {task.remote(spec, ds): ds for ds in spec.datasets}
     made = {}

@@ -101,10 +101,20 @@ def parse_dataset(entry) -> Dataset:
 
 @dataclasses.dataclass(frozen=True)
 class Resources:
-    """One trial's share of a node. Fractions of a GPU let several trials share one (Ray keeps the count)."""
+    """One trial's share of a node. Fractions of a GPU let several trials share one (Ray keeps the count).
+
+    ``prepare_cpus`` is the share of one dataset's preparation (its data file, Koopman pre-training and symmetry
+    tables; None: ``cpus``). It runs before any trial of that dataset, so on a node that waits for it, it may take
+    the CPUs the trials will use; its torch threads follow it.
+    """
 
     cpus: float = 1.0
     gpus: float = 0.0
+    prepare_cpus: float | None = None
+
+    @property
+    def preparation_cpus(self) -> float:
+        return self.cpus if self.prepare_cpus is None else self.prepare_cpus
 
 
 @dataclasses.dataclass

@@ -245,11 +245,15 @@ def spec_from_dict(raw, default_name: str = "sweep") -> SweepSpec:
             )
 
     res = raw.get("resources") or {}
-    if not isinstance(res, dict) or set(res) - {"cpus", "gpus"}:
-        raise SweepSpecError(f"resources: a mapping with cpus and gpus (one trial's share), got {res!r}")
+    if not isinstance(res, dict) or set(res) - {"cpus", "gpus", "prepare_cpus"}:
+        raise SweepSpecError(
+            f"resources: a mapping with cpus and gpus (one trial's share) and optionally prepare_cpus (one "
+            f"dataset's preparation), got {res!r}"
+        )
     resources = Resources(
         cpus=_checked(number, "resources.cpus", res.get("cpus", 1), 0.01),
         gpus=_checked(number, "resources.gpus", res.get("gpus", 0), 0),
+        prepare_cpus=_checked(number, "resources.prepare_cpus", res.get("prepare_cpus"), 0.01, allow_none=True),
     )
     if resources.gpus > 1 and resources.gpus != int(resources.gpus):
         raise SweepSpecError(f"resources.gpus: a fraction of one GPU or a whole number of GPUs, got {resources.gpus}")
