@@ -13,6 +13,7 @@ One module per idea:
 * :mod:`~kfc_lite.sweep.trial`: one trial = one run folder, resumed from its checkpoint when retried;
 * :mod:`~kfc_lite.sweep.live`: the live table of trials;
 * :mod:`~kfc_lite.sweep.runner`: Ray and Ray Tune, and what survives which failure;
+* :mod:`~kfc_lite.sweep.scores`: a run's score, and the summaries and comparisons across seeds;
 * :mod:`~kfc_lite.sweep.report`: the learning benchmark's tables and plot, from the run folders;
 * :mod:`~kfc_lite.sweep.cli`: ``kfc-lite sweep``.
 

@@ -1,0 +1,156 @@
+"""A sweep's scores: from the evaluations of its runs to the numbers the learning benchmark reports.
+
+The numbers are those the field reports (:mod:`kfc_lite.stats`): a run's score is the mean of its last ``last_k``
+evaluations (``stats.run_score``); across seeds, per dataset and method, the number of finished seeds, the mean and
+the IQM with bootstrap 95% intervals and the sample SD; against CQL, seed by seed, the mean paired difference with
+its Student-t interval and verdict and the probability of improvement; over all datasets, the stratified mean and
+IQM. The records of ``learning.json`` are built and taken apart here too: a list of records, each with a ``kind``:
+``eval``, one per evaluation; ``score``, one per finished run; ``run``, one per run: its training diagnostics and
+wall time; ``koopman``, one per dataset: the shared model's diagnostics. :mod:`kfc_lite.sweep.report` writes these
+numbers as the report's tables and plot.
+"""
+
+from __future__ import annotations
+
+from kfc_lite import stats
+from kfc_lite.sweep.budgets import Budget
+from kfc_lite.sweep.spec import ALL_METHODS
+
+__all__ = [
+    "ordered_methods",
+    "evaluations",
+    "run_scores",
+    "score_records",
+    "summarize",
+    "compare",
+    "aggregate",
+    "results_records",
+    "split_records",
+]
+
+
+def _method_key(method: str) -> tuple:
+    """The four methods in the paper's order, then the variants;
+    a grid point (``cql[q_lr=0.0001]``) after its method."""
+    base = method.partition("[")[0]
+    return (ALL_METHODS.index(base) if base in ALL_METHODS else len(ALL_METHODS), method)
+
+
+def ordered_methods(methods) -> list[str]:
+    return sorted(set(methods), key=_method_key)
+
+
+def evaluations(records: list[dict]) -> list[dict]:
+    """The per-evaluation records (files written before records had a ``kind`` hold only those)."""
+    return [r if "kind" in r else {"kind": "eval", **r} for r in records if r.get("kind", "eval") == "eval"]
+
+
+def run_scores(records: list[dict], budget: Budget) -> dict:
+    """(dataset, method) -> {seed: score} over finished runs;
+    a run's score is ``stats.run_score`` of its evaluations."""
+    evals = evaluations(records)
+    runs = {}
+    for r in evals:
+        runs.setdefault((r["dataset"], r["method"], r["seed"]), []).append(r)
+    out = {}
+    for (ds, m, seed), ev in runs.items():
+        ev.sort(key=lambda r: r["steps"])
+        if ev[-1]["steps"] >= budget.steps:  # an unfinished run has no score yet
+            out.setdefault((ds, m), {})[seed] = stats.run_score([r["normalized_score"] for r in ev], budget.last_k)
+    return {k: dict(sorted(out[k].items())) for k in sorted(out, key=lambda k: (k[0], *_method_key(k[1])))}
+
+
+def score_records(records: list[dict], budget: Budget) -> list[dict]:
+    """One ``score`` record per finished run: the number the tables are computed from."""
+    size = {(r["dataset"], r["method"], r["seed"]): r.get("dataset_size") for r in evaluations(records)}
+    return [
+        {
+            "kind": "score",
+            "dataset": ds,
+            "dataset_size": size[(ds, m, seed)],
+            "method": m,
+            "seed": seed,
+            "score": score,
+            "last_k": budget.last_k,
+            "steps": budget.steps,
+            "budget": budget.name,
+        }
+        for (ds, m), per_seed in run_scores(records, budget).items()
+        for seed, score in per_seed.items()
+    ]
+
+
+def summarize(records: list[dict], budget: Budget) -> dict:
+    """(dataset, method) -> the run scores by seed and their mean, IQM (with 95% intervals when n >= 2) and
+    sample SD."""
+    out = {}
+    for key, per_seed in run_scores(records, budget).items():
+        x = list(per_seed.values())
+        enough = len(x) >= 2  # an interval or a spread needs two runs
+        out[key] = {
+            "n": len(x),
+            "scores": per_seed,
+            "mean": stats.mean(x),
+            "iqm": stats.iqm(x),
+            "mean_ci": stats.mean_ci(x) if enough else None,
+            "iqm_ci": stats.iqm_ci(x) if enough else None,
+            "sd": stats.sample_sd(x) if enough else None,
+        }
+    return out
+
+
+def compare(summary: dict, baseline: str = "cql") -> dict:
+    """(dataset, method) -> each method against ``baseline`` on the seeds both finished (paired), when there are two."""
+    out = {}
+    for (ds, m), s in summary.items():
+        base = summary.get((ds, baseline))
+        if m == baseline or base is None:
+            continue
+        seeds = sorted(set(s["scores"]) & set(base["scores"]))
+        a, b = ({k: x["scores"][k] for k in seeds} for x in (s, base))
+        enough = len(seeds) >= 2
+        out[(ds, m)] = {
+            "seeds": seeds,
+            "paired": stats.paired_difference(a, b, names=(m, baseline)) if enough else None,
+            "improvement": stats.probability_of_improvement(a, b) if enough else None,
+        }
+    return out
+
+
+def aggregate(summary: dict) -> dict:
+    """method -> mean and IQM pooled over every dataset of the table, stratified by dataset (methods run on all)."""
+    datasets = sorted({ds for ds, _ in summary})
+    out = {}
+    for m in dict.fromkeys(m for _, m in summary):
+        strata = {ds: list(summary[(ds, m)]["scores"].values()) for ds in datasets if (ds, m) in summary}
+        if len(datasets) > 1 and len(strata) == len(datasets) and all(len(x) >= 2 for x in strata.values()):
+            out[m] = {
+                "n": {ds: len(x) for ds, x in strata.items()},
+                "mean_ci": stats.mean_ci(strata),
+                "iqm_ci": stats.iqm_ci(strata),
+            }
+    return out
+
+
+def results_records(records: list[dict], budget: Budget, diag: dict, koopman: dict) -> list[dict]:
+    """Everything ``learning.json`` holds: evaluations, run scores, per-run diagnostics, per-dataset Koopman models."""
+    return (
+        evaluations(records)
+        + score_records(records, budget)
+        + [{"kind": "run", "dataset": ds, "method": m, "seed": seed, **d} for (ds, m, seed), d in diag.items()]
+        + [{"kind": "koopman", "dataset": ds, **info} for ds, info in sorted(koopman.items())]
+    )
+
+
+def split_records(records: list[dict]) -> tuple[list[dict], dict, dict]:
+    """The inverse of ``results_records``: evaluations, diagnostics by (dataset, method, seed), Koopman by dataset."""
+    skip = ("kind", "dataset", "method", "seed")
+    diag = {
+        (r["dataset"], r["method"], r["seed"]): {k: v for k, v in r.items() if k not in skip}
+        for r in records
+        if r.get("kind") == "run"
+    }
+    koopman = {
+        r["dataset"]: {k: v for k, v in r.items() if k not in skip} for r in records if r.get("kind") == "koopman"
+    }
+    return evaluations(records), diag, koopman
