@@ -15,19 +15,19 @@ from kfc_lite.sweep.sweep_file import spec_from_dict
 KOOPMAN = {"max_epochs": 4, "early_stopping": False, "hidden_dim": 16, "latent_dim": 4, "batch_size": 64}
 
 
-def spec(tmp_path, dataset, name):
-    return spec_from_dict(
-        {
-            "name": name,
-            "out": str(tmp_path / name),
-            "datasets": [dataset],
-            "methods": ["kfc++"],
-            "seeds": [0],
-            "budget": "tiny",
-            "koopman": KOOPMAN,
-            "device": "cpu",
-        }
-    )
+def spec(tmp_path, dataset, name, **changes):
+    """A one-dataset KFC++ sweep at the tiny budget; ``changes`` are keys of the sweep file."""
+    raw = {
+        "name": name,
+        "out": str(tmp_path / name),
+        "datasets": [dataset],
+        "methods": ["kfc++"],
+        "seeds": [0],
+        "budget": "tiny",
+        "koopman": KOOPMAN,
+        "device": "cpu",
+    }
+    return spec_from_dict({**raw, **changes})
 
 
 def test_a_sweep_stopped_during_koopman_pretraining_continues_from_its_last_epoch(tmp_path, dataset, monkeypatch):
@@ -65,18 +65,7 @@ def test_preparation_takes_its_cpu_share_as_threads_and_gives_them_back(tmp_path
     """``resources.prepare_cpus`` is the preparation's torch thread count while it runs, not after it."""
     from kfc_lite.sweep import prepare as prepare_module
 
-    two = spec_from_dict(
-        {
-            "name": "two",
-            "out": str(tmp_path / "two"),
-            "datasets": [dataset],
-            "methods": ["cql"],
-            "seeds": [0],
-            "budget": "tiny",
-            "device": "cpu",
-            "resources": {"cpus": 1, "prepare_cpus": 2},
-        }
-    )
+    two = spec(tmp_path, dataset, "two", methods=["cql"], resources={"cpus": 1, "prepare_cpus": 2})
     assert two.resources.preparation_cpus == 2 and spec(tmp_path, dataset, "one").resources.preparation_cpus == 1
     seen = []
     monkeypatch.setattr(prepare_module, "ensure_data", lambda *a: seen.append(torch.get_num_threads()) or dataset)
@@ -94,16 +83,6 @@ def test_a_resumed_sweep_may_run_on_other_resources_but_not_with_other_settings(
     first = spec(tmp_path, dataset, "s")
     first.out.mkdir(parents=True)
     (first.out / SWEEP_FILE).write_text(json.dumps(first.to_json()))
-    raw = {
-        "name": "s",
-        "out": str(tmp_path / "s"),
-        "datasets": [dataset],
-        "methods": ["kfc++"],
-        "seeds": [0],
-        "budget": "tiny",
-        "koopman": KOOPMAN,
-        "device": "cpu",
-    }
-    check_out_folder(spec_from_dict({**raw, "resources": {"cpus": 2, "prepare_cpus": 2}}), resume=True)
+    check_out_folder(spec(tmp_path, dataset, "s", resources={"cpus": 2, "prepare_cpus": 2}), resume=True)
     with pytest.raises(ValueError, match="started with different seeds"):
-        check_out_folder(spec_from_dict({**raw, "seeds": [0, 1]}), resume=True)
+        check_out_folder(spec(tmp_path, dataset, "s", seeds=[0, 1]), resume=True)
