@@ -178,14 +178,53 @@ def _budget(value) -> Budget:
 
 
 def spec_from_dict(raw, default_name: str = "sweep") -> SweepSpec:
-    """Check a sweep given as a mapping (the parsed YAML) and resolve it; see the module docstring."""
-    from kfc_lite.koopman.fit import KoopmanTrainConfig
+    """Check a sweep given as a mapping (the parsed YAML) and resolve it; see the module docstring.
 
+    The keys are checked one section at a time (where it goes, what runs, the Koopman model, the ``set`` grid,
+    where it runs), then every trial's TrainConfig is built, so that whatever ``kfc-lite train`` would refuse is
+    refused here, before anything starts."""
     if not isinstance(raw, dict):
         raise SweepSpecError(f"a sweep file is a mapping of {', '.join(KEYS)}; got {type(raw).__name__}")
     unknown = sorted(set(raw) - set(KEYS))
     if unknown:
         raise SweepSpecError(f"unknown key(s) {unknown}; a sweep file has {', '.join(KEYS)}")
+    name, out, data = _where(raw, default_name)
+    budget = _budget(raw.get("budget", "tiny"))
+    methods, seeds, datasets = _what(raw, budget)
+    koopman, sets = _koopman(raw, budget), _sets(raw)
+    resources, device = _resources(raw)
+    max_failures = _checked(integer, "max_failures", raw.get("max_failures", 3), 0)
+    download = raw.get("download", False)
+    if not isinstance(download, bool):
+        raise SweepSpecError(f"download: true or false, got {download!r}")
+
+    spec = SweepSpec(
+        name=name,
+        out=out,
+        data=data,
+        datasets=datasets,
+        methods=methods,
+        seeds=seeds,
+        budget=budget,
+        sets=sets,
+        koopman=koopman,
+        resources=resources,
+        device=device,
+        max_failures=max_failures,
+        download=download,
+        source=dict(raw),
+    )
+    # Every trial's TrainConfig, now: unknown --set keys and values of the wrong type fail here, with their message.
+    for trial in spec.trials():
+        try:
+            spec.train_config(trial)
+        except (ValueError, TypeError) as exc:
+            raise SweepSpecError(f"trial {trial.name}: {exc}") from None
+    return spec
+
+
+def _where(raw: dict, default_name: str) -> tuple[str, pathlib.Path, pathlib.Path]:
+    """``name``, ``out`` (required) and ``data`` (default: ``out/data``), as absolute paths."""
     if not isinstance(raw.get("out"), str) or not raw["out"].strip():
         raise SweepSpecError(
             "out: the output root (a folder every node sees) is required, e.g. out: runs/sweeps/hopper"
@@ -195,8 +234,11 @@ def spec_from_dict(raw, default_name: str = "sweep") -> SweepSpec:
     name = raw.get("name", default_name)
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise SweepSpecError(f"name: letters, digits, '_', '.' and '-' only, got {name!r}")
+    return name, out, data
 
-    budget = _budget(raw.get("budget", "tiny"))
+
+def _what(raw: dict, budget: Budget) -> tuple[tuple, tuple, tuple]:
+    """``methods``, ``seeds`` and ``datasets`` (the budget's when not given), and a budget that can score them."""
     methods = _list(raw, "methods", METHODS, str, "methods")
     bad = [m for m in methods if m not in ALL_METHODS]
     if bad:
@@ -213,6 +255,12 @@ def spec_from_dict(raw, default_name: str = "sweep") -> SweepSpec:
             f"evaluated every {budget.eval_every} with {budget.eval_episodes} episodes give "
             f"{evaluations if budget.eval_episodes else 0}: lower last_k or evaluate more often"
         )
+    return methods, seeds, datasets
+
+
+def _koopman(raw: dict, budget: Budget) -> dict:
+    """``koopman``: the KoopmanTrainConfig fields of the model trained once per dataset (default: the budget's)."""
+    from kfc_lite.koopman.fit import KoopmanTrainConfig
 
     koopman = raw.get("koopman", budget.koopman)
     if not isinstance(koopman, dict):
@@ -224,7 +272,11 @@ def spec_from_dict(raw, default_name: str = "sweep") -> SweepSpec:
         raise SweepSpecError(f"koopman: {exc}; its fields are {names}") from None
     except ValueError as exc:
         raise SweepSpecError(f"koopman: {exc}") from None
+    return dict(koopman)
 
+
+def _sets(raw: dict) -> dict:
+    """``set``: ``--set`` keys to a value or a list of values (a grid dimension); keys the sweep owns are refused."""
     sets = raw.get("set") or {}
     if not isinstance(sets, dict):
         raise SweepSpecError(f"set: a mapping of --set keys to a value or a list of values, got {sets!r}")
@@ -243,7 +295,11 @@ def spec_from_dict(raw, default_name: str = "sweep") -> SweepSpec:
                 f"set: {key}: an empty list gives no trial; give values (a list value itself is "
                 f"written as a list of one list: [[256, 256]])"
             )
+    return dict(sets)
 
+
+def _resources(raw: dict) -> tuple[Resources, str]:
+    """``resources`` (one trial's share, one preparation's) and the ``device`` they allow."""
     res = raw.get("resources") or {}
     if not isinstance(res, dict) or set(res) - {"cpus", "gpus", "prepare_cpus"}:
         raise SweepSpecError(
@@ -265,31 +321,4 @@ def spec_from_dict(raw, default_name: str = "sweep") -> SweepSpec:
             f"device: {device} needs a GPU, but resources.gpus is 0: give each trial a share "
             "(resources: {gpus: 0.25})"
         )
-    max_failures = _checked(integer, "max_failures", raw.get("max_failures", 3), 0)
-    download = raw.get("download", False)
-    if not isinstance(download, bool):
-        raise SweepSpecError(f"download: true or false, got {download!r}")
-
-    spec = SweepSpec(
-        name=name,
-        out=out,
-        data=data,
-        datasets=datasets,
-        methods=methods,
-        seeds=seeds,
-        budget=budget,
-        sets=dict(sets),
-        koopman=dict(koopman),
-        resources=resources,
-        device=device,
-        max_failures=max_failures,
-        download=download,
-        source=dict(raw),
-    )
-    # Every trial's TrainConfig, now: unknown --set keys and values of the wrong type fail here, with their message.
-    for trial in spec.trials():
-        try:
-            spec.train_config(trial)
-        except (ValueError, TypeError) as exc:
-            raise SweepSpecError(f"trial {trial.name}: {exc}") from None
-    return spec
+    return resources, device
