@@ -132,7 +132,7 @@ def load(name: str, root: str | pathlib.Path | None = None) -> Evidence:
     design = {(r["steps"], r["last_k"]) for r in runs}
     if len(design) != 1:
         raise ValueError(f"benchmarks/results/{name} mixes runs of different budgets (steps, last_k) {sorted(design)}")
-    from kfc_lite.sweep.report import ordered_methods
+    from kfc_lite.sweep.scores import ordered_methods
 
     scores = {}
     for r in sorted(runs, key=lambda r: r["seed"]):

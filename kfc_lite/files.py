@@ -37,7 +37,7 @@ __all__ = [
     "remove_verified",
     "previous_path",
     "checksum_path",
-    "verified_paths",
+    "file_digest",
     "remove_temp_files",
     "CheckpointError",
     "CheckpointWriteError",
@@ -128,15 +128,12 @@ def checksum_path(path) -> pathlib.Path:
     return path.with_name(f"{path.stem}.sha256")
 
 
-def verified_paths(path) -> list[pathlib.Path]:
-    """The files of a checkpoint pair that exist: the latest, the previous, the checksum file."""
-    return [p for p in (pathlib.Path(path), previous_path(path), checksum_path(path)) if p.is_file()]
-
-
-def sha256_of(path) -> str:
-    h = hashlib.sha256()
+def file_digest(path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file (any ``hashlib`` algorithm), read in blocks of 16 MiB: a dataset or a symmetry table
+    never sits in memory twice."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+        for block in iter(lambda: f.read(1 << 24), b""):
             h.update(block)
     return h.hexdigest()
 
@@ -201,10 +198,10 @@ def save_verified(obj, path, *, label: str = "") -> pathlib.Path:
             "space (or fix the folder's permissions), then continue with --resume"
         ) from exc
     try:
-        new = {"sha256": sha256_of(tmp), "bytes": tmp.stat().st_size, "label": label}
+        new = {"sha256": file_digest(tmp), "bytes": tmp.stat().st_size, "label": label}
         latest = files.get("latest")
         if latest is None and path.is_file():  # a latest checkpoint from before checksums: record what it is now
-            latest = {"sha256": sha256_of(path), "bytes": path.stat().st_size, "label": "unverified"}
+            latest = {"sha256": file_digest(path), "bytes": path.stat().st_size, "label": "unverified"}
         previous = files.get("previous")
         # every hash a file may carry during the renames below is listed before the first of them
         _write_checksums(path, {k: v for k, v in (("pending", new), ("latest", latest), ("previous", previous)) if v})
@@ -263,7 +260,7 @@ def load_verified(path, *, what: str = "checkpoint", fix: str = "") -> VerifiedL
     for p in candidates:
         label = ""
         if files is not None:
-            digest = sha256_of(p)
+            digest = file_digest(p)
             if digest not in known:
                 problems.append(
                     f"{p} is damaged: its SHA-256 ({digest[:12]}...) is not the one recorded in "

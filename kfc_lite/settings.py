@@ -120,12 +120,12 @@ def tune_cpu_allocator() -> bool:
     makes, and why').
 
     This sets ``M_MMAP_THRESHOLD`` to 32 MiB (blocks below it come from the heap and are reused) and
-    ``M_TRIM_THRESHOLD`` to 1 GiB (the heap keeps what a step freed for the next one). Within training the peak
-    memory is the same: the step's high-water mark of temporaries stays resident instead of being re-faulted.
-    The setting holds for the whole process and every library in it, so memory freed in blocks under 32 MiB
-    is kept (up to 1 GiB above the heap's top) rather than returned: training and :func:`fit_koopman` call
-    :func:`release_cpu_memory` when they end, which returns what is free. Blocks of 32 MiB and more (datasets)
-    are mapped and unmapped as before.
+    ``M_TRIM_THRESHOLD`` to 1 GiB (the heap keeps what a step freed for the next one). Within training the peak memory
+    is the same: the step's high-water mark of temporaries stays resident instead of being re-faulted. The setting holds
+    for the whole process and every library in it, so memory freed in blocks under 32 MiB is kept (up to 1 GiB above the
+    heap's top) rather than returned: training and :func:`~kfc_lite.koopman.fit.fit_koopman` call
+    :func:`release_cpu_memory` when they end, which returns what is free. Blocks of 32 MiB and more (datasets) are
+    mapped and unmapped as glibc does by default.
 
     Called when a training run starts (:func:`kfc_lite.train.train`, :func:`~kfc_lite.train.train_online_sac`,
     :func:`kfc_lite.koopman.fit_koopman`), not when an agent is built, so that a notebook or a test that only
@@ -194,16 +194,14 @@ def thread_pool(workers: int, threads_each: int = 1, name: str = "kfc_lite"):
     """A ``ThreadPoolExecutor`` of ``workers`` threads whose torch ops use ``threads_each`` intra-op threads,
     leaving the calling thread's own count as it was.
 
-    How PyTorch (OpenMP builds) behaves, measured with torch 2.13: ``torch.set_num_threads`` sets the calling
-    thread's OpenMP count *and* a process-wide value, and a thread that has not read its count yet adopts the
-    process-wide value when it first does. So a training thread that had called ``set_num_threads(2)`` ran its
-    products on one thread as soon as a worker had called ``set_num_threads(1)`` (the bug this replaces:
-    ``LookaheadSampler``'s workers did exactly that). Here the caller's count is read (fixed) first, each
-    worker sets and reads its own as it starts, every worker is started at once (a barrier makes each first
-    task land on a thread of its own, and the executor never starts more), and the process-wide value is set
-    back to what it was (read, and set back, on a fresh thread, so that a pool made from inside another pool's
-    worker leaves the process as it found it). A worker that fails to start releases the others and the call
-    raises.
+    How PyTorch (OpenMP builds) behaves, measured with torch 2.13: ``torch.set_num_threads`` sets the calling thread's
+    OpenMP count *and* a process-wide value, and a thread that has not read its count yet adopts the process-wide value
+    when it first does. So a training thread that had called ``set_num_threads(2)`` ran its products on one thread as
+    soon as a worker had called ``set_num_threads(1)``. Here the caller's count is read (fixed) first, each worker sets
+    and reads its own as it starts, every worker is started at once (a barrier makes each first task land on a thread of
+    its own, and the executor never starts more), and the process-wide value is set back to what it was (read, and set
+    back, on a fresh thread, so that a pool made from inside another pool's worker leaves the process as it found it). A
+    worker that fails to start releases the others and the call raises.
     """
     import threading
     from concurrent.futures import ThreadPoolExecutor

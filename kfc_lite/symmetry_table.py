@@ -28,6 +28,8 @@ import warnings
 import numpy as np
 import torch
 
+from kfc_lite.files import file_digest
+
 # The build calls ``build_rows`` through this module's namespace, so a test can interrupt a build by patching
 # ``kfc_lite.symmetry_table.build_rows``.
 from kfc_lite.symmetry_rows import (
@@ -43,7 +45,6 @@ from kfc_lite.symmetry_table_files import (
     TABLE_FORMAT,
     NpyWriter,
     load_table_arrays,
-    sha256_file,
     table_key,
     verify_table_folder,
 )
@@ -263,7 +264,7 @@ def symmetry_table(
         seconds = time.perf_counter() - t0
         release_cpu_memory()  # the chunks' temporaries, which the tuned C allocator would otherwise keep
         for name in arrays:
-            arrays[name]["sha256"] = sha256_file(tmp / f"{name}.npy")
+            arrays[name]["sha256"] = file_digest(tmp / f"{name}.npy")
         manifest = {
             "format": TABLE_FORMAT,
             "key": key,

@@ -23,9 +23,10 @@ import pathlib
 import numpy as np
 import torch
 
+from kfc_lite.files import file_digest
 from kfc_lite.symmetry_rows import STORAGE_DTYPES, TableSettings
 
-__all__ = ["TABLE_FORMAT", "table_key", "sha256_file", "NpyWriter", "load_table_arrays", "verify_table_folder"]
+__all__ = ["TABLE_FORMAT", "table_key", "NpyWriter", "load_table_arrays", "verify_table_folder"]
 
 #: the on-disk layout's version: a table written under another version is rebuilt, never reinterpreted
 TABLE_FORMAT = 1
@@ -50,15 +51,6 @@ def table_key(model, transitions: dict, settings: TableSettings) -> str:
         h.update(key.encode())
         h.update(str(x.shape).encode())
         h.update(x.data)
-    return h.hexdigest()
-
-
-def sha256_file(path: pathlib.Path) -> str:
-    """The file's SHA-256 (hex), read in blocks of 16 MiB so that a large table never sits in memory twice."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
     return h.hexdigest()
 
 
@@ -121,6 +113,6 @@ def verify_table_folder(folder: pathlib.Path, key: str) -> dict:
         )
     for name, info in manifest["arrays"].items():
         f = folder / f"{name}.npy"
-        if not f.is_file() or sha256_file(f) != info.get("sha256"):
+        if not f.is_file() or file_digest(f) != info.get("sha256"):
             raise ValueError(f"{f} is missing or damaged (its checksum differs from the manifest's)")
     return manifest

@@ -70,7 +70,7 @@ def test_comparison_with_cql_is_paired_and_says_when_it_cannot_tell():
     assert comparison[("d", "s4rl")]["improvement"].estimate == pytest.approx(10 / 16)  # all pairs, not seed by seed
     assert comparison[("d", "kfc")]["paired"].verdict == "not distinguishable"
     assert comparison[("d", "kfc++")]["seeds"] == [0] and comparison[("d", "kfc++")]["paired"] is None
-    table = "\n".join(bench.score_tables(bench.summarize(records, budget), budget))
+    table = "\n".join(bench.score_tables(bench.summarize(records, budget)))
     assert "| d | s4rl | [0, 1, 2, 3] | +5.3 [" in table and "| s4rl above cql |" in table
     assert "| d | kfc++ | [0] | - | too few seeds | - |" in table
     assert "| d | kfc++ | 1 | 99.0 | 99.0 - | 99.0 - | - |" in table

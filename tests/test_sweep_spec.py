@@ -83,6 +83,8 @@ def test_yaml_reads_exponents_as_numbers_and_budgets_derive_from_named_ones(tmp_
         ({"set": {"q_lr": "fast"}}, "q_lr"),
         ({"set": {"noise_sigma": [0.1, "x"]}}, "noise_sigma"),
         ({"set": {"steps": 5}}, "steps is set by the sweep itself: use budget"),
+        ({"set": {"augment.gauged": True}}, r"augment.gauged is set by the sweep itself: use methods \(kfc-gauged"),
+        ({"set": {"sac.precision": "bf16"}}, "sac.precision is set by the sweep itself: use budget"),
         ({"set": {"koopman.max_steps": 5}}, "put its settings under koopman:"),
         ({"koopman": {"max_stepz": 5}}, "koopman:"),
         ({"resources": {"cpus": 1, "gpu": 1}}, "resources: a mapping with cpus and gpus"),

@@ -14,7 +14,6 @@ sizes, rows, environment) and be exactly as long as the server said.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
 import os
 import re
@@ -24,6 +23,7 @@ import warnings
 
 from kfc_lite.data import registry
 from kfc_lite.data.errors import DatasetError, DatasetMismatchError, DownloadError
+from kfc_lite.files import file_digest
 
 CHUNK_BYTES = 1 << 20
 USER_AGENT = "kfc-lite (D4RL dataset download)"
@@ -77,14 +77,6 @@ def _parse_checksum(checksum: str) -> tuple[str, str]:
     if not m:
         raise ValueError(f"checksum {checksum!r} not understood: write 'sha256:<hex digest>' or 'md5:<hex digest>'")
     return m.group(1), m.group(2).lower()
-
-
-def file_digest(path: str, algorithm: str = "sha256") -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK_BYTES), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _verify_checksum(path: str, checksum: str | None, source: str) -> None:

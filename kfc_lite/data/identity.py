@@ -6,7 +6,7 @@ registry name is held to what it promises, in this order:
 
 1. **sizes**: observations and actions of its environment (:data:`kfc_lite.data.registry.OBS_DIM`, ``ACT_DIM``):
    17/6 for HalfCheetah and Walker2d, 11/3 for Hopper, 3/1 for the pendulum;
-2. **rows**: the row count of D4RL's file, where it is known (:attr:`DatasetInfo.rows`);
+2. **rows**: the row count of D4RL's file, where it is known (:attr:`~kfc_lite.data.registry.DatasetInfo.rows`);
 3. **what the file says about itself**: ``metadata/d4rl_env``, ``metadata/env_id`` and ``metadata/minari_id``,
    when present, must not name another environment, and a ``metadata/d4rl_env`` that is a dataset name must be
    this one (a replica under a D4RL name would report replica scores as D4RL scores);

@@ -5,16 +5,17 @@ A behaviour policy (``policies/<env>-<level>.pt``, made by ``policies/behaviour.
 file's SHA-256. A replica records the card of each policy that made it, so a file can be traced back to the
 policy; a policy file that no longer matches its card is refused.
 
-Sibling modules: :mod:`kfc_lite.data.replicas` makes the replicas (and re-exports every name here);
+Sibling modules: :mod:`kfc_lite.data.replicas` makes the replicas (and re-exports the public names here);
 :mod:`kfc_lite.data.replay_recipe` is the medium-replay recipe, which reads a run's replay buffer instead.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
+
+from kfc_lite.files import file_digest
 
 __all__ = ["POLICY_LEVELS", "policies_dir", "card_path", "load_card", "file_sha256", "policy_and_card"]
 
@@ -53,11 +54,7 @@ def load_card(env: str, level: str) -> dict:
 
 def file_sha256(path) -> str:
     """``"sha256:<hex>"`` of a file, the form a card records its policy file's hash in."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return "sha256:" + h.hexdigest()
+    return "sha256:" + file_digest(path)
 
 
 def policy_and_card(env: str, level: str, policy_file):

@@ -47,7 +47,6 @@ REPLICA_ONLY_ENVS = ("pendulum",)
 #: every environment family a dataset name can start with.
 FAMILIES = ENVS + REPLICA_ONLY_ENVS
 KINDS = ("random", "medium", "medium-replay", "medium-expert", "expert")
-VERSIONS = ("v0", "v2")
 
 #: environment family -> gymnasium id (see the module docstring for why ``-v4``).
 GYM_IDS = {"halfcheetah": "HalfCheetah-v4", "hopper": "Hopper-v4", "walker2d": "Walker2d-v4", "pendulum": "Pendulum-v1"}

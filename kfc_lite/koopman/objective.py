@@ -41,7 +41,7 @@ class KoopmanTrainConfig:
 
     ``max_steps`` and ``max_epochs`` cap a run (quick mode, tests); ``early_stopping=False`` turns the paper's
     ratio rule off. ``multistep_k`` is the horizon of the logged validation multi-step error, and the length
-    of the contiguous segments the split keeps together (see :func:`split_indices`).
+    of the contiguous segments the split keeps together (see :func:`~kfc_lite.koopman.transitions.split_indices`).
     """
 
     latent_dim: int = 32

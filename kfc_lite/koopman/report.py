@@ -17,13 +17,13 @@ so the critic sees states of the model's idea of the system rather than of the s
 * ``one_step_relative``: ``mean ||D(K(a) E(s)) - s'|| / mean ||s' - s||``, a ratio of means (rows where the state
   hardly moves would blow up a mean of ratios): below 1 the model beats "nothing changes";
 * ``multistep``: the open-loop RMS error at horizons 1..k on contiguous stretches of trajectory
-  (:func:`kfc_lite.koopman.fit.multistep_error`), next to the RMS of predicting no change, and their ratio;
+  (:func:`kfc_lite.koopman.multistep.multistep_error`), next to the RMS of predicting no change, and their ratio;
 * ``shift_plain`` and ``shift_gauged``: mean ``||s~ - s||`` of both forms for the configured variant and
   ``shift_sigma``, with the same ``eps`` draws, over the sampled rows whose symmetry passes the guard;
 * ``offset_to_shift_ratio`` = ``reconstruction_offset / shift_gauged``: how much farther the offset alone moves a
   state than the symmetry does;
 * ``commutation_error`` (mean over rows that pass the guard) and ``fallback_rate`` (share of rows whose
-  decomposition fails the guard and would get S4RL noise), from :func:`kfc_lite.symmetry_table.build_rows`;
+  decomposition fails the guard and would get S4RL noise), from :func:`kfc_lite.symmetry_rows.build_rows`;
 * ``training``: how pre-training ended (early stopping, a cap, or the paper's 400 epochs), from the history.
 
 The gate (:data:`OFFSET_DOMINATES_RATIO`): with the plain form, a ratio above 1 means the offset moves a state
@@ -143,7 +143,7 @@ def _multistep(model, data: dict, k: int, max_segments: int, seed: int, device, 
 
 
 def _symmetry_rows(model, s, a, s_next, settings, chunk: int = 512):
-    """:func:`~kfc_lite.symmetry_table.build_rows` of the sample, in chunks over the host's cores with one torch
+    """:func:`~kfc_lite.symmetry_rows.build_rows` of the sample, in chunks over the host's cores with one torch
     thread each, as the symmetry table is built: batched ``eig`` on several OpenMP threads ran about 40 times
     slower on a busy 2-core machine than on one."""
     from kfc_lite.settings import available_cores, thread_pool
@@ -179,7 +179,7 @@ def koopman_report(
             error), e.g. a :class:`~kfc_lite.koopman.KoopmanForwardModel`.
         transitions: ``observations``, ``actions``, ``next_observations``, ``terminals`` (optionally
             ``timeouts``, ``episode_starts``), as :func:`~kfc_lite.koopman.fit_koopman` takes them.
-        augmenter: the run's :class:`~kfc_lite.rl.augment.KoopmanAugmenter`; its variant, ``shift_sigma``, form
+        augmenter: the run's :class:`~kfc_lite.rl.koopman_augment.KoopmanAugmenter`; its variant, ``shift_sigma``, form
             (``gauged``), guard settings and ``eps`` distribution are used. Without it, ``variant``,
             ``shift_sigma`` and ``gauged`` describe the symmetry (the defaults are TrainConfig's).
         sample: how many non-terminal transitions (drawn with ``seed``) enter every number but the k-step error.

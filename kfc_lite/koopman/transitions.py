@@ -22,7 +22,7 @@ __all__ = ["REQUIRED_KEYS", "validate_transitions", "chain_links", "chained_segm
 REQUIRED_KEYS = ("observations", "actions", "next_observations", "terminals")
 
 
-def _as_numpy(name, value) -> np.ndarray:
+def _as_numpy(value) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     return np.asarray(value)
@@ -42,10 +42,10 @@ def validate_transitions(transitions: dict) -> dict:
             f"transitions lack {missing}: a dict with {list(REQUIRED_KEYS)} is needed "
             "(d4rl.qlearning_dataset and kfc_lite.koopman.gym_transitions give one)"
         )
-    out = {k: _as_numpy(k, transitions[k]) for k in REQUIRED_KEYS}
+    out = {k: _as_numpy(transitions[k]) for k in REQUIRED_KEYS}
     for k in ("timeouts", "episode_starts"):
         if k in transitions and transitions[k] is not None:
-            out[k] = _as_numpy(k, transitions[k]).astype(bool).reshape(-1)
+            out[k] = _as_numpy(transitions[k]).astype(bool).reshape(-1)
     obs, act, nxt = out["observations"], out["actions"], out["next_observations"]
     if obs.ndim != 2:
         raise ValueError(f"observations must have shape (N, state_dim), got {obs.shape}")

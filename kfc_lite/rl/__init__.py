@@ -16,12 +16,14 @@ _EXPORTS = {
     # networks.py
     "CriticEnsemble": "networks",
     "TanhGaussianActor": "networks",
-    # sac.py (SAC + CQL) and policy files (policy.py)
+    # config.py: every hyperparameter, and named settings of them
     "SACConfig": "config",
-    "SACCQL": "sac",
     "PRESETS": "config",
+    # sac.py: SAC + CQL, the fast step
+    "SACCQL": "sac",
     # reference.py: the same step written plainly, to read first
     "ReferenceSACCQL": "reference",
+    # policy.py: saved policies
     "save_policy": "policy",
     "load_policy": "policy",
     "Policy": "policy",

@@ -89,9 +89,9 @@ class CriticMLP(torch.autograd.Function):
     One autograd node per critic instead of one per layer. Results equal the plain ``addmm`` + ReLU path to
     float round-off (tests/test_speed_correctness.py); its effect on the step time is in benchmarks/NOTES.md.
 
-    ``params`` = ``w0, b0, w1, b1, ..., w_head, b_head``, each ``w`` (in, out) and ``b`` (1, out) or None (no
-    bias: :class:`CriticEnsemble` folds the first layer's bias into its weight), all in ``x``'s dtype (the
-    ensemble's layout, one critic's slices).
+    ``params`` = ``w0, b0, w1, b1, ..., w_head, b_head``, each ``w`` (in, out) and ``b`` (1, out) or None (no bias:
+    :class:`~kfc_lite.rl.networks.CriticEnsemble` folds the first layer's bias into its weight), all in ``x``'s dtype
+    (the ensemble's layout, one critic's slices).
     """
 
     @staticmethod

@@ -4,11 +4,10 @@ One interface: ``augmenter(batch) -> batch`` on a dict of torch tensors with ``o
 ``rewards``, ``next_observations``, ``terminals`` and, for a batch drawn from a dataset, ``indices`` (its rows in
 that dataset, with which the Koopman augmenter reads the dataset's symmetry table; other keys pass through). A
 training step is ``augmented = augmenter(batch)`` then ``agent.update(batch, augmented)``; plain CQL's augmenter
-is :class:`NoAugmentation`. Only
-``observations`` and ``next_observations`` change; actions, rewards and done flags stay as logged (docs/paper.md,
-'Where augmented states go'; keeping the reward is the small-shift approximation of the paper's section 3).
-Where the augmented states go (the critic's TD term and the data term of the CQL penalty, not the actor)
-is the training loop's business.
+is :class:`NoAugmentation`. Only ``observations`` and ``next_observations`` change; actions, rewards and done
+flags stay as logged (docs/paper.md, 'Where augmented states go'; keeping the reward is the small-shift
+approximation of the paper's section 3). Where the augmented states go (the critic's TD term and the data term
+of the CQL penalty, not the actor) is the training loop's business.
 
 Randomness comes from torch's global RNG on the batch's device, and every call draws the same tensors in
 the same order whatever branch it takes. The one exception is the Koopman augmenter's choice of branch

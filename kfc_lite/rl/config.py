@@ -24,14 +24,14 @@ class SACConfig:
 
     Entropy: ``alpha`` is the temperature, fixed unless ``auto_alpha`` (then it is the initial value, tuned
     towards ``target_entropy``, default ``-action_dim``). ``backup_entropy`` keeps ``-alpha log pi(a'|s')``
-    in the TD target (the KFC code does; official CQL and CORL do not). Open question 11.
+    in the TD target (the KFC code does; official CQL and CORL do not: docs/paper.md, 'The offline RL base').
 
     CQL: the penalty per critic is ``cql_weight * (T logsumexp(Q_ood / T) - Q_data)`` (importance-sampled,
     ``T = cql_temperature``, ``cql_n_actions`` actions from each of: uniform, pi(.|s), pi(.|s')). With
     ``lagrange=True`` it is multiplied by ``alpha' = exp(log alpha')``, learned so that the gap approaches
     ``lagrange_threshold`` (the KFC code: threshold 10, initial alpha' 1, so an initial weight of 10);
     with ``lagrange=False`` the weight stays ``cql_weight``. ``cql_weight=0`` or ``online=True`` turns the
-    penalty off (plain SAC); ``online=True`` also skips the behaviour-cloning warm-up. Open question 12.
+    penalty off (plain SAC); ``online=True`` also skips the behaviour-cloning warm-up.
 
     ``bc_steps``: for the first updates the actor minimises ``alpha log pi - log pi(a_data|s)``.
     """

@@ -91,7 +91,7 @@ BUDGETS = {
     # ten times the steps and a Koopman model pre-trained ten times longer. At 1000 steps the halfcheetah policies had
     # not left the random level (normalized ~0 against the data's 40.8), so the `cpu` budget cannot rank the methods
     # there. The three datasets are the medium rows of the paper's Table 1 that could be recovered (docs/paper.md,
-    # section 5). Write its results elsewhere: --results benchmarks/results/cpu-long
+    # 'Table 1, as far as recovered'). Write its results elsewhere: --results benchmarks/results/cpu-long
     "cpu-long": Budget(
         "cpu-long",
         ("halfcheetah-medium-replica:100000", "hopper-medium-replica:100000", "walker2d-medium-replica:100000"),

@@ -88,7 +88,7 @@ def _ci(x) -> str:
     return f"[{x.low:.1f}, {x.high:.1f}]" if x is not None else "-"
 
 
-def score_tables(summary: dict, budget: Budget) -> list[str]:
+def score_tables(summary: dict) -> list[str]:
     """The markdown of the score table, the comparison with CQL and the aggregate over datasets."""
     lines = [
         "| dataset | method | n | scores by seed | mean [95% CI] | IQM [95% CI] | sample SD | paper v0 |",
@@ -249,7 +249,7 @@ def write_report(
             "",
         ]
     )
-    lines += score_tables(summary, budget)
+    lines += score_tables(summary)
     if not diag and not koopman and carried_diagnostics is not None:
         lines += ["", carried_diagnostics.rstrip("\n")]
     else:

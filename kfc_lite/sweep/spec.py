@@ -1,9 +1,9 @@
 """A sweep as it will run: :class:`SweepSpec` (its datasets, methods, seeds, budget and ``set`` grid) and its trials.
 
 Every trial is the product of one dataset, one method, one seed and one point of the ``set`` grid, and becomes
-one ``kfc_lite.train`` run folder, ``<out>/<dataset>/<method>[-<grid point>]-seed<seed>/``; :meth:`SweepSpec.
-train_config` builds its :class:`~kfc_lite.train.TrainConfig`. A SweepSpec is made from a sweep file by
-:mod:`kfc_lite.sweep.sweep_file`, which checks everything first.
+one ``kfc_lite.train`` run folder, ``<out>/<dataset>/<method>[-<grid point>]-seed<seed>/``;
+:meth:`SweepSpec.train_config` builds its :class:`~kfc_lite.train.TrainConfig`. A SweepSpec is made from a sweep
+file by :mod:`kfc_lite.sweep.sweep_file`, which checks everything first.
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ class SweepSpec:
             for m in self.methods
         ]
 
-    def needs_koopman(self, dataset: Dataset | None = None) -> bool:
+    def needs_koopman(self) -> bool:
         return any(base_method(m) in ("kfc", "kfc++") for m in self.methods)
 
     # -- where things go ----------------------------------------------------------------------------------

@@ -49,7 +49,8 @@ KEYS = (
     "max_failures",
     "download",
 )
-#: TrainConfig fields the sweep sets itself, and the key of the sweep file that says what they are
+#: settings the sweep sets itself, and the key of the sweep file that says what they are; a key of a nested config
+#: (``augment.gauged``, ``sac.precision``) is looked up by its field name
 OWNED = {
     "dataset": "datasets",
     "method": "methods",
@@ -70,7 +71,6 @@ OWNED = {
             "checkpoint_every",
             "log_every",
             "precision",
-            "sac.precision",
         )
     },
 }
@@ -288,8 +288,9 @@ def _sets(raw: dict) -> dict:
                 f"set: {key}: the Koopman model is trained once per dataset for every trial; put its "
                 f"settings under koopman: ({key.removeprefix('koopman.')}: ...)"
             )
-        if key in OWNED:
-            raise SweepSpecError(f"set: {key} is set by the sweep itself: use {OWNED[key]}")
+        field = key.removeprefix("sac.").removeprefix("augment.")
+        if field in OWNED:
+            raise SweepSpecError(f"set: {key} is set by the sweep itself: use {OWNED[field]}")
         if isinstance(value, list) and not value:
             raise SweepSpecError(
                 f"set: {key}: an empty list gives no trial; give values (a list value itself is "

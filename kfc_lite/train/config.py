@@ -5,7 +5,7 @@ A run is described by one :class:`TrainConfig`, validated when it is made and sa
 
 * ``sac``: the agent, a :class:`~kfc_lite.rl.config.SACConfig` (``SACConfig.preset("corl", bc_steps=0)``);
 * ``augment``: how S4RL, KFC and KFC++ perturb a batch, an :class:`AugmentConfig`;
-* ``koopman``: the Koopman model's pre-training, a :class:`~kfc_lite.koopman.fit.KoopmanTrainConfig`
+* ``koopman``: the Koopman model's pre-training, a :class:`~kfc_lite.koopman.objective.KoopmanTrainConfig`
   (None: the paper's schedule seeded by the run's seed).
 
 :meth:`TrainConfig.with_overrides` takes flat ``key=value`` pairs (the command line's ``--set``, a sweep file's
@@ -29,8 +29,8 @@ from kfc_lite.methods import KOOPMAN_METHODS, METHODS
 from kfc_lite.rl.config import SACConfig
 from kfc_lite.validators import flag, integer, number, one_of
 
-if TYPE_CHECKING:  # imported where used: the Koopman module loads torch, building a config should not
-    from kfc_lite.koopman.fit import KoopmanTrainConfig
+if TYPE_CHECKING:  # imported where used: its module loads torch, which importing this one does not
+    from kfc_lite.koopman.objective import KoopmanTrainConfig
 
 __all__ = [
     "TrainConfig",
@@ -125,7 +125,7 @@ class TrainConfig:
     device: bf16 rounds the critic's activations to 3 significant digits, which erases the state shifts S4RL, KFC
     and KFC++ are about (docs/precision.md), and a comparison of methods must run them all at one precision.
 
-    Koopman model (KFC, KFC++): ``koopman`` (a :class:`~kfc_lite.koopman.fit.KoopmanTrainConfig`; None: the
+    Koopman model (KFC, KFC++): ``koopman`` (a :class:`~kfc_lite.koopman.objective.KoopmanTrainConfig`; None: the
     paper's schedule with the run's seed) or ``koopman_path`` (a file from ``save_koopman``, used as is). Once the
     model is there, its quality report is computed, saved and printed; ``koopman_gate`` says what happens when
     the plain form's shift is dominated by the model's reconstruction offset (offset / symmetry shift above
@@ -188,7 +188,7 @@ class TrainConfig:
         _typed("sac", self.sac, SACConfig, 'SACConfig.preset("kfc-code", q_lr=1e-4)')
         _typed("augment", self.augment, AugmentConfig, "AugmentConfig(noise_sigma=1e-2)")
         if self.koopman is not None:
-            from kfc_lite.koopman.fit import KoopmanTrainConfig
+            from kfc_lite.koopman.objective import KoopmanTrainConfig
 
             _typed("koopman", self.koopman, KoopmanTrainConfig, "KoopmanTrainConfig(max_epochs=100)")
         if self.koopman_path is not None and self.method not in KOOPMAN_METHODS:
@@ -222,7 +222,7 @@ class TrainConfig:
 
     def koopman_config(self) -> KoopmanTrainConfig:
         """The Koopman pre-training's config: ``koopman``, or the paper's schedule seeded by the run's seed."""
-        from kfc_lite.koopman.fit import KoopmanTrainConfig
+        from kfc_lite.koopman.objective import KoopmanTrainConfig
 
         return KoopmanTrainConfig(seed=self.seed) if self.koopman is None else self.koopman
 
@@ -264,7 +264,7 @@ class TrainConfig:
         ``augment.noise_sigma``), ``koopman.max_epochs`` KoopmanTrainConfig's (starting from the paper's schedule
         with the run's seed, after ``seed`` is changed, when the run has no ``koopman`` yet).
         """
-        from kfc_lite.koopman.fit import KoopmanTrainConfig
+        from kfc_lite.koopman.objective import KoopmanTrainConfig
 
         parts = {"sac": {}, "augment": {}, "koopman": {}}
         own = {}
@@ -310,7 +310,7 @@ def _known(cls, values: dict, part: str) -> dict:
 
 
 def _koopman_from_dict(values: dict):
-    from kfc_lite.koopman.fit import KoopmanTrainConfig
+    from kfc_lite.koopman.objective import KoopmanTrainConfig
 
     values = _known(KoopmanTrainConfig, values, "koopman")
     if isinstance(values.get("stop_recon_and_forward"), list):  # JSON has no tuples
@@ -320,7 +320,7 @@ def _koopman_from_dict(values: dict):
 
 def _route(key: str) -> tuple[str | None, str]:
     """Which config a flat key belongs to: (None, name) for TrainConfig's own fields, else (part, name)."""
-    from kfc_lite.koopman.fit import KoopmanTrainConfig
+    from kfc_lite.koopman.objective import KoopmanTrainConfig
 
     prefix, _, name = key.rpartition(".")
     owners = {"sac": SACConfig, "augment": AugmentConfig, "koopman": KoopmanTrainConfig}
@@ -342,7 +342,7 @@ def _route(key: str) -> tuple[str | None, str]:
     )
 
 
-#: the flat layout's top-level fields that are AugmentConfig's now
+#: the top-level fields of a flat-layout config.json that belong to AugmentConfig
 _FLAT_AUGMENT = tuple(f.name for f in dataclasses.fields(AugmentConfig))
 
 

@@ -6,7 +6,8 @@
 
 The run folder holds
 
-* ``config.json``: the :class:`~kfc_lite.train.config.TrainConfig` and the resolved :class:`~kfc_lite.rl.sac.SACConfig`;
+* ``config.json``: the :class:`~kfc_lite.train.config.TrainConfig` and the agent's
+  :class:`~kfc_lite.rl.config.SACConfig` as resolved for the device;
 * ``metrics.jsonl``: one JSON object per line, ``{"kind": "train", "step": ...}`` rows (losses, Q-values, CQL
   weight, augmentation statistics, steps per second: the values of the logged step, not interval means) and
   ``{"kind": "eval", ...}`` rows (raw returns and normalized scores);

@@ -42,10 +42,10 @@ def train_online_sac(
 ) -> RunResult:
     """Plain online SAC in a gymnasium environment, on the same networks as the offline agent.
 
-    The agent is :class:`SACCQL` with the ``online-sac`` preset (no penalty, no warm-up, auto-tuned entropy)
-    unless ``config`` says otherwise. The first ``start_steps`` actions are uniform random; then one gradient
-    step per environment step. Every evaluation saves ``policies/step_<N>.pt`` with its score, so behaviour
-    policies of a chosen quality ("medium": about a third of expert) can be picked afterwards.
+    The agent is :class:`~kfc_lite.rl.sac.SACCQL` with the ``online-sac`` preset (no penalty, no warm-up, auto-tuned
+    entropy) unless ``config`` says otherwise. The first ``start_steps`` actions are uniform random; then one gradient
+    step per environment step. Every evaluation saves ``policies/step_<N>.pt`` with its score, so behaviour policies of
+    a chosen quality ("medium": about a third of expert) can be picked afterwards.
 
     Checkpoints hold the agent, the replay buffer and the RNG states; a resumed run starts a fresh episode
     (MuJoCo's mid-episode state is not saved), so unlike offline training it is not bit-exact.

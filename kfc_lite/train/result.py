@@ -14,7 +14,8 @@ __all__ = ["RunResult", "evaluate_run"]
 
 @dataclass
 class RunResult:
-    """What :func:`train` returns: the run folder, its config, metrics and evaluations, and the trained agent."""
+    """What :func:`~kfc_lite.train.train` returns: the run folder, its config, metrics and evaluations, and the trained
+    agent."""
 
     run_dir: pathlib.Path
     config: TrainConfig

@@ -105,7 +105,7 @@ def plot_multistep_errors(curves: dict, dt: float = 1.0, time_unit: str = "s", t
 
 
 def operator_matrix(model, action) -> np.ndarray:
-    """K(a) as a NumPy matrix, from the neural model (torch) or an :class:`EDMDc` (NumPy)."""
+    """K(a) as a NumPy matrix, from the neural model (torch) or an :class:`~kfc_lite.koopman.control.EDMDc` (NumPy)."""
     action = np.atleast_1d(np.asarray(action, dtype=np.float64))
     if hasattr(model, "parameters"):
         import torch

@@ -1,13 +1,13 @@
 """Moving transitions along symmetries of a Koopman model, and the static figures of notebook 03.
 
-:func:`shift_transition` moves a batch of logged transitions ``(s, a, s')`` along the symmetries the explorer's
-sliders describe and returns the numbers; :func:`episode_indices` finds the stretch of consecutive transitions
-around one. The explorer that draws them, with its sliders (:func:`symmetry_explorer_update`,
-:func:`symmetry_explorer`, :func:`explorer_caption`, ``FORMS``), lives in :mod:`kfc_lite.viz.symmetry_explorer`
-and is re-exported here. :func:`plot_augmented_batch`, :func:`consistency_study` and :func:`plot_consistency`
-compare augmenters on a whole batch. The model is anything with ``encode``, ``decode`` and ``operator`` (a
-:class:`KoopmanForwardModel`, or a stand-in); the data is a transitions dict (``observations``, ``actions``,
-``next_observations``; NumPy or torch).
+:func:`shift_transition` moves a batch of logged transitions ``(s, a, s')`` along the symmetries the explorer's sliders
+describe and returns the numbers; :func:`episode_indices` finds the stretch of consecutive transitions around one. The
+explorer that draws them, with its sliders (:func:`symmetry_explorer_update`, :func:`symmetry_explorer`,
+:func:`explorer_caption`, ``FORMS``), lives in :mod:`kfc_lite.viz.symmetry_explorer` and is re-exported here.
+:func:`plot_augmented_batch`, :func:`consistency_study` and :func:`plot_consistency` compare augmenters on a whole
+batch. The model is anything with ``encode``, ``decode`` and ``operator`` (a
+:class:`~kfc_lite.koopman.model.KoopmanForwardModel`, or a stand-in); the data is a transitions dict (``observations``,
+``actions``, ``next_observations``; NumPy or torch).
 
 What the sliders do: ``K(a)`` of the chosen transition is eigen-decomposed; its eigenvalues are grouped into
 real directions (a real eigenvalue, or a conjugate pair) sorted by how much of ``E(s)`` lies in them (the
