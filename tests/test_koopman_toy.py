@@ -351,3 +351,32 @@ def test_check_slow_eigenfunction():
     assert other.status == "failed" and "not λ" in str(other)
     zero = nb01.check_slow_eigenfunction(lambda X, mu, lam, c: 0 * X[:, 0])
     assert zero.status == "failed" and "zero everywhere" in str(zero)
+
+
+def test_the_exact_lifted_operator_of_a_linear_control_system_steps_it():
+    """K(u) on z = (x, 1) is exact: K(u) z = (A x + B u, 1) for any x and u."""
+    from kfc_lite.koopman.control import LinearControlSystem
+
+    rng = np.random.default_rng(0)
+    system = LinearControlSystem(rng.standard_normal((3, 3)), rng.standard_normal((3, 2)))
+    x, u = rng.standard_normal(3), rng.standard_normal(2)
+    z_next = system.lifted_operator(u) @ np.append(x, 1.0)
+    np.testing.assert_allclose(z_next, np.append(system.step(x, u), 1.0), rtol=1e-12, atol=1e-12)
+
+
+def test_edmd_reconstructs_the_state_from_a_dictionary_that_holds_it():
+    """With the state's coordinates among the observables, C psi(x) = x to round-off (least squares is exact)."""
+    X, Y = Duffing().snapshots(200, seed=1)
+    model = EDMD(Polynomial(degree=3)).fit(X, Y)
+    C = model.reconstruction_matrix
+    np.testing.assert_allclose(model.lift(X) @ C.T, X, atol=1e-8)
+
+
+def test_the_sampled_pendulum_near_rest_has_the_exponentials_of_its_continuous_eigenvalues():
+    """The Jacobian of one step at theta = 0 has eigenvalues exp(s dt) (to the integrator's error)."""
+    system = Pendulum(dt=0.05, damping=0.3, substeps=10)
+    h = 1e-6
+    jac = np.column_stack([(system.step(h * e[None]) - system.step(-h * e[None]))[0] / (2 * h) for e in np.eye(2)])
+    got = np.sort_complex(np.linalg.eigvals(jac))
+    expected = np.sort_complex(system.discrete_eigenvalues(system.linear_eigenvalues))
+    np.testing.assert_allclose(got, expected, atol=1e-6)
