@@ -3,6 +3,11 @@
     .venv/bin/python benchmarks/precision.py                         # CQL on hopper-random-replica, 400 steps
     .venv/bin/python benchmarks/precision.py --methods cql s4rl kfc kfc++ --steps 300
     .venv/bin/python benchmarks/precision.py --dataset path.hdf5 --steps 2000 --seeds 0 1 2
+    .venv/bin/python benchmarks/precision.py --methods cql s4rl kfc kfc++ --steps 300 --bf16 emulated
+
+``--bf16 emulated`` runs bf16 autocast with its matrix products computed as bf16 hardware computes them but on
+fp32 kernels (``bf16_emulation.py``): the way to run this check on a CPU without bf16 instructions, where torch's
+own bf16 products are some 20 times slower than fp32.
 
 The augmented methods get their augmentation as the training loop gives it (``augmented = augmenter(batch)``,
 then ``agent.update(batch, augmented)``); KFC and KFC++ share one Koopman model, pre-trained here on the same
@@ -31,6 +36,10 @@ KEYS = ("td_loss", "cql_gap", "q_data", "actor_loss")
 
 
 def run(q: dict, method: str, precision: str, seed: int, a, model=None) -> list[dict]:
+    import contextlib
+
+    from bf16_emulation import EmulatedBf16Products
+
     from kfc_lite.rl.augment import make_augmenter
     from kfc_lite.rl.replay import TransitionSampler
     from kfc_lite.rl.sac import SACCQL, SACConfig
@@ -43,11 +52,13 @@ def run(q: dict, method: str, precision: str, seed: int, a, model=None) -> list[
     augmenter = make_augmenter(method, model if method in ("kfc", "kfc++") else None)
     sampler = TransitionSampler(q, cfg.batch_size, "cpu", seed=seed)
     rows = []
-    for step in range(1, a.steps + 1):
-        batch = sampler.sample()
-        m = agent.update(batch, augmenter(batch), metrics=step % a.log_every == 0)
-        if m:
-            rows.append({k: m[k] for k in ("step",) + KEYS})
+    emulate = precision == "bf16" and a.bf16 == "emulated"
+    with EmulatedBf16Products() if emulate else contextlib.nullcontext():
+        for step in range(1, a.steps + 1):
+            batch = sampler.sample()
+            m = agent.update(batch, augmenter(batch), metrics=step % a.log_every == 0)
+            if m:
+                rows.append({k: m[k] for k in ("step",) + KEYS})
     return rows
 
 
@@ -65,6 +76,12 @@ def main(argv=None) -> int:
     p.add_argument("--hidden", type=int, nargs="+", default=[256, 256, 256], help="the networks' hidden layers")
     p.add_argument("--methods", nargs="+", default=["cql"], choices=["cql", "s4rl", "kfc", "kfc++"])
     p.add_argument("--koopman-steps", type=int, default=2000, help="pre-training steps of the KFC methods' model")
+    p.add_argument(
+        "--bf16",
+        choices=["native", "emulated"],
+        default="native",
+        help="torch's own bf16 products, or their emulation on fp32 kernels (bf16_emulation.py)",
+    )
     p.add_argument("--out", default=str(RESULTS))
     a = p.parse_args(argv)
     if len(a.seeds) < 2:
@@ -131,7 +148,14 @@ def main(argv=None) -> int:
         + (f"; KFC's Koopman model {a.koopman_steps} steps" if model is not None else "")
         + ") on the first "
         f"{len(q['observations'])} transitions of {a.dataset}, {a.steps} steps, {a.threads} thread(s).\n\n"
-        "Relative gap between two curves = mean over logged steps of |A - B| / mean |A|. bf16 changes learning "
+        + (
+            "bf16 emulated: autocast on, its matrix products computed on bf16-rounded operands with fp32 "
+            "accumulation and a bf16 result, as bf16 hardware computes them (`benchmarks/bf16_emulation.py`; "
+            "`tests/test_bf16_emulation.py` compares it with torch's own bf16 products).\n\n"
+            if a.bf16 == "emulated"
+            else ""
+        )
+        + "Relative gap between two curves = mean over logged steps of |A - B| / mean |A|. bf16 changes learning "
         "less than the seed does when every precision gap is below both seed gaps (last column).\n\n"
         + "\n".join(lines)
         + "\n\n"

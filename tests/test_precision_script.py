@@ -11,10 +11,13 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_tiny_run_of_every_method_writes_its_gaps(tmp_path, dataset):
+@pytest.mark.parametrize("bf16", ["native", "emulated"])
+def test_tiny_run_of_every_method_writes_its_gaps(tmp_path, dataset, bf16):
     out = tmp_path / "results"
     cmd = [
         sys.executable,
@@ -38,6 +41,8 @@ def test_tiny_run_of_every_method_writes_its_gaps(tmp_path, dataset):
         "s4rl",
         "kfc",
         "kfc++",
+        "--bf16",
+        bf16,
         "--out",
         str(out),
     ]
@@ -52,6 +57,7 @@ def test_tiny_run_of_every_method_writes_its_gaps(tmp_path, dataset):
     table = (out / "precision.md").read_text()
     assert table.count("| kfc++ |") == 4 and "bf16 within the seed gap" in table
     assert (out / "precision.png").stat().st_size > 0
+    assert ("bf16 emulated" in table) == (bf16 == "emulated")
 
 
 def test_one_seed_is_refused_with_the_reason(tmp_path, dataset):
