@@ -31,7 +31,6 @@ from kfc_lite.sweep.scores import (
     split_records,
     summarize,
 )
-from kfc_lite.sweep.spec import VARIANTS
 
 __all__ = [
     # the report (this module)
@@ -261,7 +260,9 @@ def write_report(
     return md
 
 
-def plot(path: pathlib.Path, records: list[dict], budget: Budget) -> None:
+def plot(path: pathlib.Path, records: list[dict], budget: Budget) -> list[tuple[str, str]]:
+    """Learning curves of every arm, one panel per dataset, saved to ``path``; returns the (dataset, arm) pairs
+    drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -269,14 +270,14 @@ def plot(path: pathlib.Path, records: list[dict], budget: Budget) -> None:
 
     records = evaluations(records)
     datasets = sorted({r["dataset"] for r in records})
+    drawn: list[tuple[str, str]] = []
     if not datasets:
-        return
+        return drawn
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
     for ax, ds in zip(axes[0], datasets):
-        for m in ordered_methods(r["method"] for r in records if r["dataset"] == ds and r["method"] not in VARIANTS):
+        for m in ordered_methods(r["method"] for r in records if r["dataset"] == ds):
             rows = [r for r in records if r["dataset"] == ds and r["method"] == m]
-            if not rows:
-                continue
+            drawn.append((ds, m))
             steps = sorted({r["steps"] for r in rows})
             curves = [[r["normalized_score"] for r in rows if r["steps"] == s] for s in steps]
             mean = np.array([np.mean(c) for c in curves])
@@ -288,10 +289,11 @@ def plot(path: pathlib.Path, records: list[dict], budget: Budget) -> None:
         ax.set_xlabel("gradient steps")
         ax.set_ylabel("normalized score\n(mean +- sample SD over seeds)")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return drawn
 
 
 def carried_diagnostics(md: pathlib.Path) -> tuple[str | None, float | None]:
