@@ -69,7 +69,7 @@ def test_replay_flags_terminals_timeouts_and_cuts(tmp_path):
     # a fall after 3 steps, a full 5-step episode that also fell on its last step, one cut after 2 steps (a
     # resumed run started afresh), one full 5-step episode, and a cut by the end of the buffer
     path, n = _fake_buffer(tmp_path, [(3, True), (5, True), (2, False), (5, False), (3, False)], cut_last=True)
-    d = replay_dataset(path, n, "hopper", max_episode_steps=5)
+    d = replay_dataset(path, n, max_episode_steps=5)
     assert np.flatnonzero(d["terminals"]).tolist() == [2]
     assert np.flatnonzero(d["timeouts"]).tolist() == [7, 9, 14]  # the time-out wins on row 7
     assert not (d["terminals"] & d["timeouts"]).any()
@@ -81,14 +81,14 @@ def test_replay_flags_terminals_timeouts_and_cuts(tmp_path):
     ok = (q["next_observations"][:, 0] == q["observations"][:, 0] + 1) | q["terminals"]
     assert ok.all()
     # up_to_step: the first rows, in the order recorded
-    d8 = replay_dataset(path, 8, "hopper", max_episode_steps=5)
+    d8 = replay_dataset(path, 8, max_episode_steps=5)
     np.testing.assert_array_equal(d8["rewards"], np.arange(8))
     assert d8["timeouts"].tolist()[-1] is True and d8["metadata/replay_up_to_step"] == 8
 
 
 def test_replay_subsample_keeps_whole_episodes(tmp_path):
     path, n = _fake_buffer(tmp_path, [(4, True)] * 10, cut_last=False)
-    d = replay_dataset(path, n, "hopper", size=20, max_episode_steps=1000)
+    d = replay_dataset(path, n, size=20, max_episode_steps=1000)
     assert len(d["observations"]) == 20
     # every second episode: starts at 0, 8, 16, ... and each is whole (4 rows, ending in its terminal)
     np.testing.assert_array_equal(d["observations"][::4, 0], [0, 200, 400, 600, 800])
@@ -98,16 +98,16 @@ def test_replay_subsample_keeps_whole_episodes(tmp_path):
 def test_replay_errors(tmp_path):
     path, n = _fake_buffer(tmp_path, [(4, True)] * 3, cut_last=False)
     with pytest.raises(ValueError, match="between 1 and the checkpoint's step"):
-        replay_dataset(path, n + 1, "hopper")
+        replay_dataset(path, n + 1)
     path, n = _fake_buffer(tmp_path, [(4, True)] * 3, cut_last=False, step=50, size=12)
     with pytest.raises(ValueError, match="wrapped"):
-        replay_dataset(path, 5, "hopper")
+        replay_dataset(path, 5)
     bad = tmp_path / "other.pt"
     import torch
 
     torch.save({"format": "something else"}, bad)
     with pytest.raises(ValueError, match="not an online SAC checkpoint"):
-        replay_dataset(bad, 1, "hopper")
+        replay_dataset(bad, 1)
 
 
 def test_concatenate_flags_the_seam_only():

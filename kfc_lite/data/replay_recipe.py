@@ -55,7 +55,6 @@ def _episode_bounds(obs, next_obs, terminals, max_episode_steps: int):
 def replay_dataset(
     checkpoint,
     up_to_step: int,
-    env_name: str,
     *,
     size: int | None = None,
     max_episode_steps: int = registry.MAX_EPISODE_STEPS,

@@ -265,7 +265,7 @@ def make_replica(
                 "the (git-ignored) run folder of the medium policy; rerun its training command from the card, or "
                 "pass --buffer CHECKPOINT --up-to-step N"
             )
-        data = replay_dataset(buffer, int(up_to_step), env, size=size, max_episode_steps=steps)
+        data = replay_dataset(buffer, int(up_to_step), size=size, max_episode_steps=steps)
         data["metadata/env_id"] = registry.GYM_IDS[env]
         data["metadata/d4rl_env"] = name
         data["metadata/policy"] = f"replay buffer of {os.path.abspath(buffer)} up to step {up_to_step}"
