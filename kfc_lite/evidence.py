@@ -61,10 +61,27 @@ class Evidence:
     last_k: int  #: a run's score is the mean of its last ``last_k`` evaluations (``stats.run_score``)
     scores: dict  #: arm -> {seed: run score}
     baseline: str = "cql"
+    #: the seeds the protocol plans for every arm (its budget's); empty when the results do not name a known budget
+    planned_seeds: tuple = ()
 
     @property
     def arms(self) -> list[str]:
         return list(self.scores)
+
+    def finished(self, arm: str) -> list[int]:
+        """The seeds of ``arm`` whose runs have finished."""
+        return sorted(self.scores.get(arm, {}))
+
+    @property
+    def complete(self) -> bool:
+        """Every arm has finished every planned seed (False while the experiment is still running)."""
+        return bool(self.planned_seeds) and all(set(self.planned_seeds) <= set(s) for s in self.scores.values())
+
+    def progress(self) -> str:
+        """Which runs have finished, arm by arm, against the protocol's seeds."""
+        of = f" of {len(self.planned_seeds)} planned" if self.planned_seeds else ""
+        parts = [f"{label(a)} {len(self.finished(a))}{of} (seeds {_seed_list(self.finished(a))})" for a in self.arms]
+        return f"finished runs on {self.dataset}: " + "; ".join(parts)
 
     def interval(self, arm: str, statistic: str = "mean") -> stats.Interval:
         """The arm's mean or IQM over its seeds with a stratified-bootstrap 95 % interval."""
@@ -88,32 +105,90 @@ class Evidence:
         return stats.probability_of_improvement(*self.paired(arm, baseline))
 
     def table(self) -> list[dict]:
-        """One row per arm: n, mean [CI], IQM [CI], sample SD and, for the other arms, the paired difference."""
+        """One row per arm: n, mean [CI], IQM [CI], sample SD and, for the other arms, the paired difference.
+
+        An interval or a spread needs two runs: with one finished seed they are None, and a comparison needs two
+        seeds both arms have finished (a running experiment's partial results read the same way)."""
         rows = []
         for arm, per_seed in self.scores.items():
             x = list(per_seed.values())
+            several = len(x) >= 2
             row = {
                 "arm": label(arm),
                 "n": len(x),
-                "mean": self.interval(arm, "mean"),
-                "iqm": self.interval(arm, "iqm"),
-                "sd": stats.sample_sd(x),
+                "mean": self.interval(arm, "mean") if several else None,
+                "iqm": self.interval(arm, "iqm") if several else None,
+                "sd": stats.sample_sd(x) if several else None,
             }
-            if arm != self.baseline and self.baseline in self.scores:
+            if arm != self.baseline and self.baseline in self.scores and len(self.paired(arm)[0]) >= 2:
                 row["vs_baseline"] = self.against(arm)
                 row["p_improvement"] = self.improvement(arm)
             rows.append(row)
         return rows
 
+    def decision(self, arm: str = "kfc++") -> str | None:
+        """The protocol's decision rule for ``arm`` against the baseline: "helps", "hurts" or "is not
+        distinguishable from <baseline>", by the paired t interval; None until both have finished every planned
+        seed (a decision on part of the seeds would be a different, unregistered test)."""
+        shared = set(self.finished(arm)) & set(self.finished(self.baseline))
+        if not self.planned_seeds or not set(self.planned_seeds) <= shared:
+            return None
+        d = self.against(arm).difference
+        return (
+            "helps" if d.low > 0 else "hurts" if d.high < 0 else f"is not distinguishable from {label(self.baseline)}"
+        )
+
+    def format_table(self) -> str:
+        """:meth:`table` as fixed-width text (what notebook 05 prints): "n/a" where one run cannot give a spread."""
+
+        def cell(x, width):
+            return f"{'n/a' if x is None else str(x):>{width}}"
+
+        base = label(self.baseline)
+        header = f"{'arm':<30} {'n':>3} {'mean [95% CI]':>20} {'IQM [95% CI]':>20} {'SD':>6}"
+        lines = [f"{header}   minus {base}, paired [95% t CI]"]
+        for row in self.table():
+            diff = row.get("vs_baseline")
+            versus = f"{diff.difference}  ({diff.verdict})" if diff else ""
+            sd = "n/a" if row["sd"] is None else f"{row['sd']:.1f}"
+            lines.append(
+                f"{row['arm']:<30} {row['n']:>3} {cell(row['mean'], 20)} {cell(row['iqm'], 20)} {sd:>6}   {versus}"
+            )
+        return "\n".join(lines)
+
     def sentence(self, arm: str, baseline: str | None = None) -> str:
-        """The comparison in one sentence, its interval included, worded by the interval (never by the mean alone)."""
+        """The comparison in one sentence, its interval included, worded by the interval (never by the mean alone).
+
+        While the experiment runs, the sentence says how many of the planned seeds it rests on and that the
+        protocol's decision waits for the rest; with fewer than two shared seeds it says only that."""
         base = label(baseline or self.baseline)
+        n = len(self.paired(arm, baseline)[0])
+        planned = len(self.planned_seeds)
+        waiting = f"{n} of {planned} planned seeds so far; the protocol's decision waits for all of them"
+        if n < 2:
+            return (
+                f"{label(arm)} and {base} on {self.dataset}: {n} seed(s) finished by both, too few for an interval"
+                + (f" ({waiting})" if planned else "")
+            )
         d = self.against(arm, baseline).difference
         what = "scores above" if d.low > 0 else "scores below" if d.high < 0 else "is not distinguishable from"
         return (
             f"{label(arm)} {what} {base} on {self.dataset}: mean paired difference {d.estimate:+.1f} normalized "
             f"points, 95 % interval [{d.low:+.1f}, {d.high:+.1f}] over {d.n} seeds"
+            + (f" ({waiting})" if planned and n < planned else "")
         )
+
+
+def _seed_list(seeds: list[int]) -> str:
+    """``[0, 1, 2, 4]`` as "0-2, 4"."""
+    if not seeds:
+        return "none"
+    runs, start = [], seeds[0]
+    for prev, cur in zip(seeds, [*seeds[1:], None], strict=True):
+        if cur != prev + 1:
+            runs.append(str(start) if start == prev else f"{start}-{prev}")
+            start = cur
+    return ", ".join(runs)
 
 
 def load(name: str, root: str | pathlib.Path | None = None) -> Evidence:
@@ -132,10 +207,21 @@ def load(name: str, root: str | pathlib.Path | None = None) -> Evidence:
     design = {(r["steps"], r["last_k"]) for r in runs}
     if len(design) != 1:
         raise ValueError(f"benchmarks/results/{name} mixes runs of different budgets (steps, last_k) {sorted(design)}")
+    from kfc_lite.sweep.budgets import BUDGETS
     from kfc_lite.sweep.scores import ordered_methods
 
     scores = {}
     for r in sorted(runs, key=lambda r: r["seed"]):
         scores.setdefault(r["method"], {})[r["seed"]] = r["score"]
     ((steps, last_k),) = design
-    return Evidence(name, datasets.pop(), steps, last_k, {m: scores[m] for m in ordered_methods(scores)})
+    budgets = {r.get("budget") for r in runs}
+    budget = budgets.pop() if len(budgets) == 1 else None
+    planned = tuple(BUDGETS[budget].seeds) if budget in BUDGETS else ()
+    return Evidence(
+        name,
+        datasets.pop(),
+        steps,
+        last_k,
+        {m: scores[m] for m in ordered_methods(scores)},
+        planned_seeds=planned,
+    )

@@ -51,7 +51,7 @@ def test_scores_statistics_and_verdicts_match_kfc_lite_stats(tmp_path):
     assert "vs_baseline" not in row["CQL"]
     d = row["KFC++"]["vs_baseline"].difference
     assert d.estimate == pytest.approx(np.mean([scores["kfc++"][s] - cql[s] for s in range(10)]))
-    assert d.low > 0 and "scores above CQL" in ev.sentence("kfc++")
+    assert d.low > 0 and "scores above CQL" in ev.sentence("kfc++") and ev.decision("kfc++") == "helps"
     assert f"{d.estimate:+.1f}" in ev.sentence("kfc++") and "over 10 seeds" in ev.sentence("kfc++")
     s4rl = ev.against("s4rl").difference
     if s4rl.includes(0.0):
@@ -104,3 +104,44 @@ def test_the_figure_shows_every_arm_and_the_zero_line(tmp_path):
     assert [t.get_text() for t in left.get_xticklabels()] == ["CQL", "KFC++"]
     assert [t.get_text() for t in right.get_xticklabels()] == ["KFC++"]
     assert any(np.allclose(line.get_ydata(), 0.0) for line in right.get_lines())
+
+
+def test_a_running_experiment_reads_as_partial_and_never_as_a_decision(tmp_path):
+    """The pendulum-5k budget plans seeds 0-9; with three of them finished the sentence says so."""
+    write_results(
+        tmp_path,
+        {"cql": {0: 50.0, 1: 40.0, 2: 45.0}, "kfc++": {0: 60.0, 1: 52.0, 2: 58.0}, "kfc": {0: 55.0}},
+    )
+    ev = evidence.load("exp", root=tmp_path)
+    assert ev.planned_seeds == tuple(range(10)) and not ev.complete
+    assert ev.finished("kfc++") == [0, 1, 2] and ev.finished("s4rl") == []
+    assert "CQL 3 of 10 planned (seeds 0-2)" in ev.progress() and "KFC 1 of 10 planned (seeds 0)" in ev.progress()
+    # three shared seeds: an interval, marked as resting on part of the protocol's seeds
+    kfcpp = ev.sentence("kfc++")
+    assert "over 3 seeds" in kfcpp and "3 of 10 planned seeds so far" in kfcpp and "waits for all of them" in kfcpp
+    # one shared seed: no interval, no verdict
+    kfc = ev.sentence("kfc")
+    assert "too few for an interval" in kfc and "distinguishable" not in kfc and "above" not in kfc
+    assert ev.decision("kfc++") is None  # three of ten seeds: the rule is not applied
+    row = {r["arm"]: r for r in ev.table()}
+    assert row["KFC"]["mean"] is None and row["KFC"]["sd"] is None and "vs_baseline" not in row["KFC"]
+    assert row["KFC++"]["vs_baseline"].difference.n == 3
+    kfc_line = next(line for line in ev.format_table().splitlines() if line.startswith("KFC "))
+    assert kfc_line.split()[1:5] == ["1", "n/a", "n/a", "n/a"]  # n, mean, IQM, SD: one run has no spread
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from kfc_lite.viz.rl import evidence_figure
+
+    evidence_figure(ev)  # one-run arms are drawn as dots, without an interval
+
+
+def test_a_finished_experiment_is_complete_and_its_sentence_is_the_decision(tmp_path):
+    rng = np.random.default_rng(1)
+    write_results(tmp_path, {m: {s: 50 + rng.standard_normal() for s in range(10)} for m in ("cql", "kfc++")})
+    ev = evidence.load("exp", root=tmp_path)
+    assert ev.complete and "planned" not in ev.sentence("kfc++") and "over 10 seeds" in ev.sentence("kfc++")
+    d = ev.against("kfc++").difference
+    assert ev.decision("kfc++") == (
+        "is not distinguishable from CQL" if d.includes(0.0) else "helps" if d.low > 0 else "hurts"
+    )

@@ -247,7 +247,8 @@ def evidence_figure(evidence, statistic: str = "mean"):
     """A multi-seed benchmark (:class:`kfc_lite.evidence.Evidence`) in two panels: left, every run's score (dots) with
     each arm's mean (or IQM) and its bootstrap 95 % interval; right, each arm minus the baseline seed by seed, with
     the Student-t 95 % interval of the mean difference. An interval that crosses the dashed zero line is "not
-    distinguishable"."""
+    distinguishable". An arm with one finished run, or a comparison with one shared seed, gets its dots only.
+    """
     from kfc_lite.evidence import label
 
     arms = evidence.arms
@@ -259,6 +260,8 @@ def evidence_figure(evidence, statistic: str = "mean"):
     for i, arm in enumerate(arms):
         x = np.array(list(evidence.scores[arm].values()))
         ax.scatter(i + rng.uniform(-0.15, 0.15, x.size), x, s=14, alpha=0.5, color="C0")
+        if x.size < 2:
+            continue
         ci = evidence.interval(arm, statistic)
         ax.errorbar(
             i + 0.3, ci.estimate, yerr=[[ci.estimate - ci.low], [ci.high - ci.estimate]], fmt="o", color="k", capsize=4
@@ -271,6 +274,8 @@ def evidence_figure(evidence, statistic: str = "mean"):
         a, base = evidence.paired(arm)
         d = np.array([a[s] - base[s] for s in a])
         bx.scatter(i + rng.uniform(-0.15, 0.15, d.size), d, s=14, alpha=0.5, color="C1")
+        if d.size < 2:
+            continue
         iv = evidence.against(arm).difference
         bx.errorbar(
             i + 0.3, iv.estimate, yerr=[[iv.estimate - iv.low], [iv.high - iv.estimate]], fmt="o", color="k", capsize=4
