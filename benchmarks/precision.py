@@ -124,7 +124,7 @@ def main(argv=None) -> int:
         + " | fp32 vs bf16, seed ".join(map(str, a.seeds))
         + f" | seed {s0} vs seed {s1}, fp32 | seed {s0} vs seed {s1}, bf16 | bf16 within the seed gap |"
     )
-    lines = [header, "|---" * (4 + len(a.seeds)) + "|"]
+    lines = [header, "|---" * (5 + len(a.seeds)) + "|"]
     summary = {}
     for method in a.methods:
         for key in KEYS:
