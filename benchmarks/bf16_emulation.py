@@ -1,26 +1,31 @@
-"""bf16 autocast's numbers on a CPU without bf16 instructions, at fp32 speed.
+"""bf16 autocast's numbers on a CPU without fast bf16 products, at fp32 speed.
 
-A bf16 matrix product on hardware that has one (AVX512-BF16, AMX, a GPU's tensor cores) reads bf16 operands,
-accumulates their products in fp32 and rounds the result to bf16 once. On a CPU without those instructions torch
-runs the same product through slow generic kernels: a step of the 3x256 networks takes about 4.5 s instead of
-0.2 s (``results/throughput-bf16.md``), too slow for the learning runs of ``precision.py``.
+Where oneDNN has no bf16 kernels (an AVX2 CPU without AVX-512 or bf16 instructions), torch computes a bf16 matrix
+product through slow generic kernels: a step of the 3x256 networks takes about 4.5 s instead of 0.2 s
+(``results/throughput-bf16.md``), too slow for the learning runs of ``precision.py``. Those kernels read bf16
+operands, accumulate in fp32 and round the result to bf16.
 
-:class:`EmulatedBf16Products` computes those products the way the hardware does, with fp32 kernels: each operand
-is rounded to bf16 (exactly, by a cast), the product is taken in fp32 and its result is rounded to bf16 and
-returned as a bf16 tensor. Everything else stays real: autocast is still on, so it still casts the inputs of
-the products, keeps its fp32 ops (losses, reductions) in fp32 and runs the element-wise ops between products
-(ReLU, tanh, the actor's log-probability) in bf16. The backward pass rounds the same way: the incoming gradient
-and the products' gradients are bf16, as autocast's bf16 products give them. What may differ from a real bf16
-kernel is only the order of the fp32 accumulation, which can move a result by one bf16 step where the exact sum
-lies near a rounding boundary; ``tests/test_bf16_emulation.py`` measures that against torch's own bf16 kernels.
+:class:`EmulatedBf16Products` computes each product the same way on fp32 kernels: every operand is rounded to bf16
+(exactly, by a cast), the product is taken in fp32, and its result is rounded to bf16 and returned as a bf16
+tensor. Everything else stays real: autocast is still on, so it still casts the inputs of the products, keeps its
+fp32 ops (losses, reductions) in fp32, and the element-wise ops between products (the ReLUs, the clamp of the
+actor's log-std) run in bf16 as they do under autocast (the agent itself computes the actor's tanh and
+log-probability in fp32). The backward pass rounds the same way: the incoming gradient and every product's
+gradients are bf16, as autocast's bf16 products give them.
+
+What can differ from torch's own bf16 kernels is the order of the fp32 accumulation, which moves a result by a bf16
+step where the exact sum lies near a rounding boundary; ``tests/test_bf16_emulation.py`` measures the agreement.
+Kernels with bf16 instructions (AVX512-BF16, AMX, a GPU's tensor cores) may round differently again: on one such
+CPU the critic's response to a 3e-3 shift correlated with fp32's at 0.02, against 0.24 here (docs/precision.md).
+The emulation reproduces this CPU's bf16, not every machine's.
 
     with torch.autocast("cpu", dtype=torch.bfloat16), EmulatedBf16Products():
         ...   # F.linear, addmm, mm, matmul and @ take the emulated path; everything else is autocast's own
 
 Only products whose operands autocast makes bf16 (or that are bf16 already) are emulated; fp32 work outside
 autocast (the symmetry table's) passes through untouched. The fused CPU critic (``kfc_lite/rl/_fused.py``)
-calls oneDNN directly; it serves bf16 only on CPUs that have bf16 instructions, where no emulation is needed,
-so entering the emulation there is refused.
+calls oneDNN directly; it serves bf16 where oneDNN has bf16 kernels (AVX-512 or bf16 instructions), where torch's
+own bf16 products are fast and no emulation is needed, so entering the emulation there is refused.
 """
 
 from __future__ import annotations
@@ -84,8 +89,9 @@ class EmulatedBf16Products(TorchFunctionMode):
 
         if BF16 in _fused.FUSED_DTYPES:
             raise RuntimeError(
-                "this CPU runs bf16 products natively (the fused critic serves bf16): use precision bf16 itself, "
-                "not the emulation, which exists for CPUs without bf16 instructions"
+                "oneDNN has bf16 kernels on this CPU (the fused critic serves bf16), so torch's own bf16 products "
+                "are fast here: use precision bf16 itself (precision.py --bf16 native); the emulation is for CPUs "
+                "without them"
             )
         return super().__enter__()
 
@@ -95,6 +101,8 @@ class EmulatedBf16Products(TorchFunctionMode):
         if product is not None:
             x, w, bias = product
             if _autocast_bf16() or BF16 in (x.dtype, w.dtype):
+                if x.dim() == 1:  # a single row: the product of a (1, in) matrix, its row returned
+                    return _Product.apply(x.unsqueeze(0), w, bias).squeeze(0)
                 return _Product.apply(x, w, bias)
         return func(*args, **kwargs)
 

@@ -72,15 +72,12 @@ class Evidence:
         """The seeds of ``arm`` whose runs have finished."""
         return sorted(self.scores.get(arm, {}))
 
-    @property
-    def complete(self) -> bool:
-        """Every arm has finished every planned seed (False while the experiment is still running)."""
-        return bool(self.planned_seeds) and all(set(self.planned_seeds) <= set(s) for s in self.scores.values())
-
-    def progress(self) -> str:
-        """Which runs have finished, arm by arm, against the protocol's seeds."""
+    def progress(self, expected_arms=()) -> str:
+        """Which runs have finished, arm by arm, against the protocol's seeds; ``expected_arms`` (the protocol's)
+        are listed even before their first run has finished, which the results alone cannot show."""
         of = f" of {len(self.planned_seeds)} planned" if self.planned_seeds else ""
-        parts = [f"{label(a)} {len(self.finished(a))}{of} (seeds {_seed_list(self.finished(a))})" for a in self.arms]
+        arms = [*self.arms, *(a for a in expected_arms if a not in self.scores)]
+        parts = [f"{label(a)} {len(self.finished(a))}{of} (seeds {_seed_list(self.finished(a))})" for a in arms]
         return f"finished runs on {self.dataset}: " + "; ".join(parts)
 
     def interval(self, arm: str, statistic: str = "mean") -> stats.Interval:
@@ -89,8 +86,9 @@ class Evidence:
         return stats.mean_ci(x) if statistic == "mean" else stats.iqm_ci(x)
 
     def paired(self, arm: str, baseline: str | None = None) -> tuple[dict, dict]:
-        """``arm``'s and the baseline's run scores (seed -> score) on the seeds both finished."""
-        a, base = self.scores[arm], self.scores[baseline or self.baseline]
+        """``arm``'s and the baseline's run scores (seed -> score) on the seeds both finished (none for an arm
+        without a finished run)."""
+        a, base = self.scores.get(arm, {}), self.scores.get(baseline or self.baseline, {})
         seeds = sorted(set(a) & set(base))
         return {s: a[s] for s in seeds}, {s: base[s] for s in seeds}
 
@@ -128,12 +126,14 @@ class Evidence:
 
     def decision(self, arm: str = "kfc++") -> str | None:
         """The protocol's decision rule for ``arm`` against the baseline: "helps", "hurts" or "is not
-        distinguishable from <baseline>", by the paired t interval; None until both have finished every planned
-        seed (a decision on part of the seeds would be a different, unregistered test)."""
-        shared = set(self.finished(arm)) & set(self.finished(self.baseline))
-        if not self.planned_seeds or not set(self.planned_seeds) <= shared:
+        distinguishable from <baseline>", by the paired t interval over the planned seeds (and those only); None
+        until both have finished every planned seed, or when the results name no known budget (a decision on
+        other seeds would be a different, unregistered test)."""
+        a, base = self.paired(arm)
+        if not self.planned_seeds or not set(self.planned_seeds) <= set(a):
             return None
-        d = self.against(arm).difference
+        planned = sorted(self.planned_seeds)
+        d = stats.paired_difference({s: a[s] for s in planned}, {s: base[s] for s in planned}).difference
         return (
             "helps" if d.low > 0 else "hurts" if d.high < 0 else f"is not distinguishable from {label(self.baseline)}"
         )
@@ -162,20 +162,22 @@ class Evidence:
         While the experiment runs, the sentence says how many of the planned seeds it rests on and that the
         protocol's decision waits for the rest; with fewer than two shared seeds it says only that."""
         base = label(baseline or self.baseline)
-        n = len(self.paired(arm, baseline)[0])
-        planned = len(self.planned_seeds)
-        waiting = f"{n} of {planned} planned seeds so far; the protocol's decision waits for all of them"
+        shared = set(self.paired(arm, baseline)[0])
+        n, planned = len(shared), set(self.planned_seeds)
+        done = len(shared & planned)
+        waiting = f"{done} of {len(planned)} planned seeds so far; the protocol's decision waits for all of them"
+        partial = bool(planned) and not planned <= shared
         if n < 2:
             return (
                 f"{label(arm)} and {base} on {self.dataset}: {n} seed(s) finished by both, too few for an interval"
-                + (f" ({waiting})" if planned else "")
+                + (f" ({waiting})" if partial else "")
             )
         d = self.against(arm, baseline).difference
         what = "scores above" if d.low > 0 else "scores below" if d.high < 0 else "is not distinguishable from"
         return (
             f"{label(arm)} {what} {base} on {self.dataset}: mean paired difference {d.estimate:+.1f} normalized "
             f"points, 95 % interval [{d.low:+.1f}, {d.high:+.1f}] over {d.n} seeds"
-            + (f" ({waiting})" if planned and n < planned else "")
+            + (f" ({waiting})" if partial else "")
         )
 
 

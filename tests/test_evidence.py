@@ -113,9 +113,11 @@ def test_a_running_experiment_reads_as_partial_and_never_as_a_decision(tmp_path)
         {"cql": {0: 50.0, 1: 40.0, 2: 45.0}, "kfc++": {0: 60.0, 1: 52.0, 2: 58.0}, "kfc": {0: 55.0}},
     )
     ev = evidence.load("exp", root=tmp_path)
-    assert ev.planned_seeds == tuple(range(10)) and not ev.complete
+    assert ev.planned_seeds == tuple(range(10))
     assert ev.finished("kfc++") == [0, 1, 2] and ev.finished("s4rl") == []
     assert "CQL 3 of 10 planned (seeds 0-2)" in ev.progress() and "KFC 1 of 10 planned (seeds 0)" in ev.progress()
+    assert "S4RL" not in ev.progress() and "S4RL 0 of 10 planned (seeds none)" in ev.progress(["cql", "s4rl"])
+    assert "0 seed(s) finished by both" in ev.sentence("s4rl")  # an arm with no finished run yet
     # three shared seeds: an interval, marked as resting on part of the protocol's seeds
     kfcpp = ev.sentence("kfc++")
     assert "over 3 seeds" in kfcpp and "3 of 10 planned seeds so far" in kfcpp and "waits for all of them" in kfcpp
@@ -140,8 +142,36 @@ def test_a_finished_experiment_is_complete_and_its_sentence_is_the_decision(tmp_
     rng = np.random.default_rng(1)
     write_results(tmp_path, {m: {s: 50 + rng.standard_normal() for s in range(10)} for m in ("cql", "kfc++")})
     ev = evidence.load("exp", root=tmp_path)
-    assert ev.complete and "planned" not in ev.sentence("kfc++") and "over 10 seeds" in ev.sentence("kfc++")
+    assert "planned" not in ev.sentence("kfc++") and "over 10 seeds" in ev.sentence("kfc++")
     d = ev.against("kfc++").difference
     assert ev.decision("kfc++") == (
         "is not distinguishable from CQL" if d.includes(0.0) else "helps" if d.low > 0 else "hurts"
     )
+
+
+def test_the_decision_uses_the_planned_seeds_only(tmp_path):
+    """Seeds 10-29 lie beyond the pendulum-5k budget's 0-9: extra runs cannot change the registered test."""
+    cql = {s: 50.0 + (s % 3) for s in range(30)}
+    kfcpp = {s: cql[s] + (0.5 if s % 2 else -0.5) for s in range(10)}  # no effect over the planned seeds
+    kfcpp.update({s: cql[s] + 1.0 for s in range(10, 30)})  # twenty extra runs, each a little above
+    write_results(tmp_path, {"cql": cql, "kfc++": kfcpp})
+    ev = evidence.load("exp", root=tmp_path)
+    everything = ev.against("kfc++").difference
+    assert everything.n == 30 and everything.low > 0  # over every seed the interval would lie above zero
+    assert ev.decision("kfc++") == "is not distinguishable from CQL"
+
+
+def test_a_gap_in_the_seeds_is_still_partial(tmp_path):
+    seeds = [0, 1, 2, 3, 4, 5, 6, 7, 8, 11]  # nine planned seeds and one beyond: seed 9 is missing
+    write_results(tmp_path, {m: {s: 50.0 + s * (m == "kfc++") for s in seeds} for m in ("cql", "kfc++")})
+    ev = evidence.load("exp", root=tmp_path)
+    assert ev.decision("kfc++") is None and "9 of 10 planned seeds so far" in ev.sentence("kfc++")
+
+
+def test_results_of_an_unknown_budget_are_never_decided(tmp_path):
+    folder = write_results(tmp_path, {m: {s: 50.0 + s for s in range(5)} for m in ("cql", "kfc++")})
+    records = json.loads((folder / "learning.json").read_text())
+    (folder / "learning.json").write_text(json.dumps([{**r, "budget": "someone-elses"} for r in records]))
+    ev = evidence.load("exp", root=tmp_path)
+    assert ev.planned_seeds == () and ev.decision("kfc++") is None
+    assert "planned" not in ev.sentence("kfc++") and "over 5 seeds" in ev.sentence("kfc++")

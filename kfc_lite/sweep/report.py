@@ -277,7 +277,6 @@ def plot(path: pathlib.Path, records: list[dict], budget: Budget) -> list[tuple[
     for ax, ds in zip(axes[0], datasets):
         for m in ordered_methods(r["method"] for r in records if r["dataset"] == ds):
             rows = [r for r in records if r["dataset"] == ds and r["method"] == m]
-            drawn.append((ds, m))
             steps = sorted({r["steps"] for r in rows})
             curves = [[r["normalized_score"] for r in rows if r["steps"] == s] for s in steps]
             mean = np.array([np.mean(c) for c in curves])
@@ -290,6 +289,7 @@ def plot(path: pathlib.Path, records: list[dict], budget: Budget) -> list[tuple[
         ax.set_ylabel("normalized score\n(mean +- sample SD over seeds)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+        drawn += [(ds, line.get_label()) for line in ax.get_lines()]
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
