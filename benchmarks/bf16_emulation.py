@@ -34,9 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from kfc_lite.rl import _fused
+
 BF16 = torch.bfloat16
 
-__all__ = ["EmulatedBf16Products", "bf16_round"]
+__all__ = ["EmulatedBf16Products", "bf16_round", "refused"]
 
 
 def bf16_round(x: torch.Tensor) -> torch.Tensor:
@@ -44,8 +46,9 @@ def bf16_round(x: torch.Tensor) -> torch.Tensor:
     return x.to(BF16).to(torch.float32)
 
 
-def _autocast_bf16() -> bool:
-    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == BF16
+def refused() -> bool:
+    """Whether this CPU refuses the emulation: oneDNN has bf16 kernels here, so torch's own bf16 is fast."""
+    return BF16 in _fused.FUSED_DTYPES
 
 
 class _Product(torch.autograd.Function):
@@ -85,9 +88,7 @@ class EmulatedBf16Products(TorchFunctionMode):
     bf16-rounded operands, their result rounded to bf16 (see the module's docstring)."""
 
     def __enter__(self):
-        from kfc_lite.rl import _fused
-
-        if BF16 in _fused.FUSED_DTYPES:
+        if refused():
             raise RuntimeError(
                 "oneDNN has bf16 kernels on this CPU (the fused critic serves bf16), so torch's own bf16 products "
                 "are fast here: use precision bf16 itself (precision.py --bf16 native); the emulation is for CPUs "
@@ -100,7 +101,7 @@ class EmulatedBf16Products(TorchFunctionMode):
         product = _as_product(func, args, kwargs)
         if product is not None:
             x, w, bias = product
-            if _autocast_bf16() or BF16 in (x.dtype, w.dtype):
+            if _fused.cpu_autocast_dtype() == BF16 or BF16 in (x.dtype, w.dtype):
                 if x.dim() == 1:  # a single row: the product of a (1, in) matrix, its row returned
                     return _Product.apply(x.unsqueeze(0), w, bias).squeeze(0)
                 return _Product.apply(x, w, bias)

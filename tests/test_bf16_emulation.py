@@ -30,7 +30,7 @@ from kfc_lite.rl.config import SACConfig
 
 BF16_STEP = 2.0**-7  # the largest spacing of bf16 numbers relative to their size (8 significant bits)
 needs_slow_bf16 = pytest.mark.skipif(
-    torch.bfloat16 in _fused.FUSED_DTYPES, reason="oneDNN has bf16 kernels here: the emulation is refused"
+    bf16_emulation.refused(), reason="oneDNN has bf16 kernels here: the emulation is refused"
 )
 
 

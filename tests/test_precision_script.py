@@ -12,15 +12,14 @@ import subprocess
 import sys
 
 import pytest
-import torch
-
-from kfc_lite.rl import _fused
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import bf16_emulation  # noqa: E402
 
 EMULATION_REFUSED = pytest.mark.skipif(
-    torch.bfloat16 in _fused.FUSED_DTYPES, reason="oneDNN has bf16 kernels here: the emulation is refused"
+    bf16_emulation.refused(), reason="oneDNN has bf16 kernels here: the emulation is refused"
 )
 
 
