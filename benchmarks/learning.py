@@ -10,6 +10,9 @@
     .venv/bin/python benchmarks/learning.py --budget cpu --report-only
     # rewrite the table and the plot from a results file (no run folders needed)
     .venv/bin/python benchmarks/learning.py --from-json benchmarks/results/cpu-long/learning.json
+    # add a second sweep's arm to it (a fixed ``set`` names its runs by the method alone: rename them)
+    .venv/bin/python benchmarks/learning.py --from-json A/learning.json --merge B/learning.json \
+        --rename "s4rl=s4rl[noise_sigma=0.013406]"
 
 The benchmark is a sweep (``kfc_lite.sweep``, the engine of ``kfc-lite sweep``): every run is a Ray Tune trial, on
 an embedded Ray instance or the cluster at ``--address``, and the tables and the plot are the sweep's report
@@ -64,6 +67,7 @@ from kfc_lite.sweep.report import (  # noqa: F401  (the report's functions are r
     summarize,
     write_report,
 )
+from kfc_lite.sweep.scores import merge_records
 from kfc_lite.sweep.spec import ALL_METHODS, METHODS, VARIANTS, base_method  # noqa: F401
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -146,10 +150,34 @@ def main(argv=None) -> int:
     p.add_argument(
         "--from-json", help="rewrite the results from this learning.json instead of the run folders; train nothing"
     )
+    p.add_argument(
+        "--merge",
+        metavar="FILE",
+        help="with --from-json: add this second learning.json's runs (a second sweep); the merged file is written",
+    )
+    p.add_argument(
+        "--rename",
+        nargs="+",
+        default=[],
+        metavar="OLD=NEW",
+        help="with --merge: the second file's method OLD is named NEW in the merged results",
+    )
     p.add_argument("--note", default="", help="a line for the report (e.g. which calls trained the runs)")
     args = p.parse_args(argv)
 
+    if (args.merge or args.rename) and not args.from_json:
+        p.error("--merge and --rename add a second results file to the one --from-json names: give --from-json too")
+    if args.rename and not args.merge:
+        p.error("--rename names the methods of the --merge file: give --merge FILE too")
+    rename = dict(pair.split("=", 1) for pair in args.rename if "=" in pair)
+    if len(rename) != len(args.rename):
+        p.error(f"--rename takes OLD=NEW pairs, e.g. s4rl=s4rl[noise_sigma=0.013406]; got {args.rename}")
     loaded = json.loads(pathlib.Path(args.from_json).read_text()) if args.from_json else None
+    if args.merge:
+        try:
+            loaded = merge_records(loaded, json.loads(pathlib.Path(args.merge).read_text()), rename)
+        except ValueError as e:
+            p.error(f"--merge {args.merge}: {e}")
     name = "full" if args.full else args.budget
     if loaded is not None:
         named = {r["budget"] for r in evaluations(loaded)}

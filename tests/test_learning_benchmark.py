@@ -154,3 +154,49 @@ def test_every_budget_names_replica_recipes_and_sound_settings():
         assert len(budget.seeds) >= (1 if name == "tiny" else 3), "the issue asks for at least 3 seeds per method"
         assert budget.eval_every <= budget.steps and budget.last_k >= 1
         assert budget.steps // budget.eval_every >= budget.last_k, "last_k evaluations must exist"
+
+
+def test_merge_adds_a_second_sweeps_arm_and_refuses_to_mix_runs(tmp_path, capsys):
+    bench = _bench()
+    run = lambda m, seed, score: [{**_rec(m, seed, step, score + step), "budget": "tiny"} for step in (6, 12)]
+    first = [r for seed in (0, 1) for m in ("cql", "s4rl") for r in run(m, seed, 10.0 * seed + (m == "s4rl"))]
+    second = [r for seed in (0, 1) for r in run("s4rl", seed, 50.0 + seed)]  # a fixed `set`: named by the method
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "learning.json").write_text(json.dumps(first))
+    (tmp_path / "second.json").write_text(json.dumps(second))
+    base = ["--from-json", str(tmp_path / "a" / "learning.json"), "--merge", str(tmp_path / "second.json")]
+
+    def refused(args, words):
+        with pytest.raises(SystemExit) as stop:
+            bench.main(args)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and all(w in err for w in words), err
+
+    # the same names in both files: two results of "s4rl seed 0" would be mixed
+    refused(base, ["s4rl seed 0", "--rename OLD=NEW"])
+    refused(base + ["--rename", "cql=x"], ["['cql']", "does not hold"])
+    refused(base + ["--rename", "s4rl"], ["OLD=NEW pairs"])
+    refused(["--from-json", str(tmp_path / "a" / "learning.json"), "--rename", "a=b"], ["--merge FILE"])
+    assert json.loads((tmp_path / "a" / "learning.json").read_text()) == first  # nothing written when refused
+
+    out = tmp_path / "merged"
+    assert bench.main(base + ["--rename", "s4rl=s4rl[noise_sigma=0.5]", "--results", str(out)]) == 0
+    saved = json.loads((out / "learning.json").read_text())
+    scores = {(r["method"], r["seed"]): r["score"] for r in saved if r["kind"] == "score"}
+    assert scores[("s4rl[noise_sigma=0.5]", 1)] == pytest.approx(51.0 + 9.0)  # mean of 57 and 63
+    assert scores[("s4rl", 1)] == pytest.approx(11.0 + 9.0) and len(scores) == 6  # the first sweep's arm untouched
+    md = (out / "learning.md").read_text()
+    assert "| d | s4rl[noise_sigma=0.5] | [0, 1] | +45.5 [" in md  # 59 - 9 and 60 - 19: paired against CQL
+    # merging the same sweep into the merged file again is refused: its runs are already there
+    again = ["--from-json", str(out / "learning.json"), "--merge", str(tmp_path / "second.json")]
+    refused(again + ["--rename", "s4rl=s4rl[noise_sigma=0.5]"], ["s4rl[noise_sigma=0.5] seed 0"])
+    # runs of another budget cannot share a table
+    (tmp_path / "cpu.json").write_text(json.dumps([{**r, "budget": "cpu"} for r in second]))
+    other = ["--from-json", str(tmp_path / "a" / "learning.json"), "--merge", str(tmp_path / "cpu.json")]
+    refused(other + ["--rename", "s4rl=s4rl[noise_sigma=0.5]"], ["different budgets", "['cpu']"])
+    # two different Koopman models of one dataset cannot sit under one table; the same model twice is kept once
+    model = {"kind": "koopman", "dataset": "d", "reconstruction_offset": 0.03}
+    with pytest.raises(ValueError, match="different Koopman models of d"):
+        bench.merge_records(first + [model], second + [{**model, "reconstruction_offset": 0.04}], {"s4rl": "m"})
+    merged = bench.merge_records(first + [model], second + [model], {"s4rl": "m"})
+    assert [r for r in merged if r["kind"] == "koopman"] == [model]

@@ -6,7 +6,8 @@ the IQM with bootstrap 95% intervals and the sample SD; against CQL, seed by see
 its Student-t interval and verdict and the probability of improvement; over all datasets, the stratified mean and
 IQM. The records of ``learning.json`` are built and taken apart here too: a list of records, each with a ``kind``:
 ``eval``, one per evaluation; ``score``, one per finished run; ``run``, one per run: its training diagnostics and
-wall time; ``koopman``, one per dataset: the shared model's diagnostics. :mod:`kfc_lite.sweep.report` writes these
+wall time; ``koopman``, one per dataset: the shared model's diagnostics. Two sweeps' records become one file with
+``merge_records``, which refuses to mix runs of the same name. :mod:`kfc_lite.sweep.report` writes these
 numbers as the report's tables and plot.
 """
 
@@ -26,6 +27,7 @@ __all__ = [
     "aggregate",
     "results_records",
     "split_records",
+    "merge_records",
 ]
 
 
@@ -154,3 +156,47 @@ def split_records(records: list[dict]) -> tuple[list[dict], dict, dict]:
         r["dataset"]: {k: v for k, v in r.items() if k not in skip} for r in records if r.get("kind") == "koopman"
     }
     return evaluations(records), diag, koopman
+
+
+def merge_records(first: list[dict], second: list[dict], rename: dict[str, str] | None = None) -> list[dict]:
+    """One ``learning.json`` from two sweeps' records (say, a second sweep that adds an arm to the first).
+
+    ``rename`` names the second sweep's methods in the merged file: a sweep with a fixed ``set`` names its runs by
+    their method alone (``s4rl``), so an arm that differs from the first sweep's only by its settings must be
+    renamed (``{"s4rl": "s4rl[noise_sigma=0.013]"}``) to stay apart from it. The merge refuses, naming the runs and
+    the fix, to put two runs of one (dataset, method, seed) in one file, to mix budgets, or to keep two different
+    Koopman models of one dataset; the score records are recomputed from the evaluations by whoever writes the
+    report (``results_records``), so only evaluations, run diagnostics and Koopman records are kept here.
+    """
+    rename = dict(rename or {})
+    second_methods = {r["method"] for r in second if "method" in r}
+    unknown = sorted(set(rename) - second_methods)
+    if unknown:
+        raise ValueError(
+            f"--rename names {unknown}, which the second file does not hold; it holds {sorted(second_methods)}"
+        )
+    budgets = {side: {r["budget"] for r in evaluations(rs)} for side, rs in (("first", first), ("second", second))}
+    if len(budgets["first"] | budgets["second"]) > 1:
+        raise ValueError(
+            f"the two files were trained at different budgets ({sorted(budgets['first'])} and "
+            f"{sorted(budgets['second'])}): their scores cannot share a table; merge files of one budget"
+        )
+    renamed = [{**r, "method": rename.get(r["method"], r["method"])} if "method" in r else dict(r) for r in second]
+    runs = lambda records: {(r["dataset"], r["method"], r["seed"]) for r in evaluations(records)}
+    both = sorted(runs(first) & runs(renamed))
+    if both:
+        shown = ", ".join(f"{m} seed {s} on {d}" for d, m, s in both[:4]) + (", ..." if len(both) > 4 else "")
+        raise ValueError(
+            f"both files hold runs of the same name ({shown}): merging them would mix two results; "
+            "if the second sweep is a different arm, name it with --rename OLD=NEW"
+        )
+    models = {r["dataset"]: r for r in first if r.get("kind") == "koopman"}
+    for r in renamed:
+        if r.get("kind") == "koopman" and r["dataset"] in models and r != models[r["dataset"]]:
+            raise ValueError(
+                f"the two files hold different Koopman models of {r['dataset']}: the runs of one table must share "
+                "one model (benchmarks/learning.py trains it once per dataset)"
+            )
+    kept = lambda records: [r for r in records if r.get("kind", "eval") in ("eval", "run", "koopman")]
+    extra_models = [r for r in renamed if r.get("kind") == "koopman" and r["dataset"] not in models]
+    return kept(first) + [r for r in kept(renamed) if r.get("kind") != "koopman"] + extra_models
