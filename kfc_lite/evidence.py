@@ -74,9 +74,10 @@ class Evidence:
 
     def progress(self, expected_arms=()) -> str:
         """Which runs have finished, arm by arm, against the protocol's seeds; ``expected_arms`` (the protocol's)
-        are listed even before their first run has finished, which the results alone cannot show."""
+        are listed first, in their order, even before their first run has finished, which the results alone cannot
+        show; then any other arm the results hold."""
         of = f" of {len(self.planned_seeds)} planned" if self.planned_seeds else ""
-        arms = [*self.arms, *(a for a in expected_arms if a not in self.scores)]
+        arms = [*expected_arms, *(a for a in self.arms if a not in expected_arms)]
         parts = [f"{label(a)} {len(self.finished(a))}{of} (seeds {_seed_list(self.finished(a))})" for a in arms]
         return f"finished runs on {self.dataset}: " + "; ".join(parts)
 

@@ -117,6 +117,8 @@ def test_a_running_experiment_reads_as_partial_and_never_as_a_decision(tmp_path)
     assert ev.finished("kfc++") == [0, 1, 2] and ev.finished("s4rl") == []
     assert "CQL 3 of 10 planned (seeds 0-2)" in ev.progress() and "KFC 1 of 10 planned (seeds 0)" in ev.progress()
     assert "S4RL" not in ev.progress() and "S4RL 0 of 10 planned (seeds none)" in ev.progress(["cql", "s4rl"])
+    # the protocol's arms in the protocol's order, then whatever else the results hold
+    assert ev.progress(["s4rl", "cql"]).index("S4RL 0 of") < ev.progress(["s4rl", "cql"]).index("CQL 3 of")
     assert "0 seed(s) finished by both" in ev.sentence("s4rl")  # an arm with no finished run yet
     # three shared seeds: an interval, marked as resting on part of the protocol's seeds
     kfcpp = ev.sentence("kfc++")
