@@ -3,7 +3,8 @@
 # tool: about 15 minutes of device time in all, so everything is here and nothing is decided on the machine).
 #
 #   bash benchmarks/gpu_check.sh                        # on the GPU machine; results under $OUT (or benchmarks/results/gpu)
-#   PYTHON=.venv/bin/python DEVICE=cpu STEPS=2 REPEATS=1 COMPILE=0 OUT=/tmp/g bash benchmarks/gpu_check.sh  # smoke test here
+#   PYTHON=.venv/bin/python DEVICE=cpu STEPS=1 REPEATS=1 WARMUP=1 ROWS=3000 TABLE_ROWS=3000 COMPILE=0 OUT=/tmp/g \
+#     bash benchmarks/gpu_check.sh                      # smoke test here (bf16 steps take seconds on most CPUs)
 #
 # What it measures (benchmarks/throughput.py, every configuration in its own process, interleaved rounds):
 #   1. CQL, KFC and KFC++ steps per second on the device, bf16 autocast and fp32 (KFC/KFC++ read their symmetries
@@ -20,6 +21,8 @@ PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 STEPS=${STEPS:-100}
 REPEATS=${REPEATS:-3}
+WARMUP=${WARMUP:-10}
+ROWS=${ROWS:-100000}
 TABLE_ROWS=${TABLE_ROWS:-1000000}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -28,7 +31,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
   "$PY" -c "import torch, os; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'cores', len(os.sched_getaffinity(0)))"
 } | tee "$OUT/machine.txt"
-common=(--device "$DEVICE" --threads 1 --no-d3rlpy --steps "$STEPS" --repeats "$REPEATS")
+common=(--device "$DEVICE" --threads 1 --no-d3rlpy --steps "$STEPS" --repeats "$REPEATS" --warmup "$WARMUP" --n "$ROWS")
 "$PY" benchmarks/throughput.py "${common[@]}" --methods cql kfc kfc++ --precisions bf16 fp32 --out "$OUT/eager"
 if [ "${COMPILE:-1}" != 0 ]; then
   "$PY" benchmarks/throughput.py "${common[@]}" --methods cql kfc++ --precisions bf16 --compile --out "$OUT/compile"

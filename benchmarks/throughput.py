@@ -251,6 +251,7 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (kfc_lite workers)")
     p.add_argument("--steps", type=int, default=20, help="updates per timed block")
     p.add_argument("--repeats", type=int, default=5, help="rounds of interleaved blocks (medians over rounds)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed updates before the first block, per worker")
     p.add_argument("--n", type=int, default=100_000)
     p.add_argument(
         "--table-storage",
@@ -269,7 +270,7 @@ def main(argv=None) -> int:
     )
     p.add_argument("--out", default=str(RESULTS))
     a = p.parse_args(argv)
-    common = ["--steps", str(a.steps), "--n", str(a.n)]
+    common = ["--steps", str(a.steps), "--n", str(a.n), "--warmup", str(a.warmup)]
     t0, load0 = time.time(), os.getloadavg()
     records = []
     for threads in a.threads:

@@ -58,3 +58,9 @@ def checkpoint_tensors(path) -> tuple[int, dict]:
 
     walk("", {k: ckpt[k] for k in ("agent", "sampler", "rng")})
     return int(ckpt["step"]), flat
+
+
+def pytest_collection_modifyitems(config, items):
+    """The browser tests last: they open the notebooks in JupyterLab after the notebook tests have run them and
+    left notebook 02's model in notebooks/runs/, which notebook 03 loads instead of training its own."""
+    items.sort(key=lambda item: item.path.name == "test_browser.py")  # a stable sort: the rest keep their order

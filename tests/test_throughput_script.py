@@ -124,6 +124,8 @@ def test_gpu_check_script_runs_on_the_cpu(tmp_path):
         DEVICE="cpu",
         STEPS="1",
         REPEATS="1",
+        WARMUP="0",  # a bf16 step takes seconds on a CPU without bf16 kernels: the default 10 would take minutes
+        ROWS="3000",
         COMPILE="0",
         TABLE_ROWS="3000",
         OUT=str(tmp_path / "gpu"),
