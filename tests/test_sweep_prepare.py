@@ -86,3 +86,28 @@ def test_a_resumed_sweep_may_run_on_other_resources_but_not_with_other_settings(
     check_out_folder(spec(tmp_path, dataset, "s", resources={"cpus": 2, "prepare_cpus": 2}), resume=True)
     with pytest.raises(ValueError, match="started with different seeds"):
         check_out_folder(spec(tmp_path, dataset, "s", seeds=[0, 1]), resume=True)
+
+
+def test_a_resumed_sweep_runs_its_unfinished_trials_in_the_sweeps_order(tmp_path, dataset):
+    """Seeds outermost, whichever trials finished before: not the order a restored Tune state happens to list."""
+    from kfc_lite.sweep.runner import experiment_name, unfinished_trials
+
+    s = spec(tmp_path, dataset, "order", methods=["cql", "kfc++"], seeds=[0, 1, 2])
+    names = [t.name.split("/")[-1] for t in s.trials()]
+    assert names == ["cql-seed0", "kfcpp-seed0", "cql-seed1", "kfcpp-seed1", "cql-seed2", "kfcpp-seed2"]
+    for t in s.trials():
+        if t.name.endswith(("kfcpp-seed0", "cql-seed2")):  # finished before the driver stopped
+            s.run_dir(t).mkdir(parents=True)
+            (s.run_dir(t) / "result.json").write_text(json.dumps({"step": s.budget.steps}))
+        elif t.name.endswith("kfcpp-seed1"):  # stopped half-way: it has a result of fewer steps
+            s.run_dir(t).mkdir(parents=True)
+            (s.run_dir(t) / "result.json").write_text(json.dumps({"step": s.budget.steps // 2}))
+    left = [t.name.split("/")[-1] for t in unfinished_trials(s)]
+    assert left == ["cql-seed0", "cql-seed1", "kfcpp-seed1", "kfcpp-seed2"]
+    # every start of the sweep gets a Tune experiment of its own; none is reused or overwritten
+    storage = tmp_path / "tune"
+    assert experiment_name(storage, "order") == "order"
+    (storage / "order").mkdir(parents=True)
+    assert experiment_name(storage, "order") == "order-resume-2"
+    (storage / "order-resume-2").mkdir()
+    assert experiment_name(storage, "order") == "order-resume-3"

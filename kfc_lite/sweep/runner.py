@@ -10,9 +10,15 @@ What survives what:
 * a trial's process or node dies: Tune starts the trial again (``FailureConfig(max_failures)``), anywhere, and the
   trial resumes its run folder from the last checkpoint (:mod:`kfc_lite.sweep.trial`);
 * a preparation task's node dies: Ray runs the task again (``max_retries``); what it finished is kept;
-* the driver (this process) dies: ``--resume`` restores the Tune experiment from ``<out>/tune/<name>``
-  (``Tuner.restore``), so finished trials are not started again; a trial that finished after Tune last saved its
-  state starts, finds its ``result.json`` and reports it without training.
+* the driver (this process) dies: ``--resume`` runs the trials that have not finished (no ``result.json`` in
+  their run folder), each from its last checkpoint, as a new Tune experiment beside the first
+  (``<out>/tune/<name>-resume-<k>``). Finished trials are not started again.
+
+Why not ``Tuner.restore``: the run folders, not Tune's state, hold what a trial has done, and a restored Tune
+experiment schedules its pending trials in the order its saved state happens to list them. A fresh experiment of
+the unfinished trials keeps the sweep's order (:meth:`SweepSpec.trials`: seeds outermost), so an interrupted
+sweep still finishes every method's first seeds before any method's later ones, and paired comparisons grow seed
+by seed.
 """
 
 from __future__ import annotations
@@ -131,6 +137,21 @@ def check_out_folder(spec: SweepSpec, resume: bool) -> None:
         )
 
 
+def unfinished_trials(spec: SweepSpec) -> list:
+    """The trials whose run folder holds no finished run, in the sweep's order (seeds outermost)."""
+    return [t for t in spec.trials() if (finished_step(spec.run_dir(t)) or 0) < spec.budget.steps]
+
+
+def experiment_name(storage: pathlib.Path, name: str) -> str:
+    """A Tune experiment of its own for each start of the sweep: ``name``, then ``name-resume-2``, ``-3``, ..."""
+    if not (storage / name).exists():
+        return name
+    k = 2
+    while (storage / f"{name}-resume-{k}").exists():
+        k += 1
+    return f"{name}-resume-{k}"
+
+
 def _trial_dirname(trial) -> str:
     """Tune's own folder of a trial (its logs and error file); the run folder is elsewhere, under ``out``."""
     return f"trial_{trial.trial_id}"
@@ -206,7 +227,8 @@ def run_sweep(
     t0 = time.perf_counter()
     spec.out.mkdir(parents=True, exist_ok=True)
     (spec.out / SWEEP_FILE).write_text(json.dumps(spec.to_json(), indent=1))
-    if resume and all((finished_step(spec.run_dir(t)) or 0) >= spec.budget.steps for t in spec.trials()):
+    todo = unfinished_trials(spec)
+    if resume and not todo:
         # nothing left to run: no need to start Ray (seconds to half a minute) to find that out
         print(f"sweep {spec.name}: every trial has finished; writing the results", file=stream, flush=True)
         return _finish(spec, {}, results, command, note, t0, 0.0, stream)
@@ -230,28 +252,33 @@ def run_sweep(
     )
     try:
         _prepare(ray, spec, stream)
-        trials = {t.name: spec.train_config(t).to_dict() for t in spec.trials()}
+        trials = {t.name: spec.train_config(t).to_dict() for t in todo}
         resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
         trainable = tune.with_resources(tune.with_parameters(run_trial, trials=trials), resources)
-        storage, path = spec.out / "tune", spec.out / "tune" / spec.name
-        if resume and tune.Tuner.can_restore(str(path)):
-            print(f"resuming the Tune experiment in {path}", file=stream, flush=True)
-            tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
-        else:
-            run_config = tune.RunConfig(
-                name=spec.name,
-                storage_path=str(storage),
-                verbose=0,
-                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                callbacks=[LiveTable(steps=spec.budget.steps, every_s=table_every_s)],
+        storage = spec.out / "tune"
+        name = experiment_name(storage, spec.name)
+        if resume:
+            print(
+                f"resuming: {len(spec.trials()) - len(todo)} of {len(spec.trials())} trials finished before; the "
+                f"other {len(todo)} run in the sweep's order, each from its last checkpoint (Tune experiment {name})",
+                file=stream,
+                flush=True,
             )
-            tuner = tune.Tuner(
-                trainable,
-                param_space={"run": tune.grid_search(list(trials))},
-                # one process runs trial after trial: torch is imported once per process, not per trial
-                tune_config=tune.TuneConfig(trial_dirname_creator=_trial_dirname, reuse_actors=True),
-                run_config=run_config,
-            )
+        run_config = tune.RunConfig(
+            name=name,
+            storage_path=str(storage),
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            callbacks=[LiveTable(steps=spec.budget.steps, every_s=table_every_s)],
+        )
+        tuner = tune.Tuner(
+            trainable,
+            # a grid over a list runs in the list's order: the sweep's, seeds outermost
+            param_space={"run": tune.grid_search(list(trials))},
+            # one process runs trial after trial: torch is imported once per process, not per trial
+            tune_config=tune.TuneConfig(trial_dirname_creator=_trial_dirname, reuse_actors=True),
+            run_config=run_config,
+        )
         grid = tuner.fit()
         errors = {}
         for r in grid:
