@@ -52,6 +52,8 @@ def test_a_sweep_stopped_during_koopman_pretraining_continues_from_its_last_epoc
     monkeypatch.setattr(fit_module, "multistep_error", real)
     partial = stopped.koopman_path(ds_stopped).with_name("koopman.partial.pt")
     assert torch.load(partial, weights_only=True)["epoch"] == 2
+    first_stretch = torch.load(partial, weights_only=True)["history"]["seconds"]
+    assert len(first_stretch) == 2 and all(t > 0 for t in first_stretch)
     assert not stopped.koopman_path(ds_stopped).exists()
 
     info = ensure_koopman(stopped, ds_stopped, q, "cpu")
@@ -59,6 +61,11 @@ def test_a_sweep_stopped_during_koopman_pretraining_continues_from_its_last_epoc
     a = torch.load(straight.koopman_path(ds), weights_only=True)["state_dict"]
     b = torch.load(stopped.koopman_path(ds_stopped), weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the reported wall time is the whole pre-training's, the epochs before the stop included
+    from kfc_lite.koopman import load_koopman
+
+    timed = load_koopman(stopped.koopman_path(ds_stopped), map_location="cpu").extra["history"]["seconds"]
+    assert timed[:2] == first_stretch and len(timed) == 4 and info["wall_s"] == pytest.approx(sum(timed))
 
 
 def test_preparation_takes_its_cpu_share_as_threads_and_gives_them_back(tmp_path, dataset, monkeypatch):

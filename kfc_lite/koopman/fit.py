@@ -28,6 +28,7 @@ Where things are (each name below also imports from here):
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 import torch
@@ -211,7 +212,17 @@ def fit_koopman(
     val_gen = torch.Generator(device=dev)
     history = {
         k: []
-        for k in ("epoch", "steps", "lr", "train_forward", "train_recon", "val_forward", "val_recon", "val_multistep")
+        for k in (
+            "epoch",
+            "steps",
+            "lr",
+            "train_forward",
+            "train_recon",
+            "val_forward",
+            "val_recon",
+            "val_multistep",
+            "seconds",
+        )
     }
     history.update(
         n_train=int(len(train_rows)),
@@ -234,6 +245,7 @@ def fit_koopman(
         optimizer.load_state_dict(saved["optimizer"])
         gen.set_state(saved["generator"])
         history = saved["history"]
+        history.setdefault("seconds", [])  # a checkpoint written before epochs were timed
         print(
             f"note: Koopman pre-training continues after epoch {saved['epoch']} ({checkpoint})",
             file=sys.stderr,
@@ -253,6 +265,7 @@ def fit_koopman(
             # the original halves the lr and re-creates Adam, forgetting its moment estimates
             lr *= config.lr_decay_factor
             optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        epoch_start = time.perf_counter()
         train_f, train_r, steps = _train_epoch(model, optimizer, (s, a, s_next), train_idx, config, gen, steps)
         val_gen.manual_seed(config.seed + 12345)  # the same validation noise every epoch: a smoother curve
         vf, vr = _mean_losses(model, s, a, s_next, config, val_gen, rows=val_idx)
@@ -266,6 +279,7 @@ def fit_koopman(
             ("val_forward", vf),
             ("val_recon", vr),
             ("val_multistep", ms),
+            ("seconds", time.perf_counter() - epoch_start),  # summed over every stretch of a resumed training
         ):
             history[key].append(val)
         bar.set_postfix(train=f"{train_f:.2e}", val=f"{vf:.2e}", recon=f"{vr:.2e}")
