@@ -85,7 +85,10 @@ class _Product(torch.autograd.Function):
 
 class EmulatedBf16Products(TorchFunctionMode):
     """Inside this context, the matrix products that would run as bf16 kernels run as fp32 kernels on
-    bf16-rounded operands, their result rounded to bf16 (see the module's docstring)."""
+    bf16-rounded operands, their result rounded to bf16 (see the module's docstring). ``products`` counts the
+    products it emulated: a run that reports none did not run what it claims."""
+
+    products = 0
 
     def __enter__(self):
         if refused():
@@ -102,6 +105,7 @@ class EmulatedBf16Products(TorchFunctionMode):
         if product is not None:
             x, w, bias = product
             if _fused.cpu_autocast_dtype() == BF16 or BF16 in (x.dtype, w.dtype):
+                self.products += 1
                 if x.dim() == 1:  # a single row: the product of a (1, in) matrix, its row returned
                     return _Product.apply(x.unsqueeze(0), w, bias).squeeze(0)
                 return _Product.apply(x, w, bias)

@@ -35,7 +35,8 @@ RESULTS = HERE / "results"
 KEYS = ("td_loss", "cql_gap", "q_data", "actor_loss")
 
 
-def run(q: dict, method: str, precision: str, seed: int, a, model=None) -> list[dict]:
+def run(q: dict, method: str, precision: str, seed: int, a, model=None) -> tuple[list[dict], int]:
+    """The logged rows of one run, and how many matrix products it computed in emulated bf16 (0 unless emulated)."""
     import contextlib
 
     from bf16_emulation import EmulatedBf16Products
@@ -53,13 +54,13 @@ def run(q: dict, method: str, precision: str, seed: int, a, model=None) -> list[
     sampler = TransitionSampler(q, cfg.batch_size, "cpu", seed=seed)
     rows = []
     emulate = precision == "bf16" and a.bf16 == "emulated"
-    with EmulatedBf16Products() if emulate else contextlib.nullcontext():
+    with EmulatedBf16Products() if emulate else contextlib.nullcontext() as mode:
         for step in range(1, a.steps + 1):
             batch = sampler.sample()
             m = agent.update(batch, augmenter(batch), metrics=step % a.log_every == 0)
             if m:
                 rows.append({k: m[k] for k in ("step",) + KEYS})
-    return rows
+    return rows, (mode.products if emulate else 0)
 
 
 def main(argv=None) -> int:
@@ -102,13 +103,13 @@ def main(argv=None) -> int:
         kcfg = KoopmanTrainConfig(seed=0, max_steps=a.koopman_steps, early_stopping=False)
         model, _ = fit_koopman(q, kcfg, device="cpu", progress=False)
         model = model.eval()
-    runs, seconds = {}, {}
+    runs, seconds, emulated = {}, {}, {}
     for method in a.methods:
         for seed in a.seeds:
             for precision in ("fp32", "bf16"):
                 name = f"{method}-{precision}-seed{seed}"
                 t0 = time.time()
-                runs[name] = run(q, method, precision, seed, a, model)
+                runs[name], emulated[name] = run(q, method, precision, seed, a, model)
                 seconds[name] = time.time() - t0
                 print(f"{name}: {seconds[name]:.0f} s", file=sys.stderr)
 
@@ -162,7 +163,9 @@ def main(argv=None) -> int:
         "Wall time per run (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + "\n"
     )
     out = pathlib.Path(a.out)
-    write_results(out, "precision", text, {"runs": runs, "summary": summary, "seconds": seconds})
+    write_results(
+        out, "precision", text, {"runs": runs, "summary": summary, "seconds": seconds, "emulated_products": emulated}
+    )
 
     import matplotlib
 
