@@ -169,9 +169,11 @@ def main(argv=None) -> int:
         p.error("--merge and --rename add a second results file to the one --from-json names: give --from-json too")
     if args.rename and not args.merge:
         p.error("--rename names the methods of the --merge file: give --merge FILE too")
-    rename = dict(pair.split("=", 1) for pair in args.rename if "=" in pair)
-    if len(rename) != len(args.rename):
+    if not all("=" in pair for pair in args.rename):
         p.error(f"--rename takes OLD=NEW pairs, e.g. s4rl=s4rl[noise_sigma=0.013406]; got {args.rename}")
+    rename = dict(pair.split("=", 1) for pair in args.rename)
+    if len(rename) != len(args.rename):
+        p.error(f"--rename names one method twice: {args.rename}")
     loaded = json.loads(pathlib.Path(args.from_json).read_text()) if args.from_json else None
     if args.merge:
         try:

@@ -290,8 +290,8 @@ def main(argv=None) -> int:
         f"device {a.device}; wall time {time.time() - t0:.0f} s; load average (1 min) {load0[0]:.1f} at start, "
         f"{load1[0]:.1f} at end (the machine is shared)  \n"
         f"Workload: batch 256, actor and 2 critics of 3x256, 10 sampled actions per source, 17-d states, 6-d actions, "
-        f"{a.n} transitions; {a.repeats} interleaved rounds of {a.steps} steps after warm-up; steps/s is the median "
-        f"over rounds, ratios are medians of per-round ratios.\n\n"
+        f"{a.n} transitions; {a.repeats} interleaved rounds of {a.steps} steps after {a.warmup} warm-up steps; "
+        f"steps/s is the median over rounds, ratios are medians of per-round ratios.\n\n"
     )
     # (build times are not shown: the workers of a thread count start, and build their tables, side by side;
     # benchmarks/symmetry_table.py measures the build alone)

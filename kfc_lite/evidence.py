@@ -77,6 +77,7 @@ class Evidence:
         are listed first, in their order, even before their first run has finished, which the results alone cannot
         show; then any other arm the results hold."""
         of = f" of {len(self.planned_seeds)} planned" if self.planned_seeds else ""
+        expected_arms = list(expected_arms)  # read twice below
         arms = [*expected_arms, *(a for a in self.arms if a not in expected_arms)]
         parts = [f"{label(a)} {len(self.finished(a))}{of} (seeds {_seed_list(self.finished(a))})" for a in arms]
         return f"finished runs on {self.dataset}: " + "; ".join(parts)

@@ -172,10 +172,12 @@ def test_merge_adds_a_second_sweeps_arm_and_refuses_to_mix_runs(tmp_path, capsys
         err = capsys.readouterr().err
         assert stop.value.code == 2 and all(w in err for w in words), err
 
-    # the same names in both files: two results of "s4rl seed 0" would be mixed
-    refused(base, ["s4rl seed 0", "--rename OLD=NEW"])
+    # an arm of the same name in both files: the second sweep's runs would join the first one's arm
+    refused(base, ["arm(s) ['s4rl']", "--rename OLD=NEW"])
     refused(base + ["--rename", "cql=x"], ["['cql']", "does not hold"])
     refused(base + ["--rename", "s4rl"], ["OLD=NEW pairs"])
+    refused(base + ["--rename", "s4rl="], ["distinct, non-empty names"])
+    refused(base + ["--rename", "s4rl=cql"], ["arm(s) ['cql']"])  # renamed onto an arm of the first file
     refused(["--from-json", str(tmp_path / "a" / "learning.json"), "--rename", "a=b"], ["--merge FILE"])
     assert json.loads((tmp_path / "a" / "learning.json").read_text()) == first  # nothing written when refused
 
@@ -189,14 +191,15 @@ def test_merge_adds_a_second_sweeps_arm_and_refuses_to_mix_runs(tmp_path, capsys
     assert "| d | s4rl[noise_sigma=0.5] | [0, 1] | +45.5 [" in md  # 59 - 9 and 60 - 19: paired against CQL
     # merging the same sweep into the merged file again is refused: its runs are already there
     again = ["--from-json", str(out / "learning.json"), "--merge", str(tmp_path / "second.json")]
-    refused(again + ["--rename", "s4rl=s4rl[noise_sigma=0.5]"], ["s4rl[noise_sigma=0.5] seed 0"])
+    refused(again + ["--rename", "s4rl=s4rl[noise_sigma=0.5]"], ["arm(s) ['s4rl[noise_sigma=0.5]']"])
     # runs of another budget cannot share a table
     (tmp_path / "cpu.json").write_text(json.dumps([{**r, "budget": "cpu"} for r in second]))
     other = ["--from-json", str(tmp_path / "a" / "learning.json"), "--merge", str(tmp_path / "cpu.json")]
     refused(other + ["--rename", "s4rl=s4rl[noise_sigma=0.5]"], ["different budgets", "['cpu']"])
-    # two different Koopman models of one dataset cannot sit under one table; the same model twice is kept once
-    model = {"kind": "koopman", "dataset": "d", "reconstruction_offset": 0.03}
+    # two different Koopman models of one dataset cannot sit under one table; the same model twice (its training
+    # timed on each occasion) is kept once
+    model = {"kind": "koopman", "dataset": "d", "reconstruction_offset": 0.03, "wall_s": 100.0}
     with pytest.raises(ValueError, match="different Koopman models of d"):
         bench.merge_records(first + [model], second + [{**model, "reconstruction_offset": 0.04}], {"s4rl": "m"})
-    merged = bench.merge_records(first + [model], second + [model], {"s4rl": "m"})
+    merged = bench.merge_records(first + [model], second + [{**model, "wall_s": 90.0}], {"s4rl": "m"})
     assert [r for r in merged if r["kind"] == "koopman"] == [model]

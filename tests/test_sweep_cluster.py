@@ -255,8 +255,9 @@ class Cluster:
 
     def raylet_gave_up_on_its_agent(self, name: str) -> bool:
         return any(
-            "Timed out waiting for file" in path.read_text(errors="replace")
+            "Timed out waiting for file" in line and "agent" in line
             for path in (self.root / name).glob("session_*/logs/raylet.out")
+            for line in path.read_text(errors="replace").splitlines()
         )
 
     def logs(self) -> str:

@@ -65,7 +65,7 @@ def test_a_sweep_stopped_during_koopman_pretraining_continues_from_its_last_epoc
     from kfc_lite.koopman import load_koopman
 
     timed = load_koopman(stopped.koopman_path(ds_stopped), map_location="cpu").extra["history"]["seconds"]
-    assert timed[:2] == first_stretch and len(timed) == 4 and info["wall_s"] == pytest.approx(sum(timed))
+    assert timed[:2] == first_stretch and len(timed) == 4 and info["wall_s"] >= sum(timed)
 
 
 def test_preparation_takes_its_cpu_share_as_threads_and_gives_them_back(tmp_path, dataset, monkeypatch):

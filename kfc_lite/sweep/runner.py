@@ -10,8 +10,8 @@ What survives what:
 * a trial's process or node dies: Tune starts the trial again (``FailureConfig(max_failures)``), anywhere, and the
   trial resumes its run folder from the last checkpoint (:mod:`kfc_lite.sweep.trial`);
 * a preparation task's node dies: Ray runs the task again (``max_retries``); what it finished is kept;
-* the driver (this process) dies: ``--resume`` runs the trials that have not finished (no ``result.json`` in
-  their run folder), each from its last checkpoint, as a new Tune experiment beside the first
+* the driver (this process) dies: ``--resume`` runs the trials that have not finished (no ``result.json`` at the
+  budget's last step in their run folder), each from its last checkpoint, as a new Tune experiment beside the first
   (``<out>/tune/<name>-resume-<k>``). Finished trials are not started again.
 
 Why not ``Tuner.restore``: the run folders, not Tune's state, hold what a trial has done, and a restored Tune
@@ -32,7 +32,7 @@ import sys
 import time
 
 from kfc_lite.sweep.spec import SweepSpec
-from kfc_lite.sweep.trial import finished_step, read_attempts
+from kfc_lite.sweep.trial import finished_step, is_finished, read_attempts
 
 SWEEP_FILE = "sweep.json"
 RESULTS_FILE = "sweep-results.json"
@@ -139,7 +139,7 @@ def check_out_folder(spec: SweepSpec, resume: bool) -> None:
 
 def unfinished_trials(spec: SweepSpec) -> list:
     """The trials whose run folder holds no finished run, in the sweep's order (seeds outermost)."""
-    return [t for t in spec.trials() if (finished_step(spec.run_dir(t)) or 0) < spec.budget.steps]
+    return [t for t in spec.trials() if not is_finished(spec.run_dir(t), spec.budget.steps)]
 
 
 def experiment_name(storage: pathlib.Path, name: str) -> str:
@@ -181,8 +181,7 @@ def _outcome(spec: SweepSpec, errors: dict) -> list[dict]:
     for trial in spec.trials():
         run = spec.run_dir(trial)
         attempts = read_attempts(run)
-        step = finished_step(run)
-        done = step is not None and step >= spec.budget.steps
+        step, done = finished_step(run), is_finished(run, spec.budget.steps)
         result = json.loads((run / "result.json").read_text()) if done else {}
         rows.append(
             {

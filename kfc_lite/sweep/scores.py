@@ -163,10 +163,11 @@ def merge_records(first: list[dict], second: list[dict], rename: dict[str, str] 
 
     ``rename`` names the second sweep's methods in the merged file: a sweep with a fixed ``set`` names its runs by
     their method alone (``s4rl``), so an arm that differs from the first sweep's only by its settings must be
-    renamed (``{"s4rl": "s4rl[noise_sigma=0.013]"}``) to stay apart from it. The merge refuses, naming the runs and
-    the fix, to put two runs of one (dataset, method, seed) in one file, to mix budgets, or to keep two different
-    Koopman models of one dataset; the score records are recomputed from the evaluations by whoever writes the
-    report (``results_records``), so only evaluations, run diagnostics and Koopman records are kept here.
+    renamed (``{"s4rl": "s4rl[noise_sigma=0.013]"}``) to stay apart from it. The merge adds arms and nothing else:
+    it refuses, naming the arms and the fix, to add runs to an arm the first file holds (merging one sweep twice
+    included), to mix budgets, or to keep two different Koopman models of one dataset. The score records are
+    recomputed from the evaluations by whoever writes the report (``results_records``), so only evaluations, run
+    diagnostics and Koopman records are kept here.
     """
     rename = dict(rename or {})
     second_methods = {r["method"] for r in second if "method" in r}
@@ -175,24 +176,28 @@ def merge_records(first: list[dict], second: list[dict], rename: dict[str, str] 
         raise ValueError(
             f"--rename names {unknown}, which the second file does not hold; it holds {sorted(second_methods)}"
         )
+    named = {m: rename.get(m, m) for m in second_methods}
+    if "" in named.values() or len(set(named.values())) < len(named):
+        raise ValueError(f"--rename must give the second file's arms distinct, non-empty names; it gives {named}")
     budgets = {side: {r["budget"] for r in evaluations(rs)} for side, rs in (("first", first), ("second", second))}
     if len(budgets["first"] | budgets["second"]) > 1:
         raise ValueError(
             f"the two files were trained at different budgets ({sorted(budgets['first'])} and "
             f"{sorted(budgets['second'])}): their scores cannot share a table; merge files of one budget"
         )
-    renamed = [{**r, "method": rename.get(r["method"], r["method"])} if "method" in r else dict(r) for r in second]
-    runs = lambda records: {(r["dataset"], r["method"], r["seed"]) for r in evaluations(records)}
-    both = sorted(runs(first) & runs(renamed))
-    if both:
-        shown = ", ".join(f"{m} seed {s} on {d}" for d, m, s in both[:4]) + (", ..." if len(both) > 4 else "")
+    # the records do not hold an arm's settings, so two sweeps' runs of one name could be two different arms: a
+    # merge only adds arms, it never adds runs to an arm the first file holds
+    shared = sorted({r["method"] for r in first if "method" in r} & set(named.values()))
+    if shared:
         raise ValueError(
-            f"both files hold runs of the same name ({shown}): merging them would mix two results; "
-            "if the second sweep is a different arm, name it with --rename OLD=NEW"
+            f"both files hold the arm(s) {shared}: merging would put the second sweep's runs under the first one's "
+            "arm, which the records cannot show to have the same settings; if the second sweep is a different arm, "
+            "name it with --rename OLD=NEW"
         )
+    renamed = [{**r, "method": named[r["method"]]} if "method" in r else dict(r) for r in second]
     models = {r["dataset"]: r for r in first if r.get("kind") == "koopman"}
     for r in renamed:
-        if r.get("kind") == "koopman" and r["dataset"] in models and r != models[r["dataset"]]:
+        if r.get("kind") == "koopman" and r["dataset"] in models and not _same_model(r, models[r["dataset"]]):
             raise ValueError(
                 f"the two files hold different Koopman models of {r['dataset']}: the runs of one table must share "
                 "one model (benchmarks/learning.py trains it once per dataset)"
@@ -200,3 +205,9 @@ def merge_records(first: list[dict], second: list[dict], rename: dict[str, str] 
     kept = lambda records: [r for r in records if r.get("kind", "eval") in ("eval", "run", "koopman")]
     extra_models = [r for r in renamed if r.get("kind") == "koopman" and r["dataset"] not in models]
     return kept(first) + [r for r in kept(renamed) if r.get("kind") != "koopman"] + extra_models
+
+
+def _same_model(a: dict, b: dict) -> bool:
+    """Two ``koopman`` records of one model: equal but for the time its training took on each occasion."""
+    timing = ("wall_s",)
+    return {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}

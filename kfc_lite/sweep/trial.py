@@ -50,6 +50,11 @@ def finished_step(run_dir: pathlib.Path) -> int | None:
     return int(json.loads(path.read_text())["step"]) if path.is_file() else None
 
 
+def is_finished(run_dir: pathlib.Path, steps: int) -> bool:
+    """Whether the run in ``run_dir`` finished ``steps`` gradient steps (a shorter finished run is continued)."""
+    return (finished_step(run_dir) or 0) >= steps
+
+
 def checkpoint_step(run_dir: pathlib.Path) -> int | None:
     """The step a resumed run starts from: that of its latest good checkpoint (0: none yet; None: none usable).
 
@@ -165,8 +170,8 @@ def run_trial(config: dict, *, trials: dict, lock_wait_s: float = LOCK_WAIT_S) -
     cfg = TrainConfig.from_dict(dict(trials[config["run"]]))
     run_dir = pathlib.Path(cfg.out)
     node = this_node()
-    done = finished_step(run_dir)
-    if done is not None and done >= cfg.steps:  # finished by an earlier call of the sweep: nothing to train
+    if is_finished(run_dir, cfg.steps):  # finished by an earlier call of the sweep: nothing to train
+        done = finished_step(run_dir)
         tune.report({"step": done, "score": _last_score(run_dir), "node": node["node"], "resumed_from": done})
         return
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -185,7 +190,7 @@ def run_trial(config: dict, *, trials: dict, lock_wait_s: float = LOCK_WAIT_S) -
                 hold_run_folder(run_dir, lock_wait_s, stream=log),
             ):
                 # the previous owner may have finished the run while this attempt waited for it
-                if (finished_step(run_dir) or 0) >= cfg.steps:
+                if is_finished(run_dir, cfg.steps):
                     started["from"] = cfg.steps
                     return
                 started["from"] = start = checkpoint_step(run_dir)
