@@ -29,6 +29,7 @@ runs forward passes under ``torch.autocast`` (bf16 compute, fp32 weights, Adam s
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -61,6 +62,19 @@ __all__ = [
     "alpha_loss",
     "polyak_update",
 ]
+
+
+@dataclasses.dataclass
+class _PolicySamples:
+    """The actor in one update: its Gaussian at the clean ``s`` (with a graph) and, at ``s`` and ``s'``, actions
+    with their log-densities, (B, 1 + M, da) and (B, 1 + M)."""
+
+    mean: torch.Tensor
+    log_std: torch.Tensor
+    pi_s: torch.Tensor
+    logp_s: torch.Tensor
+    pi_n: torch.Tensor
+    logp_n: torch.Tensor
 
 
 #: What :meth:`SACCQL.update` reads from a batch; other keys (``indices``) pass unread.
@@ -191,133 +205,153 @@ class SACCQL:
         its ``observations`` and ``next_observations`` are the ``s~`` and ``s~'`` of the critic's TD term and of
         the CQL data term; everything else comes from ``batch``. ``None`` (plain CQL) uses the batch's own states.
         ``metrics=False`` skips building the dict (and the device synchronisation it needs) and returns {}.
+
+        The steps are those of the module's docstring, in the authors' order, one method each.
         """
         cfg = self.config
         self._check_batch(batch)
-        s, a, r = batch["observations"], batch["actions"], batch["rewards"].float()
-        s_next, done = batch["next_observations"], batch["terminals"].float()
-        s_aug, s_next_aug = self._augmented_states(batch, augmented)
+        s_aug, s_next_aug = self._augmented_states(batch, augmented)  # 1
+        bc_phase = not cfg.online and self.step < cfg.bc_steps
         alpha = self.log_alpha.detach().exp()
-        B, da, M = s.shape[0], self.action_dim, cfg.cql_n_actions
-        use_cql, bc_phase = cfg.use_cql, (not cfg.online and self.step < cfg.bc_steps)
 
-        with self._autocast():
-            # the actor's distribution at the clean s (with a graph, for the actor's loss) and at the clean s'
-            mean, log_std = self._actor_fn(s)
-            n_s = 1 + (M if use_cql else 0)
-            pi_s, logp_s = TanhGaussianActor.sample_from(mean.float(), log_std.float(), n=n_s)  # (B, n_s, da)
-            with torch.no_grad():
-                mean_n, log_std_n = self._actor_fn(s_next)
-                pi_n, logp_n = TanhGaussianActor.sample_from(
-                    mean_n.float(), log_std_n.float(), n=1 + (M if use_cql else 0)
-                )
-
-                # TD target: next action from the clean s', target critic at the augmented s~'
-                next_q = self._target_fn(s_next_aug, pi_n[:, 0]).float()
-                target = td_target(r, done, next_q, logp_n[:, 0], cfg.gamma, alpha if cfg.backup_entropy else 0.0)
-
-            # critic: TD term at the augmented s~ and the dataset's action; CQL's 3M sampled actions at the clean
-            # s; all 1 + 3M rows per state in one call (one product per layer and critic, not two)
-            if use_cql:
-                random_a = torch.rand(B, M, da, device=s.device) * 2.0 - 1.0
-                ood_a = torch.cat([random_a, pi_s[:, 1:].detach(), pi_n[:, 1:]], dim=1)  # (B, 3M, da)
-                log_density = torch.cat(
-                    [torch.full((B, M), da * math.log(0.5), device=s.device), logp_s[:, 1:].detach(), logp_n[:, 1:]],
-                    dim=1,
-                )
-                states = torch.cat([s_aug.unsqueeze(1), s.unsqueeze(1).expand(-1, 3 * M, -1)], dim=1)
-                q_all = self._critic_fn(states, torch.cat([a.unsqueeze(1), ood_a], dim=1)).float()  # (E, B, 1 + 3M)
-                q_data, q_ood = q_all[..., 0], q_all[..., 1:]  # (E, B), (E, B, 3M)
-            else:
-                q_data = self._critic_fn(s_aug, a).float()  # (E, B)
-            loss_td = td_loss(q_data, target)
-            if use_cql:
-                gap = cql_penalty(q_data, q_ood, log_density, cfg.cql_temperature)  # (E,)
-                if cfg.lagrange:
-                    alpha_prime = self.log_alpha_prime.detach().exp().clamp(0.0, cfg.alpha_prime_max)
-                else:
-                    alpha_prime = torch.ones((), device=s.device)
-                loss_cql = (alpha_prime * cfg.cql_weight * gap).sum()
-            else:
-                loss_cql = torch.zeros((), device=s.device)
-            loss_critic = loss_td + loss_cql
-
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        loss_critic.backward()
-        self.critic_optimizer.step()
-
-        if use_cql and cfg.lagrange:
-            loss_lagrange = lagrange_loss(
-                self.log_alpha_prime, gap, cfg.cql_weight, cfg.lagrange_threshold, cfg.alpha_prime_max
-            )
-            self.alpha_prime_optimizer.zero_grad(set_to_none=True)
-            loss_lagrange.backward()
-            self.alpha_prime_optimizer.step()
-        else:
-            loss_lagrange = torch.zeros((), device=s.device)
-
-        # temperature, then actor, on clean states (the authors' order: alpha is updated before the actor's loss)
-        a_pi, logp_pi = pi_s[:, 0], logp_s[:, 0]
-        if cfg.auto_alpha:
-            loss_alpha = alpha_loss(self.log_alpha, logp_pi, self.target_entropy)
-            self.alpha_optimizer.zero_grad(set_to_none=True)
-            loss_alpha.backward()
-            self.alpha_optimizer.step()
-            alpha = self.log_alpha.detach().exp()
-        else:
-            loss_alpha = torch.zeros((), device=s.device)
-        with self._autocast():
-            if bc_phase:
-                data_logp = TanhGaussianActor.log_prob_from(mean.float(), log_std.float(), a)
-                loss_actor = bc_actor_loss(logp_pi, data_logp, alpha)
-                q_pi = None
-            else:
-                self.critic.requires_grad_(False)  # gradients reach the actions, not the critic's weights
-                try:
-                    q_pi = self._critic_fn(s, a_pi).float()
-                finally:
-                    self.critic.requires_grad_(True)
-                loss_actor = actor_loss(logp_pi, q_pi, alpha)
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        loss_actor.backward()
-        self.actor_optimizer.step()
-
-        polyak_update(self.critic_target, self.critic, cfg.tau)
+        policy = self._sample_policy(batch["observations"], batch["next_observations"])
+        critic = self._critic_losses(batch, s_aug, s_next_aug, policy, alpha)  # 2
+        self._descend(self.critic_optimizer, critic["critic_loss"])
+        loss_lagrange = self._lagrange_step(critic.get("gap"))  # 3
+        alpha, loss_alpha = self._temperature_step(policy.logp_s[:, 0], alpha)  # 4
+        loss_actor, q_pi = self._actor_loss(batch, policy, alpha, bc_phase)
+        self._descend(self.actor_optimizer, loss_actor)
+        polyak_update(self.critic_target, self.critic, cfg.tau)  # 5
         self.step += 1
         if not metrics:
             return {}
+        losses = {"actor_loss": loss_actor, "alpha_loss": loss_alpha, "lagrange_loss": loss_lagrange}
+        return self._metrics(critic, losses, policy, q_pi, alpha, bc_phase)
 
-        names = [
-            "critic_loss",
-            "td_loss",
-            "cql_penalty",
-            "actor_loss",
-            "alpha_loss",
-            "lagrange_loss",
-            "q_data",
-            "target",
-            "log_prob",
-        ]
-        values = [
-            loss_critic,
-            loss_td,
-            loss_cql,
-            loss_actor,
-            loss_alpha,
-            loss_lagrange,
-            q_data.mean(),
-            target.mean(),
-            logp_pi.mean(),
-        ]
-        if use_cql:
-            q_ood = q_ood.detach()
-            names += ["cql_gap", "q_random", "q_policy", "q_next_policy"]
-            values += [gap.mean(), q_ood[..., :M].mean(), q_ood[..., M : 2 * M].mean(), q_ood[..., 2 * M :].mean()]
+    @staticmethod
+    def _descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def _sample_policy(self, s: torch.Tensor, s_next: torch.Tensor) -> _PolicySamples:
+        """The actor's distribution at the clean ``s`` (with a graph, for the actor's loss) and at the clean ``s'``
+        (without), and its actions there: per state the first serves the actor's loss (at ``s``) or the TD target
+        (at ``s'``), the ``M`` others the CQL penalty."""
+        n = 1 + (self.config.cql_n_actions if self.config.use_cql else 0)
+        with self._autocast():
+            mean, log_std = self._actor_fn(s)
+            pi_s, logp_s = TanhGaussianActor.sample_from(mean.float(), log_std.float(), n=n)  # (B, n, da)
+            with torch.no_grad():
+                mean_n, log_std_n = self._actor_fn(s_next)
+                pi_n, logp_n = TanhGaussianActor.sample_from(mean_n.float(), log_std_n.float(), n=n)
+        return _PolicySamples(mean, log_std, pi_s, logp_s, pi_n, logp_n)
+
+    def _critic_losses(
+        self, batch: dict, s_aug: torch.Tensor, s_next_aug: torch.Tensor, policy: _PolicySamples, alpha: torch.Tensor
+    ) -> dict:
+        """The critic's TD loss (at the augmented states) and weighted CQL penalty (its sampled actions at the
+        clean ``s``), with what the diagnostics show: ``q_data``, ``target`` and, with CQL, ``gap`` (per critic)
+        and ``q_ood`` (per critic, state and sampled action)."""
+        cfg = self.config
+        s, a, r = batch["observations"], batch["actions"], batch["rewards"].float()
+        done = batch["terminals"].float()
+        B, da, M = s.shape[0], self.action_dim, cfg.cql_n_actions
+        with self._autocast():
+            with torch.no_grad():  # next action from the clean s', target critic at the augmented s~'
+                next_q = self._target_fn(s_next_aug, policy.pi_n[:, 0]).float()
+                target = td_target(
+                    r, done, next_q, policy.logp_n[:, 0], cfg.gamma, alpha if cfg.backup_entropy else 0.0
+                )
+            out = {"target": target}
+            if not cfg.use_cql:
+                q_data = self._critic_fn(s_aug, a).float()  # (E, B)
+                loss_td = td_loss(q_data, target)
+                out.update(critic_loss=loss_td, td_loss=loss_td, cql_penalty=torch.zeros((), device=s.device))
+                return out | {"q_data": q_data}
+            # TD term at the augmented s~ and the dataset's action; CQL's 3M sampled actions at the clean s; all
+            # 1 + 3M rows per state in one call (one product per layer and critic, not two)
+            random_a = torch.rand(B, M, da, device=s.device) * 2.0 - 1.0
+            ood_a = torch.cat([random_a, policy.pi_s[:, 1:].detach(), policy.pi_n[:, 1:]], dim=1)  # (B, 3M, da)
+            log_density = torch.cat(
+                [
+                    torch.full((B, M), da * math.log(0.5), device=s.device),
+                    policy.logp_s[:, 1:].detach(),
+                    policy.logp_n[:, 1:],
+                ],
+                dim=1,
+            )
+            states = torch.cat([s_aug.unsqueeze(1), s.unsqueeze(1).expand(-1, 3 * M, -1)], dim=1)
+            q_all = self._critic_fn(states, torch.cat([a.unsqueeze(1), ood_a], dim=1)).float()  # (E, B, 1 + 3M)
+            q_data, q_ood = q_all[..., 0], q_all[..., 1:]  # (E, B), (E, B, 3M)
+            loss_td = td_loss(q_data, target)
+            gap = cql_penalty(q_data, q_ood, log_density, cfg.cql_temperature)  # (E,)
+            if cfg.lagrange:
+                alpha_prime = self.log_alpha_prime.detach().exp().clamp(0.0, cfg.alpha_prime_max)
+            else:
+                alpha_prime = torch.ones((), device=s.device)
+            loss_cql = (alpha_prime * cfg.cql_weight * gap).sum()
+        out.update(critic_loss=loss_td + loss_cql, td_loss=loss_td, cql_penalty=loss_cql)
+        return out | {"q_data": q_data, "gap": gap, "q_ood": q_ood}
+
+    def _lagrange_step(self, gap: torch.Tensor | None) -> torch.Tensor:
+        """One step of the Lagrange multiplier ``alpha'`` on the penalty's ``gap`` (its loss; 0 without one)."""
+        cfg = self.config
+        if not (cfg.use_cql and cfg.lagrange):
+            return torch.zeros((), device=self.device)
+        loss = lagrange_loss(self.log_alpha_prime, gap, cfg.cql_weight, cfg.lagrange_threshold, cfg.alpha_prime_max)
+        self._descend(self.alpha_prime_optimizer, loss)
+        return loss
+
+    def _temperature_step(self, logp_pi: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of the temperature when it is auto-tuned, before the actor's loss as in the authors' code:
+        the temperature the actor's loss uses and the temperature's loss (0 when fixed)."""
+        if not self.config.auto_alpha:
+            return alpha, torch.zeros((), device=self.device)
+        loss = alpha_loss(self.log_alpha, logp_pi, self.target_entropy)
+        self._descend(self.alpha_optimizer, loss)
+        return self.log_alpha.detach().exp(), loss
+
+    def _actor_loss(
+        self, batch: dict, policy: _PolicySamples, alpha: torch.Tensor, bc_phase: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The actor's loss on clean states, against the just-updated critic (behaviour cloning during the
+        warm-up), and ``Q(s, pi(s))`` (None during the warm-up)."""
+        s, a_pi, logp_pi = batch["observations"], policy.pi_s[:, 0], policy.logp_s[:, 0]
+        with self._autocast():
+            if bc_phase:
+                data_logp = TanhGaussianActor.log_prob_from(
+                    policy.mean.float(), policy.log_std.float(), batch["actions"]
+                )
+                return bc_actor_loss(logp_pi, data_logp, alpha), None
+            self.critic.requires_grad_(False)  # gradients reach the actions, not the critic's weights
+            try:
+                q_pi = self._critic_fn(s, a_pi).float()
+            finally:
+                self.critic.requires_grad_(True)
+            return actor_loss(logp_pi, q_pi, alpha), q_pi
+
+    def _metrics(self, critic: dict, losses: dict, policy: _PolicySamples, q_pi, alpha, bc_phase: bool) -> dict:
+        """The step's losses and diagnostics as floats, read from the device in one synchronisation."""
+        values = {
+            "critic_loss": critic["critic_loss"],
+            "td_loss": critic["td_loss"],
+            "cql_penalty": critic["cql_penalty"],
+            **losses,
+            "q_data": critic["q_data"].mean(),
+            "target": critic["target"].mean(),
+            "log_prob": policy.logp_s[:, 0].mean(),
+        }
+        if "gap" in critic:
+            M, q_ood = self.config.cql_n_actions, critic["q_ood"].detach()
+            values["cql_gap"] = critic["gap"].mean()
+            values["q_random"] = q_ood[..., :M].mean()
+            values["q_policy"] = q_ood[..., M : 2 * M].mean()
+            values["q_next_policy"] = q_ood[..., 2 * M :].mean()
         if q_pi is not None:
-            names.append("q_pi")
-            values.append(q_pi.mean())
-        floats = torch.stack([v.detach().float() for v in values]).tolist()  # one device synchronisation
-        out = dict(zip(names, floats, strict=False))
+            values["q_pi"] = q_pi.mean()
+        floats = torch.stack([v.detach().float() for v in values.values()]).tolist()  # one device synchronisation
+        out = dict(zip(values, floats, strict=True))
         out.update(step=self.step, alpha=float(alpha), cql_weight=self.cql_weight(), bc_phase=float(bc_phase))
         return out
 
