@@ -4,7 +4,8 @@ A single seed says little about a method: on the pendulum the same method's seed
 points. So notebook 05 ends with the pre-registered experiments (``benchmarks/protocols/``) whose results are
 committed under ``benchmarks/results/<name>/learning.json``: per arm the run scores by seed, the mean and IQM with
 bootstrap 95 % intervals and the sample SD; against CQL the mean paired difference with its Student-t interval, the
-verdict of the protocol's decision rule and the probability of improvement. The statistics are those of the
+verdict that interval supports (an interim one while planned seeds are missing; the protocol's decision is
+:meth:`Evidence.decision`) and the probability of improvement. The statistics are those of the
 benchmark's own report (:mod:`kfc_lite.sweep.report`, :mod:`kfc_lite.stats`), so the notebook and
 ``learning.md`` cannot disagree.
 """
@@ -82,6 +83,12 @@ class Evidence:
         parts = [f"{label(a)} {len(self.finished(a))}{of} (seeds {_seed_list(self.finished(a))})" for a in arms]
         return f"finished runs on {self.dataset}: " + "; ".join(parts)
 
+    @property
+    def interim(self) -> bool:
+        """Whether some arm has not finished every planned seed: its verdicts are read off the seeds so far and
+        are not the protocol's decision."""
+        return any(set(self.planned_seeds) - set(per_seed) for per_seed in self.scores.values())
+
     def interval(self, arm: str, statistic: str = "mean") -> stats.Interval:
         """The arm's mean or IQM over its seeds with a stratified-bootstrap 95 % interval."""
         x = list(self.scores[arm].values())
@@ -141,7 +148,8 @@ class Evidence:
         )
 
     def format_table(self) -> str:
-        """:meth:`table` as fixed-width text (what notebook 05 prints): "n/a" where one run cannot give a spread."""
+        """:meth:`table` as fixed-width text (what notebook 05 prints): "n/a" where one run cannot give a spread,
+        and "interim:" before a verdict while planned seeds are missing."""
 
         def cell(x, width):
             return f"{'n/a' if x is None else str(x):>{width}}"
@@ -151,7 +159,8 @@ class Evidence:
         lines = [f"{header}   minus {base}, paired [95% t CI]"]
         for row in self.table():
             diff = row.get("vs_baseline")
-            versus = f"{diff.difference}  ({diff.verdict})" if diff else ""
+            interim = "interim: " if self.interim else ""
+            versus = f"{diff.difference}  ({interim}{diff.verdict})" if diff else ""
             sd = "n/a" if row["sd"] is None else f"{row['sd']:.1f}"
             lines.append(
                 f"{row['arm']:<30} {row['n']:>3} {cell(row['mean'], 20)} {cell(row['iqm'], 20)} {sd:>6}   {versus}"

@@ -6,10 +6,11 @@ precipice", NeurIPS) set out what to report instead, and this module follows the
 
 * **one score per run**: :func:`run_score`, the mean normalized score of a run's last ``last_k`` evaluations. Every
   table and every results file uses this one definition, so a number quoted from one can be found in the other.
-* **mean and IQM** over runs (:func:`mean`, :func:`iqm`): the interquartile mean is the mean of the middle 50% of the
+* **mean and IQM** over runs (:func:`mean`, :func:`iqm`): the interquartile mean is the mean of the middle half of the
   scores (``scipy.stats.trim_mean(x, 0.25)``, the definition rliable uses), less swayed by one lucky or failed seed
-  than the mean and less coarse than the median. ``trim_mean`` cuts ``int(0.25 n)`` runs from each end, none when
-  n < 4: the IQM of three seeds is their mean, and it only earns its keep pooled over datasets or with more seeds.
+  than the mean and less coarse than the median. ``trim_mean`` cuts ``int(0.25 n)`` runs from each end, so the
+  middle "half" is exact only when 4 divides n: it keeps 6 of 10 runs, 3 of 5, and all of them when n < 4 (the IQM
+  of three seeds is their mean). It earns its keep pooled over datasets or with more seeds.
 * **sample SD** (:func:`sample_sd`, ``ddof=1``) wherever a spread is shown: the population SD (``ddof=0``)
   understates the spread of the runs a method would produce, by a factor sqrt((n-1)/n), 0.82 at n = 3.
 * **stratified-bootstrap 95% intervals** (:func:`mean_ci`, :func:`iqm_ci`): resample runs with replacement, within
@@ -144,7 +145,8 @@ def mean(x) -> float:
 
 
 def iqm(x) -> float:
-    """The interquartile mean: the mean of the middle 50% of the scores (25% trimmed from each end)."""
+    """The interquartile mean: the mean of the scores left after cutting ``int(0.25 n)`` from each end (the middle
+    half when 4 divides n; rliable's definition)."""
     return float(scipy.stats.trim_mean(np.concatenate(_strata(x, 1, "the IQM")), 0.25))
 
 

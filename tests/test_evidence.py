@@ -132,6 +132,10 @@ def test_a_running_experiment_reads_as_partial_and_never_as_a_decision(tmp_path)
     assert row["KFC++"]["vs_baseline"].difference.n == 3
     kfc_line = next(line for line in ev.format_table().splitlines() if line.startswith("KFC "))
     assert kfc_line.split()[1:5] == ["1", "n/a", "n/a", "n/a"]  # n, mean, IQM, SD: one run has no spread
+    # a verdict read off three of ten seeds is printed as an interim one
+    assert ev.interim
+    kfcpp_line = next(line for line in ev.format_table().splitlines() if line.startswith("KFC++ "))
+    assert kfcpp_line.endswith(f"(interim: {row['KFC++']['vs_baseline'].verdict})")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,6 +149,7 @@ def test_a_finished_experiment_is_complete_and_its_sentence_is_the_decision(tmp_
     write_results(tmp_path, {m: {s: 50 + rng.standard_normal() for s in range(10)} for m in ("cql", "kfc++")})
     ev = evidence.load("exp", root=tmp_path)
     assert "planned" not in ev.sentence("kfc++") and "over 10 seeds" in ev.sentence("kfc++")
+    assert not ev.interim and "interim" not in ev.format_table()
     d = ev.against("kfc++").difference
     assert ev.decision("kfc++") == (
         "is not distinguishable from CQL" if d.includes(0.0) else "helps" if d.low > 0 else "hurts"

@@ -74,6 +74,12 @@ def test_comparison_with_cql_is_paired_and_says_when_it_cannot_tell():
     assert "| d | s4rl | [0, 1, 2, 3] | +5.3 [" in table and "| s4rl above cql |" in table
     assert "| d | kfc++ | [0] | - | too few seeds | - |" in table
     assert "| d | kfc++ | 1 | 99.0 | 99.0 - | 99.0 - | - |" in table
+    assert "| verdict |" in table and "Interim" not in table  # no planned seeds given: nothing to wait for
+    # kfc++ has seed 0 of the planned 0-3: every verdict is read off part of the seeds, and the table says so
+    interim = "\n".join(bench.score_tables(bench.summarize(records, budget), budget.seeds))
+    assert "| interim verdict |" in interim and "**Interim**: seeds [1, 2, 3] of the planned [0, 1, 2, 3]" in interim
+    finished = [r for r in records if r["method"] != "kfc++"]
+    assert "Interim" not in "\n".join(bench.score_tables(bench.summarize(finished, budget), budget.seeds))
 
 
 def test_tiny_budget_runs_every_method_and_writes_its_table(tmp_path, capsys):

@@ -45,8 +45,8 @@ def expected_cells(ev: evidence.Evidence, arm: str) -> dict:
     """The cells of one arm's row, keyed by a piece of the column's header, formatted as the READMEs write them."""
     x = list(ev.scores[arm].values())
     cells = {
-        "mean [95% CI]": str(ev.interval(arm, "mean")),
-        "IQM [95% CI]": str(ev.interval(arm, "iqm")),
+        "mean [95%": str(ev.interval(arm, "mean")),
+        "IQM [95%": str(ev.interval(arm, "iqm")),
         "sample SD": f"{stats.sample_sd(x):.1f}",
     }
     if arm == ev.baseline:
@@ -60,11 +60,11 @@ def expected_cells(ev: evidence.Evidence, arm: str) -> dict:
 
 
 def evidence_tables(text: str):
-    """(experiment, header, rows) of each table in ``text`` whose header has a "mean [95% CI]" column; the experiment
+    """(experiment, header, rows) of each table in ``text`` whose header has a "mean [95% ..." column; the experiment
     is the last one the text names (by its protocol or results folder) before the table."""
     lines = text.splitlines()
     for i, line in enumerate(lines):
-        if not (line.startswith("|") and "mean [95% CI]" in line):
+        if not (line.startswith("|") and "mean [95%" in line):
             continue
         before = "\n".join(lines[:i])
         named = [(before.rfind(name), name) for name in EXPERIMENTS if name in before]

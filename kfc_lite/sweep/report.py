@@ -87,8 +87,10 @@ def _ci(x) -> str:
     return f"[{x.low:.1f}, {x.high:.1f}]" if x is not None else "-"
 
 
-def score_tables(summary: dict) -> list[str]:
-    """The markdown of the score table, the comparison with CQL and the aggregate over datasets."""
+def score_tables(summary: dict, planned_seeds=()) -> list[str]:
+    """The markdown of the score table, the comparison with CQL and the aggregate over datasets. While an arm lacks
+    one of ``planned_seeds`` (a sweep still running), a verdict is an interim one, and the table says so."""
+    missing = sorted({seed for s in summary.values() for seed in planned_seeds if seed not in s["scores"]})
     lines = [
         "| dataset | method | n | scores by seed | mean [95% CI] | IQM [95% CI] | sample SD | paper v0 |",
         "|---|---|---|---|---|---|---|---|",
@@ -109,10 +111,23 @@ def score_tables(summary: dict) -> list[str]:
         'interval and the verdict it supports ("not distinguishable" when the interval includes 0; a '
         "percentile bootstrap, used for the means above, would call a difference between two equal methods 1 "
         "time in 4 at 3 seeds), and the probability of improvement P(method > CQL) over all pairs of runs "
-        "(ties 1/2; 0.5: neither tends to win) with a paired-bootstrap 95% interval, as narrow as the means' at "
-        "this many seeds. Fewer than 2 shared seeds give no interval.",
+        "(ties 1/2; 0.5: neither tends to win) with a paired-bootstrap 95% interval. At a few seeds that interval "
+        "is as narrow as the means', and when every run of one method beats every run of the other it collapses "
+        "to [1.00, 1.00] or [0.00, 0.00]: the runs so far do not overlap, which is not a certainty. Fewer than 2 "
+        "shared seeds give no interval.",
+    ]
+    if missing:
+        lines += [
+            "",
+            f"**Interim**: seeds {missing} of the planned {list(planned_seeds)} have not finished for every "
+            "method. A verdict below is read off the seeds finished so far; it is not a pre-registered decision, "
+            "which waits for every planned seed.",
+        ]
+    verdict = "interim verdict" if missing else "verdict"
+    lines += [
         "",
-        "| dataset | method | seeds | mean difference vs CQL [95% t interval] | verdict | P(method > CQL) [95% CI] |",
+        "| dataset | method | seeds | mean difference vs CQL [95% t interval] | "
+        f"{verdict} | P(method > CQL) [95% CI] |",
         "|---|---|---|---|---|---|",
     ]
     for (ds, m), c in compare(summary).items():
@@ -248,7 +263,7 @@ def write_report(
             "",
         ]
     )
-    lines += score_tables(summary)
+    lines += score_tables(summary, budget.seeds)
     if not diag and not koopman and carried_diagnostics is not None:
         lines += ["", carried_diagnostics.rstrip("\n")]
     else:
