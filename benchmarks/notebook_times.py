@@ -1,0 +1,137 @@
+"""How long a notebook's long cells take, against the run times its prose states.
+
+A notebook states the run time of a long cell in a marker before it, ``<!-- seconds: quick=20 full=1500 -->``
+(:func:`kfc_lite.notebooks.stated_seconds`). The tests check the quick-mode times on every run; the full-mode
+ones take too long for CI, so this script measures them. It runs, on a fresh kernel in a scratch folder, the
+notebook's parameters cell in the mode (``KFC_QUICK``), the ``--setup`` cells the timed cells need (imports,
+loaded results; untimed), then the ``--cells`` to time, and prints each timed cell's stated and measured seconds
+with the CPU named. Cells not named are not run, so a cell can be timed without the hours of full-mode training
+before it, as long as it does not need their results.
+
+    .venv/bin/python benchmarks/notebook_times.py notebooks/05_kfc_on_d4rl.ipynb --setup 3 36 --cells 45
+
+Writes ``benchmarks/results/notebook-times-<notebook>.md`` (the table) and ``.json`` (the raw times). Time it on
+an otherwise idle machine: a timing taken beside another job says how long it took there, not how long it takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+import time
+
+from _timing import write_results
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def timing_notebook(nb, quick: bool, setup: list[int], cells: list[int]):
+    """A notebook of the parameters cell, a check that it took the mode, the setup cells and the timed cells."""
+    import nbformat
+
+    params = [i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(params) != 1:
+        raise SystemExit(f"the notebook needs one cell tagged 'parameters', it has {len(params)}")
+    if not cells:
+        raise SystemExit("name the cells to time with --cells (their indices in the notebook, from 0)")
+    for i in [*setup, *cells]:
+        if not 0 <= i < len(nb.cells) or nb.cells[i].cell_type != "code":
+            raise SystemExit(
+                f"cell {i} is not a code cell of this notebook (it has {len(nb.cells)} cells, counted from 0): "
+                "--setup and --cells take code cells' indices"
+            )
+        if i == params[0]:
+            raise SystemExit(f"cell {i} is the parameters cell, which always runs first: leave it out")
+    if sorted(setup + cells) != setup + cells or len(set(setup + cells)) != len(setup + cells):
+        raise SystemExit("--setup and --cells must come in the notebook's order, each once, the setup cells first")
+    out = nbformat.v4.new_notebook(metadata=copy.deepcopy(nb.metadata))
+    # the parameters cell reads the mode from KFC_QUICK (set for the kernel) and derives its sizes from it
+    mode = nbformat.v4.new_code_cell(f"assert QUICK is {quick}, 'the parameters cell did not take KFC_QUICK'")
+    out.cells = [copy.deepcopy(nb.cells[params[0]]), mode, *(copy.deepcopy(nb.cells[i]) for i in setup + cells)]
+    for cell in out.cells:
+        cell.outputs, cell.execution_count = [], None
+    return out, list(range(len(out.cells) - len(cells), len(out.cells)))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("notebook", type=pathlib.Path)
+    p.add_argument("--cells", type=int, nargs="+", default=[], help="the code cells to time (indices from 0)")
+    p.add_argument("--setup", type=int, nargs="*", default=[], help="code cells the timed ones need, run untimed")
+    p.add_argument("--mode", choices=("full", "quick"), default="full")
+    p.add_argument("--timeout", type=float, default=4 * 3600, help="seconds any one cell may take")
+    p.add_argument("--out", type=pathlib.Path, default=HERE / "results")
+    p.add_argument("--keep", type=pathlib.Path, help="run in this folder and keep it (default: a scratch folder)")
+    p.add_argument("--note", default="", help="a line for the table: what else the machine was doing, say")
+    a = p.parse_args(argv)
+
+    import nbformat
+
+    nb = nbformat.read(a.notebook, as_version=4)
+    run, timed = timing_notebook(nb, a.mode == "quick", a.setup, a.cells)  # refuses bad cells before any import
+    from nbclient import NotebookClient
+
+    from kfc_lite.notebooks import cell_seconds, stated_seconds
+    from kfc_lite.sweep.report import machine
+
+    stated = {index: (quick, full) for index, quick, full in stated_seconds(nb) if index is not None}
+    folder = a.keep or pathlib.Path(tempfile.mkdtemp(prefix="notebook-times-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    previous = os.environ.get("KFC_QUICK")
+    os.environ["KFC_QUICK"] = "1" if a.mode == "quick" else "0"  # the kernel inherits it
+    t0 = time.perf_counter()
+    try:
+        NotebookClient(
+            run, timeout=a.timeout, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+        ).execute()
+    finally:
+        if previous is None:
+            os.environ.pop("KFC_QUICK")
+        else:
+            os.environ["KFC_QUICK"] = previous
+        if a.keep is None:
+            shutil.rmtree(folder, ignore_errors=True)
+    wall = time.perf_counter() - t0
+
+    rows = []
+    for index, position in zip(a.cells, timed, strict=True):
+        quick, full = stated.get(index, (None, None))
+        said = quick if a.mode == "quick" else full
+        took = cell_seconds(run.cells[position])
+        first = next((line for line in nb.cells[index].source.splitlines() if line.strip()), "")
+        rows.append({"cell": index, "first_line": first, "stated_s": said, "measured_s": took})
+
+    command = "benchmarks/notebook_times.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    lines = [
+        f"# Run times of `{a.notebook.name}` in {a.mode} mode, against what its text states",
+        "",
+        f"* command: `{command}`",
+        f"* machine: {machine()}",
+        *([f"* note: {a.note}"] if a.note else []),
+        f"* written: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {wall:.0f} s in all, kernel start "
+        "and the untimed setup cells included",
+        "",
+        "| cell | its first line | stated s | measured s | measured / stated |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ratio = f"{r['measured_s'] / r['stated_s']:.2f}" if r["stated_s"] else "-"
+        said = "-" if r["stated_s"] is None else f"{r['stated_s']:g}"
+        lines.append(f"| {r['cell']} | `{r['first_line'][:60]}` | {said} | {r['measured_s']:.0f} | {ratio} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    stem = f"notebook-times-{a.notebook.stem}" + ("-quick" if a.mode == "quick" else "")
+    write_results(
+        a.out, stem, text, {"command": command, "machine": machine(), "note": a.note, "mode": a.mode, "cells": rows}
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""benchmarks/notebook_times.py runs only the cells it is given, in the mode it is given, and tables their times
+against the notebook's stated ones; what the full-mode times are is measured by running it
+(benchmarks/results/notebook-times-*.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+from conftest import ROOT
+
+SCRIPT = ROOT / "benchmarks" / "notebook_times.py"
+
+
+def small_notebook(path):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("import kfc_lite\n\nQUICK = kfc_lite.quick_mode()\nNAP = 0.1 if QUICK else 1.2")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [
+        params,
+        nbformat.v4.new_code_cell("import time"),  # 1: setup
+        nbformat.v4.new_code_cell("raise RuntimeError('a cell nobody asked for ran')"),  # 2: skipped
+        nbformat.v4.new_markdown_cell("A nap.\n<!-- seconds: quick=0.1 full=1 -->"),
+        nbformat.v4.new_code_cell("time.sleep(NAP)\nprint('slept', NAP)"),  # 4: timed
+        nbformat.v4.new_code_cell("time.sleep(0.3)"),  # 5: timed, no stated time
+    ]
+    nbformat.write(nb, path)
+    return path
+
+
+def run(*args):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_times_the_named_cells_in_full_mode_and_skips_the_others(tmp_path):
+    nb = small_notebook(tmp_path / "nap.ipynb")
+    out = run(nb, "--setup", 1, "--cells", 4, 5, "--out", tmp_path / "results", "--note", "a quiet machine")
+    assert out.returncode == 0, out.stderr[-3000:]
+    record = json.loads((tmp_path / "results" / "notebook-times-nap.json").read_text())
+    assert record["mode"] == "full" and [c["cell"] for c in record["cells"]] == [4, 5]
+    nap, plain = record["cells"]
+    assert nap["stated_s"] == 1.0 and 1.2 <= nap["measured_s"] < 20  # full mode's nap, not quick mode's
+    assert plain["stated_s"] is None and 0.3 <= plain["measured_s"] < 20
+    table = (tmp_path / "results" / "notebook-times-nap.md").read_text()
+    assert "| 4 | `time.sleep(NAP)` | 1 |" in table and "| 5 | `time.sleep(0.3)` | - |" in table
+    assert "machine:" in table and "* note: a quiet machine" in table and table in out.stdout
+
+
+def test_quick_mode_is_written_beside_the_full_one(tmp_path):
+    nb = small_notebook(tmp_path / "nap.ipynb")
+    out = run(nb, "--mode", "quick", "--setup", 1, "--cells", 4, "--out", tmp_path / "results")
+    assert out.returncode == 0, out.stderr[-3000:]
+    record = json.loads((tmp_path / "results" / "notebook-times-nap-quick.json").read_text())
+    assert record["cells"][0]["stated_s"] == 0.1 and record["cells"][0]["measured_s"] < 1.2
+
+
+@pytest.mark.parametrize(
+    "setup,cells,said",
+    [
+        ([], [3], "cell 3 is not a code cell"),
+        ([], [0], "is the parameters cell"),
+        ([4], [1], "in the notebook's order"),
+        ([], [], "name the cells to time"),
+    ],
+)
+def test_cells_that_cannot_be_timed_are_refused_before_a_kernel_starts(tmp_path, setup, cells, said):
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        from notebook_times import timing_notebook
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    nb = nbformat.read(small_notebook(tmp_path / "nap.ipynb"), as_version=4)
+    with pytest.raises(SystemExit, match=said):
+        timing_notebook(nb, False, setup, cells)
