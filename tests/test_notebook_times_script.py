@@ -75,3 +75,21 @@ def test_cells_that_cannot_be_timed_are_refused_before_a_kernel_starts(tmp_path,
     nb = nbformat.read(small_notebook(tmp_path / "nap.ipynb"), as_version=4)
     with pytest.raises(SystemExit, match=said):
         timing_notebook(nb, False, setup, cells)
+
+
+def test_the_command_in_the_notes_names_the_cells_it_means():
+    """benchmarks/NOTES.md times notebook 05's own pendulum runs by cell index: the indices must still be the cell
+    with a stated full-mode time and the cells it needs (the imports, the committed evidence it compares with)."""
+    import re
+
+    from kfc_lite.notebooks import stated_seconds
+
+    notes = (ROOT / "benchmarks" / "NOTES.md").read_text()
+    found = re.search(r"`benchmarks/notebook_times\.py (\S+) --setup ([\d ]+) --cells ([\d ]+)`", notes)
+    assert found, "benchmarks/NOTES.md gives no notebook_times.py command"
+    nb = nbformat.read(ROOT / found.group(1), as_version=4)
+    setup, cells = ([int(i) for i in found.group(k).split()] for k in (2, 3))
+    full = {index for index, _, f in stated_seconds(nb) if index is not None and f is not None}
+    assert set(cells) <= full, f"cells {cells} of {found.group(1)} state no full-mode time (those that do: {full})"
+    needs = "".join(nb.cells[i].source for i in setup)
+    assert "from kfc_lite.train import" in needs and "evidence.load(" in needs
