@@ -10,7 +10,7 @@ before it, as long as it does not need their results.
 
     .venv/bin/python benchmarks/notebook_times.py notebooks/05_kfc_on_d4rl.ipynb --setup 3 36 --cells 45
 
-Writes ``benchmarks/results/notebook-times-<notebook>.md`` (the table) and ``.json`` (the raw times). Time it on
+Writes ``benchmarks/results/notebook-times-<notebook>-<mode>.md`` (the table) and ``.json`` (the raw times). Time it on
 an otherwise idle machine: a timing taken beside another job says how long it took there, not how long it takes.
 """
 
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
         lines.append(f"| {r['cell']} | `{r['first_line'][:60]}` | {said} | {r['measured_s']:.0f} | {ratio} |")
     text = "\n".join(lines) + "\n"
     print(text)
-    stem = f"notebook-times-{a.notebook.stem}" + ("-quick" if a.mode == "quick" else "")
+    stem = f"notebook-times-{a.notebook.stem}-{a.mode}"
     write_results(
         a.out, stem, text, {"command": command, "machine": machine(), "note": a.note, "mode": a.mode, "cells": rows}
     )
