@@ -21,6 +21,7 @@ import copy
 import datetime
 import os
 import pathlib
+import shlex
 import shutil
 import sys
 import tempfile
@@ -107,12 +108,12 @@ def main(argv=None) -> int:
         first = next((line for line in nb.cells[index].source.splitlines() if line.strip()), "")
         rows.append({"cell": index, "first_line": first, "stated_s": said, "measured_s": took})
 
-    command = "benchmarks/notebook_times.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "benchmarks/notebook_times.py " + shlex.join(sys.argv[1:] if argv is None else map(str, argv))
     lines = [
         f"# Run times of `{a.notebook.name}` in {a.mode} mode, against what its text states",
         "",
         f"* command: `{command}`",
-        f"* machine: {machine()}",
+        f"* machine: {machine(threads=False)} (the notebook sets its kernel's threads itself)",
         *([f"* note: {a.note}"] if a.note else []),
         f"* written: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {wall:.0f} s in all, kernel start "
         "and the untimed setup cells included",
@@ -128,7 +129,10 @@ def main(argv=None) -> int:
     print(text)
     stem = f"notebook-times-{a.notebook.stem}-{a.mode}"
     write_results(
-        a.out, stem, text, {"command": command, "machine": machine(), "note": a.note, "mode": a.mode, "cells": rows}
+        a.out,
+        stem,
+        text,
+        {"command": command, "machine": machine(threads=False), "note": a.note, "mode": a.mode, "cells": rows},
     )
     return 0
 

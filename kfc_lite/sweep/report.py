@@ -64,8 +64,9 @@ PAPER_V0 = {
 }
 
 
-def machine() -> str:
-    """The report's machine line: the CPU and how many logical CPUs, the GPU if any, torch and its threads, python."""
+def machine(threads: bool = True) -> str:
+    """The report's machine line: the CPU and how many logical CPUs, the GPU if any, torch and (``threads``) the
+    number of threads this process gives it, python."""
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -78,8 +79,9 @@ def machine() -> str:
         pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return (
-        f"{cpu}, {os.cpu_count()} logical CPUs{gpu}; torch {torch.__version__} with "
-        f"{torch.get_num_threads()} thread(s); python {platform.python_version()}"
+        f"{cpu}, {os.cpu_count()} logical CPUs{gpu}; torch {torch.__version__}"
+        + (f" with {torch.get_num_threads()} thread(s)" if threads else "")
+        + f"; python {platform.python_version()}"
     )
 
 
