@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from kfc_lite.rl._fused import adam_options
+from kfc_lite.rl.batch import augmented_states, check_batch
 from kfc_lite.rl.config import PRESETS, SACConfig
 from kfc_lite.rl.losses import (
     actor_loss,
@@ -77,8 +78,19 @@ class _PolicySamples:
     logp_n: torch.Tensor
 
 
-#: What :meth:`SACCQL.update` reads from a batch; other keys (``indices``) pass unread.
-BATCH_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals")
+@dataclasses.dataclass
+class _CriticLosses:
+    """The critic's loss in one update and what the diagnostics show of it: ``total = td + cql``; ``q_data`` (E, B)
+    and the TD ``target`` (B,); with CQL, the penalty's ``gap`` per critic (E,) and the sampled actions' ``q_ood``
+    (E, B, 3M), None without it."""
+
+    total: torch.Tensor
+    td: torch.Tensor
+    cql: torch.Tensor
+    q_data: torch.Tensor
+    target: torch.Tensor
+    gap: torch.Tensor | None = None
+    q_ood: torch.Tensor | None = None
 
 
 class SACCQL:
@@ -158,45 +170,6 @@ class SACCQL:
             )
         return float(self.config.cql_weight)
 
-    def _check_batch(self, batch: dict) -> None:
-        missing = [k for k in BATCH_KEYS if k not in batch]
-        if missing:
-            raise KeyError(f"the batch has no {missing}; a batch holds {list(BATCH_KEYS)}")
-        s, a = batch["observations"], batch["actions"]
-        if s.ndim != 2 or s.shape[1] != self.state_dim or a.ndim != 2 or a.shape[1] != self.action_dim:
-            raise ValueError(
-                f"this agent takes observations (B, {self.state_dim}) and actions (B, {self.action_dim}), "
-                f"got {tuple(s.shape)} and {tuple(a.shape)}"
-            )
-        if batch["rewards"].shape != (s.shape[0],) or batch["terminals"].shape != (s.shape[0],):
-            raise ValueError(
-                f"rewards and terminals must have shape ({s.shape[0]},), got "
-                f"{tuple(batch['rewards'].shape)} and {tuple(batch['terminals'].shape)}"
-            )
-        if s.device != self.device:
-            raise ValueError(
-                f"the batch is on {s.device} but the agent on {self.device}: sample batches on the agent's device"
-            )
-
-    @staticmethod
-    def _augmented_states(batch: dict, augmented: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(s~, s~')``: the augmented batch's states, checked against the batch, or the batch's own."""
-        s, s_next = batch["observations"], batch["next_observations"]
-        if augmented is None:
-            return s, s_next
-        if not isinstance(augmented, dict) or any(k not in augmented for k in ("observations", "next_observations")):
-            raise TypeError(
-                "augmented must be the dict an augmenter returns for this batch (augmenter(batch)), with "
-                f"'observations' and 'next_observations'; got {type(augmented).__name__}"
-            )
-        s_aug, s_next_aug = augmented["observations"], augmented["next_observations"]
-        if s_aug.shape != s.shape or s_next_aug.shape != s_next.shape or s_aug.device != s.device:
-            raise ValueError(
-                f"the augmented states {tuple(s_aug.shape)} on {s_aug.device} do not match the batch's "
-                f"{tuple(s.shape)} on {s.device}: pass augmenter(batch) of this very batch"
-            )
-        return s_aug, s_next_aug
-
     # -- one gradient step -------------------------------------------------------------------------------
     def update(self, batch: dict, augmented: dict | None = None, metrics: bool = True) -> dict:
         """One gradient step on ``batch``; returns the step's losses and diagnostics as floats.
@@ -209,15 +182,15 @@ class SACCQL:
         The steps are those of the module's docstring, in the authors' order, one method each.
         """
         cfg = self.config
-        self._check_batch(batch)
-        s_aug, s_next_aug = self._augmented_states(batch, augmented)  # 1
+        check_batch(batch, self.state_dim, self.action_dim, self.device)
+        s_aug, s_next_aug = augmented_states(batch, augmented)  # 1 (the caller's augmentation, checked)
         bc_phase = not cfg.online and self.step < cfg.bc_steps
         alpha = self.log_alpha.detach().exp()
 
         policy = self._sample_policy(batch["observations"], batch["next_observations"])
         critic = self._critic_losses(batch, s_aug, s_next_aug, policy, alpha)  # 2
-        self._descend(self.critic_optimizer, critic["critic_loss"])
-        loss_lagrange = self._lagrange_step(critic.get("gap"))  # 3
+        self._descend(self.critic_optimizer, critic.total)
+        loss_lagrange = self._lagrange_step(critic.gap)  # 3
         alpha, loss_alpha = self._temperature_step(policy.logp_s[:, 0], alpha)  # 4
         loss_actor, q_pi = self._actor_loss(batch, policy, alpha, bc_phase)
         self._descend(self.actor_optimizer, loss_actor)
@@ -249,10 +222,9 @@ class SACCQL:
 
     def _critic_losses(
         self, batch: dict, s_aug: torch.Tensor, s_next_aug: torch.Tensor, policy: _PolicySamples, alpha: torch.Tensor
-    ) -> dict:
+    ) -> _CriticLosses:
         """The critic's TD loss (at the augmented states) and weighted CQL penalty (its sampled actions at the
-        clean ``s``), with what the diagnostics show: ``q_data``, ``target`` and, with CQL, ``gap`` (per critic)
-        and ``q_ood`` (per critic, state and sampled action)."""
+        clean ``s``)."""
         cfg = self.config
         s, a, r = batch["observations"], batch["actions"], batch["rewards"].float()
         done = batch["terminals"].float()
@@ -263,12 +235,10 @@ class SACCQL:
                 target = td_target(
                     r, done, next_q, policy.logp_n[:, 0], cfg.gamma, alpha if cfg.backup_entropy else 0.0
                 )
-            out = {"target": target}
             if not cfg.use_cql:
                 q_data = self._critic_fn(s_aug, a).float()  # (E, B)
                 loss_td = td_loss(q_data, target)
-                out.update(critic_loss=loss_td, td_loss=loss_td, cql_penalty=torch.zeros((), device=s.device))
-                return out | {"q_data": q_data}
+                return _CriticLosses(loss_td, loss_td, torch.zeros((), device=s.device), q_data, target)
             # TD term at the augmented s~ and the dataset's action; CQL's 3M sampled actions at the clean s; all
             # 1 + 3M rows per state in one call (one product per layer and critic, not two)
             random_a = torch.rand(B, M, da, device=s.device) * 2.0 - 1.0
@@ -291,8 +261,7 @@ class SACCQL:
             else:
                 alpha_prime = torch.ones((), device=s.device)
             loss_cql = (alpha_prime * cfg.cql_weight * gap).sum()
-        out.update(critic_loss=loss_td + loss_cql, td_loss=loss_td, cql_penalty=loss_cql)
-        return out | {"q_data": q_data, "gap": gap, "q_ood": q_ood}
+        return _CriticLosses(loss_td + loss_cql, loss_td, loss_cql, q_data, target, gap, q_ood)
 
     def _lagrange_step(self, gap: torch.Tensor | None) -> torch.Tensor:
         """One step of the Lagrange multiplier ``alpha'`` on the penalty's ``gap`` (its loss; 0 without one)."""
@@ -331,20 +300,28 @@ class SACCQL:
                 self.critic.requires_grad_(True)
             return actor_loss(logp_pi, q_pi, alpha), q_pi
 
-    def _metrics(self, critic: dict, losses: dict, policy: _PolicySamples, q_pi, alpha, bc_phase: bool) -> dict:
+    def _metrics(
+        self,
+        critic: _CriticLosses,
+        losses: dict,
+        policy: _PolicySamples,
+        q_pi: torch.Tensor | None,
+        alpha: torch.Tensor,
+        bc_phase: bool,
+    ) -> dict:
         """The step's losses and diagnostics as floats, read from the device in one synchronisation."""
         values = {
-            "critic_loss": critic["critic_loss"],
-            "td_loss": critic["td_loss"],
-            "cql_penalty": critic["cql_penalty"],
+            "critic_loss": critic.total,
+            "td_loss": critic.td,
+            "cql_penalty": critic.cql,
             **losses,
-            "q_data": critic["q_data"].mean(),
-            "target": critic["target"].mean(),
+            "q_data": critic.q_data.mean(),
+            "target": critic.target.mean(),
             "log_prob": policy.logp_s[:, 0].mean(),
         }
-        if "gap" in critic:
-            M, q_ood = self.config.cql_n_actions, critic["q_ood"].detach()
-            values["cql_gap"] = critic["gap"].mean()
+        if critic.gap is not None:
+            M, q_ood = self.config.cql_n_actions, critic.q_ood.detach()
+            values["cql_gap"] = critic.gap.mean()
             values["q_random"] = q_ood[..., :M].mean()
             values["q_policy"] = q_ood[..., M : 2 * M].mean()
             values["q_next_policy"] = q_ood[..., 2 * M :].mean()
