@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import json
 import os
 import pathlib
 import shlex
@@ -38,7 +39,10 @@ def timing_notebook(nb, quick: bool, setup: list[int], cells: list[int]):
 
     params = [i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(params) != 1:
-        raise SystemExit(f"the notebook needs one cell tagged 'parameters', it has {len(params)}")
+        raise SystemExit(
+            f"the notebook needs one cell tagged 'parameters', it has {len(params)}: tag the cell that sets QUICK "
+            '(its metadata\'s "tags": ["parameters"]), and only that one'
+        )
     if not cells:
         raise SystemExit("name the cells to time with --cells (their indices in the notebook, from 0)")
     for i in [*setup, *cells]:
@@ -107,33 +111,32 @@ def main(argv=None) -> int:
         took = cell_seconds(run.cells[position])
         first = next((line for line in nb.cells[index].source.splitlines() if line.strip()), "")
         rows.append({"cell": index, "first_line": first, "stated_s": said, "measured_s": took})
-
     command = "benchmarks/notebook_times.py " + shlex.join(sys.argv[1:] if argv is None else map(str, argv))
+    stem = f"notebook-times-{a.notebook.stem}-{a.mode}"
+    raw = {"command": command, "machine": machine(threads=False), "note": a.note, "mode": a.mode, "cells": rows}
+    a.out.mkdir(parents=True, exist_ok=True)  # the raw times first: a long run's measurement is kept whatever follows
+    (a.out / f"{stem}.json").write_text(json.dumps(raw, indent=2))
+    written = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
+
     lines = [
         f"# Run times of `{a.notebook.name}` in {a.mode} mode, against what its text states",
         "",
         f"* command: `{command}`",
         f"* machine: {machine(threads=False)} (the notebook sets its kernel's threads itself)",
         *([f"* note: {a.note}"] if a.note else []),
-        f"* written: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {wall:.0f} s in all, kernel start "
-        "and the untimed setup cells included",
+        f"* written: {written}; {wall:.0f} s in all, kernel start and the untimed setup cells included",
         "",
         "| cell | its first line | stated s | measured s | measured / stated |",
         "|---|---|---|---|---|",
     ]
     for r in rows:
-        ratio = f"{r['measured_s'] / r['stated_s']:.2f}" if r["stated_s"] else "-"
+        took = "-" if r["measured_s"] is None else f"{r['measured_s']:.0f}"
+        ratio = f"{r['measured_s'] / r['stated_s']:.2f}" if r["stated_s"] and r["measured_s"] is not None else "-"
         said = "-" if r["stated_s"] is None else f"{r['stated_s']:g}"
-        lines.append(f"| {r['cell']} | `{r['first_line'][:60]}` | {said} | {r['measured_s']:.0f} | {ratio} |")
+        lines.append(f"| {r['cell']} | `{r['first_line'][:60]}` | {said} | {took} | {ratio} |")
     text = "\n".join(lines) + "\n"
     print(text)
-    stem = f"notebook-times-{a.notebook.stem}-{a.mode}"
-    write_results(
-        a.out,
-        stem,
-        text,
-        {"command": command, "machine": machine(threads=False), "note": a.note, "mode": a.mode, "cells": rows},
-    )
+    write_results(a.out, stem, text, raw)
     return 0
 
 

@@ -83,11 +83,10 @@ class Evidence:
         parts = [f"{label(a)} {len(self.finished(a))}{of} (seeds {_seed_list(self.finished(a))})" for a in arms]
         return f"finished runs on {self.dataset}: " + "; ".join(parts)
 
-    @property
-    def interim(self) -> bool:
-        """Whether some arm has not finished every planned seed: its verdicts are read off the seeds so far and
-        are not the protocol's decision."""
-        return any(set(self.planned_seeds) - set(per_seed) for per_seed in self.scores.values())
+    def interim(self, arm: str, baseline: str | None = None) -> bool:
+        """Whether ``arm``'s comparison with the baseline still waits for planned seeds: a verdict read off the
+        seeds both have finished so far, not the protocol's decision (False when the results plan no seeds)."""
+        return not set(self.planned_seeds) <= set(self.paired(arm, baseline)[0])
 
     def interval(self, arm: str, statistic: str = "mean") -> stats.Interval:
         """The arm's mean or IQM over its seeds with a stratified-bootstrap 95 % interval."""
@@ -112,7 +111,8 @@ class Evidence:
         return stats.probability_of_improvement(*self.paired(arm, baseline))
 
     def table(self) -> list[dict]:
-        """One row per arm: n, mean [CI], IQM [CI], sample SD and, for the other arms, the paired difference.
+        """One row per arm: n, mean [CI], IQM [CI], sample SD and, for the other arms, the paired difference (and
+        whether its verdict is an interim one, :meth:`interim`).
 
         An interval or a spread needs two runs: with one finished seed they are None, and a comparison needs two
         seeds both arms have finished (a running experiment's partial results read the same way)."""
@@ -130,6 +130,7 @@ class Evidence:
             if arm != self.baseline and self.baseline in self.scores and len(self.paired(arm)[0]) >= 2:
                 row["vs_baseline"] = self.against(arm)
                 row["p_improvement"] = self.improvement(arm)
+                row["interim"] = self.interim(arm)
             rows.append(row)
         return rows
 
@@ -149,7 +150,7 @@ class Evidence:
 
     def format_table(self) -> str:
         """:meth:`table` as fixed-width text (what notebook 05 prints): "n/a" where one run cannot give a spread,
-        and "interim:" before a verdict while planned seeds are missing."""
+        and "interim:" before a verdict that still waits for planned seeds."""
 
         def cell(x, width):
             return f"{'n/a' if x is None else str(x):>{width}}"
@@ -159,7 +160,7 @@ class Evidence:
         lines = [f"{header}   minus {base}, paired [95% t CI]"]
         for row in self.table():
             diff = row.get("vs_baseline")
-            interim = "interim: " if self.interim else ""
+            interim = "interim: " if row.get("interim") else ""
             versus = f"{diff.difference}  ({interim}{diff.verdict})" if diff else ""
             sd = "n/a" if row["sd"] is None else f"{row['sd']:.1f}"
             lines.append(

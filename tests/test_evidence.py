@@ -133,7 +133,7 @@ def test_a_running_experiment_reads_as_partial_and_never_as_a_decision(tmp_path)
     kfc_line = next(line for line in ev.format_table().splitlines() if line.startswith("KFC "))
     assert kfc_line.split()[1:5] == ["1", "n/a", "n/a", "n/a"]  # n, mean, IQM, SD: one run has no spread
     # a verdict read off three of ten seeds is printed as an interim one
-    assert ev.interim
+    assert ev.interim("kfc++") and row["KFC++"]["interim"]
     kfcpp_line = next(line for line in ev.format_table().splitlines() if line.startswith("KFC++ "))
     assert kfcpp_line.endswith(f"(interim: {row['KFC++']['vs_baseline'].verdict})")
     import matplotlib
@@ -149,7 +149,7 @@ def test_a_finished_experiment_is_complete_and_its_sentence_is_the_decision(tmp_
     write_results(tmp_path, {m: {s: 50 + rng.standard_normal() for s in range(10)} for m in ("cql", "kfc++")})
     ev = evidence.load("exp", root=tmp_path)
     assert "planned" not in ev.sentence("kfc++") and "over 10 seeds" in ev.sentence("kfc++")
-    assert not ev.interim and "interim" not in ev.format_table()
+    assert not ev.interim("kfc++") and "interim" not in ev.format_table()
     d = ev.against("kfc++").difference
     assert ev.decision("kfc++") == (
         "is not distinguishable from CQL" if d.includes(0.0) else "helps" if d.low > 0 else "hurts"
@@ -182,3 +182,18 @@ def test_results_of_an_unknown_budget_are_never_decided(tmp_path):
     ev = evidence.load("exp", root=tmp_path)
     assert ev.planned_seeds == () and ev.decision("kfc++") is None
     assert "planned" not in ev.sentence("kfc++") and "over 5 seeds" in ev.sentence("kfc++")
+
+
+def test_a_comparison_is_interim_only_while_its_own_seeds_are_missing(tmp_path):
+    """KFC++ and CQL have every planned seed while S4RL still runs: KFC++'s verdict is the decision, S4RL's is
+    interim, and the table says so row by row."""
+    rng = np.random.default_rng(2)
+    cql = {s: 50 + 5 * rng.standard_normal() for s in range(10)}
+    write_results(
+        tmp_path,
+        {"cql": cql, "kfc++": {s: cql[s] + rng.standard_normal() for s in range(10)}, "s4rl": {0: 51.0, 1: 49.0}},
+    )
+    ev = evidence.load("exp", root=tmp_path)
+    assert not ev.interim("kfc++") and ev.interim("s4rl") and ev.decision("kfc++") is not None
+    lines = {line.split()[0]: line for line in ev.format_table().splitlines()[1:]}
+    assert "(interim:" in lines["S4RL"] and "interim" not in lines["KFC++"]

@@ -5,6 +5,7 @@ against the notebook's stated ones; what the full-mode times are is measured by 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -56,6 +57,7 @@ def test_times_the_named_cells_in_full_mode_and_skips_the_others(tmp_path):
         ([], [0], "is the parameters cell"),
         ([4], [1], "in the notebook's order"),
         ([], [], "name the cells to time"),
+        ("untagged", [4], "needs one cell tagged 'parameters', it has 0: tag the cell that sets QUICK"),
     ],
 )
 def test_cells_that_cannot_be_timed_are_refused_before_a_kernel_starts(tmp_path, setup, cells, said):
@@ -65,15 +67,15 @@ def test_cells_that_cannot_be_timed_are_refused_before_a_kernel_starts(tmp_path,
     finally:
         sys.path.remove(str(SCRIPT.parent))
     nb = nbformat.read(small_notebook(tmp_path / "nap.ipynb"), as_version=4)
-    with pytest.raises(SystemExit, match=said):
+    if setup == "untagged":
+        nb.cells[0].metadata["tags"], setup = [], []
+    with pytest.raises(SystemExit, match=re.escape(said)):
         timing_notebook(nb, False, setup, cells)
 
 
 def test_the_command_in_the_notes_names_the_cells_it_means():
     """benchmarks/NOTES.md times notebook 05's own pendulum runs by cell index: the indices must still be the cell
     with a stated full-mode time and the cells it needs (the imports, the committed evidence it compares with)."""
-    import re
-
     from kfc_lite.notebooks import stated_seconds
 
     notes = (ROOT / "benchmarks" / "NOTES.md").read_text()

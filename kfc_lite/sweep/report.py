@@ -89,10 +89,12 @@ def _ci(x) -> str:
     return f"[{x.low:.1f}, {x.high:.1f}]" if x is not None else "-"
 
 
-def score_tables(summary: dict, planned_seeds=()) -> list[str]:
-    """The markdown of the score table, the comparison with CQL and the aggregate over datasets. While an arm lacks
-    one of ``planned_seeds`` (a sweep still running), a verdict is an interim one, and the table says so."""
-    missing = sorted({seed for s in summary.values() for seed in planned_seeds if seed not in s["scores"]})
+def score_tables(summary: dict, planned_seeds: tuple = ()) -> list[str]:
+    """The markdown of the score table, the comparison with CQL and the aggregate over datasets. A comparison on
+    fewer than the ``planned_seeds`` (a sweep still running) gives an interim verdict, and the table says so."""
+    planned = set(planned_seeds)
+    comparisons = compare(summary)
+    interim = {key for key, c in comparisons.items() if not planned <= set(c["seeds"])}
     lines = [
         "| dataset | method | n | scores by seed | mean [95% CI] | IQM [95% CI] | sample SD | paper v0 |",
         "|---|---|---|---|---|---|---|---|",
@@ -118,27 +120,26 @@ def score_tables(summary: dict, planned_seeds=()) -> list[str]:
         "to [1.00, 1.00] or [0.00, 0.00]: the runs so far do not overlap, which is not a certainty. Fewer than 2 "
         "shared seeds give no interval.",
     ]
-    if missing:
+    if interim:
         lines += [
             "",
-            f"**Interim**: seeds {missing} of the planned {list(planned_seeds)} have not finished for every "
-            "method. A verdict below is read off the seeds finished so far; it is not a pre-registered decision, "
-            "which waits for every planned seed.",
+            f"**Interim**: a verdict marked *interim* rests on fewer seeds than the planned {sorted(planned)}: it is "
+            "read off the seeds both methods have finished so far, and it is not a pre-registered decision, which "
+            "waits for every planned seed.",
         ]
-    verdict = "interim verdict" if missing else "verdict"
     lines += [
         "",
-        "| dataset | method | seeds | mean difference vs CQL [95% t interval] | "
-        f"{verdict} | P(method > CQL) [95% CI] |",
+        "| dataset | method | seeds | mean difference vs CQL [95% t interval] | verdict | P(method > CQL) [95% CI] |",
         "|---|---|---|---|---|---|",
     ]
-    for (ds, m), c in compare(summary).items():
+    for (ds, m), c in comparisons.items():
         if c["paired"] is None:
             lines.append(f"| {ds} | {m} | {c['seeds']} | - | too few seeds | - |")
             continue
         d, p = c["paired"].difference, c["improvement"]
+        verdict = f"*interim*: {c['paired'].verdict}" if (ds, m) in interim else c["paired"].verdict
         lines.append(
-            f"| {ds} | {m} | {c['seeds']} | {d.estimate:+.1f} {_ci(d)} | {c['paired'].verdict} | "
+            f"| {ds} | {m} | {c['seeds']} | {d.estimate:+.1f} {_ci(d)} | {verdict} | "
             f"{p.estimate:.2f} [{p.low:.2f}, {p.high:.2f}] |"
         )
     agg = aggregate(summary)
