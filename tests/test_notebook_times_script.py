@@ -40,12 +40,13 @@ def test_times_the_named_cells_in_full_mode_and_skips_the_others(tmp_path):
     nb = small_notebook(tmp_path / "nap.ipynb")
     out = run(nb, "--setup", 1, "--cells", 4, 5, "--out", tmp_path / "results", "--note", "a quiet machine")
     assert out.returncode == 0, out.stderr[-3000:]
-    record = json.loads((tmp_path / "results" / "notebook-times-nap-full.json").read_text())
+    written = tmp_path / "results" / "notebook-times-nap-full"  # the notebook's stem and the mode
+    record = json.loads(written.with_suffix(".json").read_text())
     assert record["mode"] == "full" and [c["cell"] for c in record["cells"]] == [4, 5]
     nap, plain = record["cells"]
     assert nap["stated_s"] == 1.0 and 1.2 <= nap["measured_s"] < 20  # full mode's nap, not quick mode's
     assert plain["stated_s"] is None and 0.3 <= plain["measured_s"] < 20
-    table = (tmp_path / "results" / "notebook-times-nap-full.md").read_text()
+    table = written.with_suffix(".md").read_text()
     assert "| 4 | `time.sleep(NAP)` | 1 |" in table and "| 5 | `time.sleep(0.3)` | - |" in table
     assert "machine:" in table and "* note: a quiet machine" in table and table in out.stdout
 
