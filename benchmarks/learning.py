@@ -10,6 +10,8 @@
     .venv/bin/python benchmarks/learning.py --budget cpu --report-only
     # rewrite the table and the plot from a results file (no run folders needed)
     .venv/bin/python benchmarks/learning.py --from-json benchmarks/results/cpu-long/learning.json
+    # add more seeds of its arms, trained in another sitting into a second results folder
+    .venv/bin/python benchmarks/learning.py --from-json A/learning.json --add-seeds C/learning.json
     # add a second sweep's arm to it (a fixed ``set`` names its runs by the method alone: rename them)
     .venv/bin/python benchmarks/learning.py --from-json A/learning.json --merge B/learning.json \
         --rename "s4rl=s4rl[noise_sigma=0.013406]"
@@ -67,7 +69,7 @@ from kfc_lite.sweep.report import (  # noqa: F401  (the report's functions are r
     summarize,
     write_report,
 )
-from kfc_lite.sweep.scores import merge_records
+from kfc_lite.sweep.scores import add_seeds, merge_records
 from kfc_lite.sweep.spec import ALL_METHODS, METHODS, VARIANTS, base_method  # noqa: F401
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -156,6 +158,12 @@ def main(argv=None) -> int:
         help="with --from-json: add this second learning.json's runs (a second sweep); the merged file is written",
     )
     p.add_argument(
+        "--add-seeds",
+        metavar="FILE",
+        help="with --from-json: add this learning.json's runs as more seeds of the same arms (the same sweep trained "
+        "in another sitting, e.g. after its run folders were lost); the merged file is written",
+    )
+    p.add_argument(
         "--rename",
         nargs="+",
         default=[],
@@ -165,8 +173,11 @@ def main(argv=None) -> int:
     p.add_argument("--note", default="", help="a line for the report (e.g. which calls trained the runs)")
     args = p.parse_args(argv)
 
-    if (args.merge or args.rename) and not args.from_json:
-        p.error("--merge and --rename add a second results file to the one --from-json names: give --from-json too")
+    if (args.merge or args.rename or args.add_seeds) and not args.from_json:
+        p.error(
+            "--merge, --add-seeds and --rename add a second results file to the one --from-json names: "
+            "give --from-json too"
+        )
     if args.rename and not args.merge:
         p.error("--rename names the methods of the --merge file: give --merge FILE too")
     if not all("=" in pair for pair in args.rename):
@@ -175,6 +186,13 @@ def main(argv=None) -> int:
     if len(rename) != len(args.rename):
         p.error(f"--rename names one method twice: {args.rename}")
     loaded = json.loads(pathlib.Path(args.from_json).read_text()) if args.from_json else None
+    if args.add_seeds:
+        try:
+            loaded, dropped = add_seeds(loaded, json.loads(pathlib.Path(args.add_seeds).read_text()))
+        except ValueError as e:
+            p.error(f"--add-seeds {args.add_seeds}: {e}")
+        for ds, m, seed in dropped:
+            print(f"{ds} {m} seed {seed}: the unfinished run of {args.from_json} is replaced by {args.add_seeds}'s")
     if args.merge:
         try:
             loaded = merge_records(loaded, json.loads(pathlib.Path(args.merge).read_text()), rename)

@@ -213,3 +213,69 @@ def test_merge_adds_a_second_sweeps_arm_and_refuses_to_mix_runs(tmp_path, capsys
         bench.merge_records(first + [model], second + [{**model, "reconstruction_offset": 0.04}], {"s4rl": "m"})
     merged = bench.merge_records(first + [model], second + [{**model, "wall_s": 90.0}], {"s4rl": "m"})
     assert [r for r in merged if r["kind"] == "koopman"] == [model]
+
+
+def test_add_seeds_joins_a_second_sitting_of_the_same_arms_and_refuses_anything_else(tmp_path, capsys):
+    bench = _bench()
+    run = lambda m, seed, score, steps=(6, 12): [
+        {**_rec(m, seed, step, score + step), "budget": "tiny"} for step in steps
+    ]
+    model = {
+        "kind": "koopman",
+        "dataset": "d",
+        **dict(relative_one_step_error=0.06, reconstruction_offset=0.03, state_norm=6.8, val_forward=6e-4),
+        **dict(val_recon=4e-5, val_multistep=3.0, epochs=75, steps=9000, stopped="early_stopping", wall_s=100.0),
+    }
+    lost = {"kind": "run", "dataset": "d", "method": "kfc++", "seed": 2, "td_loss": 9.0, "wall_s": None}
+    # the first sitting: seeds 0-1 finished, kfc++ seed 2 stopped after its first evaluation (its folder lost)
+    first = [r for seed in (0, 1) for m in ("cql", "kfc++") for r in run(m, seed, 10.0 * seed + (m == "kfc++"))]
+    first += run("kfc++", 2, 99.0, steps=(6,)) + [lost, model]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "learning.json").write_text(json.dumps(first))
+    # the second sitting: seed 2 of both arms, the same model trained again (only its time differs)
+    second = run("cql", 2, 20.0) + run("kfc++", 2, 30.0) + [{**model, "wall_s": 90.0}]
+    (tmp_path / "second.json").write_text(json.dumps(second))
+    base = ["--from-json", str(tmp_path / "a" / "learning.json"), "--add-seeds", str(tmp_path / "second.json")]
+
+    out = tmp_path / "joined"
+    assert bench.main(base + ["--results", str(out)]) == 0
+    assert "d kfc++ seed 2: the unfinished run of" in capsys.readouterr().out
+    saved = json.loads((out / "learning.json").read_text())
+    scores = {(r["method"], r["seed"]): r["score"] for r in saved if r["kind"] == "score"}
+    assert scores[("kfc++", 2)] == pytest.approx(30.0 + 9.0) and scores[("cql", 2)] == pytest.approx(29.0)
+    assert len(scores) == 6 and scores[("kfc++", 1)] == pytest.approx(11.0 + 9.0)
+    kfc2 = [r["normalized_score"] for r in saved if r["kind"] == "eval" and (r["method"], r["seed"]) == ("kfc++", 2)]
+    assert kfc2 == [36.0, 42.0]  # the lost attempt's evaluation (105) is gone, not averaged in
+    assert not [r for r in saved if r["kind"] == "run" and r["seed"] == 2]  # and its diagnostics with it
+    assert [r for r in saved if r["kind"] == "koopman"] == [model]
+    assert "| d | kfc++ | [0, 1, 2] |" in (out / "learning.md").read_text()  # paired over the three seeds
+
+    def refused(args, words):
+        with pytest.raises(SystemExit) as stop:
+            bench.main(args)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and all(w in err for w in words), err
+
+    # the same runs twice (the joined file given its own seeds again): a finished run is never replaced
+    refused(
+        ["--from-json", str(out / "learning.json"), "--add-seeds", str(tmp_path / "second.json")], ["('d', 'cql', 2)"]
+    )
+    # a new arm is a merge, not more seeds
+    (tmp_path / "new.json").write_text(json.dumps(run("s4rl", 2, 5.0)))
+    refused(
+        ["--from-json", str(tmp_path / "a" / "learning.json"), "--add-seeds", str(tmp_path / "new.json")],
+        ["('d', 's4rl')", "--merge FILE"],
+    )
+    # another Koopman model, or another budget, cannot join the table
+    (tmp_path / "other.json").write_text(json.dumps(second[:-1] + [{**model, "reconstruction_offset": 0.04}]))
+    refused(
+        ["--from-json", str(tmp_path / "a" / "learning.json"), "--add-seeds", str(tmp_path / "other.json")],
+        ["different Koopman models of d"],
+    )
+    (tmp_path / "cpu.json").write_text(json.dumps([{**r, "budget": "cpu"} for r in second[:-1]]))
+    refused(
+        ["--from-json", str(tmp_path / "a" / "learning.json"), "--add-seeds", str(tmp_path / "cpu.json")],
+        ["different budgets"],
+    )
+    refused(["--add-seeds", str(tmp_path / "second.json")], ["give --from-json too"])
+    assert json.loads((tmp_path / "a" / "learning.json").read_text()) == first  # the first file never written

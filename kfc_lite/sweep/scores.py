@@ -7,7 +7,8 @@ its Student-t interval and verdict and the probability of improvement; over all 
 IQM. The records of ``learning.json`` are built and taken apart here too: a list of records, each with a ``kind``:
 ``eval``, one per evaluation; ``score``, one per finished run; ``run``, one per run: its training diagnostics and
 wall time; ``koopman``, one per dataset: the shared model's diagnostics. Two sweeps' records become one file with
-``merge_records``, which refuses to mix runs of the same name. :mod:`kfc_lite.sweep.report` writes these
+``merge_records``, which refuses to mix runs of the same name; one sweep trained in two sittings that could not
+share run folders becomes one file with ``add_seeds``. :mod:`kfc_lite.sweep.report` writes these
 numbers as the report's tables and plot.
 """
 
@@ -28,6 +29,7 @@ __all__ = [
     "results_records",
     "split_records",
     "merge_records",
+    "add_seeds",
 ]
 
 
@@ -166,8 +168,7 @@ def merge_records(first: list[dict], second: list[dict], rename: dict[str, str] 
     renamed (``{"s4rl": "s4rl[noise_sigma=0.013]"}``) to stay apart from it. The merge adds arms and nothing else:
     it refuses, naming the arms and the fix, to add runs to an arm the first file holds (merging one sweep twice
     included), to mix budgets, or to keep two different Koopman models of one dataset. The score records are
-    recomputed from the evaluations by whoever writes the report (``results_records``), so only evaluations, run
-    diagnostics and Koopman records are kept here.
+    recomputed from the evaluations, so only evaluations, run diagnostics and Koopman records are kept.
     """
     rename = dict(rename or {})
     second_methods = {r["method"] for r in second if "method" in r}
@@ -179,12 +180,7 @@ def merge_records(first: list[dict], second: list[dict], rename: dict[str, str] 
     named = {m: rename.get(m, m) for m in second_methods}
     if "" in named.values() or len(set(named.values())) < len(named):
         raise ValueError(f"--rename must give the second file's arms distinct, non-empty names; it gives {named}")
-    budgets = {side: {r["budget"] for r in evaluations(rs)} for side, rs in (("first", first), ("second", second))}
-    if len(budgets["first"] | budgets["second"]) > 1:
-        raise ValueError(
-            f"the two files were trained at different budgets ({sorted(budgets['first'])} and "
-            f"{sorted(budgets['second'])}): their scores cannot share a table; merge files of one budget"
-        )
+    _check_one_budget(first, second)
     # the records do not hold an arm's settings, so two sweeps' runs of one name could be two different arms: a
     # merge only adds arms, it never adds runs to an arm the first file holds
     shared = sorted({r["method"] for r in first if "method" in r} & set(named.values()))
@@ -195,16 +191,69 @@ def merge_records(first: list[dict], second: list[dict], rename: dict[str, str] 
             "name it with --rename OLD=NEW"
         )
     renamed = [{**r, "method": named[r["method"]]} if "method" in r else dict(r) for r in second]
+    return _joined(first, renamed)
+
+
+def add_seeds(first: list[dict], second: list[dict]) -> tuple[list[dict], list[tuple]]:
+    """One ``learning.json`` from a sweep's records and more seeds of the same arms, trained in another sitting.
+
+    This is for one sweep trained in two sittings that cannot share run folders: say, the machine was replaced and
+    its run folders went with it, so the seeds still to run were trained again into a second results file. Every
+    run of ``second`` must be of an arm ``first`` holds (a new arm is a ``merge_records``), of the same budget, and,
+    for the KFC arms, of the same Koopman model: its records must be equal, which is how the records can show that
+    a model trained again is the same model. A run ``first`` finished is never replaced: holding it twice is
+    refused. A run ``first`` holds unfinished (no ``score`` record, its run folder lost with its checkpoints) and
+    ``second`` carried further is dropped from ``first`` for ``second``'s; those runs are returned as
+    (dataset, method, seed) with the merged records, so the caller can say so.
+    """
+    _check_one_budget(first, second)
+    arm = lambda r: (r["dataset"], r["method"])
+    run = lambda r: (r["dataset"], r["method"], r["seed"])
+    new_arms = sorted({arm(r) for r in second if "method" in r} - {arm(r) for r in first if "method" in r})
+    if new_arms:
+        raise ValueError(
+            f"the second file holds arm(s) the first does not: {new_arms}; more seeds go to arms the first file "
+            "holds, a new arm is added with --merge FILE (and --rename)"
+        )
+    finished = {run(r) for r in first if r.get("kind") == "score"}
+    last_step = lambda records: {
+        k: max(r["steps"] for r in evaluations(records) if run(r) == k) for k in {run(r) for r in evaluations(records)}
+    }
+    reached, carried = last_step(first), last_step(second)
+    twice = sorted(k for k in carried if k in finished or reached.get(k, -1) >= carried[k])
+    if twice:
+        raise ValueError(
+            f"both files hold the run(s) {twice}, and the first file's got as far: a run is never replaced by "
+            "another training of it (merging one file twice included); add only seeds the first file lacks"
+        )
+    dropped = sorted(k for k in carried if k in reached)
+    kept_first = [r for r in first if "seed" not in r or run(r) not in dropped]
+    return _joined(kept_first, second), dropped
+
+
+def _check_one_budget(first: list[dict], second: list[dict]) -> None:
+    budgets = {side: {r["budget"] for r in evaluations(rs)} for side, rs in (("first", first), ("second", second))}
+    if len(budgets["first"] | budgets["second"]) > 1:
+        raise ValueError(
+            f"the two files were trained at different budgets ({sorted(budgets['first'])} and "
+            f"{sorted(budgets['second'])}): their scores cannot share a table; merge files of one budget"
+        )
+
+
+def _joined(first: list[dict], second: list[dict]) -> list[dict]:
+    """The evaluations, run diagnostics and Koopman models of both files, each dataset's model kept once; two
+    different models of one dataset are refused. The score records are recomputed from the evaluations by whoever
+    writes the report (``results_records``), so they are not kept."""
     models = {r["dataset"]: r for r in first if r.get("kind") == "koopman"}
-    for r in renamed:
+    for r in second:
         if r.get("kind") == "koopman" and r["dataset"] in models and not _same_model(r, models[r["dataset"]]):
             raise ValueError(
                 f"the two files hold different Koopman models of {r['dataset']}: the runs of one table must share "
                 "one model (benchmarks/learning.py trains it once per dataset)"
             )
     kept = lambda records: [r for r in records if r.get("kind", "eval") in ("eval", "run", "koopman")]
-    extra_models = [r for r in renamed if r.get("kind") == "koopman" and r["dataset"] not in models]
-    return kept(first) + [r for r in kept(renamed) if r.get("kind") != "koopman"] + extra_models
+    extra_models = [r for r in second if r.get("kind") == "koopman" and r["dataset"] not in models]
+    return kept(first) + [r for r in kept(second) if r.get("kind") != "koopman"] + extra_models
 
 
 def _same_model(a: dict, b: dict) -> bool:
