@@ -1,14 +1,18 @@
 """How long a notebook's long cells take, against the run times its prose states.
 
 A notebook states the run time of a long cell in a marker before it, ``<!-- seconds: quick=20 full=1500 -->``
-(:func:`kfc_lite.notebooks.stated_seconds`). The tests check the quick-mode times on every run; the full-mode
-ones take too long for CI, so this script measures them. It runs, on a fresh kernel in a scratch folder, the
-notebook's parameters cell in the mode (``KFC_QUICK``), the ``--setup`` cells the timed cells need (imports,
-loaded results; untimed), then the ``--cells`` to time, and prints each timed cell's stated and measured seconds
-with the CPU named. Cells not named are not run, so a cell can be timed without the hours of full-mode training
-before it, as long as it does not need their results.
+(:func:`kfc_lite.notebooks.stated_seconds`). Those are statements about a machine's speed, so they are measured
+here, with the CPU named, and never by a test (a faster or a busier machine would fail them). It runs, on a fresh
+kernel in a scratch folder, the notebook's parameters cell in the mode (``KFC_QUICK``), the ``--setup`` cells the
+timed cells need (imports, loaded results; untimed), then the ``--cells`` to time, and prints each timed cell's
+stated and measured seconds with the CPU named. Cells not named are not run, so a cell can be timed without the
+hours of full-mode training before it, as long as it does not need their results. With ``--whole`` it runs the
+whole notebook instead and tables every stated time in it, the notebook's own (the sum of its code cells) and each
+cell's.
 
     .venv/bin/python benchmarks/notebook_times.py notebooks/05_kfc_on_d4rl.ipynb --setup 3 36 --cells 45
+    # the whole notebook, top to bottom: every stated time in it (the notebook's own and each cell's)
+    .venv/bin/python benchmarks/notebook_times.py notebooks/01_koopman_on_toy_systems.ipynb --whole --mode quick
 
 Writes ``benchmarks/results/notebook-times-<notebook>-<mode>.md`` (the table) and ``.json`` (the raw times). Time it on
 an otherwise idle machine: a timing taken beside another job says how long it took there, not how long it takes.
@@ -64,11 +68,41 @@ def timing_notebook(nb, quick: bool, setup: list[int], cells: list[int]):
     return out, list(range(len(out.cells) - len(cells), len(out.cells)))
 
 
+def whole_notebook(nb):
+    """The whole notebook with its outputs cleared: every cell in its place, every code cell timed."""
+    out = copy.deepcopy(nb)
+    for cell in out.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return out
+
+
+def stated_rows(nb, run, position: dict, targets: list, mode: str) -> list[dict]:
+    """One row per timed target of ``nb``: a code cell's index, or None for the whole notebook (the sum of every
+    code cell of ``run``, the executed notebook); ``position`` maps a target cell to its place in ``run``."""
+    from kfc_lite.notebooks import cell_seconds, stated_seconds
+
+    stated = {index: (quick, full) for index, quick, full in stated_seconds(nb)}
+    rows = []
+    for index in targets:
+        quick, full = stated.get(index, (None, None))
+        if index is None:
+            times = [cell_seconds(c) for c in run.cells if c.cell_type == "code"]
+            took, first = (None if None in times else sum(times)), "(the whole notebook)"
+        else:
+            took = cell_seconds(run.cells[position[index]])
+            first = next((line for line in nb.cells[index].source.splitlines() if line.strip()), "")
+        rows.append({"cell": index, "first_line": first, "stated_s": quick if mode == "quick" else full})
+        rows[-1]["measured_s"] = took
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("notebook", type=pathlib.Path)
     p.add_argument("--cells", type=int, nargs="+", default=[], help="the code cells to time (indices from 0)")
     p.add_argument("--setup", type=int, nargs="*", default=[], help="code cells the timed ones need, run untimed")
+    p.add_argument("--whole", action="store_true", help="run the whole notebook; table every stated time in it")
     p.add_argument("--mode", choices=("full", "quick"), default="full")
     p.add_argument("--timeout", type=float, default=4 * 3600, help="seconds any one cell may take")
     p.add_argument("--out", type=pathlib.Path, default=HERE / "results")
@@ -79,13 +113,23 @@ def main(argv=None) -> int:
     import nbformat
 
     nb = nbformat.read(a.notebook, as_version=4)
-    run, timed = timing_notebook(nb, a.mode == "quick", a.setup, a.cells)  # refuses bad cells before any import
+    if a.whole and (a.cells or a.setup):
+        raise SystemExit("--whole runs every cell: leave out --cells and --setup")
+    if a.whole:
+        from kfc_lite.notebooks import stated_seconds
+
+        run = whole_notebook(nb)
+        targets = [index for index, _, _ in stated_seconds(nb)]
+        if not targets:
+            raise SystemExit(f"{a.notebook} states no run time (no <!-- seconds ... --> marker): nothing to compare")
+        position = {t: t for t in targets if t is not None}  # the same cells, in the same places
+    else:
+        run, timed = timing_notebook(nb, a.mode == "quick", a.setup, a.cells)  # refuses bad cells before an import
+        targets, position = list(a.cells), dict(zip(a.cells, timed, strict=True))
     from nbclient import NotebookClient
 
-    from kfc_lite.notebooks import cell_seconds, stated_seconds
     from kfc_lite.sweep.report import machine
 
-    stated = {index: (quick, full) for index, quick, full in stated_seconds(nb) if index is not None}
     folder = a.keep or pathlib.Path(tempfile.mkdtemp(prefix="notebook-times-"))
     folder.mkdir(parents=True, exist_ok=True)
     previous = os.environ.get("KFC_QUICK")
@@ -104,13 +148,7 @@ def main(argv=None) -> int:
             shutil.rmtree(folder, ignore_errors=True)
     wall = time.perf_counter() - t0
 
-    rows = []
-    for index, position in zip(a.cells, timed, strict=True):
-        quick, full = stated.get(index, (None, None))
-        said = quick if a.mode == "quick" else full
-        took = cell_seconds(run.cells[position])
-        first = next((line for line in nb.cells[index].source.splitlines() if line.strip()), "")
-        rows.append({"cell": index, "first_line": first, "stated_s": said, "measured_s": took})
+    rows = stated_rows(nb, run, position, targets, a.mode)
     command = "benchmarks/notebook_times.py " + shlex.join(sys.argv[1:] if argv is None else map(str, argv))
     stem = f"notebook-times-{a.notebook.stem}-{a.mode}"
     raw = {"command": command, "machine": machine(threads=False), "note": a.note, "mode": a.mode, "cells": rows}
@@ -133,7 +171,8 @@ def main(argv=None) -> int:
         took = "-" if r["measured_s"] is None else f"{r['measured_s']:.0f}"
         ratio = f"{r['measured_s'] / r['stated_s']:.2f}" if r["stated_s"] and r["measured_s"] is not None else "-"
         said = "-" if r["stated_s"] is None else f"{r['stated_s']:g}"
-        lines.append(f"| {r['cell']} | `{r['first_line'][:60]}` | {said} | {took} | {ratio} |")
+        cell = "all" if r["cell"] is None else r["cell"]
+        lines.append(f"| {cell} | `{r['first_line'][:60]}` | {said} | {took} | {ratio} |")
     text = "\n".join(lines) + "\n"
     print(text)
     write_results(a.out, stem, text, raw)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -32,12 +31,7 @@ import time
 
 from _timing import write_results
 
-
-def cpu_name() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
+from kfc_lite.info import cpu_name
 
 
 def storage_errors(model, data: dict, variant: str, sample: int, seed: int = 0) -> list[dict]:

@@ -37,7 +37,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import statistics
 import subprocess
 import sys
@@ -278,11 +277,9 @@ def main(argv=None) -> int:
     load1 = os.getloadavg()
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from kfc_lite.info import cpu_name
+
+    cpu = cpu_name()
     head = (
         "# Throughput: gradient steps per second\n\n"
         f"Command: `{' '.join([pathlib.Path(sys.argv[0]).name] + (argv or sys.argv[1:]))}`  \n"

@@ -57,6 +57,24 @@ def report() -> dict:
     return info
 
 
+def cpu_name() -> str:
+    """The CPU's model name and the vector instruction set torch's kernels dispatch to on it (``AMD EPYC,
+    AVX512``). Machines of one model name differ in it (AVX2 or AVX-512), and with it in their floating-point
+    results and speed, so every benchmark and report names both."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    try:
+        import torch
+
+        return f"{name}, {torch.backends.cpu.get_cpu_capability()}"
+    except ImportError:
+        return name
+
+
 def _cpu_has_bf16() -> bool:
     try:
         with open("/proc/cpuinfo") as f:

@@ -157,25 +157,3 @@ def cell_seconds(cell) -> float | None:
         return None
     parse = lambda x: datetime.datetime.fromisoformat(x.replace("Z", "+00:00"))
     return (parse(end) - parse(start)).total_seconds()
-
-
-def timing_problems(executed, factor: float = 4.0, floor: float = 5.0) -> list[str]:
-    """Stated quick-mode times that an executed notebook contradicts by more than ``factor`` either way.
-
-    Not a benchmark: it catches a stated "20 s" that has become a minute. Times under ``floor`` seconds are only
-    checked from above (``floor * factor``), since start-up noise dominates them.
-    """
-    problems = []
-    for index, quick, _ in stated_seconds(executed):
-        cells = executed.cells if index is None else [executed.cells[index]]
-        times = [cell_seconds(c) for c in cells if c.cell_type == "code"]
-        if not times or any(t is None for t in times):
-            problems.append(f"no recorded run time for {'the notebook' if index is None else f'cell {index}'}")
-            continue
-        took, what = sum(times), ("the notebook" if index is None else f"cell {index}")
-        if took > factor * max(quick, floor) or (quick >= floor and took < quick / factor):
-            problems.append(
-                f"{what} is stated to take about {quick:g} s in quick mode but took {took:.1f} s: "
-                "measure it again and update the text and its marker"
-            )
-    return problems

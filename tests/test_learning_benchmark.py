@@ -279,3 +279,15 @@ def test_add_seeds_joins_a_second_sitting_of_the_same_arms_and_refuses_anything_
     )
     refused(["--add-seeds", str(tmp_path / "second.json")], ["give --from-json too"])
     assert json.loads((tmp_path / "a" / "learning.json").read_text()) == first  # the first file never written
+
+
+def test_the_machine_line_names_the_vector_instruction_set():
+    """Two AMD EPYC machines of this project differ in AVX-512, and with it in their floating-point results: the
+    reports' machine line says which kernels torch used."""
+    import torch
+
+    from kfc_lite.info import cpu_name
+    from kfc_lite.sweep.report import machine
+
+    isa = torch.backends.cpu.get_cpu_capability()
+    assert cpu_name().endswith(f", {isa}") and machine().startswith(cpu_name() + ", ")

@@ -51,6 +51,23 @@ def test_times_the_named_cells_in_full_mode_and_skips_the_others(tmp_path):
     assert "machine:" in table and "* note: a quiet machine" in table and table in out.stdout
 
 
+def test_whole_tables_every_stated_time_of_the_whole_notebook_in_quick_mode(tmp_path):
+    path = tmp_path / "nap.ipynb"
+    nb = nbformat.read(small_notebook(path), as_version=4)
+    nb.cells[2].source = "time.sleep(0.2)"  # no longer a cell nobody asked for: the whole notebook runs
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell("# Naps\n<!-- seconds notebook: quick=1 full=- -->"))
+    nbformat.write(nb, path)
+    out = run(path, "--whole", "--mode", "quick", "--out", tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    record = json.loads((tmp_path / "notebook-times-nap-quick.json").read_text())
+    whole, nap = record["cells"]  # the notebook's own stated time, then the cell's (now cell 5)
+    assert whole["cell"] is None and whole["stated_s"] == 1.0 and 0.6 <= whole["measured_s"] < 20  # 0.1+0.2+0.3
+    assert nap["cell"] == 5 and nap["stated_s"] == 0.1 and 0.1 <= nap["measured_s"] < 0.6  # quick mode's nap
+    assert "| all | `(the whole notebook)` | 1 |" in (tmp_path / "notebook-times-nap-quick.md").read_text()
+    refused = run(path, "--whole", "--cells", 5, "--out", tmp_path)
+    assert refused.returncode != 0 and "leave out --cells and --setup" in refused.stderr
+
+
 @pytest.mark.parametrize(
     "setup,cells,said",
     [

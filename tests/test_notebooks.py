@@ -16,7 +16,6 @@ from kfc_lite.notebooks import (
     notebook_paths,
     stated_seconds,
     student_edition,
-    timing_problems,
 )
 
 NOTEBOOKS = notebook_paths(ROOT / "notebooks")
@@ -114,8 +113,8 @@ def test_notebook_runs_in_quick_mode(path):
         if draws_figure(cell) and not any("image/png" in out.get("data", {}) for out in cell.get("outputs", []))
     ]
     assert not blank, f"{path.name}: cells {blank} draw a figure but show no image"
-    # the run times the prose states (hidden `seconds` markers) agree with this run within a factor of 4
-    assert timing_problems(nb) == []
+    # the run times the prose states (hidden `seconds` markers) depend on the machine: they are measured by
+    # benchmarks/notebook_times.py, not here
 
 
 @pytest.mark.notebook
@@ -151,7 +150,7 @@ def test_claim_quotes_the_sentence_and_the_numbers(capsys):
     assert "the 50-step error exceeds the 10-step error" in text and "3.08" in text and "1.49" in text
 
 
-def test_stated_seconds_and_timing_problems():
+def test_stated_seconds():
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
     nb = new_notebook(
@@ -163,20 +162,6 @@ def test_stated_seconds_and_timing_problems():
         ]
     )
     assert stated_seconds(nb) == [(None, 30.0, None), (2, 20.0, 600.0)]
-
-    def timed(cell, seconds):
-        cell.metadata["execution"] = {
-            "iopub.execute_input": "2026-01-01T00:00:00.000000Z",
-            "shell.execute_reply": f"2026-01-01T00:00:{seconds:02d}.000000Z",
-        }
-
-    timed(nb.cells[2], 25)
-    timed(nb.cells[3], 1)
-    assert timing_problems(nb) == []
-    timed(nb.cells[2], 2)  # 20 s stated, 2 s measured: more than 4x off (and 3 s for a 30 s notebook)
-    problems = timing_problems(nb)
-    assert len(problems) == 2 and "cell 2" in problems[1] and "20 s" in problems[1]
-    assert "the notebook" in problems[0] and "30 s" in problems[0]
 
 
 #: every notebook ends with its references

@@ -69,14 +69,9 @@ def machine(threads: bool = True) -> str:
     number of threads this process gives it, python."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from kfc_lite.info import cpu_name
+
+    cpu = cpu_name()
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return (
         f"{cpu}, {os.cpu_count()} logical CPUs{gpu}; torch {torch.__version__}"
