@@ -164,6 +164,12 @@ def main(argv=None) -> int:
         "in another sitting, e.g. after its run folders were lost); the merged file is written",
     )
     p.add_argument(
+        "--retrained-model",
+        action="store_true",
+        help="with --add-seeds: its KFC runs used a Koopman model trained again, which differs from the first "
+        "file's in its last digits; both models are reported, each with the seeds it served",
+    )
+    p.add_argument(
         "--rename",
         nargs="+",
         default=[],
@@ -178,6 +184,8 @@ def main(argv=None) -> int:
             "--merge, --add-seeds and --rename add a second results file to the one --from-json names: "
             "give --from-json too"
         )
+    if args.retrained_model and not args.add_seeds:
+        p.error("--retrained-model describes the runs of --add-seeds FILE: give --add-seeds FILE too")
     if args.rename and not args.merge:
         p.error("--rename names the methods of the --merge file: give --merge FILE too")
     if not all("=" in pair for pair in args.rename):
@@ -188,7 +196,8 @@ def main(argv=None) -> int:
     loaded = json.loads(pathlib.Path(args.from_json).read_text()) if args.from_json else None
     if args.add_seeds:
         try:
-            loaded, dropped = add_seeds(loaded, json.loads(pathlib.Path(args.add_seeds).read_text()))
+            more = json.loads(pathlib.Path(args.add_seeds).read_text())
+            loaded, dropped = add_seeds(loaded, more, retrained_model=args.retrained_model)
         except ValueError as e:
             p.error(f"--add-seeds {args.add_seeds}: {e}")
         for ds, m, seed in dropped:

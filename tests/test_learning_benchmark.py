@@ -268,10 +268,19 @@ def test_add_seeds_joins_a_second_sitting_of_the_same_arms_and_refuses_anything_
     )
     # another Koopman model, or another budget, cannot join the table
     (tmp_path / "other.json").write_text(json.dumps(second[:-1] + [{**model, "reconstruction_offset": 0.04}]))
-    refused(
-        ["--from-json", str(tmp_path / "a" / "learning.json"), "--add-seeds", str(tmp_path / "other.json")],
-        ["different Koopman models of d"],
-    )
+    other = ["--from-json", str(tmp_path / "a" / "learning.json"), "--add-seeds", str(tmp_path / "other.json")]
+    refused(other, ["different Koopman models of d", "--retrained-model"])
+    # ...unless the second sitting's model is known to be trained again: both are kept, the second marked with the
+    # seed it served, and the report shows both, through a rewrite from the joined file too
+    assert bench.main(other + ["--retrained-model", "--results", str(tmp_path / "two")]) == 0
+    for _ in range(2):
+        saved = json.loads((tmp_path / "two" / "learning.json").read_text())
+        models = [(r["dataset"], r.get("seeds"), r["reconstruction_offset"]) for r in saved if r["kind"] == "koopman"]
+        assert models == [("d", None, 0.03), ("d", [2], 0.04)]
+        md = (tmp_path / "two" / "learning.md").read_text()
+        assert "| d | 0.060 | 0.03 (6.8) |" in md and "| d (the model of seed(s) 2) | 0.060 | 0.04 (6.8) |" in md
+        assert bench.main(["--from-json", str(tmp_path / "two" / "learning.json")]) == 0
+    refused(["--from-json", str(tmp_path / "a" / "learning.json"), "--retrained-model"], ["give --add-seeds FILE"])
     (tmp_path / "cpu.json").write_text(json.dumps([{**r, "budget": "cpu"} for r in second[:-1]]))
     refused(
         ["--from-json", str(tmp_path / "a" / "learning.json"), "--add-seeds", str(tmp_path / "cpu.json")],

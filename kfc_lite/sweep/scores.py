@@ -154,9 +154,14 @@ def split_records(records: list[dict]) -> tuple[list[dict], dict, dict]:
         for r in records
         if r.get("kind") == "run"
     }
-    koopman = {
-        r["dataset"]: {k: v for k, v in r.items() if k not in skip} for r in records if r.get("kind") == "koopman"
-    }
+    koopman = {}
+    for r in records:
+        if r.get("kind") == "koopman":
+            # a model that served some seeds only (``add_seeds``) keeps its dataset in its record, which
+            # ``results_records`` writes back over the key
+            seeds = r.get("seeds")
+            key = r["dataset"] + (f" (the model of seed(s) {', '.join(map(str, seeds))})" if seeds else "")
+            koopman[key] = {k: v for k, v in r.items() if k not in skip or (seeds and k == "dataset")}
     return evaluations(records), diag, koopman
 
 
@@ -194,17 +199,22 @@ def merge_records(first: list[dict], second: list[dict], rename: dict[str, str] 
     return _joined(first, renamed)
 
 
-def add_seeds(first: list[dict], second: list[dict]) -> tuple[list[dict], list[tuple]]:
+def add_seeds(first: list[dict], second: list[dict], retrained_model: bool = False) -> tuple[list[dict], list[tuple]]:
     """One ``learning.json`` from a sweep's records and more seeds of the same arms, trained in another sitting.
 
     This is for one sweep trained in two sittings that cannot share run folders: say, the machine was replaced and
     its run folders went with it, so the seeds still to run were trained again into a second results file. Every
-    run of ``second`` must be of an arm ``first`` holds (a new arm is a ``merge_records``), of the same budget, and,
-    for the KFC arms, of the same Koopman model: its records must be equal, which is how the records can show that
-    a model trained again is the same model. A run ``first`` finished is never replaced: holding it twice is
-    refused. A run ``first`` holds unfinished (no ``score`` record, its run folder lost with its checkpoints) and
-    ``second`` carried further is dropped from ``first`` for ``second``'s; those runs are returned as
-    (dataset, method, seed) with the merged records, so the caller can say so.
+    run of ``second`` must be of an arm ``first`` holds (a new arm is a ``merge_records``) and of the same budget.
+    A run ``first`` finished is never replaced: holding it twice is refused. A run ``first`` holds unfinished (no
+    ``score`` record; its run folder was lost with its checkpoints) and ``second`` carried further is dropped from
+    ``first`` for ``second``'s; those runs are returned as (dataset, method, seed) with the merged records, so the
+    caller can say so.
+
+    The KFC arms' Koopman model, trained again, is the same model only if its records are equal. They are not when
+    the first training used another number of threads for some of its epochs (the order of a matrix product's sums
+    changes, and after a few epochs the fourth digit): then the join is refused, unless ``retrained_model`` says
+    that this is known. The second model's record is then kept beside the first, marked with the seeds whose runs
+    it served (``"seeds"``), and the report shows both.
     """
     _check_one_budget(first, second)
     arm = lambda r: (r["dataset"], r["method"])
@@ -228,7 +238,21 @@ def add_seeds(first: list[dict], second: list[dict]) -> tuple[list[dict], list[t
         )
     dropped = sorted(k for k in carried if k in reached)
     kept_first = [r for r in first if "seed" not in r or run(r) not in dropped]
-    return _joined(kept_first, second), dropped
+    models = {r["dataset"]: r for r in first if r.get("kind") == "koopman" and "seeds" not in r}
+    marked = []
+    for r in second:
+        if r.get("kind") == "koopman" and r["dataset"] in models and not _same_model(r, models[r["dataset"]]):
+            if not retrained_model:
+                raise ValueError(
+                    f"the two files hold different Koopman models of {r['dataset']}: a model trained again is the "
+                    "same only where its arithmetic was (the same number of threads in every epoch); if it was "
+                    "trained again, say so with --retrained-model and both models are reported, each with the "
+                    "seeds it served"
+                )
+            seeds = sorted({x["seed"] for x in evaluations(second) if x["dataset"] == r["dataset"]})
+            r = {**r, "seeds": seeds}
+        marked.append(r)
+    return _joined(kept_first, marked), dropped
 
 
 def _check_one_budget(first: list[dict], second: list[dict]) -> None:
@@ -241,18 +265,19 @@ def _check_one_budget(first: list[dict], second: list[dict]) -> None:
 
 
 def _joined(first: list[dict], second: list[dict]) -> list[dict]:
-    """The evaluations, run diagnostics and Koopman models of both files, each dataset's model kept once; two
-    different models of one dataset are refused. The score records are recomputed from the evaluations by whoever
-    writes the report (``results_records``), so they are not kept."""
-    models = {r["dataset"]: r for r in first if r.get("kind") == "koopman"}
+    """The evaluations, run diagnostics and Koopman models of both files, each model kept once; a second model of a
+    dataset is refused unless it is marked with the seeds it served (``add_seeds``). The score records are
+    recomputed from the evaluations by whoever writes the report (``results_records``), so they are not kept."""
+    model_key = lambda r: (r["dataset"], tuple(r.get("seeds", ())))
+    models = {model_key(r): r for r in first if r.get("kind") == "koopman"}
     for r in second:
-        if r.get("kind") == "koopman" and r["dataset"] in models and not _same_model(r, models[r["dataset"]]):
+        if r.get("kind") == "koopman" and model_key(r) in models and not _same_model(r, models[model_key(r)]):
             raise ValueError(
                 f"the two files hold different Koopman models of {r['dataset']}: the runs of one table must share "
                 "one model (benchmarks/learning.py trains it once per dataset)"
             )
     kept = lambda records: [r for r in records if r.get("kind", "eval") in ("eval", "run", "koopman")]
-    extra_models = [r for r in second if r.get("kind") == "koopman" and r["dataset"] not in models]
+    extra_models = [r for r in second if r.get("kind") == "koopman" and model_key(r) not in models]
     return kept(first) + [r for r in kept(second) if r.get("kind") != "koopman"] + extra_models
 
 
