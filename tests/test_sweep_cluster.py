@@ -443,6 +443,18 @@ def test_driver_killed_then_resumed_reruns_only_unfinished_trials(cluster, tmp_p
     before = {p.name: ((p / "result.json").stat().st_mtime_ns, len(_attempts(p))) for p in finished}
     assert all(n == 1 for _, n in before.values())
 
+    # the finished runs' results, read off the run folders while the sweep is stopped: each scored, with the note
+    partial = tmp_path / "partial"
+    report = [str(BIN / "kfc-lite"), "sweep", str(spec), "--report-only", "--results", str(partial)]
+    done = subprocess.run(report + ["--note", "the finished runs only"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    scored = {
+        f"{r['method']}-seed{r['seed']}"
+        for r in json.loads((partial / "learning.json").read_text())
+        if r["kind"] == "score"
+    }
+    assert set(before) <= scored and "* note: the finished runs only" in (partial / "learning.md").read_text()
+
     # the same out without --resume is refused before Ray is touched
     again = subprocess.run(
         [str(BIN / "kfc-lite"), "sweep", str(spec)], capture_output=True, text=True, cwd=ROOT, env=cluster.driver_env

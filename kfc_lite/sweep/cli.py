@@ -20,6 +20,17 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         for t in trials:
             print(f"  {t.name}")
         return 0
+    command = shlex.join(["kfc-lite", "sweep", *sys.argv[2:]]) if len(sys.argv) > 2 else f"kfc-lite sweep {args.spec}"
+    if args.report_only:
+        import pathlib
+
+        from kfc_lite.sweep.report import write_sweep_report
+
+        if not spec.out.is_dir():
+            raise SystemExit(f"{spec.out} does not exist: the sweep has no run folders to report (run it first)")
+        md = write_sweep_report(spec, pathlib.Path(args.results or spec.out / "results"), command, 0.0, args.note)
+        print(md.read_text())
+        return 0
     from kfc_lite.sweep.runner import run_sweep
 
     outcome = run_sweep(
@@ -28,10 +39,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         resume=args.resume,
         local_cpus=args.cpus,
         results=args.results,
-        command=shlex.join(["kfc-lite", "sweep", *sys.argv[2:]])
-        if len(sys.argv) > 2
-        else f"kfc-lite sweep {args.spec}",
+        command=command,
         table_every_s=args.table_every,
+        note=args.note,
     )
     return 1 if outcome.unfinished else 0
 
@@ -58,4 +68,10 @@ def register(subparsers) -> None:
     )
     p.add_argument("--table-every", type=float, default=10.0, help="seconds between two prints of the live table")
     p.add_argument("--dry-run", action="store_true", help="check the sweep file and list its trials; run nothing")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the results (finished runs scored) from the run folders there are; train nothing",
+    )
+    p.add_argument("--note", default="", help="a line for the report (e.g. which runs it holds, and why)")
     p.set_defaults(func=_cmd_sweep)
