@@ -230,6 +230,7 @@ def test_add_seeds_joins_a_second_sitting_of_the_same_arms_and_refuses_anything_
     # the first sitting: seeds 0-1 finished, kfc++ seed 2 stopped after its first evaluation (its folder lost)
     first = [r for seed in (0, 1) for m in ("cql", "kfc++") for r in run(m, seed, 10.0 * seed + (m == "kfc++"))]
     first += run("kfc++", 2, 99.0, steps=(6,)) + [lost, model]
+    first += [{**lost, "method": "cql"}]  # cql seed 2 stopped before its first evaluation: diagnostics only
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "learning.json").write_text(json.dumps(first))
     # the second sitting: seed 2 of both arms, the same model trained again (only its time differs)
@@ -239,7 +240,8 @@ def test_add_seeds_joins_a_second_sitting_of_the_same_arms_and_refuses_anything_
 
     out = tmp_path / "joined"
     assert bench.main(base + ["--results", str(out)]) == 0
-    assert "d kfc++ seed 2: the unfinished run of" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "d kfc++ seed 2: the unfinished run of" in said and "d cql seed 2: the unfinished run of" in said
     saved = json.loads((out / "learning.json").read_text())
     scores = {(r["method"], r["seed"]): r["score"] for r in saved if r["kind"] == "score"}
     assert scores[("kfc++", 2)] == pytest.approx(30.0 + 9.0) and scores[("cql", 2)] == pytest.approx(29.0)
@@ -300,3 +302,20 @@ def test_the_machine_line_names_the_vector_instruction_set():
 
     isa = torch.backends.cpu.get_cpu_capability()
     assert cpu_name().endswith(f", {isa}") and machine().startswith(cpu_name() + ", ")
+
+
+def test_the_matched_arms_second_sitting_is_the_same_sweep_on_the_other_seeds():
+    """The hopper S4RL-matched arm runs in two sweep files (its first machine was replaced after seed 0): joined
+    with --add-seeds, they must be one arm, so the files differ only in their name, out folder and seeds."""
+    import yaml
+
+    from kfc_lite.sweep.budgets import BUDGETS
+
+    folder = ROOT / "benchmarks" / "results" / "hopper-medium-1m"
+    first, second = (yaml.safe_load((folder / f).read_text()) for f in ("s4rl-matched.yaml", "s4rl-matched-2.yaml"))
+    differ = {k for k in first.keys() | second.keys() if first.get(k) != second.get(k)}
+    assert differ <= {"name", "out", "seeds"} and first["out"] != second["out"]
+    records = json.loads((folder / "s4rl-matched" / "learning.json").read_text())
+    committed = {r["seed"] for r in records if r["kind"] == "score"}  # finished runs (an unfinished one is replaced)
+    assert committed.isdisjoint(second["seeds"])  # the second sitting trains none of the finished seeds again
+    assert committed | set(second["seeds"]) == set(BUDGETS[first["budget"]].seeds)

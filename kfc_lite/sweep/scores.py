@@ -236,7 +236,9 @@ def add_seeds(first: list[dict], second: list[dict], retrained_model: bool = Fal
             f"both files hold the run(s) {twice}, and the first file's got as far: a run is never replaced by "
             "another training of it (merging one file twice included); add only seeds the first file lacks"
         )
-    dropped = sorted(k for k in carried if k in reached)
+    # an unfinished run of the first file may have left only its diagnostics (a ``run`` record), no evaluation
+    held = {run(r) for r in first if "method" in r and "seed" in r}
+    dropped = sorted(k for k in carried if k in held)
     kept_first = [r for r in first if "seed" not in r or run(r) not in dropped]
     models = {r["dataset"]: r for r in first if r.get("kind") == "koopman" and "seeds" not in r}
     marked = []
