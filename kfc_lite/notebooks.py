@@ -7,7 +7,8 @@
   and a check cell that calls ``kfc_lite.exercises``;
 * a sentence of the prose that reads an outcome off a run is checked by :func:`claim` in a small cell
   right after the output it reads from;
-* a stated run time carries a hidden marker ``<!-- seconds: quick=Q full=F -->`` (:func:`stated_seconds`).
+* a stated run time carries a hidden marker ``<!-- seconds: quick=Q full=F -->`` (:func:`stated_seconds`);
+* a notebook is run by :func:`execute_notebook`, which retries a kernel that stopped answering.
 """
 
 from __future__ import annotations
@@ -147,6 +148,43 @@ def stated_seconds(nb) -> list[tuple[int | None, float, float | None]]:
             if target is not None:
                 out.append((target, quick, full))
     return out
+
+
+def execute_notebook(nb, cwd, *, env: dict | None = None, timeout: float = 240, attempts: int = 2):
+    """``nb`` executed on a fresh ``python3`` kernel in ``cwd``, with ``env`` added to the kernel's environment.
+
+    Now and then a kernel under nbclient stops answering: client and kernel both wait, neither computes. A cell
+    that runs past ``timeout`` seconds, or a kernel that dies, is taken for that, and the whole notebook is run
+    once more on a fresh kernel (``attempts`` in all); an error in a cell is never retried. Returns the executed
+    copy; ``nb`` itself is left as it was.
+    """
+    import copy
+    import os
+
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    env = dict(env or {})
+    previous = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the kernel inherits this process's environment
+    try:
+        for attempt in range(attempts):
+            run = copy.deepcopy(nb)
+            try:
+                client = NotebookClient(
+                    run, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+                )
+                client.execute()
+                return run
+            except (CellTimeoutError, DeadKernelError):
+                if attempt == attempts - 1:
+                    raise
+    finally:
+        for k, v in previous.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def cell_seconds(cell) -> float | None:

@@ -13,6 +13,7 @@ from kfc_lite.notebooks import (
     claim,
     convention_problems,
     draws_figure,
+    execute_notebook,
     notebook_paths,
     stated_seconds,
     student_edition,
@@ -42,34 +43,9 @@ def test_conventions(path):
 KERNEL_ENV = {"KFC_QUICK": "1", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
 
 
-def execute(nb, cwd, timeout=240, attempts=2):
-    """Run ``nb`` in quick mode (``KERNEL_ENV``). A cell that runs past ``timeout`` seconds (quick-mode cells take
-    seconds) is taken for a stuck kernel and the whole notebook is run once more on a fresh kernel; an error is
-    never retried."""
-    import copy
-
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
-    previous = {k: os.environ.get(k) for k in KERNEL_ENV}
-    os.environ.update(KERNEL_ENV)  # the kernel inherits this process's environment
-    try:
-        for attempt in range(attempts):
-            run = copy.deepcopy(nb)
-            try:
-                NotebookClient(
-                    run, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
-                ).execute()
-                return run
-            except (CellTimeoutError, DeadKernelError):
-                if attempt == attempts - 1:
-                    raise
-    finally:
-        for k, v in previous.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+def execute(nb, cwd):
+    """``nb`` run in quick mode (``KERNEL_ENV``), a stuck kernel retried once (a quick-mode cell takes seconds)."""
+    return execute_notebook(nb, cwd, env=KERNEL_ENV, timeout=240, attempts=2)
 
 
 def text_of(cell) -> str:
@@ -177,3 +153,36 @@ def test_notebook_ends_with_its_references(name):
     )
     entries = [line for line in last.source.splitlines() if line.startswith("* ")]
     assert entries and all(re.search(r"\b(19|20)\d\d\b", e) for e in entries), "every reference names its year"
+
+
+def test_execute_notebook_retries_a_stuck_kernel_once_and_never_an_error(tmp_path):
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    # stuck on the first attempt only (the file it leaves says it ran before): a fresh kernel finishes it
+    stuck_once = new_notebook(
+        cells=[
+            new_code_cell(
+                "import pathlib, time\nseen = pathlib.Path('tried')\nif not seen.exists():\n"
+                "    seen.write_text('once')\n    time.sleep(120)\nprint('finished')"
+            )
+        ]
+    )
+    run = execute_notebook(stuck_once, tmp_path, env={"KFC_TEST_MARK": "1"}, timeout=4, attempts=2)
+    assert "finished" in run.cells[0].outputs[0]["text"] and not stuck_once.cells[0].outputs  # a copy ran
+    assert "KFC_TEST_MARK" not in os.environ  # the environment is put back
+    (tmp_path / "tried").unlink()
+    with pytest.raises(CellTimeoutError):
+        execute_notebook(stuck_once, tmp_path, timeout=4, attempts=1)
+    # an error is the notebook's, not the kernel's: it is raised at once, the cell ran once
+    failing = new_notebook(
+        cells=[
+            new_code_cell(
+                "import pathlib\np = pathlib.Path('runs')\n"
+                "p.write_text(p.read_text() + 'x' if p.exists() else 'x')\n1 / 0"
+            )
+        ]
+    )
+    with pytest.raises(CellExecutionError, match="ZeroDivisionError"):
+        execute_notebook(failing, tmp_path, timeout=30, attempts=2)
+    assert (tmp_path / "runs").read_text() == "x"
