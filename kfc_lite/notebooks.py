@@ -159,15 +159,13 @@ def execute_notebook(nb, cwd, *, env: dict | None = None, timeout: float = 240, 
     copy; ``nb`` itself is left as it was.
     """
     import copy
-    import os
 
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-    env = dict(env or {})
-    previous = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the kernel inherits this process's environment
-    try:
+    from kfc_lite.settings import environ
+
+    with environ(**(env or {})):  # the kernel inherits this process's environment
         for attempt in range(attempts):
             run = copy.deepcopy(nb)
             try:
@@ -179,12 +177,6 @@ def execute_notebook(nb, cwd, *, env: dict | None = None, timeout: float = 240, 
             except (CellTimeoutError, DeadKernelError):
                 if attempt == attempts - 1:
                     raise
-    finally:
-        for k, v in previous.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def cell_seconds(cell) -> float | None:

@@ -1,10 +1,11 @@
-"""Run-wide settings: quick mode, device selection and seeding.
+"""Run-wide settings: quick mode, device selection, seeding and the process's environment.
 
 One code path serves the CPU and the GPU: the device is a parameter, never a fork in the code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 
@@ -34,6 +35,22 @@ def quick_mode(default: bool = False) -> bool:
     if os.environ.get(BINDER_ENV):
         return True
     return default
+
+
+@contextlib.contextmanager
+def environ(**values: str):
+    """``os.environ`` with ``values`` for the ``with`` block (a process started inside inherits them), as it was
+    after."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def resolve_device(device: str = "auto"):

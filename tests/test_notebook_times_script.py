@@ -59,11 +59,12 @@ def test_whole_tables_every_stated_time_of_the_whole_notebook_in_quick_mode(tmp_
     nbformat.write(nb, path)
     out = run(path, "--whole", "--mode", "quick", "--out", tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    record = json.loads((tmp_path / "notebook-times-nap-quick.json").read_text())
+    written = tmp_path / "notebook-times-nap-quick"  # the notebook's stem and the mode
+    record = json.loads(written.with_suffix(".json").read_text())
     whole, nap = record["cells"]  # the notebook's own stated time, then the cell's (now cell 5)
     assert whole["cell"] is None and whole["stated_s"] == 1.0 and 0.6 <= whole["measured_s"] < 20  # 0.1+0.2+0.3
     assert nap["cell"] == 5 and nap["stated_s"] == 0.1 and 0.1 <= nap["measured_s"] < 0.6  # quick mode's nap
-    assert "| all | `(the whole notebook)` | 1 |" in (tmp_path / "notebook-times-nap-quick.md").read_text()
+    assert "| all | `(the whole notebook)` | 1 |" in written.with_suffix(".md").read_text()
     refused = run(path, "--whole", "--cells", 5, "--out", tmp_path)
     assert refused.returncode != 0 and "leave out --cells and --setup" in refused.stderr
 

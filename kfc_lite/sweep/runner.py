@@ -23,7 +23,6 @@ by seed.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -31,6 +30,7 @@ import pathlib
 import sys
 import time
 
+from kfc_lite.settings import environ
 from kfc_lite.sweep.spec import SweepSpec
 from kfc_lite.sweep.trial import finished_step, is_finished, read_attempts
 
@@ -68,21 +68,6 @@ def _import_ray():
     return ray
 
 
-@contextlib.contextmanager
-def _environ(**values):
-    """``os.environ`` with ``values`` for the ``with`` block, as it was after."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def start_embedded_ray(cpus: int | None = None) -> None:
     """Start an embedded Ray instance for this process, listening on 127.0.0.1 only.
 
@@ -100,7 +85,7 @@ def start_embedded_ray(cpus: int | None = None) -> None:
     # a Ray without the switch (a later version) starts the instance as it would anyway
     had = hasattr(ray_constants, "ENABLE_RAY_CLUSTER")
     was = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
-    with _environ(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"):
+    with environ(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"):
         if had:
             ray_constants.ENABLE_RAY_CLUSTER = False
         try:
