@@ -240,20 +240,15 @@ def add_seeds(first: list[dict], second: list[dict], retrained_model: bool = Fal
     held = {run(r) for r in first if "method" in r and "seed" in r}
     dropped = sorted(k for k in carried if k in held)
     kept_first = [r for r in first if "seed" not in r or run(r) not in dropped]
-    models = {r["dataset"]: r for r in first if r.get("kind") == "koopman" and "seeds" not in r}
-    marked = []
-    for r in second:
-        if r.get("kind") == "koopman" and r["dataset"] in models and not _same_model(r, models[r["dataset"]]):
-            if not retrained_model:
-                raise ValueError(
-                    f"the two files hold different Koopman models of {r['dataset']}: a model trained again is the "
-                    "same only where its arithmetic was (the same number of threads in every epoch); if it was "
-                    "trained again, say so with --retrained-model and both models are reported, each with the "
-                    "seeds it served"
-                )
-            seeds = sorted({x["seed"] for x in evaluations(second) if x["dataset"] == r["dataset"]})
-            r = {**r, "seeds": seeds}
-        marked.append(r)
+    retrained = _other_models(kept_first, second)
+    if retrained and not retrained_model:
+        raise ValueError(
+            f"the two files hold different Koopman models of {retrained[0]['dataset']}: a model trained again is the "
+            "same only where its arithmetic was (the same number of threads in every epoch); if it was trained "
+            "again, say so with --retrained-model and both models are reported, each with the seeds it served"
+        )
+    served = lambda dataset: sorted({x["seed"] for x in evaluations(second) if x["dataset"] == dataset})
+    marked = [{**r, "seeds": served(r["dataset"])} if any(r is m for m in retrained) else r for r in second]
     return _joined(kept_first, marked), dropped
 
 
@@ -270,17 +265,30 @@ def _joined(first: list[dict], second: list[dict]) -> list[dict]:
     """The evaluations, run diagnostics and Koopman models of both files, each model kept once; a second model of a
     dataset is refused unless it is marked with the seeds it served (``add_seeds``). The score records are
     recomputed from the evaluations by whoever writes the report (``results_records``), so they are not kept."""
-    model_key = lambda r: (r["dataset"], tuple(r.get("seeds", ())))
-    models = {model_key(r): r for r in first if r.get("kind") == "koopman"}
-    for r in second:
-        if r.get("kind") == "koopman" and model_key(r) in models and not _same_model(r, models[model_key(r)]):
-            raise ValueError(
-                f"the two files hold different Koopman models of {r['dataset']}: the runs of one table must share "
-                "one model (benchmarks/learning.py trains it once per dataset)"
-            )
+    other = _other_models(first, second)
+    if other:
+        raise ValueError(
+            f"the two files hold different Koopman models of {other[0]['dataset']}: the runs of one table must share "
+            "one model (benchmarks/learning.py trains it once per dataset)"
+        )
     kept = lambda records: [r for r in records if r.get("kind", "eval") in ("eval", "run", "koopman")]
-    extra_models = [r for r in second if r.get("kind") == "koopman" and model_key(r) not in models]
+    held = {_model_key(r) for r in first if r.get("kind") == "koopman"}
+    extra_models = [r for r in second if r.get("kind") == "koopman" and _model_key(r) not in held]
     return kept(first) + [r for r in kept(second) if r.get("kind") != "koopman"] + extra_models
+
+
+def _model_key(record: dict) -> tuple:
+    """A Koopman model's place in a file: its dataset, and the seeds it served where it served some only."""
+    return record["dataset"], tuple(record.get("seeds", ()))
+
+
+def _other_models(first: list[dict], second: list[dict]) -> list[dict]:
+    """The ``koopman`` records of ``second`` that differ from ``first``'s model in the same place (``_model_key``)."""
+    models = {_model_key(r): r for r in first if r.get("kind") == "koopman"}
+    return [
+        r for r in second
+        if r.get("kind") == "koopman" and _model_key(r) in models and not _same_model(r, models[_model_key(r)])
+    ]
 
 
 def _same_model(a: dict, b: dict) -> bool:
