@@ -328,8 +328,17 @@ def test_diagnostics_show_a_koopman_table_only_when_a_run_used_a_model():
     without = "\n".join(diagnostics_tables(diag, {}))
     assert "Koopman model: none" in without and "relative one-step error" not in without
     assert "| d | s4rl | 0.01 |" in without  # the augmentation table is still there
-    model = {"relative_one_step_error": 0.06, "reconstruction_offset": 0.027, "state_norm": 6.8, "val_forward": 6e-4,
-             "val_recon": 4e-5, "val_multistep": 3.0, "epochs": 75, "steps": 204750, "wall_s": 4315.0}
+    model = {
+        "relative_one_step_error": 0.06,
+        "reconstruction_offset": 0.027,
+        "state_norm": 6.8,
+        "val_forward": 6e-4,
+        "val_recon": 4e-5,
+        "val_multistep": 3.0,
+        "epochs": 75,
+        "steps": 204750,
+        "wall_s": 4315.0,
+    }
     with_model = "\n".join(diagnostics_tables(diag, {"d": model}))
     assert "Koopman model: none" not in with_model
     assert "| d | 0.060 | 0.027 (6.8) | 0.0006 | 4e-05 | 3 | 75 (204750) | 4315 |" in with_model

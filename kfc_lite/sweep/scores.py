@@ -286,7 +286,8 @@ def _other_models(first: list[dict], second: list[dict]) -> list[dict]:
     """The ``koopman`` records of ``second`` that differ from ``first``'s model in the same place (``_model_key``)."""
     models = {_model_key(r): r for r in first if r.get("kind") == "koopman"}
     return [
-        r for r in second
+        r
+        for r in second
         if r.get("kind") == "koopman" and _model_key(r) in models and not _same_model(r, models[_model_key(r)])
     ]
 
