@@ -28,6 +28,10 @@ LABELS = {
     "kfc++-gauged": "KFC++ gauged",
 }
 
+#: the arm whose comparison with the baseline the protocols' decision rule decides; every other comparison is
+#: reported with its interval and no decision
+DECISION_ARM = "kfc++"
+
 
 def label(arm: str) -> str:
     base, bracket, rest = arm.partition("[")
@@ -134,7 +138,7 @@ class Evidence:
             rows.append(row)
         return rows
 
-    def decision(self, arm: str = "kfc++") -> str | None:
+    def decision(self, arm: str = DECISION_ARM) -> str | None:
         """The protocol's decision rule for ``arm`` against the baseline: "helps", "hurts" or "is not
         distinguishable from <baseline>", by the paired t interval over the planned seeds (and those only); None
         until both have finished every planned seed, or when the results name no known budget (a decision on
@@ -177,7 +181,14 @@ class Evidence:
         shared = set(self.paired(arm, baseline)[0])
         n, planned = len(shared), set(self.planned_seeds)
         done = len(shared & planned)
-        waiting = f"{done} of {len(planned)} planned seeds so far; the protocol's decision waits for all of them"
+        # only the primary comparison has a decision to wait for; the others are reported without one
+        primary = arm == DECISION_ARM and (baseline or self.baseline) == self.baseline
+        rest = (
+            "the protocol's decision waits for all of them"
+            if primary
+            else f"the protocol decides on {label(DECISION_ARM)} against {label(self.baseline)} only"
+        )
+        waiting = f"{done} of {len(planned)} planned seeds so far; {rest}"
         partial = bool(planned) and not planned <= shared
         if n < 2:
             return (

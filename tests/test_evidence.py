@@ -126,6 +126,8 @@ def test_a_running_experiment_reads_as_partial_and_never_as_a_decision(tmp_path)
     # one shared seed: no interval, no verdict
     kfc = ev.sentence("kfc")
     assert "too few for an interval" in kfc and "distinguishable" not in kfc and "above" not in kfc
+    # a secondary comparison waits for no decision: the protocol decides on KFC++ against CQL alone
+    assert "1 of 10 planned seeds so far" in kfc and "decision" not in kfc and "KFC++ against CQL only" in kfc
     assert ev.decision("kfc++") is None  # three of ten seeds: the rule is not applied
     row = {r["arm"]: r for r in ev.table()}
     assert row["KFC"]["mean"] is None and row["KFC"]["sd"] is None and "vs_baseline" not in row["KFC"]
