@@ -40,7 +40,8 @@ def quick_mode(default: bool = False) -> bool:
 @contextlib.contextmanager
 def environ(**values: str):
     """``os.environ`` with ``values`` for the ``with`` block (a process started inside inherits them), as it was
-    after."""
+    after for those keys only. ``unittest.mock.patch.dict`` would restore the whole mapping, undoing what the block
+    itself set on purpose (``ray.init`` sets ``PYTHONBREAKPOINT`` for the driver)."""
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import pathlib
 import shlex
 import sys
 
@@ -22,8 +23,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     command = shlex.join(["kfc-lite", "sweep", *sys.argv[2:]]) if len(sys.argv) > 2 else f"kfc-lite sweep {args.spec}"
     if args.report_only:
-        import pathlib
-
         from kfc_lite.sweep.report import write_sweep_report
 
         if not spec.out.is_dir():
